@@ -1,0 +1,46 @@
+# The two commands: `make demo` and `make test`. Everything else is a convenience.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export ST_PIPELINE_HOME ?= $(CURDIR)/.st_pipeline
+SIM_PORT ?= 8765
+
+.PHONY: install demo test dev simulator catalogue clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+## Run the whole pipeline against the embedded simulator into a local SQLite warehouse.
+demo: install
+	$(BIN)/st-pipeline demo --port $(SIM_PORT)
+
+## Run the test suite (needs PostgreSQL on 127.0.0.1:5432 for the production-path tests).
+test: install
+	$(BIN)/pytest
+
+## The Dagster UI on the demo's state, with the simulator serving the demo tenant.
+dev: install
+	@set -e; \
+	export DAGSTER_HOME=$(ST_PIPELINE_HOME)/dagster ST_PIPELINE_SECRET_KEYS_FILE=$(ST_PIPELINE_HOME)/secret.key \
+	  SERVICETITAN_API_URL=http://127.0.0.1:$(SIM_PORT) \
+	  SERVICETITAN_AUTH_URL=http://127.0.0.1:$(SIM_PORT)/connect/token SERVICETITAN_APP_KEY=ak1.simulator; \
+	test -f $$DAGSTER_HOME/dagster.yaml || { echo "run 'make demo' first"; exit 1; }; \
+	$(BIN)/st-pipeline simulator --port $(SIM_PORT) > $(ST_PIPELINE_HOME)/simulator.log 2>&1 & sim=$$!; \
+	trap "kill $$sim" EXIT INT TERM; \
+	$(BIN)/dagster dev -w workspace.yaml
+
+## A simulator in the foreground.
+simulator: install
+	$(BIN)/st-pipeline simulator --port $(SIM_PORT)
+
+## Regenerate the endpoint catalogue from ../shared/servicetitan-specs.
+catalogue: install
+	$(BIN)/python -m st_pipeline.servicetitan.spec_import
+
+clean:
+	rm -rf $(VENV) $(ST_PIPELINE_HOME) .pytest_cache

@@ -1,0 +1,117 @@
+"""Raw assets: one asset per ServiceTitan dataset, partitioned by tenant.
+
+All raw assets of a tenant are produced by one subsettable ``multi_asset`` so that a run shares
+one token, one connection pool (and, later, one rate limiter) across every endpoint.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the real type hints.
+
+from collections.abc import Iterator, Sequence
+
+import dagster as dg
+
+from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
+from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
+from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
+from st_pipeline.servicetitan.errors import ServiceTitanError
+from st_pipeline.sync.extract import ExtractResult, extract_dataset
+from st_pipeline.tenants.registry import UnknownTenantError
+from st_pipeline.warehouse.engine import describe_url
+from st_pipeline.warehouse.tables import ensure_raw_tables, raw_table_name
+
+
+def raw_asset_key(dataset: Dataset) -> dg.AssetKey:
+    return dg.AssetKey(["servicetitan", "raw", dataset.module.replace("-", "_"), dataset.resource_slug])
+
+
+def _group_name(dataset: Dataset) -> str:
+    return "servicetitan_" + dataset.module.replace("-", "_")
+
+
+def _spec(dataset: Dataset) -> dg.AssetSpec:
+    endpoint = dataset.extraction_endpoint
+    return dg.AssetSpec(
+        key=raw_asset_key(dataset),
+        group_name=_group_name(dataset),
+        description=f"Raw {dataset.key} records of one tenant, from the {endpoint.kind} endpoint {endpoint.path}.",
+        kinds={"servicetitan"},
+        metadata={
+            "endpoint": endpoint.path,
+            "endpoint_kind": endpoint.kind,
+            "table": raw_table_name(dataset),
+            "scopes": ", ".join(endpoint.scopes),
+        },
+    )
+
+
+def _metadata(result: ExtractResult, warehouse: str) -> dict[str, dg.MetadataValue | str | int | float]:
+    metadata: dict[str, dg.MetadataValue | str | int | float] = {
+        "records": result.records,
+        "pages": result.pages,
+        "requests": result.requests,
+        "duration_s": round(result.duration_s, 3),
+        "rows_in_table": result.rows_in_table,
+        "table": raw_table_name(result.dataset),
+        "endpoint": result.endpoint_path,
+        "warehouse": warehouse,
+    }
+    if result.cursor:
+        metadata["cursor"] = result.cursor
+    return metadata
+
+
+def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
+    """The tenant-partitioned multi-asset extracting ``datasets``."""
+    by_key = {raw_asset_key(dataset): dataset for dataset in datasets}
+
+    @dg.multi_asset(
+        name="servicetitan_raw",
+        specs=[_spec(dataset) for dataset in datasets],
+        partitions_def=tenant_partitions,
+        can_subset=True,
+    )
+    def servicetitan_raw(
+        context: dg.AssetExecutionContext,
+        servicetitan: ServiceTitanResource,
+        tenant_registry: TenantRegistryResource,
+        warehouse: WarehouseResource,
+    ) -> Iterator[dg.MaterializeResult]:
+        tenant_id = tenant_id_of(context.partition_key)
+        try:
+            credentials = tenant_registry.registry().credentials(tenant_id)
+        except UnknownTenantError as exc:
+            raise dg.Failure(str(exc)) from None
+        selected = [by_key[key] for key in context.selected_asset_keys if key in by_key]
+        engine = warehouse.engine()
+        warehouse_name = describe_url(engine)
+        ensure_raw_tables(engine, selected)
+        failures: list[str] = []
+        with servicetitan.client(credentials) as client:
+            for dataset in selected:
+                try:
+                    result = extract_dataset(client, engine, dataset, run_id=context.run_id)
+                except ServiceTitanError as exc:
+                    # Keep going: the tenant's other datasets still load; the run fails at the end.
+                    context.log.error(str(exc))
+                    failures.append(f"{dataset.key}: {exc}")
+                    continue
+                context.log.info(
+                    f"tenant {tenant_id} {dataset.key}: {result.records} records in {result.pages} pages "
+                    f"({result.duration_s:.2f}s)"
+                )
+                yield dg.MaterializeResult(asset_key=raw_asset_key(dataset), metadata=_metadata(result, warehouse_name))
+            context.log.info(
+                f"tenant {tenant_id}: {client.stats.requests} API requests, "
+                f"{client.tokens.token_requests} token requests"
+            )
+        engine.dispose()
+        if failures:
+            raise dg.Failure(
+                f"{len(failures)} of {len(selected)} datasets failed for tenant {tenant_id}",
+                metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))},
+            )
+
+    return servicetitan_raw
+
+
+raw_assets = build_raw_assets(load_catalogue().core_datasets())

@@ -1,0 +1,163 @@
+"""The endpoint catalogue: which ServiceTitan datasets exist and how to read each one.
+
+Loaded from ``catalogue.json``, which ``spec_import`` generates from the official OpenAPI
+documents. A *dataset* is one resource of one module (``crm/customers``); it may be served by an
+export feed, a paged list, an unpaged lookup list, or several of these. The export feed is
+preferred because it returns inactive and deleted rows and resumes from a continuation token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+CATALOGUE_PATH = Path(__file__).with_name("catalogue.json")
+
+EndpointKind = Literal["export", "list", "lookup"]
+
+# The first slice of datasets extracted end to end (issue 2); later issues widen this to the
+# whole catalogue. Ordered so that referenced entities come before the ones that point to them.
+CORE_DATASETS: tuple[str, ...] = (
+    "settings/business-units",
+    "settings/technicians",
+    "crm/customers",
+    "crm/locations",
+    "jpm/jobs",
+    "jpm/appointments",
+    "accounting/invoices",
+    "accounting/payments",
+)
+
+# How each "include inactive rows" filter is spelled, per query parameter name.
+_INACTIVE_FILTERS = {"active": "Any", "activeState": "All"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One GET operation at tenant level."""
+
+    module: str
+    resource: str
+    kind: EndpointKind
+    path: str
+    scopes: tuple[str, ...]
+    query_params: dict[str, Any] = field(hash=False, compare=False)
+    page_size_max: int | None
+    record_schema: str | None
+
+    @property
+    def dataset_key(self) -> str:
+        return f"{self.module}/{self.resource}"
+
+    @property
+    def inactive_filter(self) -> tuple[str, str] | None:
+        """The query parameter and value that ask for active and inactive rows alike."""
+        for name, value in _INACTIVE_FILTERS.items():
+            if name in self.query_params:
+                return name, value
+        return None
+
+    @property
+    def watermark_param(self) -> str | None:
+        """The ``…OnOrAfter`` filter usable as an incremental watermark, if any."""
+        for name in ("modifiedOnOrAfter", "createdOnOrAfter"):
+            if name in self.query_params:
+                return name
+        return None
+
+    def url_path(self, tenant_id: int) -> str:
+        return self.path.replace("{tenant}", str(int(tenant_id)))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One resource of one module and the endpoints that serve it."""
+
+    module: str
+    resource: str
+    export: Endpoint | None
+    list: Endpoint | None
+    lookup: Endpoint | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}/{self.resource}"
+
+    @property
+    def extraction_endpoint(self) -> Endpoint:
+        """The endpoint the pipeline reads: export feed, else paged list, else lookup."""
+        endpoint = self.export or self.list or self.lookup
+        assert endpoint is not None  # a dataset always has at least one endpoint
+        return endpoint
+
+    @property
+    def slug(self) -> str:
+        """``crm/customers/contacts`` → ``crm_customers_contacts`` (table and asset names)."""
+        return self.key.replace("/", "_").replace("-", "_")
+
+    @property
+    def resource_slug(self) -> str:
+        return self.resource.replace("/", "_").replace("-", "_")
+
+
+class Catalogue:
+    """All catalogued endpoints and the (stripped) record schemas they refer to."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self._modules: dict[str, Any] = document["modules"]
+        self.endpoints: tuple[Endpoint, ...] = tuple(
+            Endpoint(
+                module=e["module"],
+                resource=e["resource"],
+                kind=e["kind"],
+                path=e["path"],
+                scopes=tuple(e["scopes"]),
+                query_params=e["query_params"],
+                page_size_max=e["page_size_max"],
+                record_schema=e["record_schema"],
+            )
+            for e in document["endpoints"]
+        )
+        self.datasets: dict[str, Dataset] = self._group_datasets()
+
+    def _group_datasets(self) -> dict[str, Dataset]:
+        grouped: dict[str, dict[str, Endpoint]] = {}
+        for endpoint in self.endpoints:
+            slot = grouped.setdefault(endpoint.dataset_key, {})
+            current = slot.get(endpoint.kind)
+            # Two export paths can name one dataset (``export/estimates`` and the legacy
+            # ``estimates/export``); the ``/export/`` form is the documented one.
+            if current is None or "/export/" in endpoint.path:
+                slot[endpoint.kind] = endpoint
+        return {
+            key: Dataset(
+                module=key.split("/", 1)[0],
+                resource=key.split("/", 1)[1],
+                export=slot.get("export"),
+                list=slot.get("list"),
+                lookup=slot.get("lookup"),
+            )
+            for key, slot in sorted(grouped.items())
+        }
+
+    def dataset(self, key: str) -> Dataset:
+        try:
+            return self.datasets[key]
+        except KeyError:
+            raise KeyError(f"unknown ServiceTitan dataset {key!r}; see `st-pipeline endpoints`") from None
+
+    def schemas(self, module: str) -> dict[str, Any]:
+        """The record schemas of one module, by name (``$ref`` values are names in this dict)."""
+        return self._modules[module]["schemas"]
+
+    def core_datasets(self) -> list[Dataset]:
+        return [self.dataset(key) for key in CORE_DATASETS]
+
+
+@cache
+def load_catalogue(path: Path = CATALOGUE_PATH) -> Catalogue:
+    """The catalogue shipped with the package (parsed once per process)."""
+    return Catalogue(json.loads(path.read_text()))

@@ -1,0 +1,15 @@
+"""An embedded ServiceTitan API simulator: a real HTTP server with spec-shaped data.
+
+    config = SimulatorConfig(tenants=[SimulatorConfig.demo_tenant(1001)], scale=0.1)
+    with Simulator(config) as sim:
+        ...  # point a client at sim.url / sim.auth_url; compare with sim.ground_truth(...)
+
+The data is generated from the record schemas in the endpoint catalogue, deterministically per
+(seed, tenant, scale). This package does not depend on Dagster.
+"""
+
+from st_pipeline.simulator.config import SimulatedTenant, SimulatorConfig
+from st_pipeline.simulator.server import Simulator
+from st_pipeline.simulator.stats import SimulatorStats
+
+__all__ = ["SimulatedTenant", "Simulator", "SimulatorConfig", "SimulatorStats"]

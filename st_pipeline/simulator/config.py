@@ -1,0 +1,69 @@
+"""Configuration of a simulator: its tenants, their credentials, and data volume."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SimulatedTenant:
+    """One ServiceTitan tenant served by the simulator, with the OAuth client it accepts."""
+
+    tenant_id: int
+    client_id: str
+    client_secret: str = field(repr=False)  # kept out of reprs, tracebacks and logs
+    scale: float | None = None  # None → SimulatorConfig.scale
+
+
+@dataclass
+class SimulatorConfig:
+    """What the simulator serves.
+
+    ``datasets`` restricts the served datasets to these catalogue keys (``None``: every
+    catalogue dataset whose schema can be generated). ``scale`` multiplies the record volumes
+    (see ``data.BASE_VOLUMES``); a tenant's own ``scale`` overrides it.
+    """
+
+    tenants: list[SimulatedTenant]
+    app_key: str = "ak1.simulator"
+    seed: int = 1
+    scale: float = 1.0
+    token_lifetime_s: int = 900
+    export_batch_size: int = 500
+    datasets: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        ids = [tenant.tenant_id for tenant in self.tenants]
+        if len(set(ids)) != len(ids):
+            raise ValueError("tenant ids must be unique")
+        client_ids = [tenant.client_id for tenant in self.tenants]
+        if len(set(client_ids)) != len(client_ids):
+            raise ValueError("client ids must be unique")
+        if self.export_batch_size < 1:
+            raise ValueError("export_batch_size must be positive")
+        if self.token_lifetime_s <= 0:
+            raise ValueError("token_lifetime_s must be positive")
+        if self.scale <= 0 or any(t.scale is not None and t.scale <= 0 for t in self.tenants):
+            raise ValueError("scales must be positive")
+        if self.datasets is not None:
+            self.datasets = tuple(self.datasets)
+
+    @staticmethod
+    def demo_tenant(tenant_id: int, seed: int = 1) -> SimulatedTenant:
+        """A tenant with deterministic, simulator-only credentials (never valid anywhere else)."""
+        digest = hashlib.sha256(f"{seed}:{tenant_id}".encode()).hexdigest()
+        return SimulatedTenant(
+            tenant_id=tenant_id,
+            client_id=f"cid.sim{tenant_id}",
+            client_secret="cs1.sim-" + digest[:24],
+        )
+
+    def tenant(self, tenant_id: int) -> SimulatedTenant | None:
+        for tenant in self.tenants:
+            if tenant.tenant_id == tenant_id:
+                return tenant
+        return None
+
+    def scale_of(self, tenant: SimulatedTenant) -> float:
+        return self.scale if tenant.scale is None else tenant.scale

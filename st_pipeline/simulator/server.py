@@ -1,0 +1,463 @@
+"""The simulator: a real HTTP server that answers like ServiceTitan's API and token endpoint.
+
+Routes come from the endpoint catalogue (every endpoint of every served dataset). Requests are
+checked the way the real gateway checks them: the ``ST-App-Key`` header, then the bearer token,
+then that the token's tenant is the tenant in the path. A few ``/_simulator/…`` paths expose the
+ground truth to out-of-process demos; they need no credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import itertools
+import logging
+import random
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from st_pipeline.servicetitan.catalogue import Catalogue, load_catalogue
+from st_pipeline.simulator import feeds
+from st_pipeline.simulator.clock import REFERENCE_END_TICKS, TICKS_PER_SECOND, SimClock
+from st_pipeline.simulator.config import SimulatorConfig
+from st_pipeline.simulator.data import TenantData, generate_tenant, plan_for
+from st_pipeline.simulator.errors import (
+    TITLE_FORBIDDEN,
+    TITLE_NO_APP_KEY,
+    TITLE_NOT_FOUND,
+    TITLE_UNAUTHORIZED,
+    ApiError,
+    problem,
+)
+from st_pipeline.simulator.faults import FaultInjector
+from st_pipeline.simulator.routes import RouteTable, tenant_in_path
+from st_pipeline.simulator.stats import SimulatorStats
+from st_pipeline.simulator.store import StoredRecord, dumps
+from st_pipeline.simulator.tokens import TokenStore
+
+_log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/connect/token"
+CONTROL_PREFIX = "/_simulator/"
+
+_CONTROL_DATASET = re.compile(r"^/_simulator/tenants/([^/]+)/datasets/([^/]+)$")
+_CONTROL_COUNTS = re.compile(r"^/_simulator/tenants/([^/]+)/counts$")
+_CHANGE_SPACING_TICKS = 10_000  # 1 ms between the records of one apply_changes call
+
+Response = tuple[int, str, dict[str, str]]  # status, JSON body, extra headers
+
+
+class Simulator:
+    """An embedded ServiceTitan API: serves generated data for the configured tenants.
+
+    Use as a context manager (``with Simulator(config) as sim: …``) or call :meth:`start` and
+    :meth:`stop`. Tenant data is generated on first use and then kept for the simulator's life;
+    the ground-truth methods work whether or not the server is running.
+    """
+
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        self.config = config
+        self._host = host
+        self._port = port
+        catalogue = catalogue or load_catalogue()
+        self._plan = plan_for(catalogue, config.datasets)
+        self.unsupported_datasets: dict[str, str] = dict(self._plan.unsupported)
+        """Datasets that cannot be generated, with the reason (e.g. the endpoint serves files)."""
+        self._generators = {g.key: g for g in self._plan.generators}
+        self._routes = RouteTable(
+            catalogue, [g for g in self._plan.generators if g.key in self._plan.served]
+        )
+        self.scope = " ".join(sorted({s for e in catalogue.endpoints for s in e.scopes}))
+
+        self.clock = SimClock()
+        self._started_at = self.clock.now()
+        self.tokens = TokenStore(self.clock, config.token_lifetime_s)
+        self.stats = SimulatorStats()
+        self.faults = FaultInjector()
+        self._tenants = {tenant.tenant_id: tenant for tenant in config.tenants}
+        self._clients = {tenant.client_id: tenant for tenant in config.tenants}
+        self._data: dict[int, TenantData] = {}
+        self._data_locks = {tenant_id: threading.Lock() for tenant_id in self._tenants}
+        self._change_numbers = itertools.count(1)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        """Serve in a daemon thread (port 0 picks a free port); returns ``self``."""
+        if self._server is not None:
+            return self
+        server = _Server((self._host, self._port), _Handler)
+        server.simulator = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how long stop() may wait for the loop
+            name=f"st-simulator:{server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def serve_forever(self) -> None:
+        """Start (if needed) and block until interrupted with Ctrl-C."""
+        self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(timeout=0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The API base URL, e.g. ``http://127.0.0.1:8123``."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def auth_url(self) -> str:
+        """The OAuth token URL."""
+        return self.url + TOKEN_PATH
+
+    # -- ground truth and controls -----------------------------------------------------------
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The keys of the served datasets, in generation order."""
+        return self._plan.served
+
+    def ground_truth(self, tenant_id: int, dataset_key: str) -> list[dict[str, Any]]:
+        """Every current record (active and inactive) in the export shape, sorted by id."""
+        store = self._tenant_data(tenant_id).stores[self._served_key(dataset_key)]
+        return [record.copy_data() for record in store.records()]
+
+    def record_counts(self, tenant_id: int) -> dict[str, int]:
+        """Number of current records per served dataset."""
+        stores = self._tenant_data(tenant_id).stores
+        return {key: len(stores[key]) for key in self._plan.served}
+
+    def expire_tokens(self, tenant_id: int | None = None) -> None:
+        """Invalidate every token issued (to one tenant, or to all): the next call gets 401."""
+        self.tokens.expire(tenant_id)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the simulator's "now" forward (tokens expire by it; changes are stamped by it)."""
+        self.clock.advance(seconds)
+
+    def inject_faults(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        tenant_id: int | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        """Answer the next ``count`` authorized API requests (of one tenant, or any) with
+        ``status`` instead of data; 429s carry ``Retry-After`` (``retry_after_s``, default 1)."""
+        self.faults.inject(status, count, tenant_id, retry_after_s)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def apply_changes(
+        self,
+        tenant_id: int,
+        dataset_key: str,
+        *,
+        created: int = 0,
+        updated: int = 0,
+        deactivated: int = 0,
+    ) -> dict[str, list[int]]:
+        """Simulate activity: add, modify, or deactivate records, stamped after every existing
+        ``modifiedOn`` (so export feeds and watermarks see them as new changes).
+
+        Returns the affected ids by kind of change. Deterministic for a given sequence of calls.
+        """
+        key = self._served_key(dataset_key)
+        data = self._tenant_data(tenant_id)
+        store = data.stores[key]
+        generator = self._generators[key]
+        number = next(self._change_numbers)
+        rng = random.Random(f"{self.config.seed}:{tenant_id}:{key}:changes:{number}")
+        elapsed = int((self.clock.now() - self._started_at) * TICKS_PER_SECOND)
+        ticks = max(store.max_modified() + 1, REFERENCE_END_TICKS + elapsed)
+        existing = store.records()
+        picked = rng.sample(existing, min(len(existing), updated + deactivated))
+        changed: list[StoredRecord] = []
+        for index, record in enumerate(picked):
+            active = False if index >= updated else None
+            changed.append(generator.changed_record(record, ticks, active))
+            ticks += _CHANGE_SPACING_TICKS
+        added: list[StoredRecord] = []
+        next_id = store.max_id()
+        for _ in range(created):
+            next_id += 1 + rng.randrange(3)
+            added.append(generator.new_record(rng, data.pools, next_id, ticks))
+            ticks += _CHANGE_SPACING_TICKS
+        store.apply(changed, added)
+        return {
+            "created": [record.id for record in added],
+            "updated": [record.id for record in changed[:updated]],
+            "deactivated": [record.id for record in changed[updated:]],
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _served_key(self, dataset_key: str) -> str:
+        if dataset_key not in self._plan.served:
+            reason = self.unsupported_datasets.get(dataset_key)
+            why = f": {reason}" if reason else " (not in SimulatorConfig.datasets or the catalogue)"
+            raise KeyError(f"dataset {dataset_key!r} is not served{why}")
+        return dataset_key
+
+    def _tenant_data(self, tenant_id: int) -> TenantData:
+        data = self._data.get(tenant_id)
+        if data is not None:
+            return data
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            raise KeyError(f"tenant {tenant_id} is not configured")
+        with self._data_locks[tenant_id]:
+            data = self._data.get(tenant_id)
+            if data is None:
+                scale = self.config.scale_of(tenant)
+                data = generate_tenant(self._plan, self.config.seed, tenant_id, scale)
+                self._data[tenant_id] = data
+        return data
+
+    # -- request handling (called by the HTTP handler) ---------------------------------------
+
+    def handle_token(self, body: bytes, authorization: str | None) -> tuple[int, dict[str, Any]]:
+        """``POST /connect/token`` (client credentials in the form, or HTTP Basic)."""
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        if authorization and authorization.lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(authorization[6:].strip()).decode()
+                client_id, _, client_secret = decoded.partition(":")
+            except (ValueError, UnicodeDecodeError):
+                pass
+        tenant = self._clients.get(client_id or "")
+        self.stats.record_token_request(tenant.tenant_id if tenant else None)
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            return 400, {"error": "invalid_request"}
+        if grant_type != "client_credentials":
+            return 400, {"error": "unsupported_grant_type"}
+        if tenant is None or not hmac.compare_digest(
+            (client_secret or "").encode(), tenant.client_secret.encode()
+        ):
+            return 400, {"error": "invalid_client"}
+        return 200, {
+            "access_token": self.tokens.issue(tenant.tenant_id),
+            "expires_in": self.config.token_lifetime_s,
+            "token_type": "Bearer",
+            "scope": self.scope,
+        }
+
+    def handle_api(self, method: str, path: str, query: str, headers: dict[str, str]) -> Response:
+        """One API request; ``headers`` have lower-case names. Raises ``ApiError``."""
+        path_tenant = tenant_in_path(path)
+        self.stats.record_api_request(path_tenant)
+        app_key = headers.get("st-app-key", "")
+        if not hmac.compare_digest(app_key.encode(), self.config.app_key.encode()):
+            raise ApiError(401, TITLE_NO_APP_KEY)
+        authorization = headers.get("authorization", "").strip()
+        # The official examples send the bare token; most clients send "Bearer <token>".
+        if authorization.lower().startswith("bearer "):
+            token = authorization[7:].strip()
+        else:
+            token = authorization
+        token_tenant = self.tokens.tenant_of(token) if token else None
+        if token_tenant is None:
+            raise ApiError(401, TITLE_UNAUTHORIZED)
+        if path_tenant is None:
+            raise ApiError(404, TITLE_NOT_FOUND)
+        if path_tenant != token_tenant:
+            raise ApiError(403, TITLE_FORBIDDEN)
+        route = self._routes.match(path)
+        if route is None:
+            raise ApiError(404, TITLE_NOT_FOUND)
+        if method != "GET":
+            raise ApiError(
+                405, "The simulator serves read endpoints only.", headers={"Allow": "GET"}
+            )
+        fault = self.faults.take(path_tenant)
+        if fault is not None:
+            return fault.response()
+        store = self._tenant_data(path_tenant).stores[route.dataset_key]
+        params = feeds.Query(query)
+        endpoint = route.endpoint
+        if endpoint.kind == "export":
+            batch_size = self.config.export_batch_size
+            body = feeds.export_body(store, endpoint, route.shape, params, batch_size)
+        elif endpoint.kind == "list":
+            body = feeds.list_body(store, endpoint, route.shape, params)
+        else:
+            body = feeds.lookup_body(store, endpoint, route.shape, params)
+        return 200, body, {}
+
+    def handle_control(self, path: str) -> tuple[int, str]:
+        """``GET /_simulator/…``: health, record counts and datasets of a tenant."""
+        if path == "/_simulator/health":
+            return 200, dumps({"status": "ok", "tenants": sorted(self._tenants)})
+        for pattern in (_CONTROL_COUNTS, _CONTROL_DATASET):
+            match = pattern.match(path)
+            if match is None:
+                continue
+            try:
+                tenant_id = int(match.group(1))
+                if pattern is _CONTROL_COUNTS:
+                    return 200, dumps(self.record_counts(tenant_id))
+                key = unquote(match.group(2)).replace(".", "/")
+                store = self._tenant_data(tenant_id).stores[self._served_key(key)]
+                return 200, "[" + ",".join(r.json() for r in store.records()) + "]"
+            except (KeyError, ValueError) as exc:
+                return 404, dumps(problem(404, str(exc).strip("'\"")))
+        return 404, dumps(problem(404, TITLE_NOT_FOUND))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    simulator: Simulator
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake up handler threads waiting on idle keep-alive connections."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "st-simulator"
+    sys_version = ""
+    disable_nagle_algorithm = True  # headers and body are separate writes
+    timeout = 120  # idle keep-alive connections are closed after this long
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # silent: request lines could carry query values we do not want in logs
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if not length:
+            return b""
+        try:
+            return self.rfile.read(int(length))
+        except ValueError:
+            self.close_connection = True
+            return b""
+
+    def _dispatch(self, method: str) -> None:
+        simulator = self.server.simulator
+        body = self._read_body()  # always, so that the next request on the connection parses
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        if path.startswith(CONTROL_PREFIX):
+            if method == "GET":
+                status, text = simulator.handle_control(path)
+            else:
+                status, text = 405, dumps(problem(405, "Simulator controls are read-only."))
+            self._send(status, text, {}, count=False)
+            return
+        if path == TOKEN_PATH:
+            if method != "POST":
+                self._send(405, dumps({"error": "invalid_request"}), {"Allow": "POST"})
+                return
+            status, payload = simulator.handle_token(body, self.headers.get("Authorization"))
+            no_cache = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+            self._send(status, dumps(payload), no_cache)
+            return
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        try:
+            status, text, extra = simulator.handle_api(method, path, parts.query, headers)
+        except ApiError as error:
+            status, text, extra = error.status, dumps(error.body()), error.headers
+        except Exception:  # noqa: BLE001 - answer 500 rather than drop the connection
+            _log.exception("simulator failed on %s %s", method, path)
+            status, text, extra = 500, dumps(problem(500, "Internal simulator error.")), {}
+        self._send(status, text, extra)
+
+    def _send(self, status: int, text: str, headers: dict[str, str], count: bool = True) -> None:
+        if count:
+            self.server.simulator.stats.record_response(status)
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)

@@ -1,0 +1,1 @@
+"""Tenant registry and encrypted credential store."""

@@ -1,0 +1,80 @@
+"""The commands a user types: `st-pipeline tenant add`, then `dagster asset materialize`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from st_pipeline.simulator import Simulator
+from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A
+from st_pipeline_tests.defs.test_raw_assets import assert_warehouse_equals_ground_truth
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, input=stdin, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture()
+def cli_env(local_env: Path, api_env: Simulator) -> dict[str, str]:
+    dagster_home = local_env / "dagster"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+
+
+def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: Simulator, local_env: Path) -> None:
+    st_pipeline = str(BIN / "st-pipeline")
+    added = _run(
+        [st_pipeline, "tenant", "add", "--tenant-id", str(TENANT_A.tenant_id), "--name", "Tenant A",
+         "--client-id", TENANT_A.client_id],
+        cli_env,
+        stdin=CANARY_SECRET + "\n",
+    )
+    assert added.returncode == 0, added.stderr
+    assert f"Dagster partition {TENANT_A.tenant_id} added" in added.stdout
+    listed = _run([st_pipeline, "tenant", "list"], cli_env)
+    assert str(TENANT_A.tenant_id) in listed.stdout and "Tenant A" in listed.stdout
+
+    dagster = shutil.which("dagster", path=str(BIN))
+    materialized = _run(
+        [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "*",
+         "--partition", str(TENANT_A.tenant_id)],
+        cli_env,
+    )
+    assert materialized.returncode == 0, materialized.stderr[-3000:]
+    assert_warehouse_equals_ground_truth(f"sqlite:///{local_env / 'warehouse.db'}", api_env, TENANT_A.tenant_id)
+    for output in (added, listed, materialized):
+        assert CANARY_SECRET not in output.stdout + output.stderr
+
+
+def test_tenant_add_with_wrong_secret_is_clear_and_stores_nothing(cli_env: dict[str, str]) -> None:
+    st_pipeline = str(BIN / "st-pipeline")
+    wrong = "cs1.WRONG-" + CANARY_SECRET
+    env = {**cli_env, "TENANT_SECRET": wrong}
+    added = _run(
+        [st_pipeline, "tenant", "add", "--tenant-id", str(TENANT_A.tenant_id), "--name", "Tenant A",
+         "--client-id", TENANT_A.client_id, "--client-secret-env", "TENANT_SECRET"],
+        env,
+    )
+    assert added.returncode == 1
+    assert "rejected client id" in added.stderr and "nothing was stored" in added.stderr
+    assert wrong not in added.stdout + added.stderr
+    listed = _run([st_pipeline, "tenant", "list"], cli_env)
+    assert "no tenants registered" in listed.stdout
+
+
+def test_tenant_add_without_encryption_key_stores_nothing(cli_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "ST_PIPELINE_SECRET_KEYS"}
+    added = _run(
+        [str(BIN / "st-pipeline"), "tenant", "add", "--tenant-id", "1", "--name", "x", "--client-id", "cid.x"],
+        env,
+        stdin="cs1.secret\n",
+    )
+    assert added.returncode == 1 and "ST_PIPELINE_SECRET_KEYS" in added.stderr
