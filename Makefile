@@ -31,7 +31,7 @@ dev: install
 	  SERVICETITAN_AUTH_URL=http://127.0.0.1:$(SIM_PORT)/connect/token SERVICETITAN_APP_KEY=ak1.simulator; \
 	test -f $$DAGSTER_HOME/dagster.yaml || { echo "run 'make demo' first"; exit 1; }; \
 	$(BIN)/st-pipeline simulator --port $(SIM_PORT) > $(ST_PIPELINE_HOME)/simulator.log 2>&1 & sim=$$!; \
-	trap "kill $$sim" EXIT INT TERM; \
+	trap "kill $$sim 2>/dev/null || true" EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml
 
 ## A simulator in the foreground.
