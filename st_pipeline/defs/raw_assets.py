@@ -14,7 +14,7 @@ from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.errors import ServiceTitanError
-from st_pipeline.sync.extract import ExtractResult, extract_dataset
+from st_pipeline.sync.extract import ExtractResult, sync_tenant
 from st_pipeline.tenants.registry import UnknownTenantError
 from st_pipeline.warehouse.engine import describe_url
 from st_pipeline.warehouse.tables import ensure_raw_tables, raw_table_name
@@ -49,6 +49,8 @@ def _metadata(result: ExtractResult, warehouse: str) -> dict[str, dg.MetadataVal
         "records": result.records,
         "pages": result.pages,
         "requests": result.requests,
+        "retries": result.retries,
+        "throttled_429s": result.throttled,
         "duration_s": round(result.duration_s, 3),
         "rows_in_table": result.rows_in_table,
         "table": raw_table_name(result.dataset),
@@ -87,23 +89,29 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
         ensure_raw_tables(engine, selected)
         failures: list[str] = []
         with servicetitan.client(credentials) as client:
-            for dataset in selected:
-                try:
-                    result = extract_dataset(client, engine, dataset, run_id=context.run_id)
-                except ServiceTitanError as exc:
-                    # Keep going: the tenant's other datasets still load; the run fails at the end.
-                    context.log.error(str(exc))
-                    failures.append(f"{dataset.key}: {exc}")
-                    continue
+            try:
+                for result in sync_tenant(
+                    client, engine, selected, run_id=context.run_id, concurrency=servicetitan.concurrency
+                ):
+                    if result.error is not None:
+                        # The tenant's other datasets still load; the run fails at the end.
+                        context.log.error(str(result.error))
+                        failures.append(f"{result.dataset.key}: {result.error}")
+                        continue
+                    context.log.info(
+                        f"tenant {tenant_id} {result.dataset.key}: {result.records} records in "
+                        f"{result.pages} pages ({result.duration_s:.2f}s)"
+                    )
+                    yield dg.MaterializeResult(
+                        asset_key=raw_asset_key(result.dataset), metadata=_metadata(result, warehouse_name)
+                    )
+            except ServiceTitanError as exc:
+                raise dg.Failure(str(exc), allow_retries=not exc.fatal_for_tenant) from None
+            finally:
                 context.log.info(
-                    f"tenant {tenant_id} {dataset.key}: {result.records} records in {result.pages} pages "
-                    f"({result.duration_s:.2f}s)"
+                    f"tenant {tenant_id}: {client.stats.requests} API requests, {client.stats.retries} retries, "
+                    f"{client.stats.throttled} throttled, {client.tokens.token_requests} token requests"
                 )
-                yield dg.MaterializeResult(asset_key=raw_asset_key(dataset), metadata=_metadata(result, warehouse_name))
-            context.log.info(
-                f"tenant {tenant_id}: {client.stats.requests} API requests, "
-                f"{client.tokens.token_requests} token requests"
-            )
         engine.dispose()
         if failures:
             raise dg.Failure(

@@ -10,8 +10,11 @@ import dagster as dg
 import sqlalchemy as sa
 
 from st_pipeline.servicetitan.auth import TenantCredentials
-from st_pipeline.servicetitan.client import ServiceTitanClient
+from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
+from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND
+from st_pipeline.servicetitan.resilience import RetryPolicy
 from st_pipeline.servicetitan.settings import ApiSettings
+from st_pipeline.sync.extract import DEFAULT_CONCURRENCY
 from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline.warehouse.engine import create_warehouse_engine
 
@@ -22,14 +25,25 @@ class ServiceTitanResource(dg.ConfigurableResource):
     environment: str | None = None
     api_url: str | None = None
     auth_url: str | None = None
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
+    concurrency: int = DEFAULT_CONCURRENCY
     timeout_s: float = 100.0
+    max_retry_attempts: int = 8
+    circuit_failure_threshold: int = 10
 
     def settings(self) -> ApiSettings:
         return ApiSettings.resolve(environment=self.environment, api_url=self.api_url, auth_url=self.auth_url)
 
     def client(self, credentials: TenantCredentials) -> ServiceTitanClient:
         """A client for one tenant with its own connection pool and token cache."""
-        return ServiceTitanClient(self.settings(), credentials, timeout_s=self.timeout_s)
+        options = ClientOptions(
+            requests_per_second=self.requests_per_second,
+            timeout_s=self.timeout_s,
+            retry=RetryPolicy(max_attempts=self.max_retry_attempts),
+            circuit_failure_threshold=self.circuit_failure_threshold,
+            max_connections=max(16, 2 * self.concurrency),
+        )
+        return ServiceTitanClient(self.settings(), credentials, options=options)
 
 
 class TenantRegistryResource(dg.ConfigurableResource):

@@ -2,6 +2,9 @@
 
 Every message names the tenant and the endpoint it concerns and says what to do; none ever
 contains a client secret, an access token or the application key.
+
+``retryable`` tells the client whether trying the same request again can help; ``fatal_for_tenant``
+tells a sync whether the tenant's other endpoints should stop too (bad credentials, open circuit).
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from __future__ import annotations
 class ServiceTitanError(Exception):
     """Base class of every error of the API layer."""
 
+    retryable = False
+    fatal_for_tenant = False
+
     def __init__(self, message: str, *, tenant_id: int | None = None, endpoint: str | None = None) -> None:
         self.tenant_id = tenant_id
         self.endpoint = endpoint
+        self.detail = message
         where = []
         if tenant_id is not None:
             where.append(f"tenant {tenant_id}")
@@ -25,16 +32,22 @@ class ServiceTitanError(Exception):
 class ConfigurationError(ServiceTitanError):
     """The API location or application key is not configured correctly."""
 
+    fatal_for_tenant = True
+
 
 class InvalidClientError(ServiceTitanError):
-    """The token endpoint rejected the tenant's client id or secret."""
+    """The token endpoint rejected the tenant's client id or secret (wrong, or revoked)."""
+
+    fatal_for_tenant = True
 
 
 class AuthenticationError(ServiceTitanError):
     """The API refused our credentials (401) even after fetching a fresh token."""
 
+    fatal_for_tenant = True
 
-class ForbiddenError(ServiceTitanError):
+
+class MissingScopeError(ServiceTitanError):
     """403: the app lacks a scope for this endpoint, or the tenant has not granted it."""
 
 
@@ -43,16 +56,28 @@ class NotFoundError(ServiceTitanError):
 
 
 class RequestError(ServiceTitanError):
-    """400: ServiceTitan rejected the request's parameters."""
-
-
-class ServerError(ServiceTitanError):
-    """5xx from ServiceTitan."""
+    """400 (or another 4xx): ServiceTitan rejected the request's parameters."""
 
 
 class RateLimitedError(ServiceTitanError):
-    """429 from ServiceTitan."""
+    """429 from ServiceTitan, still there after every retry."""
+
+    retryable = True
+
+
+class ServerError(ServiceTitanError):
+    """5xx from ServiceTitan, or no answer at all (timeout, dropped connection)."""
+
+    retryable = True
 
 
 class BadResponseError(ServiceTitanError):
-    """The response was not the JSON shape the endpoint promises."""
+    """The response was not the JSON the endpoint promises (truncated, invalid or misshapen)."""
+
+    retryable = True
+
+
+class CircuitOpenError(ServiceTitanError):
+    """Too many consecutive failures for this tenant: requests fail fast until a cool-down passes."""
+
+    fatal_for_tenant = True

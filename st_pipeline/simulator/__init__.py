@@ -5,11 +5,15 @@
         ...  # point a client at sim.url / sim.auth_url; compare with sim.ground_truth(...)
 
 The data is generated from the record schemas in the endpoint catalogue, deterministically per
-(seed, tenant, scale). This package does not depend on Dagster.
+(seed, tenant, scale). For production-grade clients the simulator can also be hostile: latency,
+a per-tenant rate limit, reproducible random faults (``FaultPlan``) and revoked credentials
+(see ``SimulatorConfig``). ``python -m st_pipeline.simulator`` serves it from its own process.
+This package does not depend on Dagster.
 """
 
 from st_pipeline.simulator.config import SimulatedTenant, SimulatorConfig
+from st_pipeline.simulator.faults import FaultPlan
 from st_pipeline.simulator.server import Simulator
 from st_pipeline.simulator.stats import SimulatorStats
 
-__all__ = ["SimulatedTenant", "Simulator", "SimulatorConfig", "SimulatorStats"]
+__all__ = ["FaultPlan", "SimulatedTenant", "Simulator", "SimulatorConfig", "SimulatorStats"]

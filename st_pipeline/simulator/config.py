@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from st_pipeline.simulator.faults import FaultPlan
+
 
 @dataclass(frozen=True)
 class SimulatedTenant:
@@ -23,6 +25,16 @@ class SimulatorConfig:
     ``datasets`` restricts the served datasets to these catalogue keys (``None``: every
     catalogue dataset whose schema can be generated). ``scale`` multiplies the record volumes
     (see ``data.BASE_VOLUMES``); a tenant's own ``scale`` overrides it.
+
+    Hostile behaviour, all off by default:
+
+    * ``latency_s`` delays every API and token response (in the request's own thread, so
+      concurrent requests overlap as they would over a network);
+    * ``rate_limit_per_s`` limits API requests per (app key, tenant) with a token bucket of one
+      second's capacity; excess requests get 429 with ``Retry-After`` (see ``ratelimit``);
+    * ``faults`` injects faults at random but reproducibly from ``seed`` (see ``FaultPlan``);
+    * ``revoked_tenants`` start with their credentials revoked (see
+      ``Simulator.revoke_credentials``).
     """
 
     tenants: list[SimulatedTenant]
@@ -32,6 +44,10 @@ class SimulatorConfig:
     token_lifetime_s: int = 900
     export_batch_size: int = 500
     datasets: tuple[str, ...] | None = None
+    latency_s: float = 0.0
+    rate_limit_per_s: float | None = None
+    faults: FaultPlan | None = None
+    revoked_tenants: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         ids = [tenant.tenant_id for tenant in self.tenants]
@@ -48,6 +64,14 @@ class SimulatorConfig:
             raise ValueError("scales must be positive")
         if self.datasets is not None:
             self.datasets = tuple(self.datasets)
+        if self.latency_s < 0:
+            raise ValueError("latency_s must not be negative")
+        if self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0:
+            raise ValueError("rate_limit_per_s must be positive (or None for no limit)")
+        self.revoked_tenants = tuple(self.revoked_tenants)
+        unknown = sorted(set(self.revoked_tenants) - set(ids))
+        if unknown:
+            raise ValueError(f"revoked_tenants are not configured tenants: {unknown}")
 
     @staticmethod
     def demo_tenant(tenant_id: int, seed: int = 1) -> SimulatedTenant:

@@ -32,7 +32,7 @@ from st_pipeline.simulator.schema import (
     referenced_kinds,
     title_of,
 )
-from st_pipeline.simulator.store import DatasetStore, Shape, StoredRecord
+from st_pipeline.simulator.store import DatasetStore, Shape, StoredRecord, dumpb
 from st_pipeline.simulator.values import Gen, GenContext
 
 # Records per dataset at scale 1.0.
@@ -125,7 +125,13 @@ class DatasetGenerator:
             keys, differing = _differing_properties(catalogue, other, schema)
             if differing:
                 self._extra_gens[other.path] = compiler.properties(differing)
-            self.shapes[other.path] = Shape(other.path, keys, frozenset(differing))
+            # Most list endpoints show the export record without ``active``: cut from the JSON.
+            drops_active = (
+                not differing
+                and "active" in properties
+                and keys == tuple(key for key in properties if key != "active")
+            )
+            self.shapes[other.path] = Shape(other.path, keys, frozenset(differing), drops_active)
 
     def volume(self, scale: float) -> int:
         base = BASE_VOLUMES.get(self.key, DEFAULT_VOLUME)
@@ -161,7 +167,7 @@ class DatasetGenerator:
                     anchor = anchors[index]
                 else:
                     anchor = anchors[int(r() * len(anchors))]
-                c.refs = dict(anchor.links)
+                c.refs = anchor.references()
             else:
                 c.refs = {}
             data = self._gen(c)
@@ -183,12 +189,13 @@ class DatasetGenerator:
                 data["modifiedOn"] = format_ticks(modified)
             if has_active:
                 data["active"] = active
-            records.append(StoredRecord(next_id, created, modified, active, data))
+            # Serialized at once: only the JSON is kept (see ``store``).
+            records.append(StoredRecord(next_id, created, modified, active, dumpb(data)))
             if own_pool is not None:
                 name = data.get("name")
-                target = RefTarget(next_id, name if isinstance(name, str) else None, c.refs)
-                target.links[self.key] = target
-                own_pool.append(target)
+                own_pool.append(
+                    RefTarget(next_id, self.key, name if isinstance(name, str) else None, c.refs)
+                )
         if own_pool is not None:
             pools[self.key] = own_pool
         self._add_extras(records, seed, tenant_id, pools)
@@ -205,7 +212,9 @@ class DatasetGenerator:
             c = GenContext(random.Random(f"{seed}:{tenant_id}:{self.key}:{path}"), pools)
             for record in records:
                 c.refs = {}
-                record.extras[path] = gen(c)
+                if record.extras is None:
+                    record.extras = {}
+                record.extras[path] = dumpb(gen(c))
 
     def new_record(
         self, rng: random.Random, pools: dict[str, list[RefTarget]], record_id: int, ticks: int
@@ -213,7 +222,7 @@ class DatasetGenerator:
         """One more record, created and modified at ``ticks`` (for simulated changes)."""
         c = GenContext(rng, pools)
         anchors = pools.get(self._anchor, []) if self._anchor else []
-        c.refs = dict(anchors[int(c.r() * len(anchors))].links) if anchors else {}
+        c.refs = anchors[int(c.r() * len(anchors))].references() if anchors else {}
         data = self._gen(c)
         if self._has["id"]:
             data["id"] = record_id
@@ -224,24 +233,25 @@ class DatasetGenerator:
             data["modifiedOn"] = stamp
         if self._has["active"]:
             data["active"] = True
-        record = StoredRecord(record_id, ticks, ticks, True, data)
+        extras: dict[str, Any] = {}
         for path, gen in self._extra_gens.items():
             c.refs = {}
-            record.extras[path] = gen(c)
-        return record
+            extras[path] = gen(c)
+        return StoredRecord.from_data(record_id, ticks, ticks, True, data, extras)
 
     def changed_record(
         self, record: StoredRecord, ticks: int, active: bool | None = None
     ) -> StoredRecord:
         """``record`` modified at ``ticks`` (and (de)activated when ``active`` is given)."""
-        data = dict(record.data)
+        data = record.copy_data()
         if self._has["modifiedOn"]:
             data["modifiedOn"] = format_ticks(ticks)
         new_active = record.active if active is None or not self._has["active"] else active
         if self._has["active"]:
             data["active"] = new_active
-        extras = dict(record.extras)
-        return StoredRecord(record.id, record.created, ticks, new_active, data, extras)
+        return StoredRecord(
+            record.id, record.created, ticks, new_active, dumpb(data), record.extras
+        )
 
 
 def _endpoints_of(catalogue: Catalogue, dataset: Dataset) -> Iterable[Endpoint]:
@@ -329,8 +339,9 @@ class TenantData:
 def generate_tenant(plan: GenerationPlan, seed: int, tenant_id: int, scale: float) -> TenantData:
     """Every planned dataset of one tenant (core dependencies included)."""
     pools: dict[str, list[RefTarget]] = {}
-    # Generation allocates millions of containers and frees none of them; the cyclic garbage
-    # collector would rescan them over and over (this roughly halves the time).
+    # Generation allocates millions of containers (the pools and records it keeps, the record
+    # dicts it frees once serialized); the cyclic garbage collector would rescan the kept ones
+    # over and over (this roughly halves the time).
     collecting = gc.isenabled()
     gc.disable()
     try:

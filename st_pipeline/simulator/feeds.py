@@ -1,7 +1,7 @@
 """The read endpoints: export feeds, paged lists and unpaged lookups.
 
-Each handler turns a dataset store and a query string into a JSON body (a string built from the
-records' cached JSON fragments). Validation problems raise ``ApiError`` (HTTP 400).
+Each handler turns a dataset store and a query string into a JSON body (``bytes`` joined from
+the records' stored JSON). Validation problems raise ``ApiError`` (HTTP 400).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from st_pipeline.servicetitan.catalogue import Endpoint
 from st_pipeline.simulator.clock import parse_ticks
 from st_pipeline.simulator.errors import ApiError, invalid_parameter
-from st_pipeline.simulator.store import DatasetStore, Position, Shape, StoredRecord, dumps
+from st_pipeline.simulator.store import DatasetStore, Position, Shape, StoredRecord, join_json
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 5000
@@ -226,26 +226,24 @@ def _order(query: Query, endpoint: Endpoint) -> tuple[str, bool]:
     return "id", False
 
 
-def _fragments(records: list[StoredRecord], shape: Shape | None) -> str:
-    return ",".join([record.json(shape) for record in records])
-
-
 def export_body(
     store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query, batch_size: int
-) -> str:
+) -> bytes:
     """``{"hasMore", "continueFrom", "data"}``: the next batch of the feed after ``from``."""
     after = _export_start(query.get("from"))
     # Two export feeds declare an ``active`` filter; by default every feed returns all rows.
     active = _active_filter(query, _declared(endpoint) & {"active"}, None)
     records, position, has_more = store.export_batch(after, batch_size, active)
-    return (
+    head = (
         f'{{"hasMore":{"true" if has_more else "false"},'
-        f'"continueFrom":{dumps(encode_position(position))},'
-        f'"data":[{_fragments(records, shape)}]}}'
+        f'"continueFrom":"{encode_position(position)}","data":['
     )
+    return b"".join((head.encode(), join_json(records, shape), b"]}"))
 
 
-def list_body(store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query) -> str:
+def list_body(
+    store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query
+) -> bytes:
     """``{"page", "pageSize", "hasMore", "totalCount", "data"}`` for one page of a list."""
     maximum = min(int(endpoint.page_size_max or MAX_PAGE_SIZE), MAX_PAGE_SIZE)
     page = _int_param(query, "page", 1, 1, None)
@@ -258,14 +256,17 @@ def list_body(store: DatasetStore, endpoint: Endpoint, shape: Shape | None, quer
     records = matching[start : start + page_size]
     has_more = start + page_size < len(matching)
     total = str(len(matching)) if include_total else "null"
-    return (
+    head = (
         f'{{"page":{page},"pageSize":{page_size},"hasMore":{"true" if has_more else "false"},'
-        f'"totalCount":{total},"data":[{_fragments(records, shape)}]}}'
+        f'"totalCount":{total},"data":['
     )
+    return b"".join((head.encode(), join_json(records, shape), b"]}"))
 
 
-def lookup_body(store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query) -> str:
+def lookup_body(
+    store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query
+) -> bytes:
     """A JSON array of every (matching) record, for unpaged lookup endpoints."""
     row_filter = _list_filter(query, endpoint, default_active=True)
     records = store.select("id", False, row_filter, row_filter.predicate())
-    return f"[{_fragments(records, shape)}]"
+    return b"".join((b"[", join_json(records, shape), b"]"))

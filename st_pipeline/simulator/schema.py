@@ -40,14 +40,26 @@ MAX_DEPTH = 6  # nesting beyond this (recursive schemas) ends in null or []
 
 
 class RefTarget:
-    """A generated core record that others may point at, with the references it was made from."""
+    """A generated core record that others may point at, with the references it was made from.
 
-    __slots__ = ("id", "name", "links")
+    Kept for every core record of a tenant, so it is small: the references are a tuple of
+    targets (each knows its kind) rather than a dict per record.
+    """
 
-    def __init__(self, record_id: int, name: str | None, links: dict[str, RefTarget]) -> None:
+    __slots__ = ("id", "kind", "name", "links")
+
+    def __init__(
+        self, record_id: int, kind: str, name: str | None, refs: dict[str, RefTarget]
+    ) -> None:
         self.id = record_id
+        self.kind = kind
         self.name = name
-        self.links = links  # kind → target, including this record under its own kind
+        # The targets of ``refs``, then this record itself (so it wins over an older entry).
+        self.links: tuple[RefTarget, ...] = (*refs.values(), self)
+
+    def references(self) -> dict[str, RefTarget]:
+        """Kind → target: the records this one was made from, and itself under its own kind."""
+        return {target.kind: target for target in self.links}
 
 
 class UnsupportedDataset(Exception):

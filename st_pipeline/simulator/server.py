@@ -2,8 +2,9 @@
 
 Routes come from the endpoint catalogue (every endpoint of every served dataset). Requests are
 checked the way the real gateway checks them: the ``ST-App-Key`` header, then the bearer token,
-then that the token's tenant is the tenant in the path. A few ``/_simulator/…`` paths expose the
-ground truth to out-of-process demos; they need no credentials.
+then that the token's tenant is the tenant in the path; then the rate limit (if configured),
+then faults (queued or planned, see ``faults``). A few ``/_simulator/…`` paths expose the ground
+truth and the request counters to out-of-process demos and benchmarks; they need no credentials.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from __future__ import annotations
 import base64
 import hmac
 import itertools
-import logging
 import random
 import re
-import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from st_pipeline.servicetitan.catalogue import Catalogue, load_catalogue
 from st_pipeline.simulator import feeds
@@ -33,22 +32,25 @@ from st_pipeline.simulator.errors import (
     ApiError,
     problem,
 )
-from st_pipeline.simulator.faults import FaultInjector
+from st_pipeline.simulator.faults import FaultDraws, FaultInjector, FaultPlan
+from st_pipeline.simulator.ratelimit import RateLimiter
+from st_pipeline.simulator.reply import Reply
 from st_pipeline.simulator.routes import RouteTable, tenant_in_path
 from st_pipeline.simulator.stats import SimulatorStats
-from st_pipeline.simulator.store import StoredRecord, dumps
+from st_pipeline.simulator.store import StoredRecord, dumpb, join_json
 from st_pipeline.simulator.tokens import TokenStore
+from st_pipeline.simulator.transport import (
+    CONTROL_PREFIX,
+    TOKEN_PATH,
+    RequestHandler,
+    SimulatorServer,
+)
 
-_log = logging.getLogger(__name__)
-
-TOKEN_PATH = "/connect/token"
-CONTROL_PREFIX = "/_simulator/"
+__all__ = ["CONTROL_PREFIX", "TOKEN_PATH", "Simulator"]
 
 _CONTROL_DATASET = re.compile(r"^/_simulator/tenants/([^/]+)/datasets/([^/]+)$")
 _CONTROL_COUNTS = re.compile(r"^/_simulator/tenants/([^/]+)/counts$")
 _CHANGE_SPACING_TICKS = 10_000  # 1 ms between the records of one apply_changes call
-
-Response = tuple[int, str, dict[str, str]]  # status, JSON body, extra headers
 
 
 class Simulator:
@@ -84,12 +86,21 @@ class Simulator:
         self.tokens = TokenStore(self.clock, config.token_lifetime_s)
         self.stats = SimulatorStats()
         self.faults = FaultInjector()
+        self.fault_draws: FaultDraws | None = None
+        """The planned faults (``config.faults``), or ``None``."""
+        self.set_fault_plan(config.faults)
+        self.rate_limiter: RateLimiter | None = None
+        """The rate limit (``config.rate_limit_per_s``), or ``None``."""
+        if config.rate_limit_per_s is not None:
+            self.rate_limiter = RateLimiter(config.rate_limit_per_s)
         self._tenants = {tenant.tenant_id: tenant for tenant in config.tenants}
         self._clients = {tenant.client_id: tenant for tenant in config.tenants}
+        self._revoked: frozenset[int] = frozenset(config.revoked_tenants)  # replaced, not changed
+        self._revoked_lock = threading.Lock()
         self._data: dict[int, TenantData] = {}
         self._data_locks = {tenant_id: threading.Lock() for tenant_id in self._tenants}
         self._change_numbers = itertools.count(1)
-        self._server: _Server | None = None
+        self._server: SimulatorServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -98,7 +109,7 @@ class Simulator:
         """Serve in a daemon thread (port 0 picks a free port); returns ``self``."""
         if self._server is not None:
             return self
-        server = _Server((self._host, self._port), _Handler)
+        server = SimulatorServer((self._host, self._port), RequestHandler)
         server.simulator = self
         self._server = server
         self._thread = threading.Thread(
@@ -193,7 +204,34 @@ class Simulator:
         self.faults.inject(status, count, tenant_id, retry_after_s)
 
     def clear_faults(self) -> None:
+        """Drop the queued faults (the fault plan stays)."""
         self.faults.clear()
+
+    def set_fault_plan(self, plan: FaultPlan | None) -> None:
+        """Replace the planned faults (``None``: none). Draws start afresh, as in a new
+        simulator with this plan."""
+        self.fault_draws = None if plan is None else FaultDraws(plan, self.config.seed)
+
+    def revoke_credentials(self, tenant_id: int) -> None:
+        """Revoke the tenant's API access: its client gets ``invalid_client`` at the token
+        endpoint, and every token already issued to it gets 401, until
+        :meth:`restore_credentials`."""
+        if tenant_id not in self._tenants:
+            raise KeyError(f"tenant {tenant_id} is not configured")
+        with self._revoked_lock:
+            self._revoked = self._revoked | {tenant_id}
+
+    def restore_credentials(self, tenant_id: int) -> None:
+        """Undo :meth:`revoke_credentials`: the client gets tokens again, and tokens issued
+        before the revocation work again until they expire."""
+        if tenant_id not in self._tenants:
+            raise KeyError(f"tenant {tenant_id} is not configured")
+        with self._revoked_lock:
+            self._revoked = self._revoked - {tenant_id}
+
+    def is_revoked(self, tenant_id: int) -> bool:
+        """Whether the tenant's credentials are revoked."""
+        return tenant_id in self._revoked
 
     def apply_changes(
         self,
@@ -280,8 +318,12 @@ class Simulator:
             return 400, {"error": "invalid_request"}
         if grant_type != "client_credentials":
             return 400, {"error": "unsupported_grant_type"}
-        if tenant is None or not hmac.compare_digest(
-            (client_secret or "").encode(), tenant.client_secret.encode()
+        if (
+            tenant is None
+            or tenant.tenant_id in self._revoked
+            or not hmac.compare_digest(
+                (client_secret or "").encode(), tenant.client_secret.encode()
+            )
         ):
             return 400, {"error": "invalid_client"}
         return 200, {
@@ -291,7 +333,7 @@ class Simulator:
             "scope": self.scope,
         }
 
-    def handle_api(self, method: str, path: str, query: str, headers: dict[str, str]) -> Response:
+    def handle_api(self, method: str, path: str, query: str, headers: dict[str, str]) -> Reply:
         """One API request; ``headers`` have lower-case names. Raises ``ApiError``."""
         path_tenant = tenant_in_path(path)
         self.stats.record_api_request(path_tenant)
@@ -305,12 +347,13 @@ class Simulator:
         else:
             token = authorization
         token_tenant = self.tokens.tenant_of(token) if token else None
-        if token_tenant is None:
+        if token_tenant is None or token_tenant in self._revoked:
             raise ApiError(401, TITLE_UNAUTHORIZED)
         if path_tenant is None:
             raise ApiError(404, TITLE_NOT_FOUND)
         if path_tenant != token_tenant:
             raise ApiError(403, TITLE_FORBIDDEN)
+        self._admit(app_key, path_tenant)
         route = self._routes.match(path)
         if route is None:
             raise ApiError(404, TITLE_NOT_FOUND)
@@ -319,8 +362,14 @@ class Simulator:
                 405, "The simulator serves read endpoints only.", headers={"Allow": "GET"}
             )
         fault = self.faults.take(path_tenant)
+        if fault is None and self.fault_draws is not None:
+            fault = self.fault_draws.draw(path_tenant, method, path, query)
         if fault is not None:
-            return fault.response()
+            self.stats.record_injected(path_tenant, fault.kind)
+            if fault.is_error:
+                return fault.error_reply()
+            if fault.kind == "drop":
+                return Reply(0, b"", drop=True)
         store = self._tenant_data(path_tenant).stores[route.dataset_key]
         params = feeds.Query(query)
         endpoint = route.endpoint
@@ -331,12 +380,37 @@ class Simulator:
             body = feeds.list_body(store, endpoint, route.shape, params)
         else:
             body = feeds.lookup_body(store, endpoint, route.shape, params)
-        return 200, body, {}
+        reply = Reply(200, body)
+        if fault is not None and fault.kind == "truncate":
+            reply.body = body[: len(body) // 2]
+        elif fault is not None and fault.kind == "slow":
+            reply.delay_s = fault.delay_s
+        return reply
 
-    def handle_control(self, path: str) -> tuple[int, str]:
-        """``GET /_simulator/…``: health, record counts and datasets of a tenant."""
+    def _admit(self, app_key: str, tenant_id: int) -> None:
+        """Apply the rate limit to an authorized request; raises the 429 when over it."""
+        limiter = self.rate_limiter
+        if limiter is None:
+            self.stats.record_accepted(tenant_id, time.monotonic())
+            return
+        admission = limiter.admit((app_key, tenant_id))
+        if not admission.allowed:
+            self.stats.record_throttled(tenant_id)
+            wait = admission.retry_after_s
+            raise ApiError(
+                429,
+                f"Rate limit is exceeded. Try again in {wait} seconds.",
+                headers={"Retry-After": str(wait)},
+            )
+        self.stats.record_accepted(tenant_id, admission.now)
+
+    def handle_control(self, path: str) -> tuple[int, bytes]:
+        """``GET /_simulator/…``: health, request counters, and record counts and datasets of
+        a tenant."""
         if path == "/_simulator/health":
-            return 200, dumps({"status": "ok", "tenants": sorted(self._tenants)})
+            return 200, dumpb({"status": "ok", "tenants": sorted(self._tenants)})
+        if path == "/_simulator/stats":
+            return 200, dumpb(self.stats.snapshot())
         for pattern in (_CONTROL_COUNTS, _CONTROL_DATASET):
             match = pattern.match(path)
             if match is None:
@@ -344,120 +418,10 @@ class Simulator:
             try:
                 tenant_id = int(match.group(1))
                 if pattern is _CONTROL_COUNTS:
-                    return 200, dumps(self.record_counts(tenant_id))
+                    return 200, dumpb(self.record_counts(tenant_id))
                 key = unquote(match.group(2)).replace(".", "/")
                 store = self._tenant_data(tenant_id).stores[self._served_key(key)]
-                return 200, "[" + ",".join(r.json() for r in store.records()) + "]"
+                return 200, b"".join((b"[", join_json(store.records()), b"]"))
             except (KeyError, ValueError) as exc:
-                return 404, dumps(problem(404, str(exc).strip("'\"")))
-        return 404, dumps(problem(404, TITLE_NOT_FOUND))
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    simulator: Simulator
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake up handler threads waiting on idle keep-alive connections."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "st-simulator"
-    sys_version = ""
-    disable_nagle_algorithm = True  # headers and body are separate writes
-    timeout = 120  # idle keep-alive connections are closed after this long
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass  # silent: request lines could carry query values we do not want in logs
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if not length:
-            return b""
-        try:
-            return self.rfile.read(int(length))
-        except ValueError:
-            self.close_connection = True
-            return b""
-
-    def _dispatch(self, method: str) -> None:
-        simulator = self.server.simulator
-        body = self._read_body()  # always, so that the next request on the connection parses
-        parts = urlsplit(self.path)
-        path = parts.path.rstrip("/") or "/"
-        if path.startswith(CONTROL_PREFIX):
-            if method == "GET":
-                status, text = simulator.handle_control(path)
-            else:
-                status, text = 405, dumps(problem(405, "Simulator controls are read-only."))
-            self._send(status, text, {}, count=False)
-            return
-        if path == TOKEN_PATH:
-            if method != "POST":
-                self._send(405, dumps({"error": "invalid_request"}), {"Allow": "POST"})
-                return
-            status, payload = simulator.handle_token(body, self.headers.get("Authorization"))
-            no_cache = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-            self._send(status, dumps(payload), no_cache)
-            return
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        try:
-            status, text, extra = simulator.handle_api(method, path, parts.query, headers)
-        except ApiError as error:
-            status, text, extra = error.status, dumps(error.body()), error.headers
-        except Exception:  # noqa: BLE001 - answer 500 rather than drop the connection
-            _log.exception("simulator failed on %s %s", method, path)
-            status, text, extra = 500, dumps(problem(500, "Internal simulator error.")), {}
-        self._send(status, text, extra)
-
-    def _send(self, status: int, text: str, headers: dict[str, str], count: bool = True) -> None:
-        if count:
-            self.server.simulator.stats.record_response(status)
-        body = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+                return 404, dumpb(problem(404, str(exc).strip("'\"")))
+        return 404, dumpb(problem(404, TITLE_NOT_FOUND))

@@ -1,19 +1,36 @@
-"""Request counters, for tests and demos that assert how a client used the API."""
+"""Request counters, for tests, demos and benchmarks that assert how a client used the API.
+
+Every counter sits behind one lock and costs a dict update, so counting stays cheap under many
+concurrent requests.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
+from typing import Any
+
+FAULT_KINDS = ("server_error", "drop", "truncate", "slow", "throttle")
+"""The kinds of injected faults, as counted in :attr:`SimulatorStats.injected`."""
+
+_WINDOW_S = 1.0
 
 
 class SimulatorStats:
-    """Thread-safe counts of token requests, API requests and response statuses."""
+    """Thread-safe counts of token requests, API requests, response statuses, throttled
+    requests and injected faults, in total and per tenant."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._token_requests: Counter[int | None] = Counter()
         self._api_requests: Counter[int | None] = Counter()
         self._statuses: Counter[int] = Counter()
+        self._throttled: Counter[int] = Counter()
+        self._injected: dict[int | None, Counter[str]] = {}
+        self._recent: dict[int, deque[float]] = {}  # accepted requests of the last second
+        self._peak_per_second: Counter[int] = Counter()
+
+    # -- recording (called by the simulator) ------------------------------------------------
 
     def record_token_request(self, tenant_id: int | None) -> None:
         with self._lock:
@@ -26,6 +43,35 @@ class SimulatorStats:
     def record_response(self, status: int) -> None:
         with self._lock:
             self._statuses[status] += 1
+
+    def record_throttled(self, tenant_id: int) -> None:
+        """A request refused by the rate limit (not an injected 429)."""
+        with self._lock:
+            self._throttled[tenant_id] += 1
+
+    def record_accepted(self, tenant_id: int, now: float) -> None:
+        """An authorized request let through by the rate limit at ``now`` (seconds)."""
+        with self._lock:
+            recent = self._recent.get(tenant_id)
+            if recent is None:
+                recent = self._recent[tenant_id] = deque()
+            recent.append(now)
+            while recent[0] <= now - _WINDOW_S:
+                recent.popleft()
+            if len(recent) > self._peak_per_second[tenant_id]:
+                self._peak_per_second[tenant_id] = len(recent)
+
+    def record_injected(self, tenant_id: int | None, kind: str) -> None:
+        """A fault of ``kind`` (one of :data:`FAULT_KINDS`) served instead of a normal answer."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        with self._lock:
+            counts = self._injected.get(tenant_id)
+            if counts is None:
+                counts = self._injected[tenant_id] = Counter()
+            counts[kind] += 1
+
+    # -- totals --------------------------------------------------------------------------------
 
     @property
     def token_requests(self) -> int:
@@ -53,8 +99,83 @@ class SimulatorStats:
         with self._lock:
             return dict(self._statuses)
 
+    @property
+    def throttled(self) -> int:
+        """Requests refused by the rate limit, all tenants (injected 429s are not counted)."""
+        with self._lock:
+            return sum(self._throttled.values())
+
+    def throttled_for(self, tenant_id: int) -> int:
+        with self._lock:
+            return self._throttled[tenant_id]
+
+    @property
+    def injected(self) -> dict[str, int]:
+        """Injected faults of all tenants by kind (every kind of :data:`FAULT_KINDS` present)."""
+        with self._lock:
+            return self._injected_by_kind(list(self._injected.values()))
+
+    @property
+    def injected_total(self) -> int:
+        with self._lock:
+            return sum(sum(counts.values()) for counts in self._injected.values())
+
+    def injected_for(self, tenant_id: int) -> dict[str, int]:
+        """Injected faults of one tenant by kind."""
+        with self._lock:
+            return self._injected_by_kind([self._injected.get(tenant_id, Counter())])
+
+    def max_requests_per_second_for(self, tenant_id: int) -> int:
+        """The most requests of ``tenant_id`` let through (authorized, not throttled) within
+        any sliding one-second window so far."""
+        with self._lock:
+            return self._peak_per_second[tenant_id]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every counter, in total and per tenant, as JSON-ready data (string keys)."""
+        with self._lock:
+            tenants = sorted(
+                {t for t in self._token_requests if t is not None}
+                | {t for t in self._api_requests if t is not None}
+                | set(self._throttled)
+                | {t for t in self._injected if t is not None}
+            )
+            all_injected = self._injected_by_kind(list(self._injected.values()))
+            return {
+                "token_requests": sum(self._token_requests.values()),
+                "api_requests": sum(self._api_requests.values()),
+                "responses_by_status": {
+                    str(status): count for status, count in sorted(self._statuses.items())
+                },
+                "throttled": sum(self._throttled.values()),
+                "injected": all_injected,
+                "injected_total": sum(all_injected.values()),
+                "tenants": {str(tenant): self._tenant_snapshot(tenant) for tenant in tenants},
+            }
+
     def reset(self) -> None:
         with self._lock:
             self._token_requests.clear()
             self._api_requests.clear()
             self._statuses.clear()
+            self._throttled.clear()
+            self._injected.clear()
+            self._recent.clear()
+            self._peak_per_second.clear()
+
+    # -- internals (the lock is held) ----------------------------------------------------------
+
+    @staticmethod
+    def _injected_by_kind(counters: list[Counter[str]]) -> dict[str, int]:
+        return {kind: sum(counts[kind] for counts in counters) for kind in FAULT_KINDS}
+
+    def _tenant_snapshot(self, tenant_id: int) -> dict[str, Any]:
+        injected = self._injected_by_kind([self._injected.get(tenant_id, Counter())])
+        return {
+            "token_requests": self._token_requests[tenant_id],
+            "api_requests": self._api_requests[tenant_id],
+            "throttled": self._throttled[tenant_id],
+            "injected": injected,
+            "injected_total": sum(injected.values()),
+            "max_requests_per_second": self._peak_per_second[tenant_id],
+        }

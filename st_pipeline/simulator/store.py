@@ -1,9 +1,13 @@
 """The records of one dataset of one tenant, kept in the orders the endpoints read them in.
 
+A record is kept as its serialized JSON (``bytes``) plus the keys it is ordered and filtered by;
+it is decoded only when a caller needs a dict (ground truth, projections into another
+endpoint's shape). A page of the dataset's own endpoints is therefore a join of ready-made
+fragments, and a million records cost little more than their JSON text.
+
 A store holds an immutable *snapshot* (records by id and by ``(modifiedOn, id)``, plus lazily
 built views); a change replaces the whole snapshot, so readers on other threads never lock and
-never see a half-applied change. Records cache their own JSON per response shape, so a page is
-a join of ready-made fragments.
+never see a half-applied change.
 """
 
 from __future__ import annotations
@@ -11,16 +15,24 @@ from __future__ import annotations
 import json
 import threading
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_VIEW_CACHE_LIMIT = 64
+_VIEW_CACHE_LIMIT = 64  # cached views per snapshot …
+_VIEW_CACHE_ENTRIES = 4_000_000  # … and record references in all of them (8 bytes each)
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
 
 
 def dumps(value: Any) -> str:
     """Compact JSON, the way every response body is serialized."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _encoder.encode(value)
+
+
+def dumpb(value: Any) -> bytes:
+    """:func:`dumps` as UTF-8 bytes."""
+    return _encoder.encode(value).encode()
 
 
 @dataclass(frozen=True)
@@ -28,16 +40,20 @@ class Shape:
     """How one endpoint presents a dataset's records: its keys, in its schema's order.
 
     ``extra_keys`` are the keys whose schema differs from the dataset's own record schema; their
-    values live in ``StoredRecord.extras[name]`` instead of the record itself.
+    values live in ``StoredRecord.extras[name]`` instead of the record itself. ``drops_active``
+    says that the shape is the full record without its top-level ``active`` (so the stored JSON
+    can be served with that one member cut out, without decoding it).
     """
 
     name: str
     keys: tuple[str, ...]
     extra_keys: frozenset[str] = frozenset()
+    drops_active: bool = False
 
     def project(self, record: StoredRecord) -> dict[str, Any]:
-        data = record.data
-        extras = record.extras.get(self.name, {}) if self.extra_keys else {}
+        """The record (decoded) in this shape."""
+        data = record.copy_data()
+        extras = record.extras_of(self.name) if self.extra_keys else {}
         return {
             key: (extras.get(key) if key in self.extra_keys else data[key])
             for key in self.keys
@@ -46,9 +62,14 @@ class Shape:
 
 
 class StoredRecord:
-    """One record and the internal keys it is ordered and filtered by."""
+    """One record: its JSON and the internal keys it is ordered and filtered by.
 
-    __slots__ = ("id", "created", "modified", "active", "data", "extras", "_json")
+    ``extras`` maps an endpoint path to the JSON of the properties that endpoint's schema
+    defines differently (``None`` when no endpoint needs any). Never mutated once stored: a
+    change makes a new ``StoredRecord``.
+    """
+
+    __slots__ = ("id", "created", "modified", "active", "blob", "extras")
 
     def __init__(
         self,
@@ -56,43 +77,97 @@ class StoredRecord:
         created: int,
         modified: int,
         active: bool,
-        data: dict[str, Any],
-        extras: dict[str, dict[str, Any]] | None = None,
+        blob: bytes,
+        extras: dict[str, bytes] | None = None,
     ) -> None:
         self.id = record_id
         self.created = created  # ticks
         self.modified = modified  # ticks
         self.active = active
-        self.data = data  # never mutated once stored: a change makes a new StoredRecord
-        self.extras = extras or {}
-        self._json: dict[str | None, str] = {}
+        self.blob = blob
+        self.extras = extras
 
-    def json(self, shape: Shape | None = None) -> str:
-        """The record serialized in ``shape`` (``None``: the full record), cached."""
-        key = None if shape is None else shape.name
-        text = self._json.get(key)
-        if text is None:
-            text = dumps(self.data if shape is None else shape.project(self))
-            self._json[key] = text
-        return text
+    @classmethod
+    def from_data(
+        cls,
+        record_id: int,
+        created: int,
+        modified: int,
+        active: bool,
+        data: dict[str, Any],
+        extras: dict[str, dict[str, Any]] | None = None,
+    ) -> StoredRecord:
+        """A record serialized from ``data`` (and its per-endpoint extras)."""
+        packed = {path: dumpb(value) for path, value in extras.items()} if extras else None
+        return cls(record_id, created, modified, active, dumpb(data), packed)
+
+    def json(self, shape: Shape | None = None) -> bytes:
+        """The record serialized in ``shape`` (``None``: the full record, as stored)."""
+        if shape is None:
+            return self.blob
+        if shape.drops_active:
+            cut = _without_member(self.blob, _ACTIVE_MEMBERS[self.active])
+            if cut is not None:
+                return cut
+        return dumpb(shape.project(self))
 
     def copy_data(self) -> dict[str, Any]:
-        """A deep copy of the full record."""
-        return json.loads(self.json())
+        """The full record, decoded (a fresh copy every call)."""
+        return json.loads(self.blob)
+
+    def extras_of(self, path: str) -> dict[str, Any]:
+        """The extra properties of the endpoint at ``path``, decoded (``{}`` if none)."""
+        packed = self.extras.get(path) if self.extras else None
+        return json.loads(packed) if packed is not None else {}
+
+
+_ACTIVE_MEMBERS = {True: b'"active":true', False: b'"active":false'}
+
+
+def _without_member(blob: bytes, member: bytes) -> bytes | None:
+    """``blob`` (a JSON object) without ``member`` (``"key":value``), if it occurs only once.
+
+    A quote inside a JSON string is always escaped, so ``member`` can only match a real member;
+    when it occurs once it is the top-level one the caller knows to be there. ``None`` when it
+    is ambiguous (a nested object has the same member).
+    """
+    start = blob.find(member)
+    if start < 0 or blob.find(member, start + 1) >= 0:
+        return None
+    end = start + len(member)
+    if blob[start - 1] == 0x2C:  # a comma before it: not the first member
+        return blob[: start - 1] + blob[end:]
+    if blob[end] == 0x2C:  # the first member, followed by others
+        return blob[:start] + blob[end + 1 :]
+    return blob[:start] + blob[end:]
+
+
+def join_json(records: Iterable[StoredRecord], shape: Shape | None = None) -> bytes:
+    """The records' JSON, comma-separated (the inside of a JSON array)."""
+    if shape is None:
+        return b",".join([record.blob for record in records])
+    return b",".join([record.json(shape) for record in records])
 
 
 Position = tuple[int, int]  # (modified ticks, id): a place in an export feed
 
 
+def _position(record: StoredRecord) -> Position:
+    return record.modified, record.id
+
+
+def _record_id(record: StoredRecord) -> int:
+    return record.id
+
+
 class _Snapshot:
-    __slots__ = ("by_id", "ids", "by_modified", "positions", "views", "views_lock")
+    __slots__ = ("by_id", "by_modified", "views", "view_entries", "views_lock")
 
     def __init__(self, by_id: list[StoredRecord]) -> None:
         self.by_id = by_id
-        self.ids = [record.id for record in by_id]
-        self.by_modified = sorted(by_id, key=lambda r: (r.modified, r.id))
-        self.positions: list[Position] = [(r.modified, r.id) for r in self.by_modified]
+        self.by_modified = sorted(by_id, key=_position)
         self.views: dict[Hashable, list[StoredRecord]] = {}
+        self.view_entries = 0
         self.views_lock = threading.Lock()
 
 
@@ -101,7 +176,7 @@ class DatasetStore:
 
     def __init__(self, key: str, records: Sequence[StoredRecord]) -> None:
         self.key = key
-        self._snapshot = _Snapshot(sorted(records, key=lambda r: r.id))
+        self._snapshot = _Snapshot(sorted(records, key=_record_id))
         self._write_lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -112,19 +187,19 @@ class DatasetStore:
         return self._snapshot.by_id
 
     def get(self, record_id: int) -> StoredRecord | None:
-        snapshot = self._snapshot
-        index = bisect_left(snapshot.ids, record_id)
-        if index < len(snapshot.ids) and snapshot.ids[index] == record_id:
-            return snapshot.by_id[index]
+        by_id = self._snapshot.by_id
+        index = bisect_left(by_id, record_id, key=_record_id)
+        if index < len(by_id) and by_id[index].id == record_id:
+            return by_id[index]
         return None
 
     def max_id(self) -> int:
-        ids = self._snapshot.ids
-        return ids[-1] if ids else 0
+        by_id = self._snapshot.by_id
+        return by_id[-1].id if by_id else 0
 
     def max_modified(self) -> int:
-        positions = self._snapshot.positions
-        return positions[-1][0] if positions else 0
+        by_modified = self._snapshot.by_modified
+        return by_modified[-1].modified if by_modified else 0
 
     def export_batch(
         self, after: Position, limit: int, active: bool | None = None
@@ -134,22 +209,23 @@ class DatasetStore:
         Returns the records, the position of the last one (``after`` when none), and whether
         more records follow. ``active`` filters by the active flag when not ``None``.
         """
-        snapshot = self._snapshot
-        start = bisect_right(snapshot.positions, after)
+        ordered = self._snapshot.by_modified
+        start = bisect_right(ordered, after, key=_position)
         if active is None:
-            batch = snapshot.by_modified[start : start + limit]
-            has_more = start + limit < len(snapshot.by_modified)
+            batch = ordered[start : start + limit]
+            has_more = start + limit < len(ordered)
         else:
             batch = []
             has_more = False
-            for record in snapshot.by_modified[start:]:
+            for index in range(start, len(ordered)):
+                record = ordered[index]
                 if record.active is not active:
                     continue
                 if len(batch) == limit:
                     has_more = True
                     break
                 batch.append(record)
-        position = (batch[-1].modified, batch[-1].id) if batch else after
+        position = _position(batch[-1]) if batch else after
         return batch, position, has_more
 
     def select(
@@ -182,9 +258,12 @@ class DatasetStore:
         if descending:
             result.reverse()
         with snapshot.views_lock:
-            if len(snapshot.views) >= _VIEW_CACHE_LIMIT:
+            full = len(snapshot.views) >= _VIEW_CACHE_LIMIT
+            if full or snapshot.view_entries + len(result) > _VIEW_CACHE_ENTRIES:
                 snapshot.views.clear()
+                snapshot.view_entries = 0
             snapshot.views[cache_key] = result
+            snapshot.view_entries += len(result)
         return result
 
     def apply(
@@ -193,13 +272,14 @@ class DatasetStore:
         """Replace ``changed`` records (matched by id) and add ``added`` ones."""
         with self._write_lock:
             replacements = {record.id: record for record in changed}
-            records = [replacements.pop(r.id, r) for r in self._snapshot.by_id]
+            current = self._snapshot.by_id
+            records = [replacements.pop(r.id, r) for r in current]
             if replacements:
                 raise KeyError(f"{self.key}: no records with ids {sorted(replacements)}")
-            existing = set(self._snapshot.ids)
+            existing = {record.id for record in current}
             duplicates = [record.id for record in added if record.id in existing]
             if duplicates:
                 raise KeyError(f"{self.key}: ids already exist: {duplicates}")
             records.extend(added)
-            records.sort(key=lambda r: r.id)
+            records.sort(key=_record_id)
             self._snapshot = _Snapshot(records)

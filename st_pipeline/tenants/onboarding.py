@@ -8,7 +8,7 @@ from pydantic import SecretStr
 from st_pipeline.servicetitan.auth import TenantCredentials, TokenProvider
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.servicetitan.client import ServiceTitanClient
-from st_pipeline.servicetitan.errors import ForbiddenError, NotFoundError, ServiceTitanError
+from st_pipeline.servicetitan.errors import MissingScopeError, NotFoundError, ServiceTitanError
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.tenants.registry import Tenant, TenantRegistry
 
@@ -25,7 +25,7 @@ def verify_credentials(settings: ApiSettings, credentials: TenantCredentials) ->
         client = ServiceTitanClient(settings, credentials, http=http)
         try:
             next(client.iter_list(endpoint, page_size=1))
-        except (ForbiddenError, NotFoundError) as exc:
+        except (MissingScopeError, NotFoundError) as exc:
             raise ServiceTitanError(
                 f"the credentials are valid but do not open tenant {credentials.tenant_id} ({exc}); "
                 "check that the tenant id matches the client id",

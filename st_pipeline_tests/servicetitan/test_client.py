@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from st_pipeline.servicetitan.auth import TenantCredentials
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, load_catalogue
 from st_pipeline.servicetitan.client import ServiceTitanClient
-from st_pipeline.servicetitan.errors import ForbiddenError
+from st_pipeline.servicetitan.errors import MissingScopeError
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import Simulator
 from st_pipeline_tests.conftest import TENANT_A
@@ -81,7 +81,7 @@ def test_another_tenants_path_is_refused_with_a_clear_error(simulator: Simulator
     dataset = load_catalogue().dataset("crm/customers")
     # Tenant A's client credentials, but a client aimed at tenant 999999 (a wrong tenant id).
     with _client(simulator, tenant_id=999999) as client:
-        with pytest.raises(ForbiddenError) as raised:
+        with pytest.raises(MissingScopeError) as raised:
             next(client.iter_list(dataset.list))
     assert "tenant 999999" in str(raised.value)
     assert dataset.list.path in str(raised.value)

@@ -1,0 +1,106 @@
+"""Retry policy (exponential backoff with jitter) and the per-tenant circuit breaker."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from st_pipeline.servicetitan.errors import CircuitOpenError
+
+_SECONDS_IN_TITLE = re.compile(r"(\d+(?:\.\d+)?)\s*seconds?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long a failing request is tried again."""
+
+    max_attempts: int = 8
+    max_elapsed_s: float = 300.0
+    base_delay_s: float = 0.25
+    max_delay_s: float = 30.0
+
+    def backoff_s(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter exponential backoff before attempt ``attempt + 1``."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+def retry_after_s(header: str | None, title: str | None) -> float | None:
+    """The wait a 429 asks for: the ``Retry-After`` header, else "… in N seconds" in the title."""
+    if header:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            pass
+    if title:
+        match = _SECONDS_IN_TITLE.search(title)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+class CircuitBreaker:
+    """Opens after ``failure_threshold`` consecutive failed requests of one tenant.
+
+    While open, requests fail fast with ``CircuitOpenError``. After ``cooldown_s`` one probe
+    request is let through (half-open): its success closes the circuit, its failure re-opens it.
+    """
+
+    def __init__(
+        self,
+        tenant_id: int,
+        *,
+        failure_threshold: int = 10,
+        cooldown_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._consecutive_failures = 0
+        self._opened_at: float | None = None
+        self._probe_in_flight = False
+        self.last_failure: str | None = None
+        self.times_opened = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    def before_request(self, endpoint: str) -> None:
+        """Raise ``CircuitOpenError`` unless a request may be sent now."""
+        with self._lock:
+            if self._opened_at is None:
+                return
+            if self._clock() - self._opened_at >= self.cooldown_s and not self._probe_in_flight:
+                self._probe_in_flight = True  # half-open: this request is the probe
+                return
+            raise CircuitOpenError(
+                f"{self._consecutive_failures} consecutive requests failed (last: {self.last_failure}); "
+                f"requests are stopped for {self.cooldown_s:.0f} s instead of hammering ServiceTitan — "
+                "check the network and ServiceTitan's status, then run again",
+                tenant_id=self.tenant_id,
+                endpoint=endpoint,
+            )
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._consecutive_failures = 0
+            self._opened_at = None
+            self._probe_in_flight = False
+
+    def record_failure(self, reason: str) -> None:
+        with self._lock:
+            self._consecutive_failures += 1
+            self.last_failure = reason
+            if self._probe_in_flight or self._consecutive_failures >= self.failure_threshold:
+                if self._opened_at is None or self._probe_in_flight:
+                    self.times_opened += 1
+                self._opened_at = self._clock()
+                self._probe_in_flight = False

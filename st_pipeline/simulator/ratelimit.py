@@ -1,0 +1,61 @@
+"""The API's rate limit: a token bucket per (application key, tenant).
+
+ServiceTitan allows a number of calls per second per application per tenant; a bucket holds up
+to one second's worth of calls and refills continuously. Time is real monotonic time, not the
+simulator's advanceable token clock: a client has to actually slow down.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The rate limit's answer to one request."""
+
+    allowed: bool
+    now: float  # when it was decided, on the limiter's clock
+    retry_after_s: int = 0  # whole seconds to wait when not allowed (at least 1)
+
+
+class RateLimiter:
+    """Token buckets of ``rate`` calls per second and a capacity of ``rate`` (one second of
+    burst; at least one call). A refused request does not consume a token.
+
+    ``clock`` returns seconds; tests may replace it to make admissions independent of timing.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0:
+            raise ValueError("the rate limit must be positive")
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.clock = clock
+        self._buckets: dict[Hashable, list[float]] = {}  # key → [tokens, refilled at]
+        self._lock = threading.Lock()
+
+    def admit(self, key: Hashable) -> Admission:
+        """Take a token from ``key``'s bucket if there is one."""
+        with self._lock:
+            now = self.clock()
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = [self.capacity, now]
+            tokens = min(self.capacity, bucket[0] + max(0.0, now - bucket[1]) * self.rate)
+            bucket[1] = now
+            if tokens >= 1.0:
+                bucket[0] = tokens - 1.0
+                return Admission(True, now)
+            bucket[0] = tokens
+            wait = math.ceil((1.0 - tokens) / self.rate)
+            return Admission(False, now, max(1, wait))
+
+    def reset(self) -> None:
+        """Fill every bucket again."""
+        with self._lock:
+            self._buckets.clear()

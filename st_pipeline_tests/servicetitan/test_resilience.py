@@ -1,0 +1,211 @@
+"""Rate limiter, retries and circuit breaker: units with a fake clock, then against the simulator."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from pydantic import SecretStr
+
+from st_pipeline.servicetitan.auth import TenantCredentials
+from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
+from st_pipeline.servicetitan.errors import (
+    CircuitOpenError,
+    MissingScopeError,
+    RateLimitedError,
+    RequestError,
+    ServerError,
+)
+from st_pipeline.servicetitan.ratelimit import RateLimiter, shared_limiter
+from st_pipeline.servicetitan.resilience import CircuitBreaker, RetryPolicy, retry_after_s
+from st_pipeline.servicetitan.settings import ApiSettings
+from st_pipeline.simulator import Simulator
+from st_pipeline_tests.conftest import TENANT_A
+
+
+class FakeTime:
+    """A clock whose sleep advances it: waits are recorded, never slept."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+# -- rate limiter ---------------------------------------------------------------------------
+
+
+def test_limiter_spaces_requests_at_the_configured_rate() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(60, burst=1, clock=fake.clock, sleep=fake.sleep)
+    start = fake.now
+    for _ in range(121):
+        limiter.acquire()
+    assert fake.now - start == pytest.approx(2.0)  # 120 intervals of 1/60 s
+
+
+def test_limiter_burst_then_steady_rate() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(10, burst=5, clock=fake.clock, sleep=fake.sleep)
+    waits = [limiter.acquire() for _ in range(15)]
+    assert waits[:5] == [0, 0, 0, 0, 0]
+    assert fake.now - 100.0 == pytest.approx(1.0)  # 15 requests: 5 at once, then 10 at 0.1 s
+
+
+def test_429_pauses_every_caller_and_slows_the_rate() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(60, burst=1, clock=fake.clock, sleep=fake.sleep)
+    limiter.acquire()
+    limiter.throttled(3.0)
+    assert limiter.rate < 60
+    limiter.acquire()
+    assert fake.now >= 103.0
+    for _ in range(200):
+        limiter.succeeded()
+    assert limiter.rate == 60
+
+
+def test_shared_limiter_is_one_per_app_key_and_tenant() -> None:
+    assert shared_limiter("ak1.x", 1, 60) is shared_limiter("ak1.x", 1, 60)
+    assert shared_limiter("ak1.x", 1, 60) is not shared_limiter("ak1.x", 2, 60)
+    assert shared_limiter("ak1.x", 1, 60) is not shared_limiter("ak1.y", 1, 60)
+
+
+# -- retry policy and circuit breaker --------------------------------------------------------
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_ceiling() -> None:
+    policy = RetryPolicy(base_delay_s=1, max_delay_s=8)
+    rng = random.Random(1)
+    for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (4, 8), (9, 8)]:
+        delay = policy.backoff_s(attempt, rng)
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_retry_after_from_header_or_title() -> None:
+    assert retry_after_s("7", None) == 7
+    assert retry_after_s(None, "Rate limit is exceeded. Try again in 12 seconds.") == 12
+    assert retry_after_s("soon", "no number here") is None
+
+
+def test_circuit_opens_fails_fast_and_probes_after_cooldown() -> None:
+    fake = FakeTime()
+    breaker = CircuitBreaker(7, failure_threshold=3, cooldown_s=10, clock=fake.clock)
+    for _ in range(3):
+        breaker.before_request("/x")
+        breaker.record_failure("HTTP 503")
+    with pytest.raises(CircuitOpenError, match=r"tenant 7.*3 consecutive requests failed.*HTTP 503"):
+        breaker.before_request("/x")
+    fake.now += 10
+    breaker.before_request("/x")  # the half-open probe
+    with pytest.raises(CircuitOpenError):
+        breaker.before_request("/x")  # only one probe at a time
+    breaker.record_failure("HTTP 503")  # probe failed: open again
+    with pytest.raises(CircuitOpenError):
+        breaker.before_request("/x")
+    fake.now += 10
+    breaker.before_request("/x")
+    breaker.record_success()
+    breaker.before_request("/x")
+    assert not breaker.is_open and breaker.times_opened == 2
+
+
+# -- against the simulator -------------------------------------------------------------------
+
+
+def _client(sim: Simulator, fake: FakeTime, **options: object) -> ServiceTitanClient:
+    settings = ApiSettings(api_url=sim.url, auth_url=sim.auth_url, app_key=SecretStr(sim.config.app_key))
+    credentials = TenantCredentials(TENANT_A.tenant_id, TENANT_A.client_id, SecretStr(TENANT_A.client_secret))
+    return ServiceTitanClient(
+        settings,
+        credentials,
+        options=ClientOptions(**options),  # type: ignore[arg-type]
+        limiter=RateLimiter(1000, clock=fake.clock, sleep=fake.sleep),
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+
+
+CUSTOMERS = load_catalogue().dataset("crm/customers")
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_transient_errors_are_retried(fresh_simulator: Simulator, status: int) -> None:
+    fake = FakeTime()
+    with _client(fresh_simulator, fake) as client:
+        fresh_simulator.inject_faults(status, count=3, tenant_id=TENANT_A.tenant_id, retry_after_s=2)
+        page = next(client.iter_list(CUSTOMERS.list, page_size=10))
+    assert len(page.records) == 10
+    assert client.stats.retries == 3 and client.stats.requests == 4
+    if status == 429:
+        assert client.stats.throttled == 3
+        assert fake.sleeps.count(2.0) == 3  # Retry-After honoured, not the backoff
+
+
+@pytest.mark.parametrize(("status", "error"), [(400, RequestError), (403, MissingScopeError)])
+def test_client_errors_are_not_retried(fresh_simulator: Simulator, status: int, error: type) -> None:
+    fake = FakeTime()
+    with _client(fresh_simulator, fake) as client:
+        fresh_simulator.inject_faults(status, count=1, tenant_id=TENANT_A.tenant_id)
+        with pytest.raises(error, match=f"tenant {TENANT_A.tenant_id}"):
+            next(client.iter_list(CUSTOMERS.list, page_size=10))
+    assert client.stats.requests == 1 and client.stats.retries == 0
+
+
+def test_retries_are_bounded_in_count(fresh_simulator: Simulator) -> None:
+    fake = FakeTime()
+    with _client(fresh_simulator, fake, retry=RetryPolicy(max_attempts=4), circuit_failure_threshold=100) as client:
+        fresh_simulator.inject_faults(503, count=50, tenant_id=TENANT_A.tenant_id)
+        with pytest.raises(ServerError, match="gave up after 4 attempts"):
+            next(client.iter_list(CUSTOMERS.list, page_size=10))
+    assert client.stats.requests == 4
+
+
+def test_retries_are_bounded_in_time(fresh_simulator: Simulator) -> None:
+    fake = FakeTime()
+    with _client(fresh_simulator, fake, retry=RetryPolicy(max_attempts=100, max_elapsed_s=20)) as client:
+        fresh_simulator.inject_faults(429, count=50, tenant_id=TENANT_A.tenant_id, retry_after_s=8)
+        with pytest.raises(RateLimitedError, match="gave up after 3 attempts"):
+            next(client.iter_list(CUSTOMERS.list, page_size=10))
+    assert sum(fake.sleeps) <= 20
+
+
+def test_circuit_breaker_stops_hammering(fresh_simulator: Simulator) -> None:
+    fake = FakeTime()
+    with _client(fresh_simulator, fake, circuit_failure_threshold=3) as client:
+        fresh_simulator.inject_faults(500, count=100, tenant_id=TENANT_A.tenant_id)
+        with pytest.raises(CircuitOpenError, match=f"tenant {TENANT_A.tenant_id}"):
+            next(client.iter_list(CUSTOMERS.list, page_size=10))
+        assert client.stats.requests == 3
+        with pytest.raises(CircuitOpenError):  # fails fast: no request sent
+            next(client.iter_list(CUSTOMERS.list, page_size=10))
+        assert client.stats.requests == 3
+        fresh_simulator.clear_faults()
+        fake.now += 31  # cool-down passed: the probe goes through and closes the circuit
+        assert len(next(client.iter_list(CUSTOMERS.list, page_size=10)).records) == 10
+
+
+def test_a_retry_after_a_long_wait_fetches_a_fresh_token(fresh_simulator: Simulator) -> None:
+    fake = FakeTime()
+    with _client(fresh_simulator, fake, retry=RetryPolicy(max_elapsed_s=1000)) as client:
+        next(client.iter_list(CUSTOMERS.list, page_size=10))
+        fresh_simulator.inject_faults(429, count=1, tenant_id=TENANT_A.tenant_id, retry_after_s=880)
+        next(client.iter_list(CUSTOMERS.list, page_size=10))
+    # The client's own clock says the token expired during the wait: a new one, no 401 needed.
+    assert client.tokens.token_requests == 2 and client.stats.reauthentications == 0
+
+
+def test_paged_list_with_total_fetches_pages_in_parallel_in_order(simulator: Simulator) -> None:
+    fake = FakeTime()
+    truth = simulator.ground_truth(TENANT_A.tenant_id, "crm/customers")
+    with _client(simulator, fake) as client:
+        pages = list(client.iter_list(CUSTOMERS.list, page_size=7))
+    assert [p.number for p in pages] == list(range(1, len(pages) + 1))
+    assert [r["id"] for p in pages for r in p.records] == [r["id"] for r in truth]
