@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export ST_PIPELINE_HOME ?= $(CURDIR)/.st_pipeline
 SIM_PORT ?= 8765
 
-.PHONY: install demo test dev simulator catalogue clean
+.PHONY: install demo test dev simulator catalogue bench clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ simulator: install
 ## Regenerate the endpoint catalogue from ../shared/servicetitan-specs.
 catalogue: install
 	$(BIN)/python -m st_pipeline.servicetitan.spec_import
+
+## The sync benchmark (200k and 1M records; SQLite and PostgreSQL; see docs/benchmarks.md).
+bench: install
+	$(BIN)/python benchmarks/bench_sync.py
 
 clean:
 	rm -rf $(VENV) $(ST_PIPELINE_HOME) .pytest_cache

@@ -9,6 +9,7 @@ enums, scopes). Descriptions, summaries and examples of the specs are deliberate
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,26 @@ def _param_schema(param: dict[str, Any]) -> dict[str, Any]:
     return _strip_schema(param.get("schema", {}))
 
 
+_MAXIMUM_IN_TEXT = re.compile(r"[Mm]aximum (?:value )?(?:is )?(\d+)")
+
+
+def _page_size_max(query_params: list[dict[str, Any]]) -> int | None:
+    """The documented page-size ceiling: the schema's ``maximum``, else the number stated for it."""
+    for param in query_params:
+        if param["name"] != "pageSize":
+            continue
+        maximum = param.get("schema", {}).get("maximum")
+        if maximum is not None:
+            return int(maximum)
+        match = _MAXIMUM_IN_TEXT.search(param.get("description", ""))
+        return int(match.group(1)) if match else None
+    return None
+
+
 def _endpoint(module: str, base_path: str, path: str, operation: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     resource, is_export = _resource_of(path)
-    query = {p["name"]: _param_schema(p) for p in operation.get("parameters", []) if p["in"] == "query"}
+    query_list = [p for p in operation.get("parameters", []) if p["in"] == "query"]
+    query = {p["name"]: _param_schema(p) for p in query_list}
     envelope = _response_schema(operation)
     if is_export:
         kind = "export"
@@ -127,7 +145,6 @@ def _endpoint(module: str, base_path: str, path: str, operation: dict[str, Any],
     else:
         kind = "lookup"
     scopes = sorted({s for req in operation.get("security", []) for s in req.get("oauth", [])})
-    page_size_max = query.get("pageSize", {}).get("maximum")
     return {
         "module": module,
         "resource": resource,
@@ -136,7 +153,8 @@ def _endpoint(module: str, base_path: str, path: str, operation: dict[str, Any],
         "operation_id": operation.get("operationId"),
         "scopes": scopes,
         "query_params": query,
-        "page_size_max": page_size_max,
+        "required_params": sorted(p["name"] for p in query_list if p.get("required")),
+        "page_size_max": _page_size_max(query_list),
         "record_schema": _item_schema(envelope, schemas),
         "envelope_schema": envelope,
     }
@@ -146,6 +164,7 @@ def build_catalogue(spec_dir: Path) -> dict[str, Any]:
     """Read every spec in ``spec_dir`` and return the catalogue document."""
     modules: dict[str, Any] = {}
     endpoints: list[dict[str, Any]] = []
+    not_covered: list[dict[str, Any]] = []
     for spec_file in sorted(spec_dir.glob("*.json")):
         spec = json.loads(spec_file.read_text())
         module, base_path = _module_name(spec["servers"][0]["url"])
@@ -157,6 +176,8 @@ def build_catalogue(spec_dir: Path) -> dict[str, Any]:
                 continue
             path_params = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
             if path_params != ["tenant"]:
+                # Reads one parent's children or one record by id: reachable only per parent.
+                not_covered.append({"module": module, "path": base_path + path, "path_params": path_params})
                 continue
             module_endpoints.append(_endpoint(module, base_path, path, operation, schemas))
         # Keep only the schemas reachable from the catalogued records.
@@ -176,7 +197,13 @@ def build_catalogue(spec_dir: Path) -> dict[str, Any]:
         }
         endpoints.extend(module_endpoints)
     endpoints.sort(key=lambda e: (e["module"], e["resource"], e["kind"]))
-    return {"generated_from": "servicetitan-specs (OpenAPI 3.1)", "modules": modules, "endpoints": endpoints}
+    not_covered.sort(key=lambda e: (e["module"], e["path"]))
+    return {
+        "generated_from": "servicetitan-specs (OpenAPI 3.1)",
+        "modules": modules,
+        "endpoints": endpoints,
+        "per_parent_endpoints": not_covered,
+    }
 
 
 def render(catalogue: dict[str, Any]) -> str:

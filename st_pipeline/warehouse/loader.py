@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from st_pipeline.servicetitan.timestamps import parse_timestamp
 
@@ -47,11 +49,10 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
         return 0
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        insert = postgresql.insert(table)
-    elif dialect == "sqlite":
-        insert = sqlite.insert(table)
-    else:
+        return _copy_upsert(conn, table, rows)
+    if dialect != "sqlite":
         raise NotImplementedError(f"the warehouse does not support {dialect!r}; use SQLite or PostgreSQL")
+    insert = sqlite.insert(table)
     excluded = insert.excluded
     statement = insert.on_conflict_do_update(
         index_elements=[table.c.tenant_id, table.c.id],
@@ -64,3 +65,50 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     )
     conn.execute(statement, rows)
     return len(rows)
+
+
+_UPDATED = ("modified_on", "active", "payload", "extracted_at", "run_id")
+
+
+def _copy_upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> int:
+    """PostgreSQL's bulk path: COPY the page into a temporary table, then one INSERT … ON CONFLICT.
+
+    About twice as fast as a multi-row INSERT for kilobyte-sized JSON payloads, which PostgreSQL
+    would otherwise parse as SQL string literals.
+    """
+    columns = [column.name for column in table.columns]
+    stage = f"st_stage_{table.name}"
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(_copy_field(row[name]) for name in columns))
+        buffer.write("\n")
+    buffer.seek(0)
+    updates = ", ".join(f"{name} = excluded.{name}" for name in _UPDATED)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}") ON COMMIT DELETE ROWS')
+        cursor.copy_expert(f'COPY "{stage}" ({", ".join(columns)}) FROM STDIN', buffer)
+        cursor.execute(
+            f'INSERT INTO "{table.name}" AS t ({", ".join(columns)}) SELECT {", ".join(columns)} FROM "{stage}" '
+            f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates} "
+            "WHERE t.modified_on IS NULL OR excluded.modified_on IS NULL OR excluded.modified_on >= t.modified_on"
+        )
+        cursor.execute(f'TRUNCATE "{stage}"')
+    finally:
+        cursor.close()
+    return len(rows)
+
+
+def _copy_field(value: Any) -> str:
+    """One value in COPY's text format (backslash escapes; JSON already escapes tabs and newlines)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    else:
+        text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")

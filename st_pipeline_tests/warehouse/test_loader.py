@@ -74,3 +74,11 @@ def test_timestamp_with_seven_digits_keeps_microseconds(engine: sa.Engine) -> No
 def test_record_without_integer_id_is_rejected() -> None:
     with pytest.raises(RecordKeyError, match="tenant 1"):
         raw_rows(1, [{"id": "12"}], extracted_at=NOW, run_id="r")
+
+
+def test_awkward_text_survives_the_bulk_path(engine: sa.Engine) -> None:
+    note = 'tab\there\nnew line \\ back\\slash \\N "quoted" ünïcödé 😀 \r end'
+    _load(engine, 1, [{"id": 9, "modifiedOn": None, "note": note, "nested": {"list": [note, None, 1.5]}}])
+    [row] = _rows(engine)
+    assert row.payload == {"id": 9, "modifiedOn": None, "note": note, "nested": {"list": [note, None, 1.5]}}
+    assert row.modified_on is None and row.active is None
