@@ -32,7 +32,30 @@ CORE_DATASETS: tuple[str, ...] = (
 )
 
 # How each "include inactive rows" filter is spelled, per query parameter name.
-_INACTIVE_FILTERS = {"active": "Any", "activeState": "All"}
+_INACTIVE_FILTERS = {"active": "Any", "activeState": "All", "activeOnly": "false", "includeInactive": "true"}
+
+# Values for query parameters some endpoints require although they do not select a slice.
+REQUIRED_PARAM_DEFAULTS = {"descending": "false", "activeOnly": "false"}
+# Parameters the client sets itself on every paged request.
+PAGING_PARAMS = frozenset({"page", "pageSize", "includeTotal"})
+
+# Datasets of the catalogue that are not extracted, and why. Everything else is.
+EXCLUDED_DATASETS: dict[str, str] = {
+    "equipmentsystems/installed-equipment/attachments": "downloads one file by path; not records",
+    "findings/assets": "downloads one file by path; not records",
+    "pricebook/images": "downloads one file by path; not records",
+    "dispatch/technician-tracking": "a live tracking link for one technician and appointment (both required)",
+    "jpm/work-breakdown-structure/budget-codes/match": "matches the budget codes it is given (`codes` required)",
+    "jpm/jobs/cancel-reasons": "reasons of given jobs (`ids` required); the reasons are jpm/job-cancel-reasons",
+    "jpm/jobs/hold-reasons": "reasons of given jobs (`ids` required); the reasons are jpm/job-hold-reasons",
+    "marketing/campaign-cost-summary": "a report over a required date range; its source is marketing/costs",
+    "marketing/email-channel-cost": "a report over a required date range (`from`, `to`)",
+    "marketingads/attributed-leads": "a report over a required date range (`fromUtc`, `toUtc`)",
+    "marketingads/performance": "a report over a required date range and segmentation",
+    "accounting/inventory-bills/paginated": "the paged twin of the accounting/inventory-bills export feed",
+    "settings/business-units/intacct": "Intacct mappings only: pages start at 0 and need includeTotal; "
+    "the business units themselves are settings/business-units",
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,7 @@ class Endpoint:
     query_params: dict[str, Any] = field(hash=False, compare=False)
     page_size_max: int | None
     record_schema: str | None
+    required_params: tuple[str, ...] = ()
 
     @property
     def dataset_key(self) -> str:
@@ -59,6 +83,20 @@ class Endpoint:
             if name in self.query_params:
                 return name, value
         return None
+
+    @property
+    def cursor_kind(self) -> str:
+        """How the endpoint is followed incrementally: export token, watermark, or full refresh."""
+        if self.kind == "export":
+            return "export token"
+        if self.watermark_param:
+            return self.watermark_param.removesuffix("OnOrAfter") + "On watermark"
+        return "full refresh"
+
+    @property
+    def fixed_params(self) -> dict[str, str]:
+        """Required parameters that do not select a slice, with the values that read everything."""
+        return {name: REQUIRED_PARAM_DEFAULTS[name] for name in self.required_params if name in REQUIRED_PARAM_DEFAULTS}
 
     @property
     def watermark_param(self) -> str | None:
@@ -94,6 +132,10 @@ class Dataset:
         return endpoint
 
     @property
+    def excluded_reason(self) -> str | None:
+        return EXCLUDED_DATASETS.get(self.key)
+
+    @property
     def slug(self) -> str:
         """``crm/customers/contacts`` → ``crm_customers_contacts`` (table and asset names)."""
         return self.key.replace("/", "_").replace("-", "_")
@@ -108,6 +150,7 @@ class Catalogue:
 
     def __init__(self, document: dict[str, Any]) -> None:
         self._modules: dict[str, Any] = document["modules"]
+        self._per_parent: list[dict[str, Any]] = document.get("per_parent_endpoints", [])
         self.endpoints: tuple[Endpoint, ...] = tuple(
             Endpoint(
                 module=e["module"],
@@ -118,6 +161,7 @@ class Catalogue:
                 query_params=e["query_params"],
                 page_size_max=e["page_size_max"],
                 record_schema=e["record_schema"],
+                required_params=tuple(e.get("required_params", ())),
             )
             for e in document["endpoints"]
         )
@@ -155,6 +199,28 @@ class Catalogue:
 
     def core_datasets(self) -> list[Dataset]:
         return [self.dataset(key) for key in CORE_DATASETS]
+
+    def extracted_datasets(self) -> list[Dataset]:
+        """Every dataset the pipeline extracts: the catalogue less ``EXCLUDED_DATASETS``.
+
+        Core datasets come first (referenced entities before the ones pointing to them).
+        """
+        rest = [d for key, d in self.datasets.items() if key not in CORE_DATASETS and d.excluded_reason is None]
+        return self.core_datasets() + rest
+
+    def record_schema(self, dataset: Dataset) -> dict[str, Any] | None:
+        """The stripped JSON schema of the dataset's records (of its extraction endpoint)."""
+        return self.schemas(dataset.module).get(dataset.extraction_endpoint.record_schema or "")
+
+    def key_field(self, dataset: Dataset) -> str | None:
+        """``"id"`` when the records carry one; None for the few keyless datasets."""
+        schema = self.record_schema(dataset) or {}
+        return "id" if "id" in schema.get("properties", {}) else None
+
+    @property
+    def per_parent_endpoints(self) -> list[dict[str, Any]]:
+        """GET endpoints below one parent record (notes, contacts of one customer, …): not extracted."""
+        return self._per_parent
 
 
 @cache

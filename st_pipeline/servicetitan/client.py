@@ -267,7 +267,7 @@ class ServiceTitanClient:
         parallel (still yielded in order, so memory stays bounded).
         """
         size = min(page_size or MAX_PAGE_SIZE, endpoint.page_size_max or MAX_PAGE_SIZE)
-        query: dict[str, Any] = dict(params or {})
+        query: dict[str, Any] = {**endpoint.fixed_params, **(params or {})}
         if include_inactive and endpoint.inactive_filter:
             name, value = endpoint.inactive_filter
             query.setdefault(name, value)
@@ -329,7 +329,11 @@ class ServiceTitanClient:
         return self._iter_lookup(endpoint)
 
     def _iter_lookup(self, endpoint: Endpoint) -> Iterator[Page]:
-        body = self.get_json(endpoint)
+        params = dict(endpoint.fixed_params)
+        if endpoint.inactive_filter:
+            name, value = endpoint.inactive_filter
+            params[name] = value
+        body = self.get_json(endpoint, params or None)
         if not isinstance(body, list):
             raise BadResponseError("expected a JSON array", tenant_id=self.tenant_id, endpoint=endpoint.path)
         page = Page(records=_records(body, self.tenant_id, endpoint), number=1, has_more=False)

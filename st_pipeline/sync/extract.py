@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from st_pipeline.servicetitan.catalogue import Dataset
-from st_pipeline.servicetitan.client import Page, ServiceTitanClient
+from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
+from st_pipeline.servicetitan.client import ServiceTitanClient
 from st_pipeline.servicetitan.errors import ServiceTitanError
-from st_pipeline.warehouse.loader import raw_rows, upsert_rows
-from st_pipeline.warehouse.tables import raw_table
+from st_pipeline.servicetitan.models import PageValidation, validate_page
+from st_pipeline.warehouse.loader import quarantine_rows, raw_rows, upsert_rows
+from st_pipeline.warehouse.tables import quarantine_table, raw_table
 
 DEFAULT_CONCURRENCY = 8
 
@@ -42,6 +43,8 @@ class ExtractResult:
     duration_s: float = 0.0
     rows_in_table: int = 0
     cursor: str | None = None
+    quarantined: int = 0
+    warnings: list[str] = field(default_factory=list)
     error: ServiceTitanError | None = None
     started: float = field(default_factory=time.perf_counter, repr=False)
 
@@ -77,6 +80,8 @@ def sync_tenant(
     cancelled = threading.Event()
     results = {dataset.key: ExtractResult(dataset) for dataset in datasets}
     tables = {dataset.key: raw_table(dataset) for dataset in datasets}
+    catalogue = load_catalogue()
+    keys = {dataset.key: catalogue.key_field(dataset) for dataset in datasets}
 
     def put(item: tuple[str, Dataset, object]) -> bool:
         while not cancelled.is_set():
@@ -90,7 +95,8 @@ def sync_tenant(
     def produce(dataset: Dataset) -> None:
         try:
             for page in client.iter_pages(dataset.extraction_endpoint):
-                if not put((_PAGE, dataset, page)):
+                # Validation runs here, in the fetching threads, beside the network waits.
+                if not put((_PAGE, dataset, (page, validate_page(dataset, page.records)))):
                     return
             put((_DONE, dataset, None))
         except BaseException as exc:  # handed to the writer thread, which decides
@@ -105,11 +111,14 @@ def sync_tenant(
                 kind, dataset, item = handoff.get()
                 result = results[dataset.key]
                 if kind == _PAGE:
-                    assert isinstance(item, Page)
-                    _write_page(engine, tables[dataset.key], client.tenant_id, item, run_id)
-                    result.records += len(item.records)
+                    page, validation = item  # type: ignore[misc]
+                    _write_page(engine, tables[dataset.key], keys[dataset.key], client.tenant_id, dataset.key,
+                                validation, run_id)
+                    result.records += len(page.records)
                     result.pages += 1
-                    result.cursor = item.continue_from or result.cursor
+                    result.quarantined += len(validation.quarantined)
+                    result.warnings.extend(validation.warnings)
+                    result.cursor = page.continue_from or result.cursor
                     continue
                 remaining -= 1
                 if kind == _FAILED:
@@ -123,10 +132,25 @@ def sync_tenant(
                 handoff.get_nowait()
 
 
-def _write_page(engine: sa.Engine, table: sa.Table, tenant_id: int, page: Page, run_id: str) -> None:
-    rows = raw_rows(tenant_id, page.records, extracted_at=datetime.now(UTC), run_id=run_id)
+def _write_page(
+    engine: sa.Engine,
+    table: sa.Table,
+    key_field: str | None,
+    tenant_id: int,
+    dataset_key: str,
+    validation: PageValidation,
+    run_id: str,
+) -> None:
+    """The page's valid records and its quarantined ones, in one transaction."""
+    now = datetime.now(UTC)
+    rows = raw_rows(tenant_id, validation.valid, extracted_at=now, run_id=run_id, key_field=key_field)
     with engine.begin() as conn:
         upsert_rows(conn, table, rows)
+        if validation.quarantined:
+            conn.execute(
+                quarantine_table.insert(),
+                quarantine_rows(tenant_id, dataset_key, validation.quarantined, run_id=run_id, at=now),
+            )
 
 
 def _finish(result: ExtractResult, client: ServiceTitanClient, engine: sa.Engine, table: sa.Table) -> ExtractResult:

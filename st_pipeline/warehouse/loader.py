@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from datetime import datetime
@@ -17,13 +18,27 @@ class RecordKeyError(ValueError):
     """A record lacks a usable integer ``id``."""
 
 
+def content_key(record: dict[str, Any]) -> int:
+    """A stable 63-bit key for records that carry no id: a hash of their canonical JSON."""
+    digest = hashlib.blake2b(json.dumps(record, sort_keys=True, separators=(",", ":")).encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") >> 1
+
+
 def raw_rows(
-    tenant_id: int, records: list[dict[str, Any]], *, extracted_at: datetime, run_id: str
+    tenant_id: int,
+    records: list[dict[str, Any]],
+    *,
+    extracted_at: datetime,
+    run_id: str,
+    key_field: str | None = "id",
 ) -> list[dict[str, Any]]:
-    """Turn API records into raw-table rows, one per id (the last one of a page wins)."""
+    """Turn API records into raw-table rows, one per key (the last one of a page wins).
+
+    ``key_field=None`` keys each record by ``content_key`` (datasets whose records have no id).
+    """
     rows: dict[int, dict[str, Any]] = {}
     for record in records:
-        record_id = record.get("id")
+        record_id = record.get(key_field) if key_field else content_key(record)
         if not isinstance(record_id, int) or isinstance(record_id, bool):
             raise RecordKeyError(f"a record of tenant {tenant_id} has no integer id (got {type(record_id).__name__})")
         active = record.get("active")
@@ -112,3 +127,25 @@ def _copy_field(value: Any) -> str:
     else:
         text = str(value)
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def quarantine_rows(
+    tenant_id: int, dataset_key: str, quarantined: list[Any], *, run_id: str, at: datetime
+) -> list[dict[str, Any]]:
+    """Rows for ``raw_quarantine`` from records that failed validation (``models.Quarantined``)."""
+    rows = []
+    for item in quarantined:
+        record = item.record
+        record_id = record.get("id") if isinstance(record, dict) else None
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "dataset": dataset_key,
+                "record_id": record_id if isinstance(record_id, int) and not isinstance(record_id, bool) else None,
+                "reason": item.reason,
+                "payload_text": json.dumps(record, default=str),
+                "run_id": run_id,
+                "quarantined_at": at,
+            }
+        )
+    return rows

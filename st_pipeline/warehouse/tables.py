@@ -2,7 +2,7 @@
 
 ``raw_<module>_<resource>`` (e.g. ``raw_crm_customers``) with columns ``tenant_id``, ``id``,
 ``modified_on``, ``active``, ``payload`` (the record as received, JSON), ``extracted_at`` and
-``run_id``; primary key ``(tenant_id, id)``.
+``run_id``; primary key ``(tenant_id, id)``. Records that fail validation go to ``raw_quarantine``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,23 @@ def raw_table(dataset: Dataset) -> sa.Table:
     )
 
 
+# Records that failed validation, kept with the reason; the rest of their page loads.
+quarantine_table = sa.Table(
+    "raw_quarantine",
+    metadata,
+    sa.Column("quarantine_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.BigInteger, nullable=False),
+    sa.Column("dataset", sa.String(200), nullable=False),
+    sa.Column("record_id", sa.BigInteger, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload_text", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("quarantined_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_raw_quarantine_tenant_dataset", "tenant_id", "dataset"),
+)
+
+
 def ensure_raw_tables(engine: sa.Engine, datasets: list[Dataset]) -> None:
-    """Create the raw tables that do not exist yet."""
-    tables = [raw_table(dataset) for dataset in datasets]
+    """Create the raw tables (and the quarantine table) that do not exist yet."""
+    tables = [raw_table(dataset) for dataset in datasets] + [quarantine_table]
     metadata.create_all(engine, tables=tables)
