@@ -31,6 +31,7 @@ from st_pipeline.servicetitan.errors import (
     ServerError,
     ServiceTitanError,
 )
+from st_pipeline.servicetitan.models import decode_response
 from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, shared_limiter
 from st_pipeline.servicetitan.resilience import CircuitBreaker, RetryPolicy, retry_after_s
 from st_pipeline.servicetitan.settings import ApiSettings
@@ -50,6 +51,7 @@ class Page:
     has_more: bool
     continue_from: str | None = None  # export feeds: the token to resume after this page
     total_count: int | None = None  # paged lists asked with includeTotal
+    validated: bool = False  # every record already passed its record model while decoding
 
 
 @dataclass
@@ -141,7 +143,11 @@ class ServiceTitanClient:
     # -- requests -------------------------------------------------------------------------
 
     def get_json(self, endpoint: Endpoint, params: dict[str, Any] | None = None) -> Any:
-        """GET an endpoint of this tenant and return its decoded JSON body.
+        """GET an endpoint of this tenant and return its decoded JSON body (see ``request``)."""
+        return self.request(endpoint, params)[0]
+
+    def request(self, endpoint: Endpoint, params: dict[str, Any] | None = None) -> tuple[Any, bool]:
+        """GET an endpoint of this tenant; returns the decoded body and whether its records are valid.
 
         Paced by the shared rate limiter; 429, 5xx, timeouts, dropped connections and invalid
         JSON are retried with backoff (bounded in attempts and time); a 401 is answered once by
@@ -183,7 +189,9 @@ class ServiceTitanClient:
                 self.stats.count("retries", endpoint)
                 self._sleep(wait)
 
-    def _attempt(self, endpoint: Endpoint, url: str, params: dict[str, Any] | None, token: str) -> Any:
+    def _attempt(
+        self, endpoint: Endpoint, url: str, params: dict[str, Any] | None, token: str
+    ) -> tuple[Any, bool]:
         headers = {"ST-App-Key": self.settings.app_key.get_secret_value(), "Authorization": f"Bearer {token}"}
         where = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
         self.stats.count("requests", endpoint)
@@ -196,13 +204,13 @@ class ServiceTitanClient:
         status = response.status_code
         if status == 200:
             try:
-                body = response.json()
+                decoded = decode_response(endpoint, response.content)
             except ValueError:
                 self.breaker.record_failure("invalid JSON")
                 raise _Retry(BadResponseError("the response body is not valid JSON (truncated?)", **where)) from None
             self.breaker.record_success()
             self.limiter.succeeded()
-            return body
+            return decoded
         title = _problem_title(response)
         if status == 401:
             raise _Reauthenticate()
@@ -242,9 +250,10 @@ class ServiceTitanClient:
             if endpoint.inactive_filter:  # export/appointments and export/appointment-assignments
                 name, value = endpoint.inactive_filter
                 params[name] = value
-            body = self.get_json(endpoint, params)
+            body, validated = self.request(endpoint, params)
             number += 1
             page = self._export_page(endpoint, body, number)
+            page.validated = validated
             self._count(page)
             yield page
             if not page.has_more:
@@ -273,10 +282,12 @@ class ServiceTitanClient:
             query.setdefault(name, value)
 
         def fetch(number: int) -> Page:
-            body = self.get_json(
+            body, validated = self.request(
                 endpoint, {**query, "page": number, "pageSize": size, "includeTotal": str(include_total).lower()}
             )
-            return self._list_page(endpoint, body, number)
+            page = self._list_page(endpoint, body, number)
+            page.validated = validated
+            return page
 
         first = fetch(1)
         self._count(first)
@@ -333,10 +344,10 @@ class ServiceTitanClient:
         if endpoint.inactive_filter:
             name, value = endpoint.inactive_filter
             params[name] = value
-        body = self.get_json(endpoint, params or None)
+        body, validated = self.request(endpoint, params or None)
         if not isinstance(body, list):
             raise BadResponseError("expected a JSON array", tenant_id=self.tenant_id, endpoint=endpoint.path)
-        page = Page(records=_records(body, self.tenant_id, endpoint), number=1, has_more=False)
+        page = Page(records=_records(body, self.tenant_id, endpoint), number=1, has_more=False, validated=validated)
         self._count(page)
         yield page
 

@@ -13,14 +13,16 @@ official specs), so a new ServiceTitan release needs no hand edits here. Toleran
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import NotRequired, Required, TypedDict
 
-from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
+from st_pipeline.servicetitan.catalogue import Dataset, Endpoint, load_catalogue
 from st_pipeline.servicetitan.timestamps import parse_timestamp
 
 _NON_FINITE = {"NaN", "nan", "Infinity", "-Infinity", "inf", "-inf"}
@@ -36,8 +38,9 @@ def _timestamp(value: str) -> str:
 Timestamp = Annotated[str, AfterValidator(_timestamp)]
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False)
+# TypedDicts, not BaseModels: validation returns plain dicts (about twice as fast, and the
+# payload we store stays exactly what ServiceTitan sent). Strict: a wrong type is an error.
+_RECORD_CONFIG = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
 
 
 class _ModelBuilder:
@@ -62,7 +65,7 @@ class _ModelBuilder:
             kinds = [k for k in kind if k != "null"]
             kind = kinds[0] if len(kinds) == 1 else None
         if "enum" in schema:
-            return str
+            return int if kind == "integer" else str  # the values, not the enum: new members load
         if kind == "integer":
             return int
         if kind == "number":
@@ -97,15 +100,12 @@ class _ModelBuilder:
     def object_model(self, name: str, schema: dict[str, Any], depth: int, *, key_field: str | None = None) -> Any:
         fields: dict[str, Any] = {}
         for prop, prop_schema in schema.get("properties", {}).items():
-            if not prop.isidentifier() or prop.startswith("_") or prop in ("model_config", "model_fields"):
-                continue  # odd names still pass through as extra fields
             annotation = self.type_of(prop_schema, depth)
-            if prop == key_field:
-                fields[prop] = (int, ...)
-            else:
-                fields[prop] = (annotation | None, None)
+            fields[prop] = Required[int] if prop == key_field else NotRequired[annotation | None]
         model_name = "".join(part for part in name.replace(".", "_").split("_") if part)[:120] or "Record"
-        return create_model(model_name, __base__=_Record, **fields)
+        model = TypedDict(model_name, fields)  # type: ignore[operator]
+        model.__pydantic_config__ = _RECORD_CONFIG  # type: ignore[attr-defined]
+        return model
 
 
 @cache
@@ -114,21 +114,62 @@ def _builder(module: str) -> _ModelBuilder:
 
 
 @cache
-def record_model(dataset_key: str) -> type[BaseModel] | None:
-    """The model of one dataset's records, or None when the catalogue has no schema for it."""
-    dataset = load_catalogue().dataset(dataset_key)
-    endpoint = dataset.extraction_endpoint
-    schema = load_catalogue().schemas(dataset.module).get(endpoint.record_schema or "")
+def _record_type(module: str, schema_name: str | None) -> Any:
+    schema = load_catalogue().schemas(module).get(schema_name or "")
     if not schema or "properties" not in schema:
         return None
     key = "id" if "id" in schema["properties"] else None
-    return _builder(dataset.module).object_model(endpoint.record_schema or dataset.key, schema, 1, key_field=key)
+    return _builder(module).object_model(schema_name or module, schema, 1, key_field=key)
+
+
+def record_model(dataset_key: str) -> Any:
+    """The TypedDict of one dataset's records, or None when the catalogue has no schema for it."""
+    dataset = load_catalogue().dataset(dataset_key)
+    return _record_type(dataset.module, dataset.extraction_endpoint.record_schema)
 
 
 @cache
 def _page_adapter(dataset_key: str) -> TypeAdapter[list[Any]] | None:
     model = record_model(dataset_key)
     return None if model is None else TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+@cache
+def _record_adapter(dataset_key: str) -> TypeAdapter[Any]:
+    return TypeAdapter(record_model(dataset_key))
+
+
+@cache
+def _envelope_adapter(module: str, schema_name: str | None, kind: str) -> TypeAdapter[Any] | None:
+    record = _record_type(module, schema_name)
+    if record is None:
+        return None
+    if kind == "lookup":
+        return TypeAdapter(list[record])  # type: ignore[valid-type]
+    fields: dict[str, Any] = {"hasMore": bool, "data": list[record]}  # type: ignore[valid-type]
+    if kind == "export":
+        fields["continueFrom"] = NotRequired[str | None]
+    else:
+        fields.update(page=NotRequired[int], pageSize=NotRequired[int], totalCount=NotRequired[int | None])
+    envelope = TypedDict(f"{kind.title()}Envelope", fields)  # type: ignore[operator]
+    envelope.__pydantic_config__ = _RECORD_CONFIG  # type: ignore[attr-defined]
+    return TypeAdapter(envelope)
+
+
+def decode_response(endpoint: Endpoint, content: bytes) -> tuple[Any, bool]:
+    """Parse a response body; returns ``(body, every_record_valid)``.
+
+    The fast path parses and validates in one pass (pydantic-core, from the bytes). When any
+    record is off, the body is parsed leniently instead and the records are validated one by one
+    later (``validate_page``). Raises ``ValueError`` if the body is not JSON at all.
+    """
+    adapter = _envelope_adapter(endpoint.module, endpoint.record_schema, endpoint.kind)
+    if adapter is not None:
+        try:
+            return adapter.validate_json(content), True
+        except ValidationError:
+            pass
+    return json.loads(content), False
 
 
 @dataclass
@@ -166,16 +207,16 @@ def validate_page(dataset: Dataset, records: list[Any]) -> PageValidation:
         problems: dict[int, list[dict[str, Any]]] = {}
         for error in exc.errors(include_input=False, include_url=False):
             problems.setdefault(error["loc"][0], []).append(error)  # type: ignore[arg-type]
-        model = record_model(dataset.key)
+        single = _record_adapter(dataset.key)
         for index, record in enumerate(records):
             errors = problems.get(index)
             if errors is None:
                 outcome.valid.append(record)
                 continue
             reason = _repair_or_reason(record, errors, outcome.warnings)
-            if reason is None and model is not None:
+            if reason is None:
                 try:
-                    model.model_validate(record)
+                    single.validate_python(record)
                 except ValidationError as again:
                     reason = _reason(again.errors(include_input=False, include_url=False), offset=0)
             if reason is None:

@@ -97,6 +97,7 @@ class Simulator:
         self._clients = {tenant.client_id: tenant for tenant in config.tenants}
         self._revoked: frozenset[int] = frozenset(config.revoked_tenants)  # replaced, not changed
         self._revoked_lock = threading.Lock()
+        self._denied_scopes: dict[int, frozenset[str]] = {}  # replaced, not changed
         self._data: dict[int, TenantData] = {}
         self._data_locks = {tenant_id: threading.Lock() for tenant_id in self._tenants}
         self._change_numbers = itertools.count(1)
@@ -220,6 +221,13 @@ class Simulator:
             raise KeyError(f"tenant {tenant_id} is not configured")
         with self._revoked_lock:
             self._revoked = self._revoked | {tenant_id}
+
+    def deny_scopes(self, tenant_id: int, scopes: set[str] | frozenset[str]) -> None:
+        """The tenant has not granted these scopes: endpoints needing any of them answer 403."""
+        if tenant_id not in self._tenants:
+            raise KeyError(f"tenant {tenant_id} is not configured")
+        with self._revoked_lock:
+            self._denied_scopes = {**self._denied_scopes, tenant_id: frozenset(scopes)}
 
     def restore_credentials(self, tenant_id: int) -> None:
         """Undo :meth:`revoke_credentials`: the client gets tokens again, and tokens issued
@@ -361,6 +369,9 @@ class Simulator:
             raise ApiError(
                 405, "The simulator serves read endpoints only.", headers={"Allow": "GET"}
             )
+        denied = self._denied_scopes.get(path_tenant)
+        if denied and denied.intersection(route.endpoint.scopes):
+            raise ApiError(403, TITLE_FORBIDDEN)
         fault = self.faults.take(path_tenant)
         if fault is None and self.fault_draws is not None:
             fault = self.fault_draws.draw(path_tenant, method, path, query)

@@ -96,7 +96,8 @@ def sync_tenant(
         try:
             for page in client.iter_pages(dataset.extraction_endpoint):
                 # Validation runs here, in the fetching threads, beside the network waits.
-                if not put((_PAGE, dataset, (page, validate_page(dataset, page.records)))):
+                validation = PageValidation(valid=page.records) if page.validated else validate_page(dataset, page.records)
+                if not put((_PAGE, dataset, (page, validation))):
                     return
             put((_DONE, dataset, None))
         except BaseException as exc:  # handed to the writer thread, which decides
