@@ -107,6 +107,70 @@ def tenant_list() -> None:
         click.echo(f"{t.tenant_id:>12}  {'yes' if t.enabled else 'no':7}  {t.client_id:30}  {t.name}")
 
 
+@main.group("endpoints", invoke_without_command=True)
+@click.option("--tenant", "tenant_id", type=int, help="Show what is enabled for this tenant.")
+@click.option("--module", help="Only this module.")
+@click.pass_context
+def endpoints(ctx: click.Context, tenant_id: int | None, module: str | None) -> None:
+    """The endpoint catalogue: what is extracted, how, and whether it is enabled."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from st_pipeline.servicetitan.catalogue import load_catalogue
+    from st_pipeline.tenants.endpoint_selection import EndpointSelection
+
+    catalogue = load_catalogue()
+    datasets = [d for d in catalogue.datasets.values() if module in (None, d.module)]
+    selection = EndpointSelection(TenantRegistry.from_url().engine)
+    decisions = selection.decide(datasets, tenant_id)
+    click.echo(f"{'module':22} {'dataset':48} {'kind':7} {'cursor':20} enabled")
+    for dataset in datasets:
+        endpoint = dataset.extraction_endpoint
+        decision = decisions[dataset.key]
+        state = "yes" if decision.enabled else f"no — {decision.why}"
+        click.echo(f"{dataset.module:22} {dataset.resource:48} {endpoint.kind:7} {endpoint.cursor_kind:20} {state}")
+    extracted = catalogue.extracted_datasets()
+    kinds = {kind: sum(d.extraction_endpoint.kind == kind for d in extracted) for kind in ("export", "list", "lookup")}
+    enabled = sum(decisions[d.key].enabled for d in datasets)
+    click.echo(
+        f"\ncoverage: {len(extracted)} of {len(catalogue.datasets)} datasets extracted "
+        f"({kinds['export']} export feeds, {kinds['list']} paged lists, {kinds['lookup']} lookups); "
+        f"{len(catalogue.datasets) - len(extracted)} excluded with a reason; "
+        f"{len(catalogue.per_parent_endpoints)} per-parent endpoints (notes, contacts of one record, …) not covered"
+    )
+    if tenant_id is not None or module is not None:
+        click.echo(f"enabled here: {enabled} of {len(datasets)} shown")
+
+
+def _set_flag(target: str, tenant_id: int | None, enabled: bool, reason: str | None) -> None:
+    from st_pipeline.tenants.endpoint_selection import EndpointSelection, UnknownTargetError
+
+    try:
+        EndpointSelection(TenantRegistry.from_url().engine).set(
+            target, enabled=enabled, tenant_id=tenant_id, reason=reason
+        )
+    except UnknownTargetError as exc:
+        _fail(str(exc))
+    who = f"tenant {tenant_id}" if tenant_id else "every tenant"
+    click.echo(f"{target} {'enabled' if enabled else 'disabled'} for {who}.")
+
+
+@endpoints.command("disable")
+@click.argument("target")
+@click.option("--tenant", "tenant_id", type=int, help="Only for this tenant (default: every tenant).")
+@click.option("--reason", help="Why, shown by `st-pipeline endpoints`.")
+def endpoints_disable(target: str, tenant_id: int | None, reason: str | None) -> None:
+    """Stop extracting TARGET (a module like `payroll` or a dataset like `crm/leads`)."""
+    _set_flag(target, tenant_id, False, reason)
+
+
+@endpoints.command("enable")
+@click.argument("target")
+@click.option("--tenant", "tenant_id", type=int, help="Only for this tenant (default: every tenant).")
+def endpoints_enable(target: str, tenant_id: int | None) -> None:
+    """Extract TARGET again (overrides a broader disable)."""
+    _set_flag(target, tenant_id, True, None)
+
+
 @main.command("simulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from st_pipeline.home import home_dir
-from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.servicetitan.catalogue import CORE_DATASETS, Dataset, load_catalogue
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import SecretBox, generate_key
@@ -52,7 +52,7 @@ def prepare_local_environment() -> dict[str, str]:
 def run_demo(*, port: int, scale: float) -> int:
     env = prepare_local_environment()
     config = SimulatorConfig(tenants=[SimulatorConfig.demo_tenant(DEMO_TENANT_ID)], scale=scale)
-    datasets = load_catalogue().core_datasets()
+    datasets = load_catalogue().extracted_datasets()
     with Simulator(config, port=port) as sim:
         env.update(
             SERVICETITAN_API_URL=sim.url,
@@ -95,20 +95,37 @@ def run_demo(*, port: int, scale: float) -> int:
         engine = create_warehouse_engine()
         expected = sim.record_counts(DEMO_TENANT_ID)
         print(f"\nwarehouse {describe_url(engine)}, tenant {DEMO_TENANT_ID}:")
-        print(f"{'asset':42} {'warehouse rows':>15} {'simulator':>10}")
-        all_equal = True
-        with engine.connect() as conn:
-            for dataset in datasets:
-                table = raw_table(dataset)
-                rows = conn.execute(
-                    sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == DEMO_TENANT_ID)
-                ).scalar_one()
-                truth = expected.get(dataset.key, 0)
-                all_equal &= rows == truth
-                mark = "" if rows == truth else "  MISMATCH"
-                asset = raw_asset_key(dataset).to_user_string()
-                print(f"{asset:42} {rows:>15} {truth:>10}{mark}")
+        all_equal = _print_counts(engine, datasets, expected)
         engine.dispose()
     print("\nall counts equal the simulator's." if all_equal else "\ncounts differ from the simulator's!")
     print("Browse the same data and the run in the Dagster UI: make dev  (then open http://127.0.0.1:3000)")
     return 0 if all_equal else 1
+
+
+def _print_counts(engine: sa.Engine, datasets: list[Dataset], expected: dict[str, int]) -> bool:
+    """Rows per core asset, then per module for the rest, next to the simulator's counts."""
+    from st_pipeline.defs.raw_assets import raw_asset_key
+
+    lines: dict[str, list[int]] = {}
+    with engine.connect() as conn:
+        for dataset in datasets:
+            table = raw_table(dataset)
+            rows = conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == DEMO_TENANT_ID)
+            ).scalar_one()
+            label = (
+                raw_asset_key(dataset).to_user_string()
+                if dataset.key in CORE_DATASETS
+                else f"servicetitan/raw/{dataset.module}/… (other)"
+            )
+            totals = lines.setdefault(label, [0, 0, 0])
+            totals[0] += 1
+            totals[1] += rows
+            totals[2] += expected.get(dataset.key, 0)
+    print(f"{'asset':52} {'assets':>6} {'warehouse rows':>15} {'simulator':>10}")
+    for label, (assets, rows, truth) in lines.items():
+        mark = "" if rows == truth else "  MISMATCH"
+        print(f"{label:52} {assets:>6} {rows:>15} {truth:>10}{mark}")
+    total_rows, total_truth = sum(v[1] for v in lines.values()), sum(v[2] for v in lines.values())
+    print(f"{'total':52} {len(datasets):>6} {total_rows:>15} {total_truth:>10}")
+    return all(rows == truth for _, rows, truth in lines.values())

@@ -37,10 +37,8 @@ _ENV_VARS = (
 
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[Simulator]:
-    """Two tenants, the core datasets, small volumes; shared by the whole session (read-only use)."""
-    config = SimulatorConfig(
-        tenants=[TENANT_A, TENANT_B], seed=7, scale=0.05, export_batch_size=20, datasets=CORE_DATASETS
-    )
+    """Two tenants, every dataset, small volumes; shared by the whole session (read-only use)."""
+    config = SimulatorConfig(tenants=[TENANT_A, TENANT_B], seed=7, scale=0.05, export_batch_size=20)
     with Simulator(config) as sim:
         yield sim
 

@@ -78,3 +78,24 @@ def test_tenant_add_without_encryption_key_stores_nothing(cli_env: dict[str, str
         stdin="cs1.secret\n",
     )
     assert added.returncode == 1 and "ST_PIPELINE_SECRET_KEYS" in added.stderr
+
+
+def test_endpoints_lists_the_catalogue_and_flags_change_it(cli_env: dict[str, str]) -> None:
+    st_pipeline = str(BIN / "st-pipeline")
+    listed = _run([st_pipeline, "endpoints"], cli_env)
+    assert listed.returncode == 0, listed.stderr
+    assert "coverage: 134 of 147 datasets extracted" in listed.stdout
+    customers = next(line for line in listed.stdout.splitlines() if line.split()[:2] == ["crm", "customers"])
+    assert "export token" in customers and customers.rstrip().endswith("yes")
+    images = next(line for line in listed.stdout.splitlines() if line.split()[:2] == ["pricebook", "images"])
+    assert "not extracted" in images
+
+    disabled = _run([st_pipeline, "endpoints", "disable", "payroll", "--tenant", "42", "--reason", "no scopes"], cli_env)
+    assert disabled.returncode == 0 and "payroll disabled for tenant 42" in disabled.stdout
+    for_tenant = _run([st_pipeline, "endpoints", "--tenant", "42", "--module", "payroll"], cli_env)
+    assert all("no scopes" in line for line in for_tenant.stdout.splitlines()[1:] if line.startswith("payroll"))
+    other_tenant = _run([st_pipeline, "endpoints", "--tenant", "43", "--module", "payroll"], cli_env)
+    assert "no scopes" not in other_tenant.stdout
+
+    wrong = _run([st_pipeline, "endpoints", "disable", "payrol"], cli_env)
+    assert wrong.returncode == 1 and "neither a module nor a dataset" in wrong.stderr

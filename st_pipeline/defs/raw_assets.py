@@ -13,7 +13,7 @@ import dagster as dg
 from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
-from st_pipeline.servicetitan.errors import ServiceTitanError
+from st_pipeline.servicetitan.errors import MissingScopeError, ServiceTitanError
 from st_pipeline.sync.extract import ExtractResult, sync_tenant
 from st_pipeline.tenants.registry import UnknownTenantError
 from st_pipeline.warehouse.engine import describe_url
@@ -35,6 +35,7 @@ def _spec(dataset: Dataset) -> dg.AssetSpec:
         group_name=_group_name(dataset),
         description=f"Raw {dataset.key} records of one tenant, from the {endpoint.kind} endpoint {endpoint.path}.",
         kinds={"servicetitan"},
+        skippable=True,  # a dataset disabled for the tenant, or denied by a 403, is not materialized
         metadata={
             "endpoint": endpoint.path,
             "endpoint_kind": endpoint.kind,
@@ -49,6 +50,8 @@ def _metadata(result: ExtractResult, warehouse: str) -> dict[str, dg.MetadataVal
         "records": result.records,
         "pages": result.pages,
         "requests": result.requests,
+        "quarantined": result.quarantined,
+        "non_finite_numbers_nulled": len(result.warnings),
         "retries": result.retries,
         "throttled_429s": result.throttled,
         "duration_s": round(result.duration_s, 3),
@@ -59,6 +62,8 @@ def _metadata(result: ExtractResult, warehouse: str) -> dict[str, dg.MetadataVal
     }
     if result.cursor:
         metadata["cursor"] = result.cursor
+    if result.warnings:
+        metadata["warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in result.warnings[:20]))
     return metadata
 
 
@@ -83,7 +88,12 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
             credentials = tenant_registry.registry().credentials(tenant_id)
         except UnknownTenantError as exc:
             raise dg.Failure(str(exc)) from None
-        selected = [by_key[key] for key in context.selected_asset_keys if key in by_key]
+        requested = [by_key[key] for key in context.selected_asset_keys if key in by_key]
+        decisions = tenant_registry.endpoint_selection().decide(requested, tenant_id)
+        selected = [dataset for dataset in requested if decisions[dataset.key].enabled]
+        for dataset in requested:
+            if not decisions[dataset.key].enabled:
+                context.log.info(f"tenant {tenant_id} {dataset.key} skipped: {decisions[dataset.key].why}")
         engine = warehouse.engine()
         warehouse_name = describe_url(engine)
         ensure_raw_tables(engine, selected)
@@ -93,6 +103,17 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
                 for result in sync_tenant(
                     client, engine, selected, run_id=context.run_id, concurrency=servicetitan.concurrency
                 ):
+                    if isinstance(result.error, MissingScopeError):
+                        # Not granted for this tenant: a warning, not a failure; the rest still syncs.
+                        context.log.warning(str(result.error))
+                        context.log_event(
+                            dg.AssetObservation(
+                                asset_key=raw_asset_key(result.dataset),
+                                partition=context.partition_key,
+                                metadata={"skipped": "403 missing scope", "explanation": str(result.error)},
+                            )
+                        )
+                        continue
                     if result.error is not None:
                         # The tenant's other datasets still load; the run fails at the end.
                         context.log.error(str(result.error))
@@ -122,4 +143,4 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
     return servicetitan_raw
 
 
-raw_assets = build_raw_assets(load_catalogue().core_datasets())
+raw_assets = build_raw_assets(load_catalogue().extracted_datasets())

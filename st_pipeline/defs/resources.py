@@ -15,6 +15,7 @@ from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND
 from st_pipeline.servicetitan.resilience import RetryPolicy
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.sync.extract import DEFAULT_CONCURRENCY
+from st_pipeline.tenants.endpoint_selection import EndpointSelection
 from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline.warehouse.engine import create_warehouse_engine
 
@@ -53,6 +54,10 @@ class TenantRegistryResource(dg.ConfigurableResource):
 
     def registry(self) -> TenantRegistry:
         return TenantRegistry.from_url(self.url)
+
+    def endpoint_selection(self) -> EndpointSelection:
+        """Which datasets are enabled per tenant (flags live in the registry database)."""
+        return EndpointSelection(self.registry().engine)
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -235,7 +235,7 @@ def _repair_or_reason(record: Any, errors: list[dict[str, Any]], warnings: list[
     others = []
     for error in errors:
         path = error["loc"][1:]
-        if error["type"] == "finite_number" or (error["type"] == "float_parsing" and _is_non_finite_at(record, path)):
+        if _is_non_finite_at(record, path):
             _set_null(record, path)
             warnings.append(f"id {record.get('id')}: {'.'.join(map(str, path))} was not a finite number; stored as null")
         else:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import hmac
 import itertools
+import json
 import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -228,6 +230,26 @@ class Simulator:
             raise KeyError(f"tenant {tenant_id} is not configured")
         with self._revoked_lock:
             self._denied_scopes = {**self._denied_scopes, tenant_id: frozenset(scopes)}
+
+    def tamper_records(
+        self, tenant_id: int, dataset_key: str, edits: dict[int, Callable[[dict[str, Any]], None]]
+    ) -> None:
+        """Serve some records (by id) changed by ``edit`` from now on, as a misbehaving API would:
+        a field of the wrong type, ``NaN``, a missing id, an unknown field. Each edit mutates the
+        decoded record in place; the result is served (and is the ground truth) verbatim, and
+        ``float("nan")`` is served as the bare ``NaN`` literal."""
+        key = self._served_key(dataset_key)
+        store = self._tenant_data(tenant_id).stores[key]
+        changed = []
+        for record_id, edit in edits.items():
+            record = store.get(record_id)
+            if record is None:
+                raise KeyError(f"{dataset_key}: no record {record_id}")
+            data = record.copy_data()
+            edit(data)
+            blob = json.dumps(data, separators=(",", ":")).encode()
+            changed.append(StoredRecord(record.id, record.created, record.modified, record.active, blob, record.extras))
+        store.apply(changed)
 
     def restore_credentials(self, tenant_id: int) -> None:
         """Undo :meth:`revoke_credentials`: the client gets tokens again, and tokens issued

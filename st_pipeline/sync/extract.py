@@ -11,6 +11,7 @@ a few pages whatever the tenant's size.
 from __future__ import annotations
 
 import queue
+from collections import Counter
 import threading
 import time
 from collections.abc import Iterator
@@ -82,6 +83,7 @@ def sync_tenant(
     tables = {dataset.key: raw_table(dataset) for dataset in datasets}
     catalogue = load_catalogue()
     keys = {dataset.key: catalogue.key_field(dataset) for dataset in datasets}
+    seen: dict[str, Counter[int]] = {dataset.key: Counter() for dataset in datasets}
 
     def put(item: tuple[str, Dataset, object]) -> bool:
         while not cancelled.is_set():
@@ -113,8 +115,8 @@ def sync_tenant(
                 result = results[dataset.key]
                 if kind == _PAGE:
                     page, validation = item  # type: ignore[misc]
-                    _write_page(engine, tables[dataset.key], keys[dataset.key], client.tenant_id, dataset.key,
-                                validation, run_id)
+                    _write_page(engine, tables[dataset.key], keys[dataset.key], seen[dataset.key], client.tenant_id,
+                                dataset.key, validation, run_id)
                     result.records += len(page.records)
                     result.pages += 1
                     result.quarantined += len(validation.quarantined)
@@ -137,6 +139,7 @@ def _write_page(
     engine: sa.Engine,
     table: sa.Table,
     key_field: str | None,
+    seen: Counter[int],
     tenant_id: int,
     dataset_key: str,
     validation: PageValidation,
@@ -144,7 +147,7 @@ def _write_page(
 ) -> None:
     """The page's valid records and its quarantined ones, in one transaction."""
     now = datetime.now(UTC)
-    rows = raw_rows(tenant_id, validation.valid, extracted_at=now, run_id=run_id, key_field=key_field)
+    rows = raw_rows(tenant_id, validation.valid, extracted_at=now, run_id=run_id, key_field=key_field, seen=seen)
     with engine.begin() as conn:
         upsert_rows(conn, table, rows)
         if validation.quarantined:

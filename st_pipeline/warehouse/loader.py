@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import io
 import json
 from datetime import datetime
@@ -18,10 +19,11 @@ class RecordKeyError(ValueError):
     """A record lacks a usable integer ``id``."""
 
 
-def content_key(record: dict[str, Any]) -> int:
-    """A stable 63-bit key for records that carry no id: a hash of their canonical JSON."""
-    digest = hashlib.blake2b(json.dumps(record, sort_keys=True, separators=(",", ":")).encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big") >> 1
+def content_key(record: dict[str, Any], occurrence: int = 0) -> int:
+    """A stable 63-bit key for records that carry no id: a hash of their canonical JSON and of
+    how many identical records came before it in the same sync (identical records stay rows)."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":")) + f"#{occurrence}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
 def raw_rows(
@@ -31,14 +33,22 @@ def raw_rows(
     extracted_at: datetime,
     run_id: str,
     key_field: str | None = "id",
+    seen: Counter[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Turn API records into raw-table rows, one per key (the last one of a page wins).
 
-    ``key_field=None`` keys each record by ``content_key`` (datasets whose records have no id).
+    ``key_field=None`` keys each record by ``content_key`` (datasets whose records have no id);
+    ``seen`` counts identical records across the pages of one sync.
     """
     rows: dict[int, dict[str, Any]] = {}
+    seen = Counter() if seen is None else seen
     for record in records:
-        record_id = record.get(key_field) if key_field else content_key(record)
+        if key_field:
+            record_id = record.get(key_field)
+        else:
+            first = content_key(record)
+            record_id = content_key(record, seen[first])
+            seen[first] += 1
         if not isinstance(record_id, int) or isinstance(record_id, bool):
             raise RecordKeyError(f"a record of tenant {tenant_id} has no integer id (got {type(record_id).__name__})")
         active = record.get("active")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -12,10 +13,11 @@ from pydantic import SecretStr
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, add_tenant_partition
 from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
-from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.timestamps import parse_timestamp
-from st_pipeline.simulator import SimulatedTenant, Simulator
+from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.registry import TenantRegistry
+from st_pipeline.warehouse.loader import content_key
 from st_pipeline.warehouse.tables import raw_table
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B
 
@@ -44,19 +46,34 @@ def _materialize(
     )
 
 
-def assert_warehouse_equals_ground_truth(warehouse_url: str, sim: Simulator, tenant_id: int) -> int:
-    """Every row's id, modified_on, active and payload equal the simulator's records; returns rows."""
+def assert_warehouse_equals_ground_truth(
+    warehouse_url: str, sim: Simulator, tenant_id: int, datasets: list[Dataset] | None = None
+) -> int:
+    """Every row's key, modified_on, active and payload equal the simulator's records; returns rows.
+
+    ``datasets`` defaults to every extracted dataset.
+    """
+    catalogue = load_catalogue()
     engine = sa.create_engine(warehouse_url)
     total = 0
     with engine.connect() as conn:
-        for dataset in load_catalogue().core_datasets():
+        for dataset in datasets or catalogue.extracted_datasets():
             table = raw_table(dataset)
             rows = {r.id: r for r in conn.execute(sa.select(table).where(table.c.tenant_id == tenant_id))}
-            truth = sim.ground_truth(tenant_id, dataset.key)
+            key_field = catalogue.key_field(dataset)
+            seen: Counter[int] = Counter()
+            truth = {}
+            for record in sim.ground_truth(tenant_id, dataset.key):
+                if key_field is None:
+                    first = content_key(record)
+                    truth[content_key(record, seen[first])] = record
+                    seen[first] += 1
+                else:
+                    truth[record[key_field]] = record
             assert truth, f"simulator has no {dataset.key} for tenant {tenant_id}"
-            assert sorted(rows) == [r["id"] for r in truth], dataset.key
-            for record in truth:
-                row = rows[record["id"]]
+            assert sorted(rows) == sorted(truth), dataset.key
+            for key, record in truth.items():
+                row = rows[key]
                 assert row.payload == record, (dataset.key, record["id"])
                 assert row.modified_on == parse_timestamp(record.get("modifiedOn"))
                 assert row.active == record.get("active")
@@ -79,7 +96,7 @@ def test_materialize_tenant_into_sqlite(local_env: Path, api_env: Simulator) -> 
         events = _event_text(instance, result.run_id)
     rows = assert_warehouse_equals_ground_truth(warehouse_url, api_env, TENANT_A.tenant_id)
     materializations = result.asset_materializations_for_node("servicetitan_raw")
-    assert {m.asset_key for m in materializations} == {raw_asset_key(d) for d in load_catalogue().core_datasets()}
+    assert {m.asset_key for m in materializations} == {raw_asset_key(d) for d in load_catalogue().extracted_datasets()}
     metadata = {m.asset_key: m.metadata for m in materializations}
     customers = metadata[raw_asset_key(load_catalogue().dataset("crm/customers"))]
     truth = api_env.ground_truth(TENANT_A.tenant_id, "crm/customers")
@@ -165,3 +182,53 @@ def test_unregistered_tenant_fails_with_a_clear_message(local_env: Path, api_env
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "tenant 5555 is not registered" in failure.message and "st-pipeline tenant add" in failure.message
+
+
+def test_missing_scope_skips_that_endpoint_with_a_warning_and_the_rest_syncs(
+    local_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = SimulatedTenant(tenant_id=8101, client_id="cid.noscope", client_secret="cs1.noscope-secret")
+    config = SimulatorConfig(tenants=[tenant], seed=2, scale=0.02)
+    catalogue = load_catalogue()
+    payroll = [d for d in catalogue.extracted_datasets() if d.module == "payroll"]
+    denied = {scope for d in payroll for scope in d.extraction_endpoint.scopes}
+    registry_url = f"sqlite:///{local_env / 'registry.db'}"
+    warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
+    _register(registry_url, tenant)
+    with Simulator(config) as sim:
+        sim.deny_scopes(tenant.tenant_id, denied)
+        monkeypatch.setenv("SERVICETITAN_API_URL", sim.url)
+        monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
+        monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
+        with dg.instance_for_test() as instance:
+            result = _materialize(instance, tenant.tenant_id, registry_url, warehouse_url)
+            observations = [
+                e.dagster_event.event_specific_data.asset_observation
+                for e in instance.all_logs(result.run_id)
+                if e.dagster_event and e.dagster_event.event_type_value == "ASSET_OBSERVATION"
+            ]
+            warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == 30]
+        others = [d for d in catalogue.extracted_datasets() if d.module != "payroll"]
+        assert_warehouse_equals_ground_truth(warehouse_url, sim, tenant.tenant_id, others)
+    assert result.success
+    materialized = {m.asset_key for m in result.asset_materializations_for_node("servicetitan_raw")}
+    assert materialized == {raw_asset_key(d) for d in others}
+    assert {o.asset_key for o in observations} == {raw_asset_key(d) for d in payroll}
+    explanation = observations[0].metadata["explanation"].value
+    assert "scope" in explanation and f"tenant {tenant.tenant_id}" in explanation
+    assert len([w for w in warnings if "access denied" in w]) == len(payroll)
+
+
+def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> None:
+    registry_url = f"sqlite:///{local_env / 'registry.db'}"
+    warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
+    _register(registry_url, TENANT_A)
+    selection = TenantRegistryResource(url=registry_url).endpoint_selection()
+    selection.set("payroll", enabled=False, tenant_id=TENANT_A.tenant_id, reason="scopes not granted")
+    selection.set("crm/leads", enabled=False)
+    with dg.instance_for_test() as instance:
+        result = _materialize(instance, TENANT_A.tenant_id, registry_url, warehouse_url)
+    assert result.success
+    materialized = {m.asset_key for m in result.asset_materializations_for_node("servicetitan_raw")}
+    expected = [d for d in load_catalogue().extracted_datasets() if d.module != "payroll" and d.key != "crm/leads"]
+    assert materialized == {raw_asset_key(d) for d in expected}

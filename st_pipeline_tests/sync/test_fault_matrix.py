@@ -68,7 +68,7 @@ def test_sync_completes_exactly_under_faults(fault: str, warehouse: tuple[str, s
         results = list(sync_tenant(client, engine, DATASETS, run_id="fault-matrix"))
         stats = sim.stats
         assert all(r.succeeded for r in results)
-        assert_warehouse_equals_ground_truth(url, sim, TENANT.tenant_id)
+        assert_warehouse_equals_ground_truth(url, sim, TENANT.tenant_id, DATASETS)
         injected = stats.injected_total
         assert injected > 0, "the fault plan should have struck at least once"
         assert client.stats.retries >= injected
@@ -96,4 +96,4 @@ def test_revoked_credentials_fail_fast_and_the_other_tenant_syncs(warehouse: tup
         with _client(sim, OTHER) as other:
             results = list(sync_tenant(other, engine, DATASETS, run_id="healthy"))
         assert all(r.succeeded for r in results)
-        assert_warehouse_equals_ground_truth(url, sim, OTHER.tenant_id)
+        assert_warehouse_equals_ground_truth(url, sim, OTHER.tenant_id, DATASETS)
