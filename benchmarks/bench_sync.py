@@ -99,10 +99,12 @@ def child(args: argparse.Namespace) -> None:
     from st_pipeline.servicetitan.settings import ApiSettings
     from st_pipeline.sync.extract import sync_tenant
     from st_pipeline.warehouse.engine import create_warehouse_engine
+    from st_pipeline.warehouse.schema import upgrade
     from st_pipeline.warehouse.tables import ensure_raw_tables
 
     datasets = load_catalogue().core_datasets()
     engine = create_warehouse_engine(args.warehouse_url)
+    upgrade(engine)
     ensure_raw_tables(engine, datasets)
     settings = ApiSettings(api_url=args.api_url, auth_url=args.api_url + "/connect/token", app_key=SecretStr("ak1.simulator"))
     credentials = TenantCredentials(TENANT_ID, args.client_id, SecretStr(args.client_secret))

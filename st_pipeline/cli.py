@@ -94,6 +94,18 @@ def _add_partition(tenant_id: int) -> None:
     click.echo(f"Dagster partition {tenant_id} {'added' if added else 'already present'}.")
 
 
+@tenant.command("reset-cursor")
+@click.option("--tenant-id", type=int, required=True)
+@click.option("--dataset", "datasets", multiple=True, help="Only this dataset (repeatable); default: all.")
+def tenant_reset_cursor(tenant_id: int, datasets: tuple[str, ...]) -> None:
+    """Forget saved cursors: the next sync of the tenant reads these datasets from the beginning."""
+    from st_pipeline.sync.state import reset_cursors
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+
+    removed = reset_cursors(create_warehouse_engine(), tenant_id, datasets or None)
+    click.echo(f"{removed} cursor(s) of tenant {tenant_id} reset; the next sync reads them in full.")
+
+
 @tenant.command("list")
 def tenant_list() -> None:
     """List registered tenants (never their secrets)."""
@@ -105,6 +117,44 @@ def tenant_list() -> None:
     click.echo(f"{'tenant id':>12}  {'enabled':7}  {'client id':30}  name")
     for t in tenants:
         click.echo(f"{t.tenant_id:>12}  {'yes' if t.enabled else 'no':7}  {t.client_id:30}  {t.name}")
+
+
+@main.group()
+def db() -> None:
+    """The warehouse schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the warehouse (ST_PIPELINE_WAREHOUSE_URL) to the schema this version needs."""
+    from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
+    from st_pipeline.warehouse.schema import current_revision, upgrade
+
+    engine = create_warehouse_engine()
+    before = current_revision(engine)
+    upgrade(engine)
+    click.echo(f"warehouse {describe_url(engine)}: schema {before or 'empty'} → {current_revision(engine)}")
+
+
+@main.command("sync-log")
+@click.option("--tenant", "tenant_id", type=int, required=True)
+@click.option("--limit", default=30, show_default=True)
+def sync_log(tenant_id: int, limit: int) -> None:
+    """What the latest syncs of a tenant did, newest first."""
+    from st_pipeline.sync.state import read_log
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+
+    rows = read_log(create_warehouse_engine(), tenant_id, limit=limit)
+    if not rows:
+        click.echo(f"no syncs logged for tenant {tenant_id}")
+        return
+    click.echo(f"{'started (UTC)':19}  {'dataset':40} {'status':11} {'records':>8} {'pages':>5} {'requests':>8} {'retries':>7} {'429s':>4}  cursor after / error")
+    for row in rows:
+        tail = row.error or row.cursor_after or ""
+        click.echo(
+            f"{row.started_at:%Y-%m-%d %H:%M:%S}  {row.dataset:40} {row.status:11} {row.records:>8} {row.pages:>5} "
+            f"{row.requests:>8} {row.retries:>7} {row.throttled:>4}  {tail[:60]}"
+        )
 
 
 @main.group("endpoints", invoke_without_command=True)

@@ -24,6 +24,7 @@ from st_pipeline.tenants.crypto import SecretBox, generate_key
 from st_pipeline.tenants.onboarding import add_tenant
 from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
+from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 
 DEMO_TENANT_ID = 1001
@@ -81,6 +82,9 @@ def run_demo(*, port: int, scale: float) -> int:
             add_tenant_partition(instance, DEMO_TENANT_ID)
         print(f"tenant {DEMO_TENANT_ID} registered; materializing every asset through Dagster …")
 
+        warehouse_engine = create_warehouse_engine()
+        upgrade(warehouse_engine)  # what `st-pipeline db upgrade` does
+        warehouse_engine.dispose()
         dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
         completed = subprocess.run(
             [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "*",

@@ -14,10 +14,21 @@ from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.errors import MissingScopeError, ServiceTitanError
-from st_pipeline.sync.extract import ExtractResult, sync_tenant
+from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
 from st_pipeline.tenants.registry import UnknownTenantError
 from st_pipeline.warehouse.engine import describe_url
+from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema
 from st_pipeline.warehouse.tables import ensure_raw_tables, raw_table_name
+
+
+FULL_REFRESH_TAG = "st_pipeline/full_refresh"
+
+
+class RawSyncConfig(dg.Config):
+    """Run config of the raw sync (all optional: an incremental sync by default)."""
+
+    full_refresh: bool = False  # read every selected dataset from the beginning (also: tag st_pipeline/full_refresh=true)
+    reconcile_deletes: bool = False  # lists without export feed: read fully and flag rows gone upstream (deleted_at)
 
 
 def raw_asset_key(dataset: Dataset) -> dg.AssetKey:
@@ -79,6 +90,7 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
     )
     def servicetitan_raw(
         context: dg.AssetExecutionContext,
+        config: RawSyncConfig,
         servicetitan: ServiceTitanResource,
         tenant_registry: TenantRegistryResource,
         warehouse: WarehouseResource,
@@ -96,12 +108,21 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
                 context.log.info(f"tenant {tenant_id} {dataset.key} skipped: {decisions[dataset.key].why}")
         engine = warehouse.engine()
         warehouse_name = describe_url(engine)
+        try:
+            check_schema(engine, warehouse_name)
+        except SchemaOutOfDateError as exc:
+            raise dg.Failure(str(exc)) from None
         ensure_raw_tables(engine, selected)
+        full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
+        options = SyncOptions(full_refresh=full_refresh, reconcile_deletes=config.reconcile_deletes)
+        if full_refresh:
+            context.log.info(f"tenant {tenant_id}: full refresh, saved cursors ignored")
         failures: list[str] = []
         with servicetitan.client(credentials) as client:
             try:
                 for result in sync_tenant(
-                    client, engine, selected, run_id=context.run_id, concurrency=servicetitan.concurrency
+                    client, engine, selected, run_id=context.run_id, concurrency=servicetitan.concurrency,
+                    options=options,
                 ):
                     if isinstance(result.error, MissingScopeError):
                         # Not granted for this tenant: a warning, not a failure; the rest still syncs.

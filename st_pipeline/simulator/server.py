@@ -52,6 +52,7 @@ __all__ = ["CONTROL_PREFIX", "TOKEN_PATH", "Simulator"]
 
 _CONTROL_DATASET = re.compile(r"^/_simulator/tenants/([^/]+)/datasets/([^/]+)$")
 _CONTROL_COUNTS = re.compile(r"^/_simulator/tenants/([^/]+)/counts$")
+_CONTROL_CHANGES = re.compile(r"^/_simulator/tenants/([^/]+)/changes$")
 _CHANGE_SPACING_TICKS = 10_000  # 1 ms between the records of one apply_changes call
 
 
@@ -271,10 +272,15 @@ class Simulator:
         created: int = 0,
         updated: int = 0,
         deactivated: int = 0,
+        deleted: int = 0,
+        same_timestamp: bool = False,
     ) -> dict[str, list[int]]:
         """Simulate activity: add, modify, or deactivate records, stamped after every existing
         ``modifiedOn`` (so export feeds and watermarks see them as new changes).
 
+        ``deleted`` records vanish (as a hard delete does from list endpoints). With
+        ``same_timestamp`` every change carries one and the same ``modifiedOn`` (real feeds have
+        such ties, and clients that resume at "last modifiedOn + 1 ms" lose records on them).
         Returns the affected ids by kind of change. Deterministic for a given sequence of calls.
         """
         key = self._served_key(dataset_key)
@@ -286,23 +292,26 @@ class Simulator:
         elapsed = int((self.clock.now() - self._started_at) * TICKS_PER_SECOND)
         ticks = max(store.max_modified() + 1, REFERENCE_END_TICKS + elapsed)
         existing = store.records()
-        picked = rng.sample(existing, min(len(existing), updated + deactivated))
+        picked = rng.sample(existing, min(len(existing), updated + deactivated + deleted))
+        spacing = 0 if same_timestamp else _CHANGE_SPACING_TICKS
         changed: list[StoredRecord] = []
-        for index, record in enumerate(picked):
+        for index, record in enumerate(picked[: updated + deactivated]):
             active = False if index >= updated else None
             changed.append(generator.changed_record(record, ticks, active))
-            ticks += _CHANGE_SPACING_TICKS
+            ticks += spacing
+        removed = [record.id for record in picked[updated + deactivated :]]
         added: list[StoredRecord] = []
         next_id = store.max_id()
         for _ in range(created):
             next_id += 1 + rng.randrange(3)
             added.append(generator.new_record(rng, data.pools, next_id, ticks))
-            ticks += _CHANGE_SPACING_TICKS
-        store.apply(changed, added)
+            ticks += spacing
+        store.apply(changed, added, removed)
         return {
             "created": [record.id for record in added],
             "updated": [record.id for record in changed[:updated]],
             "deactivated": [record.id for record in changed[updated:]],
+            "deleted": removed,
         }
 
     # -- internals ---------------------------------------------------------------------------
@@ -436,6 +445,24 @@ class Simulator:
                 headers={"Retry-After": str(wait)},
             )
         self.stats.record_accepted(tenant_id, admission.now)
+
+    def handle_control_change(self, path: str, query: str) -> tuple[int, bytes]:
+        """``POST /_simulator/tenants/{tenant}/changes?fraction=0.01``: update that share of every
+        served dataset's records (at least one each), as :meth:`apply_changes` does."""
+        match = _CONTROL_CHANGES.match(path)
+        if match is None:
+            return 404, dumpb(problem(404, TITLE_NOT_FOUND))
+        try:
+            tenant_id = int(match.group(1))
+            fraction = float(parse_qs(query).get("fraction", ["0.01"])[0])
+            changed = {}
+            for key, count in self.record_counts(tenant_id).items():
+                if count:
+                    ids = self.apply_changes(tenant_id, key, updated=max(1, round(count * fraction)))
+                    changed[key] = len(ids["updated"])
+        except (KeyError, ValueError) as exc:
+            return 404, dumpb(problem(404, str(exc).strip("'\"")))
+        return 200, dumpb(changed)
 
     def handle_control(self, path: str) -> tuple[int, bytes]:
         """``GET /_simulator/…``: health, request counters, and record counts and datasets of

@@ -267,12 +267,16 @@ class DatasetStore:
         return result
 
     def apply(
-        self, changed: Sequence[StoredRecord] = (), added: Sequence[StoredRecord] = ()
+        self,
+        changed: Sequence[StoredRecord] = (),
+        added: Sequence[StoredRecord] = (),
+        removed: Sequence[int] = (),
     ) -> None:
-        """Replace ``changed`` records (matched by id) and add ``added`` ones."""
+        """Replace ``changed`` records (matched by id), add ``added`` ones, drop ``removed`` ids."""
         with self._write_lock:
             replacements = {record.id: record for record in changed}
-            current = self._snapshot.by_id
+            gone = set(removed)
+            current = [r for r in self._snapshot.by_id if r.id not in gone]
             records = [replacements.pop(r.id, r) for r in current]
             if replacements:
                 raise KeyError(f"{self.key}: no records with ids {sorted(replacements)}")

@@ -108,8 +108,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         if path.startswith(CONTROL_PREFIX):
             if method == "GET":
                 status, payload = simulator.handle_control(path)
+            elif method == "POST":
+                status, payload = simulator.handle_control_change(path, parts.query)
             else:
-                status, payload = 405, dumpb(problem(405, "Simulator controls are read-only."))
+                status, payload = 405, dumpb(problem(405, "Simulator controls take GET or POST."))
             self._send(Reply(status, payload), count=False)
             return
         if path == TOKEN_PATH:

@@ -11,22 +11,27 @@ a few pages whatever the tenant's size.
 from __future__ import annotations
 
 import queue
-from collections import Counter
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
-from st_pipeline.servicetitan.client import ServiceTitanClient
+from st_pipeline.servicetitan.client import Page, ServiceTitanClient
 from st_pipeline.servicetitan.errors import ServiceTitanError
 from st_pipeline.servicetitan.models import PageValidation, validate_page
-from st_pipeline.warehouse.loader import quarantine_rows, raw_rows, upsert_rows
+from st_pipeline.servicetitan.timestamps import parse_timestamp
+from st_pipeline.sync import killpoints
+from st_pipeline.sync.state import FAILED, SUCCEEDED, close_log, load_cursors, log_page, open_log, save_cursor
+from st_pipeline.warehouse.loader import mark_missing_deleted, quarantine_rows, raw_rows, upsert_rows
 from st_pipeline.warehouse.tables import quarantine_table, raw_table
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 DEFAULT_CONCURRENCY = 8
 
@@ -59,6 +64,30 @@ class ExtractResult:
 
 
 _PAGE, _DONE, _FAILED = "page", "done", "failed"
+# List watermarks are re-read with this overlap: a record committed upstream a little after its
+# modifiedOn is still picked up. The duplicates it brings are harmless (upserts).
+DEFAULT_WATERMARK_OVERLAP = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """How a run treats the saved cursors."""
+
+    full_refresh: bool = False  # ignore every cursor: read from the beginning
+    reconcile_deletes: bool = False  # lists without export feed: read fully, flag missing rows deleted
+    watermark_overlap: timedelta = DEFAULT_WATERMARK_OVERLAP
+
+
+@dataclass
+class _Progress:
+    """Per-dataset state of the writer thread."""
+
+    table: sa.Table
+    key_field: str | None
+    log_id: int
+    seen_content: Counter[int] = field(default_factory=Counter)
+    watermark: str | None = None  # the largest modifiedOn/createdOn seen in a list
+    seen_ids: set[int] | None = None  # reconciliation only
 
 
 def sync_tenant(
@@ -68,22 +97,33 @@ def sync_tenant(
     *,
     run_id: str,
     concurrency: int = DEFAULT_CONCURRENCY,
+    options: SyncOptions = SyncOptions(),
 ) -> Iterator[ExtractResult]:
     """Extract ``datasets`` of the client's tenant; yield each dataset's result as it completes.
 
-    A dataset that fails (say, a missing scope) is yielded with its ``error`` and the others go
-    on. An error that dooms the whole tenant (revoked credentials, open circuit) stops every
-    extraction and is raised.
+    Each dataset resumes from its saved cursor (export token, or list watermark minus an overlap)
+    unless ``options.full_refresh``. A dataset that fails (say, a missing scope) is yielded with
+    its ``error`` and the others go on. An error that dooms the whole tenant (revoked credentials,
+    open circuit) stops every extraction and is raised.
     """
     if not datasets:
         return
+    tenant_id = client.tenant_id
+    catalogue = load_catalogue()
+    saved = {} if options.full_refresh else load_cursors(engine, tenant_id)
+    log_ids = open_log(engine, run_id, tenant_id, datasets, saved)
+    progress = {
+        d.key: _Progress(
+            table=raw_table(d),
+            key_field=catalogue.key_field(d),
+            log_id=log_ids[d.key],
+            seen_ids=set() if _reconciles(d, options) else None,
+        )
+        for d in datasets
+    }
+    results = {dataset.key: ExtractResult(dataset, cursor=saved.get(dataset.key)) for dataset in datasets}
     handoff: queue.Queue[tuple[str, Dataset, object]] = queue.Queue(maxsize=2 * concurrency)
     cancelled = threading.Event()
-    results = {dataset.key: ExtractResult(dataset) for dataset in datasets}
-    tables = {dataset.key: raw_table(dataset) for dataset in datasets}
-    catalogue = load_catalogue()
-    keys = {dataset.key: catalogue.key_field(dataset) for dataset in datasets}
-    seen: dict[str, Counter[int]] = {dataset.key: Counter() for dataset in datasets}
 
     def put(item: tuple[str, Dataset, object]) -> bool:
         while not cancelled.is_set():
@@ -96,7 +136,8 @@ def sync_tenant(
 
     def produce(dataset: Dataset) -> None:
         try:
-            for page in client.iter_pages(dataset.extraction_endpoint):
+            pages = _pages(client, dataset, saved.get(dataset.key), options)
+            for page in pages:
                 # Validation runs here, in the fetching threads, beside the network waits.
                 validation = PageValidation(valid=page.records) if page.validated else validate_page(dataset, page.records)
                 if not put((_PAGE, dataset, (page, validation))):
@@ -105,66 +146,129 @@ def sync_tenant(
         except BaseException as exc:  # handed to the writer thread, which decides
             put((_FAILED, dataset, exc))
 
+    finished: set[str] = set()
     with ThreadPoolExecutor(max_workers=min(concurrency, len(datasets)), thread_name_prefix="st-extract") as pool:
         for dataset in datasets:
             pool.submit(produce, dataset)
-        remaining = len(datasets)
         try:
-            while remaining:
+            while len(finished) < len(datasets):
                 kind, dataset, item = handoff.get()
                 result = results[dataset.key]
                 if kind == _PAGE:
                     page, validation = item  # type: ignore[misc]
-                    _write_page(engine, tables[dataset.key], keys[dataset.key], seen[dataset.key], client.tenant_id,
-                                dataset.key, validation, run_id)
+                    killpoints.reached("page_received")
+                    cursor = _write_page(engine, dataset, progress[dataset.key], tenant_id, page, validation, run_id, options)
+                    killpoints.reached("page_committed")
                     result.records += len(page.records)
                     result.pages += 1
                     result.quarantined += len(validation.quarantined)
                     result.warnings.extend(validation.warnings)
-                    result.cursor = page.continue_from or result.cursor
+                    result.cursor = cursor or result.cursor
                     continue
-                remaining -= 1
+                finished.add(dataset.key)
                 if kind == _FAILED:
                     if not isinstance(item, ServiceTitanError) or item.fatal_for_tenant:
                         raise item  # type: ignore[misc]
                     result.error = item
-                yield _finish(result, client, engine, tables[dataset.key])
+                yield _finish(result, client, engine, progress[dataset.key])
+                killpoints.reached("dataset_finished")
+        except BaseException as exc:
+            cancelled.set()
+            for key in {d.key for d in datasets} - finished:
+                close_log(engine, progress[key].log_id, status=FAILED, error=str(exc) or type(exc).__name__)
+            raise
         finally:
             cancelled.set()
             while not handoff.empty():  # unblock producers waiting on a full queue
                 handoff.get_nowait()
 
 
+def _reconciles(dataset: Dataset, options: SyncOptions) -> bool:
+    return options.reconcile_deletes and dataset.extraction_endpoint.kind != "export"
+
+
+def _pages(client: ServiceTitanClient, dataset: Dataset, cursor: str | None, options: SyncOptions) -> Iterator[Page]:
+    """The endpoint's pages from where the last committed sync left off."""
+    endpoint = dataset.extraction_endpoint
+    if endpoint.kind == "export":
+        return client.iter_export(endpoint, from_token=cursor)
+    if endpoint.kind == "list":
+        params = {}
+        since = parse_timestamp(cursor) if cursor and not _reconciles(dataset, options) else None
+        if since is not None and endpoint.watermark_param:
+            params[endpoint.watermark_param] = (since - options.watermark_overlap).isoformat().replace("+00:00", "Z")
+        return client.iter_list(endpoint, params=params)
+    return client.iter_pages(endpoint)
+
+
 def _write_page(
     engine: sa.Engine,
-    table: sa.Table,
-    key_field: str | None,
-    seen: Counter[int],
+    dataset: Dataset,
+    progress: _Progress,
     tenant_id: int,
-    dataset_key: str,
+    page: Page,
     validation: PageValidation,
     run_id: str,
-) -> None:
-    """The page's valid records and its quarantined ones, in one transaction."""
+    options: SyncOptions,
+) -> str | None:
+    """One transaction: the page's rows, its quarantined records, the cursor after it, its log line.
+
+    Returns the cursor saved with this page, if any.
+    """
     now = datetime.now(UTC)
-    rows = raw_rows(tenant_id, validation.valid, extracted_at=now, run_id=run_id, key_field=key_field, seen=seen)
+    endpoint = dataset.extraction_endpoint
+    rows = raw_rows(
+        tenant_id, validation.valid, extracted_at=now, run_id=run_id, key_field=progress.key_field,
+        seen=progress.seen_content,
+    )
+    cursor: str | None = None
+    if endpoint.kind == "export":
+        cursor = page.continue_from
+    elif endpoint.watermark_param:
+        field_name = endpoint.watermark_param.removesuffix("OnOrAfter") + "On"
+        progress.watermark = max(
+            [progress.watermark or "", *(r.get(field_name) or "" for r in validation.valid)],
+            key=lambda text: parse_timestamp(text) or _EPOCH,
+        ) or None
+        if not page.has_more:
+            cursor = progress.watermark  # a list's watermark moves only once the listing is complete
+    if progress.seen_ids is not None:
+        progress.seen_ids.update(row["id"] for row in rows)
     with engine.begin() as conn:
-        upsert_rows(conn, table, rows)
+        upsert_rows(conn, progress.table, rows)
+        killpoints.reached("rows_written")
         if validation.quarantined:
             conn.execute(
                 quarantine_table.insert(),
-                quarantine_rows(tenant_id, dataset_key, validation.quarantined, run_id=run_id, at=now),
+                quarantine_rows(tenant_id, dataset.key, validation.quarantined, run_id=run_id, at=now),
             )
+        if cursor is not None:
+            save_cursor(conn, tenant_id, dataset, cursor, run_id)
+            killpoints.reached("cursor_written")
+        if progress.seen_ids is not None and not page.has_more:
+            mark_missing_deleted(conn, progress.table, tenant_id, progress.seen_ids, at=now)
+        log_page(conn, progress.log_id, records=len(page.records), quarantined=len(validation.quarantined), cursor=cursor)
+    return cursor
 
 
-def _finish(result: ExtractResult, client: ServiceTitanClient, engine: sa.Engine, table: sa.Table) -> ExtractResult:
+def _finish(result: ExtractResult, client: ServiceTitanClient, engine: sa.Engine, progress: _Progress) -> ExtractResult:
     key = result.dataset.key
     result.requests = client.stats.by_endpoint.get(key, 0)
     result.retries = client.stats.retries_by_endpoint.get(key, 0)
     result.throttled = client.stats.throttled_by_endpoint.get(key, 0)
     result.duration_s = time.perf_counter() - result.started
+    table = progress.table
     with engine.connect() as conn:
         result.rows_in_table = conn.execute(
             sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == client.tenant_id)
         ).scalar_one()
+    close_log(
+        engine,
+        progress.log_id,
+        status=FAILED if result.error else SUCCEEDED,
+        requests=result.requests,
+        retries=result.retries,
+        throttled=result.throttled,
+        error=str(result.error) if result.error else None,
+    )
     return result

@@ -15,6 +15,10 @@ from sqlalchemy.dialects import sqlite
 from st_pipeline.servicetitan.timestamps import parse_timestamp
 
 
+# Columns an upsert replaces; ``deleted_at`` is cleared when a record shows up again.
+_UPDATED = ("modified_on", "active", "payload", "extracted_at", "run_id", "deleted_at")
+
+
 class RecordKeyError(ValueError):
     """A record lacks a usable integer ``id``."""
 
@@ -60,6 +64,7 @@ def raw_rows(
             "payload": record,
             "extracted_at": extracted_at,
             "run_id": run_id,
+            "deleted_at": None,
         }
     return list(rows.values())
 
@@ -81,7 +86,7 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     excluded = insert.excluded
     statement = insert.on_conflict_do_update(
         index_elements=[table.c.tenant_id, table.c.id],
-        set_={name: excluded[name] for name in ("modified_on", "active", "payload", "extracted_at", "run_id")},
+        set_={name: excluded[name] for name in _UPDATED},
         where=sa.or_(
             table.c.modified_on.is_(None),
             excluded.modified_on.is_(None),
@@ -92,7 +97,6 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     return len(rows)
 
 
-_UPDATED = ("modified_on", "active", "payload", "extracted_at", "run_id")
 
 
 def _copy_upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> int:
@@ -159,3 +163,26 @@ def quarantine_rows(
             }
         )
     return rows
+
+
+def mark_missing_deleted(conn: sa.Connection, table: sa.Table, tenant_id: int, seen_ids: set[int], *, at: datetime) -> int:
+    """Flag the tenant's rows whose ids a complete listing did not return: ``deleted_at = at``.
+
+    Rows are never removed. The seen ids go through a temporary table (no parameter limits).
+    """
+    conn.execute(sa.text("CREATE TEMPORARY TABLE IF NOT EXISTS st_seen_ids (id BIGINT PRIMARY KEY)"))
+    conn.execute(sa.text("DELETE FROM st_seen_ids"))
+    ids = sorted(seen_ids)
+    for start in range(0, len(ids), 5000):
+        conn.execute(sa.text("INSERT INTO st_seen_ids (id) VALUES (:id)"), [{"id": i} for i in ids[start : start + 5000]])
+    flagged = conn.execute(
+        table.update()
+        .where(
+            table.c.tenant_id == tenant_id,
+            table.c.deleted_at.is_(None),
+            table.c.id.not_in(sa.select(sa.column("id")).select_from(sa.table("st_seen_ids"))),
+        )
+        .values(deleted_at=at)
+    ).rowcount
+    conn.execute(sa.text("DELETE FROM st_seen_ids"))
+    return flagged

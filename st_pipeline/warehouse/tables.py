@@ -2,7 +2,8 @@
 
 ``raw_<module>_<resource>`` (e.g. ``raw_crm_customers``) with columns ``tenant_id``, ``id``,
 ``modified_on``, ``active``, ``payload`` (the record as received, JSON), ``extracted_at`` and
-``run_id``; primary key ``(tenant_id, id)``. Records that fail validation go to ``raw_quarantine``.
+``run_id``, ``deleted_at``; primary key ``(tenant_id, id)``. Records that fail validation go to
+``raw_quarantine``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def raw_table(dataset: Dataset) -> sa.Table:
         sa.Column("payload", PayloadType, nullable=False),
         sa.Column("extracted_at", UtcDateTime(), nullable=False),
         sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("deleted_at", UtcDateTime(), nullable=True),
     )
 
 
@@ -57,7 +59,47 @@ quarantine_table = sa.Table(
 )
 
 
+# Where each (tenant, dataset) sync stands: the export token or the list watermark, committed in
+# the same transaction as the page it covers.
+sync_state_table = sa.Table(
+    "st_sync_state",
+    metadata,
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dataset", sa.String(200), primary_key=True),
+    sa.Column("cursor_kind", sa.String(40), nullable=False),
+    sa.Column("cursor", sa.Text, nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# One row per (run, tenant, dataset): what the sync did, updated page by page.
+sync_log_table = sa.Table(
+    "st_sync_log",
+    metadata,
+    sa.Column("log_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("tenant_id", sa.BigInteger, nullable=False),
+    sa.Column("dataset", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("ended_at", UtcDateTime(), nullable=True),
+    sa.Column("records", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("pages", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("requests", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("retries", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("throttled", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("quarantined", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cursor_before", sa.Text, nullable=True),
+    sa.Column("cursor_after", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_st_sync_log_tenant", "tenant_id", "dataset", "started_at"),
+)
+
+# Tables whose shape is managed by the migrations (``schema.py``); raw tables are created on
+# demand, one per dataset, and altered by migrations when their shape changes.
+CONTROL_TABLES = (quarantine_table, sync_state_table, sync_log_table)
+
+
 def ensure_raw_tables(engine: sa.Engine, datasets: list[Dataset]) -> None:
-    """Create the raw tables (and the quarantine table) that do not exist yet."""
-    tables = [raw_table(dataset) for dataset in datasets] + [quarantine_table]
-    metadata.create_all(engine, tables=tables)
+    """Create the raw tables of ``datasets`` that do not exist yet."""
+    metadata.create_all(engine, tables=[raw_table(dataset) for dataset in datasets])

@@ -18,6 +18,7 @@ from st_pipeline.servicetitan.timestamps import parse_timestamp
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline.warehouse.loader import content_key
+from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B
 
@@ -31,8 +32,18 @@ def _register(registry_url: str, *tenants: SimulatedTenant) -> None:
 
 
 def _materialize(
-    instance: dg.DagsterInstance, tenant_id: int, registry_url: str, warehouse_url: str
+    instance: dg.DagsterInstance,
+    tenant_id: int,
+    registry_url: str,
+    warehouse_url: str,
+    *,
+    run_config: dict | None = None,
+    raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
+    """Upgrade the warehouse schema, add the partition, materialize every raw asset of the tenant."""
+    engine = sa.create_engine(warehouse_url)
+    upgrade(engine)
+    engine.dispose()
     add_tenant_partition(instance, tenant_id)
     return dg.materialize(
         [raw_assets],
@@ -43,6 +54,8 @@ def _materialize(
             "tenant_registry": TenantRegistryResource(url=registry_url),
             "warehouse": WarehouseResource(url=warehouse_url),
         },
+        run_config=run_config,
+        raise_on_error=raise_on_error,
     )
 
 
@@ -167,18 +180,7 @@ def test_materialize_into_postgres_with_the_production_instance(
 def test_unregistered_tenant_fails_with_a_clear_message(local_env: Path, api_env: Simulator) -> None:
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     with dg.instance_for_test() as instance:
-        add_tenant_partition(instance, 5555)
-        result = dg.materialize(
-            [raw_assets],
-            partition_key="5555",
-            instance=instance,
-            resources={
-                "servicetitan": ServiceTitanResource(),
-                "tenant_registry": TenantRegistryResource(url=registry_url),
-                "warehouse": WarehouseResource(url=f"sqlite:///{local_env / 'w.db'}"),
-            },
-            raise_on_error=False,
-        )
+        result = _materialize(instance, 5555, registry_url, f"sqlite:///{local_env / 'w.db'}", raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "tenant 5555 is not registered" in failure.message and "st-pipeline tenant add" in failure.message
@@ -232,3 +234,28 @@ def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> 
     materialized = {m.asset_key for m in result.asset_materializations_for_node("servicetitan_raw")}
     expected = [d for d in load_catalogue().extracted_datasets() if d.module != "payroll" and d.key != "crm/leads"]
     assert materialized == {raw_asset_key(d) for d in expected}
+
+
+def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_env: Simulator) -> None:
+    registry_url = f"sqlite:///{local_env / 'registry.db'}"
+    _register(registry_url, TENANT_A)
+    warehouse_url = f"sqlite:///{local_env / 'old.db'}"
+    engine = sa.create_engine(warehouse_url)
+    upgrade(engine, "0001")
+    engine.dispose()
+    with dg.instance_for_test() as instance:
+        add_tenant_partition(instance, TENANT_A.tenant_id)
+        result = dg.materialize(
+            [raw_assets],
+            partition_key=str(TENANT_A.tenant_id),
+            instance=instance,
+            resources={
+                "servicetitan": ServiceTitanResource(),
+                "tenant_registry": TenantRegistryResource(url=registry_url),
+                "warehouse": WarehouseResource(url=warehouse_url),
+            },
+            raise_on_error=False,
+        )
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "schema revision 0001" in message and "st-pipeline db upgrade" in message

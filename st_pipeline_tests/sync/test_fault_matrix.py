@@ -19,6 +19,7 @@ from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import FaultPlan, SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import sync_tenant
 from st_pipeline.warehouse.engine import create_warehouse_engine
+from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import ensure_raw_tables
 from st_pipeline_tests.defs.test_raw_assets import assert_warehouse_equals_ground_truth
 
@@ -56,6 +57,7 @@ def _client(sim: Simulator, tenant: SimulatedTenant) -> ServiceTitanClient:
 def warehouse(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     engine = create_warehouse_engine(url)
+    upgrade(engine)
     ensure_raw_tables(engine, DATASETS)
     yield url, engine
     engine.dispose()
