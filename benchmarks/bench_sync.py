@@ -126,23 +126,35 @@ def child(args: argparse.Namespace) -> None:
     }))
 
 
-def run_one(records: int, warehouse: str, setting: str, workdir: Path) -> dict[str, Any]:
+def run_one(records: int, warehouse: str, setting: str, workdir: Path, incremental: bool = False) -> dict[str, Any]:
+    """A full sync; with ``incremental``, then 1% of every dataset changed and a second sync."""
     sim = start_simulator(records, setting)
     url, cleanup = warehouse_url(warehouse, workdir)
     try:
-        rate = SETTINGS[setting]["rate_limit"]
-        completed = subprocess.run(
-            [sys.executable, __file__, "--child", "--api-url", sim.url, "--client-id", sim.client_id,
-             "--client-secret", sim.client_secret, "--warehouse-url", url, "--client-rate", str(rate or 0)],
-            capture_output=True, text=True, check=True,
-        )
-        result = json.loads(completed.stdout.strip().splitlines()[-1])
-        sim_stats = sim.stats()
+        result = _child_sync(sim, url, setting)
+        result["simulator"] = sim.stats()
+        if incremental:
+            request = urllib.request.Request(sim.url + f"/_simulator/tenants/{TENANT_ID}/changes?fraction=0.01", method="POST")
+            with urllib.request.urlopen(request, timeout=600) as response:  # loopback only
+                changed = json.loads(response.read())
+            again = _child_sync(sim, url, setting)
+            again["changed_records"] = sum(changed.values())
+            result["incremental"] = again
     finally:
         sim.stop()
         cleanup()
-    result.update(records_target=records, warehouse=warehouse, setting=setting, simulator=sim_stats)
+    result.update(records_target=records, warehouse=warehouse, setting=setting)
     return result
+
+
+def _child_sync(sim: SimulatorProcess, url: str, setting: str) -> dict[str, Any]:
+    rate = SETTINGS[setting]["rate_limit"]
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", "--api-url", sim.url, "--client-id", sim.client_id,
+         "--client-secret", sim.client_secret, "--warehouse-url", url, "--client-rate", str(rate or 0)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def lower_bound_s(result: dict[str, Any], setting: str) -> float:
@@ -171,6 +183,8 @@ def main() -> None:
     parser.add_argument("--warehouse", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     parser.add_argument("--setting", nargs="*", default=["a", "b"], choices=["a", "b"])
     parser.add_argument("--json", type=Path, help="also write every result to this file")
+    parser.add_argument("--incremental", action="store_true",
+                        help="after each full sync in setting (a), change 1%% of the records and sync again")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--api-url", help=argparse.SUPPRESS)
     parser.add_argument("--client-id", help=argparse.SUPPRESS)
@@ -189,10 +203,17 @@ def main() -> None:
         for warehouse in args.warehouse:
             by_setting = {}
             for setting in args.setting:
-                result = run_one(records, warehouse, setting, workdir)
+                result = run_one(records, warehouse, setting, workdir, incremental=args.incremental and setting == "a")
                 by_setting[setting] = result
                 results.append(result)
                 print(_row(result), flush=True)
+                if "incremental" in result:
+                    again = result["incremental"]
+                    print(f"|  | {warehouse} | (a) 1% incremental: {again['changed_records']:,} records changed | "
+                          f"{again['wall_s']:.2f} | {again['cpu_s']:.2f} | {again['requests']} requests = "
+                          f"{again['requests'] / result['requests']:.1%} of the full sync's {result['requests']} | "
+                          f"{again['records']:,} records read | wall {again['wall_s'] / result['wall_s']:.1%} of full |  |  |  |",
+                          flush=True)
             if "b" in by_setting:
                 b = by_setting["b"]
                 bound = lower_bound_s(b, "b")

@@ -71,6 +71,9 @@ def _metadata(result: ExtractResult, warehouse: str) -> dict[str, dg.MetadataVal
         "endpoint": result.endpoint_path,
         "warehouse": warehouse,
     }
+    metadata["sync"] = "incremental" if result.cursor_before else "from the beginning"
+    if result.cursor_before:
+        metadata["cursor_before"] = result.cursor_before
     if result.cursor:
         metadata["cursor"] = result.cursor
     if result.warnings:

@@ -48,7 +48,8 @@ class ExtractResult:
     throttled: int = 0
     duration_s: float = 0.0
     rows_in_table: int = 0
-    cursor: str | None = None
+    cursor: str | None = None  # after this sync (unchanged when nothing new)
+    cursor_before: str | None = None
     quarantined: int = 0
     warnings: list[str] = field(default_factory=list)
     error: ServiceTitanError | None = None
@@ -121,7 +122,10 @@ def sync_tenant(
         )
         for d in datasets
     }
-    results = {dataset.key: ExtractResult(dataset, cursor=saved.get(dataset.key)) for dataset in datasets}
+    results = {
+        dataset.key: ExtractResult(dataset, cursor=saved.get(dataset.key), cursor_before=saved.get(dataset.key))
+        for dataset in datasets
+    }
     handoff: queue.Queue[tuple[str, Dataset, object]] = queue.Queue(maxsize=2 * concurrency)
     cancelled = threading.Event()
 

@@ -259,3 +259,26 @@ def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_e
     assert not result.success
     message = result.get_step_failure_events()[0].step_failure_data.error.message
     assert "schema revision 0001" in message and "st-pipeline db upgrade" in message
+
+
+def test_second_run_is_incremental_and_full_refresh_reads_everything(local_env: Path, api_env: Simulator) -> None:
+    registry_url = f"sqlite:///{local_env / 'registry.db'}"
+    warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
+    _register(registry_url, TENANT_A)
+    key = raw_asset_key(load_catalogue().dataset("crm/customers"))
+    truth = len(api_env.ground_truth(TENANT_A.tenant_id, "crm/customers"))
+
+    def customers(result: dg.ExecuteInProcessResult) -> dict:
+        return next(m.metadata for m in result.asset_materializations_for_node("servicetitan_raw") if m.asset_key == key)
+
+    with dg.instance_for_test() as instance:
+        first = customers(_materialize(instance, TENANT_A.tenant_id, registry_url, warehouse_url))
+        second = customers(_materialize(instance, TENANT_A.tenant_id, registry_url, warehouse_url))
+        refresh = customers(_materialize(
+            instance, TENANT_A.tenant_id, registry_url, warehouse_url,
+            run_config={"ops": {"servicetitan_raw": {"config": {"full_refresh": True}}}},
+        ))
+    assert first["records"].value == truth and first["sync"].value == "from the beginning"
+    assert second["records"].value == 0 and second["sync"].value == "incremental"
+    assert second["cursor_before"].value == first["cursor"].value
+    assert refresh["records"].value == truth and refresh["rows_in_table"].value == truth
