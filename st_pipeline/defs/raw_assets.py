@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
+from st_pipeline.defs.checks import DEFAULT_QUARANTINE_ERROR_RATIO, evaluate, raw_check_specs
 from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
@@ -29,6 +30,7 @@ class RawSyncConfig(dg.Config):
 
     full_refresh: bool = False  # read every selected dataset from the beginning (also: tag st_pipeline/full_refresh=true)
     reconcile_deletes: bool = False  # lists without export feed: read fully and flag rows gone upstream (deleted_at)
+    quarantine_error_ratio: float = DEFAULT_QUARANTINE_ERROR_RATIO  # schema check: ERROR above, WARN below
 
 
 def raw_asset_key(dataset: Dataset) -> dg.AssetKey:
@@ -88,6 +90,7 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name="servicetitan_raw",
         specs=[_spec(dataset) for dataset in datasets],
+        check_specs=raw_check_specs(datasets, raw_asset_key),
         partitions_def=tenant_partitions,
         can_subset=True,
     )
@@ -97,7 +100,7 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
         servicetitan: ServiceTitanResource,
         tenant_registry: TenantRegistryResource,
         warehouse: WarehouseResource,
-    ) -> Iterator[dg.MaterializeResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         tenant_id = tenant_id_of(context.partition_key)
         try:
             credentials = tenant_registry.registry().credentials(tenant_id)
@@ -127,6 +130,11 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
                     client, engine, selected, run_id=context.run_id, concurrency=servicetitan.concurrency,
                     options=options,
                 ):
+                    checks = [
+                        check
+                        for check in evaluate(result, raw_asset_key(result.dataset), config.quarantine_error_ratio)
+                        if dg.AssetCheckKey(check.asset_key, check.check_name) in context.selected_asset_check_keys
+                    ]
                     if isinstance(result.error, MissingScopeError):
                         # Not granted for this tenant: a warning, not a failure; the rest still syncs.
                         context.log.warning(str(result.error))
@@ -142,6 +150,7 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
                         # The tenant's other datasets still load; the run fails at the end.
                         context.log.error(str(result.error))
                         failures.append(f"{result.dataset.key}: {result.error}")
+                        yield from checks
                         continue
                     context.log.info(
                         f"tenant {tenant_id} {result.dataset.key}: {result.records} records in "
@@ -150,8 +159,13 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
                     yield dg.MaterializeResult(
                         asset_key=raw_asset_key(result.dataset), metadata=_metadata(result, warehouse_name)
                     )
+                    yield from checks
             except ServiceTitanError as exc:
-                raise dg.Failure(str(exc), allow_retries=not exc.fatal_for_tenant) from None
+                raise dg.Failure(
+                    str(exc),
+                    metadata={"error_type": type(exc).__name__, "tenant_id": tenant_id},
+                    allow_retries=not exc.fatal_for_tenant,
+                ) from None
             finally:
                 context.log.info(
                     f"tenant {tenant_id}: {client.stats.requests} API requests, {client.stats.retries} retries, "

@@ -30,6 +30,7 @@ from st_pipeline.servicetitan.errors import (
     RequestError,
     ServerError,
     ServiceTitanError,
+    StuckCursorError,
 )
 from st_pipeline.servicetitan.models import decode_response
 from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, shared_limiter
@@ -258,6 +259,14 @@ class ServiceTitanClient:
             yield page
             if not page.has_more:
                 return
+            if token and page.continue_from == token and not page.records:
+                raise StuckCursorError(
+                    "the export feed says it has more data but its continueFrom token did not move; "
+                    "reading on would loop forever — the cursor is kept, retry later or reset it with "
+                    "`st-pipeline tenant reset-cursor`",
+                    tenant_id=self.tenant_id,
+                    endpoint=endpoint.path,
+                )
             token = page.continue_from
 
     def iter_list(
@@ -294,11 +303,15 @@ class ServiceTitanClient:
         yield first
         if not first.has_more:
             return
+        number = 1
         if parallel and first.total_count is not None:
             last = max(2, math.ceil(first.total_count / size))
-            yield from self._fetch_in_parallel(fetch, range(2, last + 1))
-            return
-        number = 1
+            page = first
+            for page in self._fetch_in_parallel(fetch, range(2, last + 1)):
+                yield page
+            if not page.has_more:
+                return
+            number = last  # the total was understated: go on page by page, nothing is skipped
         while True:
             number += 1
             page = fetch(number)

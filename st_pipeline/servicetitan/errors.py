@@ -77,6 +77,12 @@ class BadResponseError(ServiceTitanError):
     retryable = True
 
 
+class StuckCursorError(BadResponseError):
+    """An export feed keeps saying it has more data without moving its cursor."""
+
+    retryable = False
+
+
 class CircuitOpenError(ServiceTitanError):
     """Too many consecutive failures for this tenant: requests fail fast until a cool-down passes."""
 

@@ -101,6 +101,7 @@ class Simulator:
         self._revoked: frozenset[int] = frozenset(config.revoked_tenants)  # replaced, not changed
         self._revoked_lock = threading.Lock()
         self._denied_scopes: dict[int, frozenset[str]] = {}  # replaced, not changed
+        self._quirks: dict[tuple[int, str], dict[str, Any]] = {}  # replaced, not changed
         self._data: dict[int, TenantData] = {}
         self._data_locks = {tenant_id: threading.Lock() for tenant_id in self._tenants}
         self._change_numbers = itertools.count(1)
@@ -422,12 +423,40 @@ class Simulator:
             body = feeds.list_body(store, endpoint, route.shape, params)
         else:
             body = feeds.lookup_body(store, endpoint, route.shape, params)
+        body = self._misbehave(path_tenant, route.dataset_key, endpoint.kind, params, body)
         reply = Reply(200, body)
         if fault is not None and fault.kind == "truncate":
             reply.body = body[: len(body) // 2]
         elif fault is not None and fault.kind == "slow":
             reply.delay_s = fault.delay_s
         return reply
+
+    def _misbehave(self, tenant_id: int, dataset_key: str, kind: str, params: feeds.Query, body: bytes) -> bytes:
+        """Apply :meth:`misbehave` settings to a correct answer."""
+        quirks = self._quirks.get((tenant_id, dataset_key))
+        if not quirks:
+            return body
+        token = params.get("from")
+        if kind == "export" and quirks.get("stuck_cursor") and token:
+            return dumpb({"hasMore": True, "continueFrom": token, "data": []})
+        if kind == "list" and quirks.get("total_count_offset"):
+            document = json.loads(body)
+            if document.get("totalCount") is not None:
+                document["totalCount"] += quirks["total_count_offset"]
+            return dumpb(document)
+        return body
+
+    def misbehave(
+        self, tenant_id: int, dataset_key: str, *, stuck_cursor: bool = False, total_count_offset: int = 0
+    ) -> None:
+        """Make one dataset of one tenant misbehave: an export feed whose cursor stops moving
+        (``hasMore`` true, the same ``continueFrom``, no data) after its first page, or a paged
+        list whose ``totalCount`` is off by ``total_count_offset``."""
+        key = self._served_key(dataset_key)
+        self._quirks = {
+            **self._quirks,
+            (tenant_id, key): {"stuck_cursor": stuck_cursor, "total_count_offset": total_count_offset},
+        }
 
     def _admit(self, app_key: str, tenant_id: int) -> None:
         """Apply the rate limit to an authorized request; raises the 429 when over it."""

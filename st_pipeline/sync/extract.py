@@ -51,6 +51,8 @@ class ExtractResult:
     cursor: str | None = None  # after this sync (unchanged when nothing new)
     cursor_before: str | None = None
     quarantined: int = 0
+    reported_total: int | None = None  # a paged list's totalCount, when it gave one
+    duplicates: int = 0  # records that arrived more than once (or older than what was stored)
     warnings: list[str] = field(default_factory=list)
     error: ServiceTitanError | None = None
     started: float = field(default_factory=time.perf_counter, repr=False)
@@ -168,13 +170,15 @@ def sync_tenant(
                     result.quarantined += len(validation.quarantined)
                     result.warnings.extend(validation.warnings)
                     result.cursor = cursor or result.cursor
+                    if page.number == 1 and page.total_count is not None:
+                        result.reported_total = page.total_count
                     continue
                 finished.add(dataset.key)
                 if kind == _FAILED:
                     if not isinstance(item, ServiceTitanError) or item.fatal_for_tenant:
                         raise item  # type: ignore[misc]
                     result.error = item
-                yield _finish(result, client, engine, progress[dataset.key])
+                yield _finish(result, client, engine, progress[dataset.key], run_id)
                 killpoints.reached("dataset_finished")
         except BaseException as exc:
             cancelled.set()
@@ -255,7 +259,9 @@ def _write_page(
     return cursor
 
 
-def _finish(result: ExtractResult, client: ServiceTitanClient, engine: sa.Engine, progress: _Progress) -> ExtractResult:
+def _finish(
+    result: ExtractResult, client: ServiceTitanClient, engine: sa.Engine, progress: _Progress, run_id: str
+) -> ExtractResult:
     key = result.dataset.key
     result.requests = client.stats.by_endpoint.get(key, 0)
     result.retries = client.stats.retries_by_endpoint.get(key, 0)
@@ -266,6 +272,13 @@ def _finish(result: ExtractResult, client: ServiceTitanClient, engine: sa.Engine
         result.rows_in_table = conn.execute(
             sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == client.tenant_id)
         ).scalar_one()
+        if progress.key_field and not result.error:
+            touched = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(table)
+                .where(table.c.tenant_id == client.tenant_id, table.c.run_id == run_id)
+            ).scalar_one()
+            result.duplicates = max(0, result.records - result.quarantined - touched)
     close_log(
         engine,
         progress.log_id,

@@ -33,6 +33,17 @@ tenants_table = sa.Table(
 )
 
 
+# Operational state of a tenant, apart from its credentials: set when ServiceTitan rejects them.
+tenant_status_table = sa.Table(
+    "st_tenant_status",
+    metadata,
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("needs_credentials", sa.Boolean, nullable=False, default=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+
 class UnknownTenantError(KeyError):
     """The tenant id is not in the registry."""
 
@@ -89,7 +100,25 @@ class TenantRegistry:
             ).rowcount
             if not updated:
                 conn.execute(tenants_table.insert().values(tenant_id=tenant_id, created_at=now, **values))
+            # New credentials clear a "needs credentials" flag.
+            conn.execute(tenant_status_table.delete().where(tenant_status_table.c.tenant_id == tenant_id))
         return self.get(tenant_id)
+
+    def flag_needs_credentials(self, tenant_id: int, reason: str) -> None:
+        """ServiceTitan rejected the tenant's credentials: schedules skip it until `tenant add`."""
+        with self.engine.begin() as conn:
+            conn.execute(tenant_status_table.delete().where(tenant_status_table.c.tenant_id == tenant_id))
+            conn.execute(
+                tenant_status_table.insert().values(
+                    tenant_id=tenant_id, needs_credentials=True, reason=reason, updated_at=datetime.now(UTC)
+                )
+            )
+
+    def needing_credentials(self) -> dict[int, str]:
+        """Tenants whose credentials were rejected, with why."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(tenant_status_table.select().where(tenant_status_table.c.needs_credentials.is_(True)))
+            return {row.tenant_id: row.reason or "" for row in rows}
 
     def get(self, tenant_id: int) -> Tenant:
         with self.engine.connect() as conn:

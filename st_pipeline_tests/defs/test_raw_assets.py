@@ -39,6 +39,7 @@ def _materialize(
     *,
     run_config: dict | None = None,
     raise_on_error: bool = True,
+    datasets: list[str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Upgrade the warehouse schema, add the partition, materialize every raw asset of the tenant."""
     engine = sa.create_engine(warehouse_url)
@@ -47,6 +48,7 @@ def _materialize(
     add_tenant_partition(instance, tenant_id)
     return dg.materialize(
         [raw_assets],
+        selection=[raw_asset_key(load_catalogue().dataset(key)) for key in datasets] if datasets else None,
         partition_key=str(tenant_id),
         instance=instance,
         resources={
@@ -157,6 +159,11 @@ def test_materialize_into_postgres_with_the_production_instance(
     _register(registry_url, TENANT_A)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        coordinator = instance.run_coordinator
+        assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        assert coordinator.get_run_queue_config().tag_concurrency_limits == [
+            {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        ]
         result = _materialize(instance, TENANT_A.tenant_id, registry_url, postgres_url)
         assert result.success
         assert instance.get_run_by_id(result.run_id) is not None

@@ -1,0 +1,82 @@
+"""Schedules: an incremental sync of every enabled tenant, and a nightly reconciliation.
+
+``ST_PIPELINE_SYNC_CRON`` (default hourly) and ``ST_PIPELINE_RECONCILE_CRON`` (default 02:30 UTC)
+set when they run. Each tick requests one run per tenant partition, with a run key per tick, so
+a tick is never launched twice; disabled tenants and tenants whose credentials were rejected are
+skipped (with the reason in the tick's log).
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the real type hints.
+
+import os
+from collections.abc import Iterator
+
+import dagster as dg
+
+from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
+from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
+from st_pipeline.defs.resources import TenantRegistryResource
+from st_pipeline.servicetitan.catalogue import load_catalogue
+
+TENANT_TAG = "st_pipeline/tenant"
+SYNC_CRON = os.environ.get("ST_PIPELINE_SYNC_CRON", "0 * * * *")
+RECONCILE_CRON = os.environ.get("ST_PIPELINE_RECONCILE_CRON", "30 2 * * *")
+
+sync_job = dg.define_asset_job(
+    "servicetitan_sync",
+    selection=dg.AssetSelection.assets(raw_assets),
+    partitions_def=tenant_partitions,
+    description="Incremental sync of every raw dataset of one tenant.",
+)
+
+# Lists without an export feed cannot show deletes incrementally: read them in full, flag gone rows.
+_RECONCILED = [
+    raw_asset_key(d) for d in load_catalogue().extracted_datasets() if d.extraction_endpoint.kind != "export"
+]
+reconcile_job = dg.define_asset_job(
+    "servicetitan_reconcile",
+    selection=dg.AssetSelection.assets(*_RECONCILED),
+    partitions_def=tenant_partitions,
+    config={"ops": {"servicetitan_raw": {"config": {"reconcile_deletes": True}}}},
+    description="Full read of the datasets without export feed; rows gone upstream get deleted_at.",
+)
+
+
+def tenant_run_requests(
+    context: dg.ScheduleEvaluationContext, registry: TenantRegistryResource, purpose: str
+) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    """One run request per enabled tenant that has a partition and working credentials."""
+    partitions = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
+    tenant_registry = registry.registry()
+    rejected = tenant_registry.needing_credentials()
+    tick = (context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual")
+    requested = 0
+    for tenant in tenant_registry.list():
+        key = str(tenant.tenant_id)
+        if not tenant.enabled:
+            context.log.info(f"tenant {key} is disabled: skipped")
+        elif tenant.tenant_id in rejected:
+            context.log.warning(f"tenant {key} needs new credentials ({rejected[tenant.tenant_id]}): skipped")
+        elif key not in partitions:
+            context.log.info(f"tenant {key} has no partition yet (the onboarding sensor adds it): skipped")
+        else:
+            requested += 1
+            yield dg.RunRequest(run_key=f"{purpose}:{key}:{tick}", partition_key=key, tags={TENANT_TAG: key})
+    if not requested:
+        yield dg.SkipReason("no enabled tenant with a partition and working credentials")
+
+
+@dg.schedule(job=sync_job, cron_schedule=SYNC_CRON, default_status=dg.DefaultScheduleStatus.RUNNING)
+def tenant_sync_schedule(
+    context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
+) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    """Incremental sync of every enabled tenant."""
+    yield from tenant_run_requests(context, tenant_registry, "sync")
+
+
+@dg.schedule(job=reconcile_job, cron_schedule=RECONCILE_CRON, default_status=dg.DefaultScheduleStatus.RUNNING)
+def tenant_reconcile_schedule(
+    context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
+) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    """Nightly full scan of the datasets without export feed (deletes)."""
+    yield from tenant_run_requests(context, tenant_registry, "reconcile")

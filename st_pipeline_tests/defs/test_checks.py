@@ -1,0 +1,115 @@
+"""Asset checks: by direct evaluation, and through real materializations against the simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from st_pipeline.defs.checks import CURSOR_CHECK, DUPLICATES_CHECK, SCHEMA_CHECK, TOTAL_CHECK, evaluate
+from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
+from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.servicetitan.errors import StuckCursorError
+from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
+from st_pipeline.sync.extract import ExtractResult
+from st_pipeline_tests.defs.test_raw_assets import _materialize, _register
+
+CATALOGUE = load_catalogue()
+CUSTOMERS, ZONES = CATALOGUE.dataset("crm/customers"), CATALOGUE.dataset("dispatch/zones")
+TENANT = SimulatedTenant(tenant_id=9501, client_id="cid.checks", client_secret="cs1.checks-secret")
+
+
+def _by_name(results: list[dg.AssetCheckResult]) -> dict[str, dg.AssetCheckResult]:
+    return {r.check_name: r for r in results}
+
+
+def test_direct_evaluation_severities() -> None:
+    key = raw_asset_key(CUSTOMERS)
+    clean = _by_name(list(evaluate(ExtractResult(CUSTOMERS, records=100), key, 0.01)))
+    assert set(clean) == {SCHEMA_CHECK, DUPLICATES_CHECK, CURSOR_CHECK} and all(r.passed for r in clean.values())
+    few = _by_name(list(evaluate(ExtractResult(CUSTOMERS, records=1000, quarantined=3), key, 0.01)))
+    assert not few[SCHEMA_CHECK].passed and few[SCHEMA_CHECK].severity == dg.AssetCheckSeverity.WARN
+    many = _by_name(list(evaluate(ExtractResult(CUSTOMERS, records=100, quarantined=5), key, 0.01)))
+    assert not many[SCHEMA_CHECK].passed and many[SCHEMA_CHECK].severity == dg.AssetCheckSeverity.ERROR
+    dupes = _by_name(list(evaluate(ExtractResult(CUSTOMERS, records=10, duplicates=2), key, 0.01)))
+    assert not dupes[DUPLICATES_CHECK].passed and dupes[DUPLICATES_CHECK].severity == dg.AssetCheckSeverity.WARN
+    stuck = list(evaluate(ExtractResult(CUSTOMERS, error=StuckCursorError("stuck")), key, 0.01))
+    assert [(r.check_name, r.passed, r.severity) for r in stuck] == [(CURSOR_CHECK, False, dg.AssetCheckSeverity.ERROR)]
+    wrong = _by_name(list(evaluate(ExtractResult(ZONES, records=10, reported_total=12), raw_asset_key(ZONES), 0.01)))
+    assert not wrong[TOTAL_CHECK].passed and "reported 12" in wrong[TOTAL_CHECK].description
+
+
+@pytest.fixture()
+def misbehaving(local_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    config = SimulatorConfig(tenants=[TENANT], seed=6, scale=0.05, export_batch_size=10,
+                             datasets=("crm/customers", "dispatch/zones", "crm/leads"))
+    with Simulator(config) as sim:
+        monkeypatch.setenv("SERVICETITAN_API_URL", sim.url)
+        monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
+        monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
+        registry_url = f"sqlite:///{local_env / 'registry.db'}"
+        _register(registry_url, TENANT)
+        yield sim, registry_url, f"sqlite:///{local_env / 'warehouse.db'}"
+
+
+def _run(
+    registry_url: str, warehouse_url: str, keys: list[str], error_ratio: float = 0.01
+) -> tuple[dg.ExecuteInProcessResult, dict]:
+    selection = [raw_asset_key(CATALOGUE.dataset(k)) for k in keys]
+    with dg.instance_for_test() as instance:
+        from st_pipeline.defs.partitions import add_tenant_partition
+        from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
+        from st_pipeline.warehouse.schema import upgrade
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(warehouse_url)
+        upgrade(engine)
+        engine.dispose()
+        add_tenant_partition(instance, TENANT.tenant_id)
+        result = dg.materialize(
+            [raw_assets], selection=selection, partition_key=str(TENANT.tenant_id), instance=instance,
+            resources={"servicetitan": ServiceTitanResource(), "tenant_registry": TenantRegistryResource(url=registry_url),
+                       "warehouse": WarehouseResource(url=warehouse_url)},
+            raise_on_error=False,
+            run_config={"ops": {"servicetitan_raw": {"config": {"quarantine_error_ratio": error_ratio}}}},
+        )
+        evaluations = {
+            (e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()
+        }
+    return result, evaluations
+
+
+def test_bad_records_fail_the_schema_check(misbehaving) -> None:  # noqa: ANN001
+    sim, registry_url, warehouse_url = misbehaving
+    ids = [r["id"] for r in sim.ground_truth(TENANT.tenant_id, "crm/customers")]
+    sim.tamper_records(TENANT.tenant_id, "crm/customers", {i: (lambda r: r.update(createdById="x")) for i in ids[:1]})
+    result, checks = _run(registry_url, warehouse_url, ["crm/customers"], error_ratio=0.05)
+    one = checks[("customers", SCHEMA_CHECK)]
+    assert not one.passed and one.severity == dg.AssetCheckSeverity.WARN  # 1 of 50 is under 5%
+    assert result.success and one.partition == str(TENANT.tenant_id)
+    sim.tamper_records(TENANT.tenant_id, "crm/customers", {i: (lambda r: r.update(createdById="x")) for i in ids[:10]})
+    fresh_warehouse = warehouse_url.replace("warehouse.db", "second.db")  # a full read again
+    result, checks = _run(registry_url, fresh_warehouse, ["crm/customers"])
+    many = checks[("customers", SCHEMA_CHECK)]
+    assert not many.passed and many.severity == dg.AssetCheckSeverity.ERROR
+    assert not result.success  # a failed blocking ERROR check stops the run (and anything downstream)
+
+
+def test_wrong_total_warns(misbehaving) -> None:  # noqa: ANN001
+    sim, registry_url, warehouse_url = misbehaving
+    sim.misbehave(TENANT.tenant_id, "dispatch/zones", total_count_offset=3)
+    result, checks = _run(registry_url, warehouse_url, ["dispatch/zones"])
+    check = checks[("zones", TOTAL_CHECK)]
+    assert result.success and not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_stuck_feed_is_an_error_and_other_datasets_still_load(misbehaving) -> None:  # noqa: ANN001
+    sim, registry_url, warehouse_url = misbehaving
+    sim.misbehave(TENANT.tenant_id, "crm/customers", stuck_cursor=True)
+    result, checks = _run(registry_url, warehouse_url, ["crm/customers", "crm/leads"])
+    check = checks[("customers", CURSOR_CHECK)]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert not result.success
+    materialized = {e.event_specific_data.materialization.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == {raw_asset_key(CATALOGUE.dataset("crm/leads"))}
