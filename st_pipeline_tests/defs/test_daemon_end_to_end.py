@@ -1,0 +1,102 @@
+"""End to end: dagster-daemon against a real instance launches scheduled runs for two tenants,
+and the onboarding sensor picks up a third tenant added through the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
+from st_pipeline.warehouse.schema import upgrade
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TENANTS = [
+    SimulatedTenant(tenant_id=9901 + i, client_id=f"cid.daemon{i}", client_secret=f"cs1.daemon-secret-{i}")
+    for i in range(3)
+]
+DEADLINE_S = 240
+
+
+def _wait_for(condition: Callable[[], bool], what: str, daemon: subprocess.Popen[str]) -> None:
+    """Poll an observable condition (runs in the instance) until it holds; fail with the daemon's log."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        assert daemon.poll() is None, "dagster-daemon exited"
+        time.sleep(1)  # polling another process's progress, not synchronising threads
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture()
+def environment(tmp_path: Path, local_env: Path) -> Iterator[tuple[dict[str, str], Simulator]]:
+    config = SimulatorConfig(tenants=TENANTS, seed=12, scale=0.01)
+    with Simulator(config) as sim:
+        dagster_home = tmp_path / "dagster_home"
+        dagster_home.mkdir()
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(dagster_home),
+            "SERVICETITAN_API_URL": sim.url,
+            "SERVICETITAN_AUTH_URL": sim.auth_url,
+            "SERVICETITAN_APP_KEY": config.app_key,
+            "ST_PIPELINE_SYNC_CRON": "* * * * *",
+        }
+        import sqlalchemy as sa
+
+        upgrade(sa.create_engine(f"sqlite:///{local_env / 'warehouse.db'}"))
+        yield env, sim
+
+
+def _add_tenant(env: dict[str, str], tenant: SimulatedTenant) -> None:
+    added = subprocess.run(
+        [str(BIN / "st-pipeline"), "tenant", "add", "--tenant-id", str(tenant.tenant_id), "--name", "Daemon Co",
+         "--client-id", tenant.client_id],
+        input=tenant.client_secret + "\n", env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert added.returncode == 0, added.stderr
+
+
+def test_daemon_runs_schedules_and_onboards_a_new_tenant(environment: tuple[dict[str, str], Simulator]) -> None:
+    env, _ = environment
+    first, second, third = TENANTS
+    _add_tenant(env, first)
+    _add_tenant(env, second)
+    daemon = subprocess.Popen(
+        [shutil.which("dagster-daemon", path=str(BIN)) or "dagster-daemon", "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+        env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )
+    os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
+    try:
+        with dg.DagsterInstance.get() as instance:
+
+            def succeeded(partition: str, tag: str, value_prefix: str) -> bool:
+                runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition}))
+                return any(
+                    r.status == dg.DagsterRunStatus.SUCCESS and r.tags.get(tag, "").startswith(value_prefix)
+                    for r in runs
+                )
+
+            for tenant in (first, second):
+                _wait_for(lambda t=tenant: succeeded(str(t.tenant_id), "dagster/schedule_name", "tenant_sync_schedule"),
+                          f"a scheduled run of tenant {tenant.tenant_id}", daemon)
+
+            # A third tenant registered without touching Dagster: the onboarding sensor adds it.
+            no_dagster = {k: v for k, v in env.items() if k != "DAGSTER_HOME"}
+            _add_tenant(no_dagster, third)
+            _wait_for(lambda: succeeded(str(third.tenant_id), "dagster/run_key", "onboard:"),
+                      "the onboarding run of the third tenant", daemon)
+            assert str(third.tenant_id) in instance.get_dynamic_partitions("tenants")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
