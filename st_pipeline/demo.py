@@ -76,7 +76,6 @@ def run_demo(*, port: int, scale: float) -> int:
         import dagster as dg
 
         from st_pipeline.defs.partitions import add_tenant_partition
-        from st_pipeline.defs.raw_assets import raw_asset_key
 
         with dg.DagsterInstance.get() as instance:
             add_tenant_partition(instance, DEMO_TENANT_ID)

@@ -12,7 +12,7 @@ import pytest
 
 from st_pipeline.simulator import Simulator
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A
-from st_pipeline_tests.defs.test_raw_assets import assert_warehouse_equals_ground_truth
+from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
 
 BIN = Path(sys.executable).parent
 

@@ -8,12 +8,12 @@ import dagster as dg
 import pytest
 
 from st_pipeline.defs.checks import CURSOR_CHECK, DUPLICATES_CHECK, SCHEMA_CHECK, TOTAL_CHECK, evaluate
-from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
+from st_pipeline.defs.raw_assets import raw_asset_key
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.servicetitan.errors import StuckCursorError
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import ExtractResult
-from st_pipeline_tests.defs.test_raw_assets import _materialize, _register
+from st_pipeline_tests.support import materialize_tenant, register_tenants
 
 CATALOGUE = load_catalogue()
 CUSTOMERS, ZONES = CATALOGUE.dataset("crm/customers"), CATALOGUE.dataset("dispatch/zones")
@@ -49,34 +49,20 @@ def misbehaving(local_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN2
         monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
         monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
         registry_url = f"sqlite:///{local_env / 'registry.db'}"
-        _register(registry_url, TENANT)
+        register_tenants(registry_url, TENANT)
         yield sim, registry_url, f"sqlite:///{local_env / 'warehouse.db'}"
 
 
 def _run(
     registry_url: str, warehouse_url: str, keys: list[str], error_ratio: float = 0.01
 ) -> tuple[dg.ExecuteInProcessResult, dict]:
-    selection = [raw_asset_key(CATALOGUE.dataset(k)) for k in keys]
+    """Materialize ``keys`` for the tenant; returns the result and its check evaluations by (resource, check)."""
     with dg.instance_for_test() as instance:
-        from st_pipeline.defs.partitions import add_tenant_partition
-        from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
-        from st_pipeline.warehouse.schema import upgrade
-        import sqlalchemy as sa
-
-        engine = sa.create_engine(warehouse_url)
-        upgrade(engine)
-        engine.dispose()
-        add_tenant_partition(instance, TENANT.tenant_id)
-        result = dg.materialize(
-            [raw_assets], selection=selection, partition_key=str(TENANT.tenant_id), instance=instance,
-            resources={"servicetitan": ServiceTitanResource(), "tenant_registry": TenantRegistryResource(url=registry_url),
-                       "warehouse": WarehouseResource(url=warehouse_url)},
-            raise_on_error=False,
+        result = materialize_tenant(
+            instance, TENANT.tenant_id, registry_url, warehouse_url, datasets=keys, raise_on_error=False,
             run_config={"ops": {"servicetitan_raw": {"config": {"quarantine_error_ratio": error_ratio}}}},
         )
-        evaluations = {
-            (e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()
-        }
+    evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
     return result, evaluations
 
 

@@ -2,99 +2,23 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from pydantic import SecretStr
 
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, add_tenant_partition
 from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
-from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
-from st_pipeline.servicetitan.timestamps import parse_timestamp
+from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
-from st_pipeline.tenants.registry import TenantRegistry
-from st_pipeline.warehouse.loader import content_key
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B
+from st_pipeline_tests.support import assert_warehouse_equals_ground_truth, materialize_tenant, register_tenants
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _register(registry_url: str, *tenants: SimulatedTenant) -> None:
-    registry = TenantRegistry.from_url(registry_url)
-    for t in tenants:
-        registry.save(t.tenant_id, f"tenant {t.tenant_id}", t.client_id, SecretStr(t.client_secret))
-
-
-def _materialize(
-    instance: dg.DagsterInstance,
-    tenant_id: int,
-    registry_url: str,
-    warehouse_url: str,
-    *,
-    run_config: dict | None = None,
-    raise_on_error: bool = True,
-    datasets: list[str] | None = None,
-) -> dg.ExecuteInProcessResult:
-    """Upgrade the warehouse schema, add the partition, materialize every raw asset of the tenant."""
-    engine = sa.create_engine(warehouse_url)
-    upgrade(engine)
-    engine.dispose()
-    add_tenant_partition(instance, tenant_id)
-    return dg.materialize(
-        [raw_assets],
-        selection=[raw_asset_key(load_catalogue().dataset(key)) for key in datasets] if datasets else None,
-        partition_key=str(tenant_id),
-        instance=instance,
-        resources={
-            "servicetitan": ServiceTitanResource(),
-            "tenant_registry": TenantRegistryResource(url=registry_url),
-            "warehouse": WarehouseResource(url=warehouse_url),
-        },
-        run_config=run_config,
-        raise_on_error=raise_on_error,
-    )
-
-
-def assert_warehouse_equals_ground_truth(
-    warehouse_url: str, sim: Simulator, tenant_id: int, datasets: list[Dataset] | None = None
-) -> int:
-    """Every row's key, modified_on, active and payload equal the simulator's records; returns rows.
-
-    ``datasets`` defaults to every extracted dataset.
-    """
-    catalogue = load_catalogue()
-    engine = sa.create_engine(warehouse_url)
-    total = 0
-    with engine.connect() as conn:
-        for dataset in datasets or catalogue.extracted_datasets():
-            table = raw_table(dataset)
-            rows = {r.id: r for r in conn.execute(sa.select(table).where(table.c.tenant_id == tenant_id))}
-            key_field = catalogue.key_field(dataset)
-            seen: Counter[int] = Counter()
-            truth = {}
-            for record in sim.ground_truth(tenant_id, dataset.key):
-                if key_field is None:
-                    first = content_key(record)
-                    truth[content_key(record, seen[first])] = record
-                    seen[first] += 1
-                else:
-                    truth[record[key_field]] = record
-            assert truth, f"simulator has no {dataset.key} for tenant {tenant_id}"
-            assert sorted(rows) == sorted(truth), dataset.key
-            for key, record in truth.items():
-                row = rows[key]
-                assert row.payload == record, (dataset.key, record["id"])
-                assert row.modified_on == parse_timestamp(record.get("modifiedOn"))
-                assert row.active == record.get("active")
-            total += len(rows)
-    engine.dispose()
-    return total
 
 
 def _event_text(instance: dg.DagsterInstance, run_id: str) -> str:
@@ -104,9 +28,9 @@ def _event_text(instance: dg.DagsterInstance, run_id: str) -> str:
 def test_materialize_tenant_into_sqlite(local_env: Path, api_env: Simulator) -> None:
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
-    _register(registry_url, TENANT_A)
+    register_tenants(registry_url, TENANT_A)
     with dg.instance_for_test() as instance:
-        result = _materialize(instance, TENANT_A.tenant_id, registry_url, warehouse_url)
+        result = materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url)
         assert result.success
         events = _event_text(instance, result.run_id)
     rows = assert_warehouse_equals_ground_truth(warehouse_url, api_env, TENANT_A.tenant_id)
@@ -127,10 +51,10 @@ def test_materialize_tenant_into_sqlite(local_env: Path, api_env: Simulator) -> 
 def test_two_tenants_never_mix(local_env: Path, api_env: Simulator) -> None:
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
-    _register(registry_url, TENANT_A, TENANT_B)
+    register_tenants(registry_url, TENANT_A, TENANT_B)
     with dg.instance_for_test() as instance:
-        assert _materialize(instance, TENANT_B.tenant_id, registry_url, warehouse_url).success
-        assert _materialize(instance, TENANT_A.tenant_id, registry_url, warehouse_url).success
+        assert materialize_tenant(instance, TENANT_B.tenant_id, registry_url, warehouse_url).success
+        assert materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url).success
         assert instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME) == [str(TENANT_B.tenant_id), str(TENANT_A.tenant_id)]
     rows_a = assert_warehouse_equals_ground_truth(warehouse_url, api_env, TENANT_A.tenant_id)
     rows_b = assert_warehouse_equals_ground_truth(warehouse_url, api_env, TENANT_B.tenant_id)
@@ -156,7 +80,7 @@ def test_materialize_into_postgres_with_the_production_instance(
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
-    _register(registry_url, TENANT_A)
+    register_tenants(registry_url, TENANT_A)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         coordinator = instance.run_coordinator
@@ -164,7 +88,7 @@ def test_materialize_into_postgres_with_the_production_instance(
         assert coordinator.get_run_queue_config().tag_concurrency_limits == [
             {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
         ]
-        result = _materialize(instance, TENANT_A.tenant_id, registry_url, postgres_url)
+        result = materialize_tenant(instance, TENANT_A.tenant_id, registry_url, postgres_url)
         assert result.success
         assert instance.get_run_by_id(result.run_id) is not None
         events = _event_text(instance, result.run_id)
@@ -187,7 +111,7 @@ def test_materialize_into_postgres_with_the_production_instance(
 def test_unregistered_tenant_fails_with_a_clear_message(local_env: Path, api_env: Simulator) -> None:
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     with dg.instance_for_test() as instance:
-        result = _materialize(instance, 5555, registry_url, f"sqlite:///{local_env / 'w.db'}", raise_on_error=False)
+        result = materialize_tenant(instance, 5555, registry_url, f"sqlite:///{local_env / 'w.db'}", raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "tenant 5555 is not registered" in failure.message and "st-pipeline tenant add" in failure.message
@@ -203,14 +127,14 @@ def test_missing_scope_skips_that_endpoint_with_a_warning_and_the_rest_syncs(
     denied = {scope for d in payroll for scope in d.extraction_endpoint.scopes}
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
-    _register(registry_url, tenant)
+    register_tenants(registry_url, tenant)
     with Simulator(config) as sim:
         sim.deny_scopes(tenant.tenant_id, denied)
         monkeypatch.setenv("SERVICETITAN_API_URL", sim.url)
         monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
         monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
         with dg.instance_for_test() as instance:
-            result = _materialize(instance, tenant.tenant_id, registry_url, warehouse_url)
+            result = materialize_tenant(instance, tenant.tenant_id, registry_url, warehouse_url)
             observations = [
                 e.dagster_event.event_specific_data.asset_observation
                 for e in instance.all_logs(result.run_id)
@@ -231,12 +155,12 @@ def test_missing_scope_skips_that_endpoint_with_a_warning_and_the_rest_syncs(
 def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> None:
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
-    _register(registry_url, TENANT_A)
+    register_tenants(registry_url, TENANT_A)
     selection = TenantRegistryResource(url=registry_url).endpoint_selection()
     selection.set("payroll", enabled=False, tenant_id=TENANT_A.tenant_id, reason="scopes not granted")
     selection.set("crm/leads", enabled=False)
     with dg.instance_for_test() as instance:
-        result = _materialize(instance, TENANT_A.tenant_id, registry_url, warehouse_url)
+        result = materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url)
     assert result.success
     materialized = {m.asset_key for m in result.asset_materializations_for_node("servicetitan_raw")}
     expected = [d for d in load_catalogue().extracted_datasets() if d.module != "payroll" and d.key != "crm/leads"]
@@ -245,7 +169,7 @@ def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> 
 
 def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_env: Simulator) -> None:
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
-    _register(registry_url, TENANT_A)
+    register_tenants(registry_url, TENANT_A)
     warehouse_url = f"sqlite:///{local_env / 'old.db'}"
     engine = sa.create_engine(warehouse_url)
     upgrade(engine, "0001")
@@ -271,7 +195,7 @@ def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_e
 def test_second_run_is_incremental_and_full_refresh_reads_everything(local_env: Path, api_env: Simulator) -> None:
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
-    _register(registry_url, TENANT_A)
+    register_tenants(registry_url, TENANT_A)
     key = raw_asset_key(load_catalogue().dataset("crm/customers"))
     truth = len(api_env.ground_truth(TENANT_A.tenant_id, "crm/customers"))
 
@@ -279,9 +203,9 @@ def test_second_run_is_incremental_and_full_refresh_reads_everything(local_env: 
         return next(m.metadata for m in result.asset_materializations_for_node("servicetitan_raw") if m.asset_key == key)
 
     with dg.instance_for_test() as instance:
-        first = customers(_materialize(instance, TENANT_A.tenant_id, registry_url, warehouse_url))
-        second = customers(_materialize(instance, TENANT_A.tenant_id, registry_url, warehouse_url))
-        refresh = customers(_materialize(
+        first = customers(materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url))
+        second = customers(materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url))
+        refresh = customers(materialize_tenant(
             instance, TENANT_A.tenant_id, registry_url, warehouse_url,
             run_config={"ops": {"servicetitan_raw": {"config": {"full_refresh": True}}}},
         ))

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 from pydantic import SecretStr
 
-from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, add_tenant_partition
+from st_pipeline.defs.partitions import add_tenant_partition
 from st_pipeline.defs.raw_assets import FULL_REFRESH_TAG
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import tenant_sync_schedule
@@ -25,9 +25,8 @@ from st_pipeline.defs.sensors import (
     tenant_onboarding_sensor,
 )
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
-from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline_tests.alerts.conftest import HttpReceiver
-from st_pipeline_tests.defs.test_raw_assets import _materialize
+from st_pipeline_tests.support import materialize_tenant
 
 CANARY = "cs1.CANARY-sensor-secret-4471"
 TENANT = SimulatedTenant(tenant_id=9701, client_id="cid.sensors", client_secret=CANARY)
@@ -95,7 +94,7 @@ def test_run_failure_alerts_once_flags_credentials_and_recovers(
         monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
         monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
         sim.revoke_credentials(TENANT.tenant_id)
-        failed = _materialize(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'w.db'}",
+        failed = materialize_tenant(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'w.db'}",
                               raise_on_error=False, datasets=SOME)
         assert not failed.success
         run = instance.get_run_by_id(failed.run_id)
@@ -110,7 +109,7 @@ def test_run_failure_alerts_once_flags_credentials_and_recovers(
 
         sim.restore_credentials(TENANT.tenant_id)
         registry.registry().save(TENANT.tenant_id, "Sensor Co", TENANT.client_id, SecretStr(CANARY))
-        ok = _materialize(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'w.db'}", datasets=SOME)
+        ok = materialize_tenant(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'w.db'}", datasets=SOME)
         ok_run = instance.get_run_by_id(ok.run_id)
         success_event = next(e for e in instance.all_logs(ok_run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS").dagster_event
         recovery = dg.build_run_status_sensor_context(
@@ -140,7 +139,7 @@ def test_failed_check_alerts_once_and_clears_when_it_passes(
         monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
         monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
         sim.misbehave(TENANT.tenant_id, "dispatch/zones", total_count_offset=2)
-        assert _materialize(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'a.db'}", datasets=SOME).success
+        assert materialize_tenant(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'a.db'}", datasets=SOME).success
 
         def evaluate(cursor: str | None) -> str | None:
             context = dg.build_sensor_context(instance=instance, cursor=cursor,
@@ -153,7 +152,7 @@ def test_failed_check_alerts_once_and_clears_when_it_passes(
         assert evaluate(cursor) == cursor and receiver.drain() == []  # nothing new, nothing sent
         assert cursor is not None
         sim.misbehave(TENANT.tenant_id, "dispatch/zones", total_count_offset=0)
-        assert _materialize(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'b.db'}", datasets=SOME).success
+        assert materialize_tenant(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'b.db'}", datasets=SOME).success
         evaluate(cursor)
         second = [json.loads(r.body) for r in receiver.drain()]
     assert [(a["event"], a["kind"]) for a in first] == [("incident_opened", "check_failure")]

@@ -17,7 +17,7 @@ from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.state import INTERRUPTED, SUCCEEDED
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import sync_log_table, sync_state_table
-from st_pipeline_tests.defs.test_raw_assets import assert_warehouse_equals_ground_truth
+from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
 from st_pipeline_tests.sync.crash_child import EXTRA_DATASETS
 
 TENANT = SimulatedTenant(tenant_id=9101, client_id="cid.crash", client_secret="cs1.crash-secret")

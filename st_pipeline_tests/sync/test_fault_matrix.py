@@ -21,7 +21,7 @@ from st_pipeline.sync.extract import sync_tenant
 from st_pipeline.warehouse.engine import create_warehouse_engine
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import ensure_raw_tables
-from st_pipeline_tests.defs.test_raw_assets import assert_warehouse_equals_ground_truth
+from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
 
 TENANT = SimulatedTenant(tenant_id=6101, client_id="cid.faulty", client_secret="cs1.faulty-secret")
 OTHER = SimulatedTenant(tenant_id=6202, client_id="cid.healthy", client_secret="cs1.healthy-secret")

@@ -19,7 +19,7 @@ from st_pipeline.sync.state import SUCCEEDED, load_cursors, read_log, reset_curs
 from st_pipeline.warehouse.engine import create_warehouse_engine
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import ensure_raw_tables, raw_table
-from st_pipeline_tests.defs.test_raw_assets import assert_warehouse_equals_ground_truth
+from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
 
 TENANT = SimulatedTenant(tenant_id=9301, client_id="cid.incr", client_secret="cs1.incr-secret")
 ZONES = "dispatch/zones"  # a paged list with a modifiedOn watermark and no export feed
