@@ -90,3 +90,14 @@ def assert_warehouse_equals_ground_truth(
             total += len(rows)
     engine.dispose()
     return total
+
+
+def prepared_warehouse(url: str, datasets: list[Dataset]) -> sa.Engine:
+    """A warehouse engine at the current schema revision, with the raw tables of ``datasets``."""
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+    from st_pipeline.warehouse.tables import ensure_raw_tables
+
+    engine = create_warehouse_engine(url)
+    upgrade(engine)
+    ensure_raw_tables(engine, datasets)
+    return engine

@@ -18,10 +18,10 @@ from st_pipeline.servicetitan.resilience import RetryPolicy
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import FaultPlan, SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import sync_tenant
-from st_pipeline.warehouse.engine import create_warehouse_engine
-from st_pipeline.warehouse.schema import upgrade
-from st_pipeline.warehouse.tables import ensure_raw_tables
-from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
+from st_pipeline_tests.support import (
+    assert_warehouse_equals_ground_truth,
+    prepared_warehouse,
+)
 
 TENANT = SimulatedTenant(tenant_id=6101, client_id="cid.faulty", client_secret="cs1.faulty-secret")
 OTHER = SimulatedTenant(tenant_id=6202, client_id="cid.healthy", client_secret="cs1.healthy-secret")
@@ -56,9 +56,7 @@ def _client(sim: Simulator, tenant: SimulatedTenant) -> ServiceTitanClient:
 @pytest.fixture()
 def warehouse(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    engine = create_warehouse_engine(url)
-    upgrade(engine)
-    ensure_raw_tables(engine, DATASETS)
+    engine = prepared_warehouse(url, DATASETS)
     yield url, engine
     engine.dispose()
 

@@ -16,10 +16,11 @@ from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
 from st_pipeline.sync.state import SUCCEEDED, load_cursors, read_log, reset_cursors
-from st_pipeline.warehouse.engine import create_warehouse_engine
-from st_pipeline.warehouse.schema import upgrade
-from st_pipeline.warehouse.tables import ensure_raw_tables, raw_table
-from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
+from st_pipeline.warehouse.tables import raw_table
+from st_pipeline_tests.support import (
+    assert_warehouse_equals_ground_truth,
+    prepared_warehouse,
+)
 
 TENANT = SimulatedTenant(tenant_id=9301, client_id="cid.incr", client_secret="cs1.incr-secret")
 ZONES = "dispatch/zones"  # a paged list with a modifiedOn watermark and no export feed
@@ -38,9 +39,7 @@ def sim() -> Iterator[Simulator]:
 @pytest.fixture()
 def warehouse(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    engine = create_warehouse_engine(url)
-    upgrade(engine)
-    ensure_raw_tables(engine, DATASETS)
+    engine = prepared_warehouse(url, DATASETS)
     yield url, engine
     engine.dispose()
 

@@ -22,9 +22,8 @@ from st_pipeline.servicetitan.ratelimit import RateLimiter
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import sync_tenant
-from st_pipeline.warehouse.engine import create_warehouse_engine
-from st_pipeline.warehouse.schema import upgrade
-from st_pipeline.warehouse.tables import ensure_raw_tables, quarantine_table, raw_table
+from st_pipeline.warehouse.tables import quarantine_table, raw_table
+from st_pipeline_tests.support import prepared_warehouse
 
 TENANT = SimulatedTenant(tenant_id=7101, client_id="cid.drift", client_secret="cs1.drift-secret")
 CUSTOMERS = load_catalogue().dataset("crm/customers")
@@ -51,9 +50,7 @@ def test_drift_outcomes_through_a_real_sync(tmp_path: Path) -> None:
             ids[5]: _set("createdById", "not-a-number"),  # wrong type → quarantined
             ids[6]: _drop("id"),  # no id → quarantined
         })
-        engine = create_warehouse_engine(f"sqlite:///{tmp_path / 'w.db'}")
-        upgrade(engine)
-        ensure_raw_tables(engine, [CUSTOMERS])
+        engine = prepared_warehouse(f"sqlite:///{tmp_path / 'w.db'}", [CUSTOMERS])
         settings = ApiSettings(api_url=sim.url, auth_url=sim.auth_url, app_key=SecretStr(config.app_key))
         credentials = TenantCredentials(TENANT.tenant_id, TENANT.client_id, SecretStr(TENANT.client_secret))
         with ServiceTitanClient(settings, credentials, limiter=RateLimiter(1000)) as client:
