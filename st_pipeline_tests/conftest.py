@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from dagster._core.storage.defs_state.base import DefsStateStorage
 
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
@@ -33,6 +35,21 @@ _ENV_VARS = (
     "SERVICETITAN_APP_KEY",
     "DAGSTER_HOME",
 )
+
+
+@pytest.fixture(autouse=True)
+def no_dagster_instance_outlives_its_test() -> Iterator[None]:
+    """Fail the test that leaves a Dagster instance entered after it ends.
+
+    Schedule and sensor contexts built with ``instance=`` open their own instance from its ref and
+    close it only when the context is used as a ``with`` block. Left open, it is closed later by the
+    garbage collector, which resets Dagster's current-instance context variable to a finished
+    test's instance, whose directory is gone: another test then fails at random with "unable to
+    open database file". Collecting here pins the leak on the test that caused it.
+    """
+    yield
+    gc.collect()
+    assert DefsStateStorage.get() is None, "a Dagster instance or context was left open; use `with`"
 
 
 @pytest.fixture(scope="session")

@@ -61,9 +61,9 @@ def test_sync_schedule_requests_one_run_per_ready_tenant(registry: TenantRegistr
         ticks = [datetime(2026, 11, 28, hour, tzinfo=UTC) for hour in (10, 11)]
         requests = []
         for tick in ticks:
-            context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
-                                                resources={"tenant_registry": registry})
-            requests.append(list(tenant_sync_schedule(context)))
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
+                                           resources={"tenant_registry": registry}) as context:
+                requests.append(list(tenant_sync_schedule(context)))
     assert [[r.partition_key for r in tick] for tick in requests] == [["1"], ["1"]]
     assert requests[0][0].run_key != requests[1][0].run_key
 
@@ -75,8 +75,8 @@ def test_onboarding_sensor_adds_and_removes_partitions_and_requests_a_full_sync(
     _save(registry, 12, enabled=False)
     with dg.instance_for_test() as instance:
         add_tenant_partition(instance, 99)  # no longer registered
-        context = dg.build_sensor_context(instance=instance, resources={"tenant_registry": registry})
-        result = tenant_onboarding_sensor(context)
+        with dg.build_sensor_context(instance=instance, resources={"tenant_registry": registry}) as context:
+            result = tenant_onboarding_sensor(context)
     added = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
     deleted = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
     assert [r.partition_keys for r in added] == [["11"]] and [r.partition_keys for r in deleted] == [["99"]]
@@ -99,11 +99,11 @@ def test_run_failure_alerts_once_flags_credentials_and_recovers(
         assert not failed.success
         run = instance.get_run_by_id(failed.run_id)
         failure_event = next(e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE").dagster_event
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="run_failure_alert_sensor", dagster_event=failure_event, dagster_instance=instance, dagster_run=run
-        ).for_run_failure()
-        run_failure_alert_sensor(context, tenant_registry=registry, alerting=alerting)
-        run_failure_alert_sensor(context, tenant_registry=registry, alerting=alerting)  # still broken: no repeat
+        ).for_run_failure() as context:
+            run_failure_alert_sensor(context, tenant_registry=registry, alerting=alerting)
+            run_failure_alert_sensor(context, tenant_registry=registry, alerting=alerting)  # still broken: no repeat
         opened = [json.loads(r.body) for r in receiver.drain()]
         assert registry.registry().needing_credentials().keys() == {TENANT.tenant_id}
 
@@ -112,10 +112,10 @@ def test_run_failure_alerts_once_flags_credentials_and_recovers(
         ok = materialize_tenant(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'w.db'}", datasets=SOME)
         ok_run = instance.get_run_by_id(ok.run_id)
         success_event = next(e for e in instance.all_logs(ok_run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS").dagster_event
-        recovery = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="run_recovery_sensor", dagster_event=success_event, dagster_instance=instance, dagster_run=ok_run
-        )
-        run_recovery_sensor(recovery, tenant_registry=registry, alerting=alerting)
+        ) as recovery:
+            run_recovery_sensor(recovery, tenant_registry=registry, alerting=alerting)
         resolved = [json.loads(r.body) for r in receiver.drain()]
 
     assert sorted(a["kind"] for a in opened) == ["auth_failure", "run_failure"]
@@ -142,10 +142,10 @@ def test_failed_check_alerts_once_and_clears_when_it_passes(
         assert materialize_tenant(instance, TENANT.tenant_id, registry.url, f"sqlite:///{local_env / 'a.db'}", datasets=SOME).success
 
         def evaluate(cursor: str | None) -> str | None:
-            context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                              resources={"tenant_registry": registry, "alerting": alerting})
-            check_failure_alert_sensor(context)
-            return context.cursor
+            with dg.build_sensor_context(instance=instance, cursor=cursor,
+                                         resources={"tenant_registry": registry, "alerting": alerting}) as context:
+                check_failure_alert_sensor(context)
+                return context.cursor
 
         cursor = evaluate(None)
         first = [json.loads(r.body) for r in receiver.drain()]
@@ -171,12 +171,17 @@ def test_stale_tenant_alert_and_recovery(
     _save(registry, 21)
     resources = {"tenant_registry": registry, "warehouse": warehouse, "alerting": AlertingResource()}
     with dg.instance_for_test() as instance:
+
+        def evaluate() -> None:
+            with dg.build_sensor_context(instance=instance, resources=resources) as context:
+                stale_tenant_sensor(context)
+
         monkeypatch.setenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", "0")
-        stale_tenant_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-        stale_tenant_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        evaluate()
+        evaluate()
         opened = [json.loads(r.body) for r in receiver.drain()]
         monkeypatch.setenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", "24")
-        stale_tenant_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        evaluate()
         resolved = [json.loads(r.body) for r in receiver.drain()]
     assert [(a["kind"], a["tenant_id"]) for a in opened] == [("stale_tenant", 21)]
     assert "never synced" in opened[0]["reason"]
