@@ -7,8 +7,7 @@ check is blocking and ERROR), hence ``check_failure_alert_sensor``.
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
-import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 import sqlalchemy as sa
@@ -23,11 +22,12 @@ from st_pipeline.alerts import (
     channels_from_env,
     dagster_run_link,
 )
+from st_pipeline.defs.freshness import FRESHNESS_CHECK
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
 from st_pipeline.defs.raw_assets import FULL_REFRESH_TAG
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import TENANT_TAG, sync_job
-from st_pipeline.sync.state import SUCCEEDED
+from st_pipeline.sync.freshness import SyncHistory, freshness_sla, tenant_is_stale
 from st_pipeline.warehouse.tables import sync_log_table
 
 PARTITION_TAG = "dagster/partition"
@@ -45,10 +45,6 @@ class AlertingResource(dg.ConfigurableResource):
 
     def run_link(self, run_id: str) -> str:
         return dagster_run_link(run_id, self.ui_url)
-
-
-def _freshness_sla() -> timedelta:
-    return timedelta(hours=float(os.environ.get("ST_PIPELINE_FRESHNESS_SLA_HOURS", "6")))
 
 
 @dg.sensor(job=sync_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -145,6 +141,8 @@ def check_failure_alert_sensor(
         run_id = run_record.dagster_run.run_id
         for entry in context.instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
             evaluation = entry.dagster_event.event_specific_data
+            if evaluation.check_name == FRESHNESS_CHECK:
+                continue  # stale tenants alert once per tenant (stale_tenant_sensor), not once per asset
             asset = evaluation.asset_key.to_user_string()
             tenant = evaluation.partition or run_record.dagster_run.tags.get(PARTITION_TAG)
             key = f"{CHECK_FAILURE}:{asset}:{evaluation.check_name}:tenant={tenant}"
@@ -171,25 +169,18 @@ def stale_tenant_sensor(
 ) -> dg.SkipReason | None:
     """A tenant whose last successful sync is older than ``ST_PIPELINE_FRESHNESS_SLA_HOURS`` → alert."""
     engine = warehouse.engine()
-    if not sa.inspect(engine).has_table(sync_log_table.name):
-        return dg.SkipReason("the warehouse has no sync log yet (run `st-pipeline db upgrade`)")
-    log = sync_log_table.c
-    with engine.connect() as conn:
-        last = dict(
-            conn.execute(
-                sa.select(log.tenant_id, sa.func.max(log.ended_at)).where(log.status == SUCCEEDED).group_by(log.tenant_id)
-            ).all()
-        )
-    engine.dispose()
-    sla, now = _freshness_sla(), datetime.now(UTC)
+    try:
+        if not sa.inspect(engine).has_table(sync_log_table.name):
+            return dg.SkipReason("the warehouse has no sync log yet (run `st-pipeline db upgrade`)")
+        history = SyncHistory.read(engine)
+    finally:
+        engine.dispose()
+    sla, now = freshness_sla(), datetime.now(UTC)
     manager = alerting.manager(tenant_registry)
     for tenant in tenant_registry.registry().list(enabled_only=True):
-        synced = last.get(tenant.tenant_id)
-        if synced is not None and synced.tzinfo is None:
-            synced = synced.replace(tzinfo=UTC)
-        since = synced or tenant.created_at
+        synced = history.tenant_last_success(tenant.tenant_id)
         key = f"{STALE_TENANT}:tenant={tenant.tenant_id}"
-        if now - since > sla:
+        if tenant_is_stale(history, tenant, sla, now):
             what = f"last successful sync {synced:%Y-%m-%d %H:%M} UTC" if synced else "never synced successfully"
             manager.open(Alert(
                 incident_key=key, kind=STALE_TENANT,

@@ -23,11 +23,11 @@ import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.client import Page, ServiceTitanClient
-from st_pipeline.servicetitan.errors import ServiceTitanError
+from st_pipeline.servicetitan.errors import MissingScopeError, ServiceTitanError
 from st_pipeline.servicetitan.models import PageValidation, validate_page
 from st_pipeline.servicetitan.timestamps import parse_timestamp
 from st_pipeline.sync import killpoints
-from st_pipeline.sync.state import FAILED, SUCCEEDED, close_log, load_cursors, log_page, open_log, save_cursor
+from st_pipeline.sync.state import FAILED, SKIPPED, SUCCEEDED, close_log, load_cursors, log_page, open_log, save_cursor
 from st_pipeline.warehouse.loader import mark_missing_deleted, quarantine_rows, raw_rows, upsert_rows
 from st_pipeline.warehouse.tables import quarantine_table, raw_table
 
@@ -191,6 +191,12 @@ def sync_tenant(
                 handoff.get_nowait()
 
 
+def _status(result: ExtractResult) -> str:
+    if result.error is None:
+        return SUCCEEDED
+    return SKIPPED if isinstance(result.error, MissingScopeError) else FAILED
+
+
 def _reconciles(dataset: Dataset, options: SyncOptions) -> bool:
     return options.reconcile_deletes and dataset.extraction_endpoint.kind != "export"
 
@@ -282,7 +288,7 @@ def _finish(
     close_log(
         engine,
         progress.log_id,
-        status=FAILED if result.error else SUCCEEDED,
+        status=_status(result),
         requests=result.requests,
         retries=result.retries,
         throttled=result.throttled,

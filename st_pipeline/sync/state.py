@@ -16,6 +16,8 @@ from st_pipeline.servicetitan.catalogue import Dataset
 from st_pipeline.warehouse.tables import sync_log_table, sync_state_table
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
+# Not granted to the app for this tenant (403 missing scope): not an error, and not stale.
+SKIPPED = "skipped"
 
 
 def load_cursors(engine: sa.Engine, tenant_id: int) -> dict[str, str | None]:

@@ -14,7 +14,7 @@ from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResou
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.warehouse.schema import upgrade
-from st_pipeline.warehouse.tables import raw_table
+from st_pipeline.warehouse.tables import raw_table, sync_log_table
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B
 from st_pipeline_tests.support import assert_warehouse_equals_ground_truth, materialize_tenant, register_tenants
 
@@ -150,6 +150,12 @@ def test_missing_scope_skips_that_endpoint_with_a_warning_and_the_rest_syncs(
     explanation = observations[0].metadata["explanation"].value
     assert "scope" in explanation and f"tenant {tenant.tenant_id}" in explanation
     assert len([w for w in warnings if "access denied" in w]) == len(payroll)
+    engine = sa.create_engine(warehouse_url)
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(sa.select(sync_log_table.c.dataset, sync_log_table.c.status)).all())
+    engine.dispose()
+    assert {statuses[d.key] for d in payroll} == {"skipped"}
+    assert {statuses[d.key] for d in others} == {"succeeded"}
 
 
 def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> None:

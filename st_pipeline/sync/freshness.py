@@ -1,0 +1,133 @@
+"""Freshness: how long ago each tenant's datasets last synced successfully, against an SLA.
+
+The sync log is the source: a (tenant, dataset) is fresh when its last ``succeeded`` sync ended
+within the SLA. A tenant that never synced is measured from its registration, so a tenant added a
+minute ago is not stale yet. A dataset whose latest sync was ``skipped`` (its scope is not granted
+for the tenant) is left out: no sync can make it fresh.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from st_pipeline.sync.state import SKIPPED, SUCCEEDED
+from st_pipeline.tenants.registry import Tenant
+from st_pipeline.warehouse.tables import sync_log_table
+
+FRESHNESS_SLA_ENV = "ST_PIPELINE_FRESHNESS_SLA_HOURS"
+DEFAULT_FRESHNESS_SLA_HOURS = 6.0
+
+
+def freshness_sla() -> timedelta:
+    """The SLA from ``ST_PIPELINE_FRESHNESS_SLA_HOURS`` (hours, default 6)."""
+    raw = os.environ.get(FRESHNESS_SLA_ENV, str(DEFAULT_FRESHNESS_SLA_HOURS))
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise ValueError(f"{FRESHNESS_SLA_ENV}={raw!r} is not a number of hours (e.g. 6 or 0.5)") from None
+    if hours < 0:
+        raise ValueError(f"{FRESHNESS_SLA_ENV}={raw!r} must not be negative")
+    return timedelta(hours=hours)
+
+
+@dataclass(frozen=True)
+class SyncHistory:
+    """Per (tenant id, dataset key): when its last successful sync ended, and its latest status."""
+
+    last_success: Mapping[tuple[int, str], datetime]
+    latest_status: Mapping[tuple[int, str], str]
+
+    @classmethod
+    def read(cls, engine: sa.Engine) -> SyncHistory:
+        log = sync_log_table.c
+        pair = (log.tenant_id, log.dataset)
+        latest = sa.select(sa.func.max(log.log_id)).group_by(*pair).scalar_subquery()
+        with engine.connect() as conn:
+            success = conn.execute(
+                sa.select(*pair, sa.func.max(log.ended_at)).where(log.status == SUCCEEDED).group_by(*pair)
+            ).all()
+            statuses = conn.execute(sa.select(*pair, log.status).where(log.log_id.in_(latest))).all()
+        return cls(
+            last_success={(t, d): _utc(ended) for t, d, ended in success if ended is not None},
+            latest_status={(t, d): status for t, d, status in statuses},
+        )
+
+    def tenant_last_success(self, tenant_id: int) -> datetime | None:
+        """The end of the tenant's most recent successful dataset sync, if any."""
+        ends = [ended for (tenant, _), ended in self.last_success.items() if tenant == tenant_id]
+        return max(ends, default=None)
+
+
+@dataclass
+class DatasetFreshness:
+    """Freshness of one dataset across the tenants expected to sync it."""
+
+    dataset: str
+    checked: list[int] = field(default_factory=list)
+    stale: dict[int, datetime | None] = field(default_factory=dict)  # tenant → last success (None: never)
+    not_granted: list[int] = field(default_factory=list)
+    oldest_success: datetime | None = None
+
+    @property
+    def fresh(self) -> bool:
+        return not self.stale
+
+    def summary(self, sla: timedelta) -> str:
+        if not self.checked:
+            return "no enabled tenant syncs this dataset"
+        if self.fresh:
+            return f"all {len(self.checked)} tenants synced within {_hours(sla)}"
+        shown = [f"{t} ({_when(ended)})" for t, ended in sorted(self.stale.items())[:10]]
+        more = f" and {len(self.stale) - 10} more" if len(self.stale) > 10 else ""
+        return (
+            f"{len(self.stale)} of {len(self.checked)} tenants not synced within {_hours(sla)}: "
+            + ", ".join(shown) + more
+        )
+
+
+def assess_datasets(
+    history: SyncHistory,
+    expected: Mapping[str, Iterable[Tenant]],
+    sla: timedelta,
+    now: datetime | None = None,
+) -> dict[str, DatasetFreshness]:
+    """Freshness of each dataset over the tenants ``expected`` to sync it (enabled for them)."""
+    now = now or datetime.now(UTC)
+    results: dict[str, DatasetFreshness] = {}
+    for dataset, tenants in expected.items():
+        result = results[dataset] = DatasetFreshness(dataset)
+        for tenant in tenants:
+            pair = (tenant.tenant_id, dataset)
+            if history.latest_status.get(pair) == SKIPPED:
+                result.not_granted.append(tenant.tenant_id)
+                continue
+            result.checked.append(tenant.tenant_id)
+            ended = history.last_success.get(pair)
+            if ended is not None and (result.oldest_success is None or ended < result.oldest_success):
+                result.oldest_success = ended
+            if now - (ended or _utc(tenant.created_at)) > sla:
+                result.stale[tenant.tenant_id] = ended
+    return results
+
+
+def tenant_is_stale(history: SyncHistory, tenant: Tenant, sla: timedelta, now: datetime | None = None) -> bool:
+    """No dataset of the tenant synced successfully within the SLA (counting from registration)."""
+    since = history.tenant_last_success(tenant.tenant_id) or _utc(tenant.created_at)
+    return (now or datetime.now(UTC)) - since > sla
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _when(moment: datetime | None) -> str:
+    return f"last success {moment:%Y-%m-%d %H:%M} UTC" if moment else "never synced"
+
+
+def _hours(sla: timedelta) -> str:
+    return f"the {sla.total_seconds() / 3600:g} h SLA"
