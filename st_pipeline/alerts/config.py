@@ -18,6 +18,7 @@ SMTP_PORT = "ST_PIPELINE_ALERT_SMTP_PORT"
 SMTP_USER = "ST_PIPELINE_ALERT_SMTP_USER"
 SMTP_PASSWORD = "ST_PIPELINE_ALERT_SMTP_PASSWORD"
 SMTP_STARTTLS = "ST_PIPELINE_ALERT_SMTP_STARTTLS"
+SMTP_CA_FILE = "ST_PIPELINE_ALERT_SMTP_CA_FILE"
 EMAIL_FROM = "ST_PIPELINE_ALERT_EMAIL_FROM"
 EMAIL_TO = "ST_PIPELINE_ALERT_EMAIL_TO"
 UI_URL = "ST_PIPELINE_UI_URL"
@@ -25,7 +26,7 @@ UI_URL = "ST_PIPELINE_UI_URL"
 DEFAULT_SMTP_PORT = 25
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
-_EMAIL_ONLY = (SMTP_PORT, SMTP_USER, SMTP_PASSWORD, SMTP_STARTTLS, EMAIL_FROM, EMAIL_TO)
+_EMAIL_ONLY = (SMTP_PORT, SMTP_USER, SMTP_PASSWORD, SMTP_STARTTLS, SMTP_CA_FILE, EMAIL_FROM, EMAIL_TO)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -68,6 +69,11 @@ def channels_from_env(environ: Mapping[str, str] = os.environ) -> list[Channel]:
         raise AlertConfigError(f"{SMTP_PASSWORD} is missing: {SMTP_USER} is set")
     if password is not None and user is None:
         raise AlertConfigError(f"{SMTP_USER} is missing: {SMTP_PASSWORD} is set")
+    starttls, ca_file = _flag(SMTP_STARTTLS, get(SMTP_STARTTLS)), get(SMTP_CA_FILE)
+    if ca_file is not None and not starttls:
+        raise AlertConfigError(f"{SMTP_CA_FILE} is set but {SMTP_STARTTLS} is not: set it to true to use the CA")
+    if ca_file is not None and not os.path.isfile(ca_file):
+        raise AlertConfigError(f"{SMTP_CA_FILE}: no such file {ca_file!r}")
     channels.append(
         EmailChannel(
             host=host,
@@ -76,7 +82,8 @@ def channels_from_env(environ: Mapping[str, str] = os.environ) -> list[Channel]:
             recipients=recipients,
             username=user,
             password=password,
-            starttls=_flag(SMTP_STARTTLS, get(SMTP_STARTTLS)),
+            starttls=starttls,
+            ca_file=ca_file,
         )
     )
     return channels

@@ -1,4 +1,4 @@
-"""The email channel: plain-text mail over SMTP (optionally STARTTLS and login)."""
+"""The email channel: plain-text mail over SMTP (optionally STARTTLS, with a private CA, and login)."""
 
 from __future__ import annotations
 
@@ -27,12 +27,15 @@ class EmailChannel:
         username: str | None = None,
         password: str | None = None,
         starttls: bool = False,
+        ca_file: str | None = None,
         timeout: float = 10,
     ) -> None:
         if not recipients:
             raise ValueError("an email channel needs at least one recipient")
         if (username is None) != (password is None):
             raise ValueError("SMTP username and password go together")
+        if ca_file is not None and not starttls:
+            raise ValueError("a CA file is only used with STARTTLS")
         self.host = host
         self.port = port
         self.sender = sender
@@ -40,6 +43,7 @@ class EmailChannel:
         self.username = username
         self._password = password
         self.starttls = starttls
+        self.ca_file = ca_file
         self.timeout = timeout
         register_secret(password)
 
@@ -73,7 +77,8 @@ class EmailChannel:
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
                 if self.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    # The system's trusted CAs, or only ``ca_file`` (a relay with a private CA).
+                    smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
                 if self.username is not None and self._password is not None:
                     smtp.login(self.username, self._password)
                 refused = smtp.send_message(mail, from_addr=self.sender, to_addrs=self.recipients)

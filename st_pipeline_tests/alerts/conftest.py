@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import queue
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +21,10 @@ import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 WAIT_S = 5.0
 SMTP_USER = "alerts"
@@ -104,6 +110,7 @@ class Mail:
     mail_from: str
     rcpt_tos: list[str]
     raw: bytes
+    over_tls: bool = False
 
     @property
     def message(self) -> EmailMessage:
@@ -123,7 +130,9 @@ class _CollectingHandler:
         self.inbox = inbox
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's naming
-        self.inbox.put(Mail(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content)))
+        self.inbox.put(Mail(
+            envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content), session.ssl is not None
+        ))
         return "250 Message accepted for delivery"
 
 
@@ -136,10 +145,72 @@ def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth
     return AuthResult(success=ok, handled=False)
 
 
-class SmtpServer:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1; AUTH allowed without TLS for the test."""
+@dataclass(frozen=True)
+class Certificates:
+    """A private CA and a server certificate it signed for 127.0.0.1 (PEM files)."""
 
-    def __init__(self) -> None:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+def make_certificates(directory: Path) -> Certificates:
+    """Issue a throwaway CA and a server certificate for 127.0.0.1, valid for one day."""
+    now = datetime.now(UTC)
+
+    def build(subject: str, issuer: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "st_pipeline test CA")])
+    ca = (
+        build("st_pipeline test CA", ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        build("127.0.0.1", ca_name, key.public_key())
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    files.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    files.key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return files
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1.
+
+    Without ``tls``, AUTH is allowed in the clear (for the test). With ``tls``, the server offers
+    STARTTLS with that certificate and refuses mail and AUTH until the client has switched to TLS.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.inbox: queue.Queue[Mail] = queue.Queue()
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -148,7 +219,9 @@ class SmtpServer:
             hostname=self.host,
             port=self.port,
             authenticator=_authenticate,
-            auth_require_tls=False,
+            auth_require_tls=tls is not None,
+            tls_context=tls,
+            require_starttls=tls is not None,
         )
 
     def start(self) -> None:
@@ -202,6 +275,21 @@ def receiver() -> Iterator[HttpReceiver]:
 @pytest.fixture()
 def smtp_server() -> Iterator[SmtpServer]:
     server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def certificates(tmp_path: Path) -> Certificates:
+    return make_certificates(tmp_path)
+
+
+@pytest.fixture()
+def tls_smtp_server(certificates: Certificates) -> Iterator[SmtpServer]:
+    server = SmtpServer(tls=certificates.server_context())
     server.start()
     try:
         yield server

@@ -16,7 +16,7 @@ from st_pipeline.alerts import (
     JsonWebhookChannel,
     SlackWebhookChannel,
 )
-from st_pipeline_tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, HttpReceiver, SmtpServer
+from st_pipeline_tests.alerts.conftest import SMTP_PASSWORD, SMTP_USER, Certificates, HttpReceiver, SmtpServer
 
 OPENED = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
 RESOLVED = datetime(2025, 3, 4, 6, 0, 0, tzinfo=UTC)
@@ -146,6 +146,30 @@ def test_email_failures_name_the_server_never_the_password(smtp_server: SmtpServ
     with pytest.raises(AlertDeliveryError, match=f"email \\(127.0.0.1:{refused_port}\\)"):
         EmailChannel("127.0.0.1", refused_port, "st@example.test", ["a@example.test"]).send(_opened())
     assert smtp_server.drain() == []
+
+
+def test_email_over_starttls_with_a_private_ca(tls_smtp_server: SmtpServer, certificates: Certificates) -> None:
+    server = tls_smtp_server
+    channel = EmailChannel(server.host, server.port, "st@example.test", ["a@example.test"], SMTP_USER, SMTP_PASSWORD,
+                           starttls=True, ca_file=str(certificates.ca_file))
+    channel.send(_opened())
+    mail = server.next()
+    assert mail.over_tls and mail.rcpt_tos == ["a@example.test"]
+    assert mail.message["Subject"] == f"[st_pipeline] {ALERT.title}"
+
+
+def test_email_refuses_an_untrusted_certificate_and_never_logs_in_in_the_clear(tls_smtp_server: SmtpServer) -> None:
+    server = tls_smtp_server
+    untrusted = EmailChannel(server.host, server.port, "st@example.test", ["a@example.test"], SMTP_USER, SMTP_PASSWORD,
+                             starttls=True)  # the system CAs do not know the test CA
+    with pytest.raises(AlertDeliveryError, match="CERTIFICATE_VERIFY_FAILED") as raised:
+        untrusted.send(_opened())
+    assert SMTP_PASSWORD not in str(raised.value)
+    plain = EmailChannel(server.host, server.port, "st@example.test", ["a@example.test"], SMTP_USER, SMTP_PASSWORD)
+    with pytest.raises(AlertDeliveryError, match="AUTH") as raised:  # AUTH is only offered after STARTTLS
+        plain.send(_opened())
+    assert SMTP_PASSWORD not in str(raised.value)
+    assert server.drain() == []
 
 
 def test_email_subject_stays_one_line(smtp_server: SmtpServer) -> None:

@@ -53,6 +53,12 @@ def test_email_defaults() -> None:
     assert email.port == 25 and email.starttls is False and email.username is None
 
 
+def test_email_with_a_private_ca() -> None:
+    [email] = channels_from_env({**EMAIL, "ST_PIPELINE_ALERT_SMTP_STARTTLS": "yes", "ST_PIPELINE_ALERT_SMTP_CA_FILE": __file__})
+    assert isinstance(email, EmailChannel)
+    assert email.starttls is True and email.ca_file == __file__
+
+
 @pytest.mark.parametrize(
     ("env", "missing"),
     [
@@ -64,6 +70,10 @@ def test_email_defaults() -> None:
         ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_PASSWORD": "pw-CANARY-3c"}, "ST_PIPELINE_ALERT_SMTP_USER"),
         ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_PORT": "smtp"}, "ST_PIPELINE_ALERT_SMTP_PORT"),
         ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_STARTTLS": "maybe"}, "ST_PIPELINE_ALERT_SMTP_STARTTLS"),
+        ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_CA_FILE": __file__}, "ST_PIPELINE_ALERT_SMTP_STARTTLS"),
+        ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_STARTTLS": "1", "ST_PIPELINE_ALERT_SMTP_CA_FILE": "/nonexistent/ca.pem"},
+         "ST_PIPELINE_ALERT_SMTP_CA_FILE"),
+        ({"ST_PIPELINE_ALERT_SMTP_CA_FILE": __file__}, "ST_PIPELINE_ALERT_SMTP_HOST"),
         ({"ST_PIPELINE_ALERT_SLACK_WEBHOOK_URL": "hooks.example/SECRETPART"}, "ST_PIPELINE_ALERT_SLACK_WEBHOOK_URL"),
         ({"ST_PIPELINE_ALERT_WEBHOOK_URL": "ftp://x/SECRETPART"}, "ST_PIPELINE_ALERT_WEBHOOK_URL"),
     ],
