@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import sqlalchemy as sa
 
@@ -59,8 +60,14 @@ class SyncHistory:
 
     def tenant_last_success(self, tenant_id: int) -> datetime | None:
         """The end of the tenant's most recent successful dataset sync, if any."""
-        ends = [ended for (tenant, _), ended in self.last_success.items() if tenant == tenant_id]
-        return max(ends, default=None)
+        return self._tenant_last_success.get(tenant_id)
+
+    @cached_property
+    def _tenant_last_success(self) -> dict[int, datetime]:
+        latest: dict[int, datetime] = {}
+        for (tenant, _), ended in self.last_success.items():
+            latest[tenant] = max(ended, latest.get(tenant, ended))
+        return latest
 
 
 @dataclass

@@ -95,12 +95,7 @@ class HttpReceiver:
 
     def drain(self) -> list[Received]:
         """Every POST received so far and not yet taken. Sends are synchronous, so this is exact."""
-        items = []
-        while True:
-            try:
-                items.append(self.received.get_nowait())
-            except queue.Empty:
-                return items
+        return _drain(self.received)
 
 
 @dataclass(frozen=True)
@@ -234,12 +229,17 @@ class SmtpServer:
         return self.inbox.get(timeout=WAIT_S)
 
     def drain(self) -> list[Mail]:
-        items = []
-        while True:
-            try:
-                items.append(self.inbox.get_nowait())
-            except queue.Empty:
-                return items
+        """Every mail received so far and not yet taken."""
+        return _drain(self.inbox)
+
+
+def _drain(items: queue.Queue[Any]) -> list[Any]:
+    taken = []
+    while True:
+        try:
+            taken.append(items.get_nowait())
+        except queue.Empty:
+            return taken
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,15 +24,6 @@ from st_pipeline_tests.support import materialize_tenant, register_tenants
 OLD = SimulatedTenant(tenant_id=9801, client_id="cid.fresh-old", client_secret="cs1.fresh-old-secret")
 NEW = SimulatedTenant(tenant_id=9802, client_id="cid.fresh-new", client_secret="cs1.fresh-new-secret")
 SYNCED = ["crm/customers", "settings/technicians", "payroll/gross-pay-items"]
-
-
-@pytest.fixture()
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpReceiver]:
-    server = HttpReceiver()
-    server.start()
-    monkeypatch.setenv("ST_PIPELINE_ALERT_WEBHOOK_URL", server.url("/hooks/alerts"))
-    yield server
-    server.stop()
 
 
 def _results(instance: dg.DagsterInstance, run_id: str) -> dict[str, dg.AssetCheckEvaluation]:

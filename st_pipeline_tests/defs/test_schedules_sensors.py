@@ -4,7 +4,6 @@ registry, the simulator and a real local HTTP receiver for the alerts."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,15 +30,6 @@ from st_pipeline_tests.support import materialize_tenant
 CANARY = "cs1.CANARY-sensor-secret-4471"
 TENANT = SimulatedTenant(tenant_id=9701, client_id="cid.sensors", client_secret=CANARY)
 SOME = ["crm/customers", "dispatch/zones"]
-
-
-@pytest.fixture()
-def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpReceiver]:
-    server = HttpReceiver()
-    server.start()
-    monkeypatch.setenv("ST_PIPELINE_ALERT_WEBHOOK_URL", server.url("/hooks/alerts"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture()
