@@ -26,7 +26,7 @@ test: install
 ## The Dagster UI on the demo's state, with the simulator serving the demo tenant.
 dev: install
 	@set -e; \
-	export DAGSTER_HOME=$(ST_PIPELINE_HOME)/dagster ST_PIPELINE_SECRET_KEYS_FILE=$(ST_PIPELINE_HOME)/secret.key \
+	umask 077; export DAGSTER_HOME=$(ST_PIPELINE_HOME)/dagster ST_PIPELINE_SECRET_KEYS_FILE=$(ST_PIPELINE_HOME)/secret.key SERVICETITAN_ENVIRONMENT=custom \
 	  SERVICETITAN_API_URL=http://127.0.0.1:$(SIM_PORT) \
 	  SERVICETITAN_AUTH_URL=http://127.0.0.1:$(SIM_PORT)/connect/token SERVICETITAN_APP_KEY=ak1.simulator; \
 	test -f $$DAGSTER_HOME/dagster.yaml || { echo "run 'make demo' first"; exit 1; }; \

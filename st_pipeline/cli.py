@@ -1,122 +1,441 @@
-"""The ``st-pipeline`` command: tenants, the simulator, the demo."""
+"""The ``st-pipeline`` command: tenants and their keys, warehouse schema and access, the catalogue,
+the simulator and the demo.
+
+Every error is one line on standard error saying what went wrong and what to do, with a non-zero
+exit status; never a traceback (``st-pipeline --traceback …`` shows one for a bug report) and
+never a secret. Every command that changes a tenant writes an audit entry (``tenant history``).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import click
 from pydantic import SecretStr
 
+from st_pipeline.database import DatabaseError
+from st_pipeline.redaction import redact
 from st_pipeline.servicetitan.errors import ServiceTitanError
-from st_pipeline.servicetitan.settings import ApiSettings
-from st_pipeline.tenants.crypto import SecretBox, SecretKeyError, generate_key
-from st_pipeline.tenants.onboarding import add_tenant
-from st_pipeline.tenants.registry import TenantRegistry
+from st_pipeline.settings import Settings, SettingsError, load_settings
+from st_pipeline.tenants import validation
+from st_pipeline.tenants.crypto import SecretKeyError, generate_key, key_id
+from st_pipeline.tenants.registry import Change, TenantExistsError, TenantRegistry, UnknownTenantError
+
+# Errors a user can act on: printed as they are, one line.
+_EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    SettingsError,
+    SecretKeyError,
+    ServiceTitanError,
+    DatabaseError,
+    UnknownTenantError,
+    TenantExistsError,
+    validation.InvalidTenantInput,
+)
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+class _Cli(click.Group):
+    """A click group whose errors are one line each (see the module docstring)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            code = _error("aborted; nothing was changed")
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            code = _error(exc.format_message() + where, exc.exit_code)
+        except click.ClickException as exc:
+            code = _error(exc.format_message(), exc.exit_code)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, redacted
+            if "--traceback" in argv:
+                raise
+            message = str(exc) if isinstance(exc, _EXPECTED_ERRORS + _more_expected_errors()) else (
+                f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)"
+            )
+            code = _error(message)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
-@click.group()
-def main() -> None:
+def _more_expected_errors() -> tuple[type[BaseException], ...]:
+    """Expected errors of the heavier modules, imported only when an error needs classifying."""
+    from st_pipeline.tenants.endpoint_selection import UnknownTargetError
+    from st_pipeline.warehouse.access import AccessError
+    from st_pipeline.warehouse.schema import SchemaOutOfDateError
+
+    return (UnknownTargetError, AccessError, SchemaOutOfDateError)
+
+
+def _error(message: str, code: int = 1) -> int:
+    line = " ".join(redact(message).split())
+    click.echo(f"error: {line}", err=True)
+    return code
+
+
+class _TenantId(click.ParamType):
+    name = "TENANT_ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return validation.tenant_id(value)
+        except validation.InvalidTenantInput as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def tenant_option(required: bool = True, help: str = "ServiceTitan tenant id.") -> Any:  # noqa: A002
+    """``--tenant ID``: the one name of the tenant option in every command."""
+    return click.option("--tenant", "tenant_id", type=_TenantId(), required=required, help=help)
+
+
+def _change(command: str) -> Change:
+    return Change(command=command)
+
+
+@contextmanager
+def _registry(settings: Settings) -> Iterator[TenantRegistry]:
+    registry = TenantRegistry.open(settings)
+    try:
+        yield registry
+    finally:
+        registry.close()
+
+
+@click.group(cls=_Cli)
+@click.option("--traceback", is_flag=True, help="Show the full traceback of an unexpected error.")
+def main(traceback: bool) -> None:
     """ServiceTitan → warehouse pipelines for many tenants (Dagster)."""
 
 
-@main.command("secret-key")
-def secret_key() -> None:
-    """Print a new encryption key for ST_PIPELINE_SECRET_KEYS."""
-    click.echo(generate_key())
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Encryption keys of the stored client secrets."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new encryption key (its id goes to standard error)."""
+    key = generate_key()
+    click.echo(key)
+    click.echo(
+        f"key id {key_id(key)}: put it first in ST_PIPELINE_SECRET_KEYS (or its file), keep the old keys after it, "
+        "then run `st-pipeline keys rotate`",
+        err=True,
+    )
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored client secret under the first key, in one transaction."""
+    settings = load_settings()
+    with _registry(settings) as registry:
+        report = registry.rotate_keys(change=_change("keys rotate"))
+    click.echo(f"{report.rotated} client secret(s) re-encrypted under key {report.key_id}.")
+    retired = sorted(k for k in registry.secret_box.key_ids if k != report.key_id)
+    if retired:
+        click.echo(f"No stored secret needs key(s) {', '.join(retired)} any more: remove them from the configuration.")
+
+
+# -- tenants -------------------------------------------------------------------------------------
 
 
 @main.group()
 def tenant() -> None:
-    """Register and list ServiceTitan tenants."""
+    """Register, inspect, change and remove ServiceTitan tenants."""
 
 
 def _read_secret(client_secret_env: str | None) -> SecretStr:
     if client_secret_env:
         value = os.environ.get(client_secret_env)
         if not value:
-            _fail(f"environment variable {client_secret_env} is not set or empty")
-        return SecretStr(value or "")
+            raise click.UsageError(f"environment variable {client_secret_env} is not set or empty")
+        return validation.client_secret(value)
     if sys.stdin.isatty():
         value = click.prompt("Client secret", hide_input=True)
     else:
         value = sys.stdin.readline()
-    value = value.strip()
-    if not value:
-        _fail("no client secret given: pipe it on standard input or use --client-secret-env VAR")
-    return SecretStr(value)
+    if not value.strip():
+        raise click.UsageError("no client secret given: pipe it on standard input or use --client-secret-env VAR")
+    return validation.client_secret(value)
 
 
-@tenant.command("add")
-@click.option("--tenant-id", type=int, required=True, help="ServiceTitan tenant id (a number).")
-@click.option("--name", required=True, help="A name to recognise the tenant by.")
-@click.option("--client-id", required=True, help="The tenant's API client id (cid.…).")
-@click.option(
+_secret_env_option = click.option(
     "--client-secret-env",
     metavar="VAR",
     help="Read the client secret from this environment variable instead of standard input.",
 )
+
+
+@tenant.command("add")
+@tenant_option()
+@click.option("--name", required=True, help="A name to recognise the tenant by.")
+@click.option("--client-id", required=True, help="The tenant's API client id (cid.…).")
+@_secret_env_option
 def tenant_add(tenant_id: int, name: str, client_id: str, client_secret_env: str | None) -> None:
-    """Verify a tenant's credentials, store them encrypted and add its Dagster partition."""
-    secret = _read_secret(client_secret_env)
-    try:
-        registry = TenantRegistry.from_url(secret_box=SecretBox.from_env())
-        settings = ApiSettings.resolve()
-        stored = add_tenant(
-            registry, settings, tenant_id=tenant_id, name=name, client_id=client_id, client_secret=secret
-        )
-    except (ServiceTitanError, SecretKeyError) as exc:
-        _fail(f"{exc}\nnothing was stored.")
-        return
-    click.echo(f"tenant {stored.tenant_id} ({stored.name}) verified and stored.")
-    _add_partition(stored.tenant_id)
+    """Verify a new tenant's credentials, store them encrypted and add its Dagster partition."""
+    from st_pipeline.tenants.onboarding import add_tenant
+
+    settings = load_settings()
+    name, client_id = validation.tenant_name(name), validation.client_id(client_id)
+    with _registry(settings) as registry:
+        registry.ensure_absent(tenant_id)
+        registry.require_keys()
+        secret = _read_secret(client_secret_env)
+        try:
+            stored = add_tenant(
+                registry, settings.api(), tenant_id=tenant_id, name=name, client_id=client_id,
+                client_secret=secret, change=_change("tenant add"),
+            )
+        except ServiceTitanError as exc:
+            raise click.ClickException(f"{exc}; nothing was stored") from None
+    click.echo(f"tenant {stored.tenant_id} ({validation.printable(stored.name)}) verified and stored.")
+    _partition(settings, stored.tenant_id, add=True)
 
 
-def _add_partition(tenant_id: int) -> None:
-    if not os.environ.get("DAGSTER_HOME"):
-        click.echo(
-            "note: DAGSTER_HOME is not set, so no Dagster partition was added; set it to your "
-            "Dagster instance directory and run this command again.",
-            err=True,
-        )
-        return
-    import dagster as dg
+@tenant.command("update-credentials")
+@tenant_option()
+@click.option("--client-id", help="A new client id (default: keep the current one).")
+@_secret_env_option
+def tenant_update_credentials(tenant_id: int, client_id: str | None, client_secret_env: str | None) -> None:
+    """Verify new credentials of a registered tenant, then store them (a paused tenant resumes)."""
+    from st_pipeline.tenants.onboarding import update_credentials
 
-    from st_pipeline.defs.partitions import add_tenant_partition
-
-    with dg.DagsterInstance.get() as instance:
-        added = add_tenant_partition(instance, tenant_id)
-    click.echo(f"Dagster partition {tenant_id} {'added' if added else 'already present'}.")
-
-
-@tenant.command("reset-cursor")
-@click.option("--tenant-id", type=int, required=True)
-@click.option("--dataset", "datasets", multiple=True, help="Only this dataset (repeatable); default: all.")
-def tenant_reset_cursor(tenant_id: int, datasets: tuple[str, ...]) -> None:
-    """Forget saved cursors: the next sync of the tenant reads these datasets from the beginning."""
-    from st_pipeline.sync.state import reset_cursors
-    from st_pipeline.warehouse.engine import create_warehouse_engine
-
-    removed = reset_cursors(create_warehouse_engine(), tenant_id, datasets or None)
-    click.echo(f"{removed} cursor(s) of tenant {tenant_id} reset; the next sync reads them in full.")
+    settings = load_settings()
+    client_id = validation.client_id(client_id) if client_id is not None else None
+    with _registry(settings) as registry:
+        registry.get(tenant_id)
+        registry.require_keys()
+        secret = _read_secret(client_secret_env)
+        try:
+            stored = update_credentials(
+                registry, settings.api(), tenant_id=tenant_id, client_secret=secret, client_id=client_id,
+                change=_change("tenant update-credentials"),
+            )
+        except ServiceTitanError as exc:
+            raise click.ClickException(f"{exc}; the stored credentials are unchanged") from None
+    click.echo(f"tenant {stored.tenant_id}: new credentials verified and stored (client id {stored.client_id}).")
 
 
 @tenant.command("list")
 def tenant_list() -> None:
     """List registered tenants (never their secrets)."""
-    registry = TenantRegistry.from_url()
-    tenants = registry.list()
+    settings = load_settings()
+    with _registry(settings) as registry:
+        tenants = registry.list()
+        rejected = registry.needing_credentials()
     if not tenants:
         click.echo("no tenants registered; add one with `st-pipeline tenant add`")
         return
-    click.echo(f"{'tenant id':>12}  {'enabled':7}  {'client id':30}  name")
+    click.echo(f"{'tenant id':>19}  {'state':18}  {'client id':30}  name")
     for t in tenants:
-        click.echo(f"{t.tenant_id:>12}  {'yes' if t.enabled else 'no':7}  {t.client_id:30}  {t.name}")
+        state = "needs credentials" if t.tenant_id in rejected else ("enabled" if t.enabled else "disabled")
+        click.echo(f"{t.tenant_id:>19}  {state:18}  {validation.printable(t.client_id):30}  {validation.printable(t.name)}")
+
+
+@tenant.command("show")
+@tenant_option()
+def tenant_show(tenant_id: int) -> None:
+    """One tenant: client id, state, encryption key, endpoint flags, partition, latest changes."""
+    from st_pipeline.tenants.endpoint_selection import EndpointSelection
+
+    settings = load_settings()
+    with _registry(settings) as registry:
+        t = registry.get(tenant_id)
+        rejected = registry.needing_credentials().get(tenant_id)
+        try:
+            key = registry.secret_key_id(tenant_id) or "none of the configured keys decrypts it"
+        except SecretKeyError as exc:
+            key = f"unknown ({exc})"
+        flags = [f for f in EndpointSelection(registry.engine, settings.disabled_endpoints).flags()
+                 if f.tenant_id == tenant_id]
+        history = registry.history(tenant_id, limit=5)
+    rows = [
+        ("name", validation.printable(t.name)),
+        ("client id", validation.printable(t.client_id)),
+        ("enabled", "yes" if t.enabled else "no (schedules skip it)"),
+        ("credentials", f"rejected by ServiceTitan: {rejected}" if rejected else "not rejected"),
+        ("secret key id", key),
+        ("registered", f"{t.created_at:%Y-%m-%d %H:%M} UTC, updated {t.updated_at:%Y-%m-%d %H:%M} UTC"),
+        ("endpoint flags", "; ".join(
+            f"{f.target} {'enabled' if f.enabled else 'disabled'}" + (f" ({f.reason})" if f.reason else "")
+            for f in flags) or "none"),
+        ("partition", _partition_state(settings, tenant_id)),
+    ]
+    click.echo(f"tenant {t.tenant_id}")
+    for label, value in rows:
+        click.echo(f"  {label:15} {value}")
+    click.echo("  latest changes:")
+    for entry in history:
+        click.echo(f"    {entry.at:%Y-%m-%d %H:%M:%S}  {entry.command:26} {entry.actor:16} {entry.detail}")
+
+
+@tenant.command("test")
+@tenant_option()
+def tenant_test(tenant_id: int) -> None:
+    """Fetch a token, read one page, and probe one endpoint per scope: report what is not granted."""
+    from st_pipeline.servicetitan.catalogue import load_catalogue
+    from st_pipeline.tenants.endpoint_selection import EndpointSelection
+    from st_pipeline.tenants.onboarding import probe_tenant
+
+    settings = load_settings()
+    with _registry(settings) as registry:
+        credentials = registry.credentials(tenant_id)
+        datasets = load_catalogue().extracted_datasets()
+        decisions = EndpointSelection(registry.engine, settings.disabled_endpoints).decide(datasets, tenant_id)
+    enabled = [d for d in datasets if decisions[d.key].enabled]
+    report = probe_tenant(settings.api(), credentials, enabled)
+    click.echo(f"tenant {tenant_id}: token issued; tenant id confirmed; {report.scopes_probed} scope sets probed "
+               f"for {len(enabled)} enabled datasets.")
+    for scope, keys_ in sorted(report.denied.items()):
+        click.echo(f"  scope {scope} not granted: {', '.join(sorted(set(keys_)))}")
+    if report.not_found:
+        click.echo(f"  not available to this tenant (404): {', '.join(sorted(report.not_found))}")
+    for key, error in sorted(report.errors.items()):
+        click.echo(f"  {key}: {error}")
+    if report.all_granted:
+        click.echo("  every probed scope is granted.")
+    else:
+        click.echo("  syncs skip what is not granted; ask the tenant's admin to grant it, or disable it with "
+                   f"`st-pipeline endpoints disable TARGET --tenant {tenant_id}`.")
+
+
+@tenant.command("disable")
+@tenant_option()
+@click.option("--reason", help="Why, kept in the audit trail.")
+def tenant_disable(tenant_id: int, reason: str | None) -> None:
+    """Stop syncing a tenant; its data, partition and credentials stay."""
+    settings = load_settings()
+    with _registry(settings) as registry:
+        registry.set_enabled(tenant_id, False, change=_change("tenant disable"), reason=reason)
+    click.echo(f"tenant {tenant_id} disabled: schedules skip it; `st-pipeline tenant enable --tenant {tenant_id}` resumes.")
+
+
+@tenant.command("enable")
+@tenant_option()
+def tenant_enable(tenant_id: int) -> None:
+    """Sync a disabled tenant again."""
+    settings = load_settings()
+    with _registry(settings) as registry:
+        registry.set_enabled(tenant_id, True, change=_change("tenant enable"))
+    click.echo(f"tenant {tenant_id} enabled.")
+
+
+@tenant.command("remove")
+@tenant_option()
+@click.option("--purge-data", is_flag=True, help="Also delete every warehouse row of the tenant.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation of --purge-data.")
+def tenant_remove(tenant_id: int, purge_data: bool, yes: bool) -> None:
+    """Remove a tenant's credentials and partition; its warehouse data stays unless --purge-data."""
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+    from st_pipeline.warehouse.tables import purge_tenant
+
+    settings = load_settings()
+    with _registry(settings) as registry:
+        t = registry.get(tenant_id)
+        note = ""
+        if purge_data:
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise click.UsageError(
+                        f"--purge-data deletes every warehouse row of tenant {tenant_id} and cannot be undone: "
+                        "confirm in a terminal or add --yes"
+                    )
+                click.confirm(
+                    f"Delete every warehouse row of tenant {tenant_id} ({validation.printable(t.name)})? "
+                    "This cannot be undone", abort=True,
+                )
+            engine = create_warehouse_engine(settings.warehouse_database_url)
+            try:
+                deleted = purge_tenant(engine, tenant_id)
+            finally:
+                engine.dispose()
+            note = f"; {sum(deleted.values())} warehouse rows deleted from {len(deleted)} tables"
+        registry.remove(tenant_id, change=_change("tenant remove" + (" --purge-data" if purge_data else "")), note=note)
+    click.echo(f"tenant {tenant_id} ({validation.printable(t.name)}) removed{note or '; its warehouse data stays'}.")
+    _partition(settings, tenant_id, add=False)
+
+
+@tenant.command("history")
+@tenant_option(required=False, help="Only this tenant (default: every change).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+def tenant_history(tenant_id: int | None, limit: int) -> None:
+    """The audit trail: credential, lifecycle, flag and key changes, newest first."""
+    settings = load_settings()
+    with _registry(settings) as registry:
+        entries = registry.history(tenant_id, limit=limit)
+    if not entries:
+        click.echo("no changes recorded")
+        return
+    click.echo(f"{'when (UTC)':19}  {'tenant':>19}  {'command':26} {'by':16} what")
+    for entry in entries:
+        who = "" if entry.tenant_id is None else str(entry.tenant_id)
+        click.echo(f"{entry.at:%Y-%m-%d %H:%M:%S}  {who:>19}  {entry.command:26} {entry.actor:16} {entry.detail}")
+
+
+@tenant.command("reset-cursor")
+@tenant_option()
+@click.option("--dataset", "datasets", multiple=True, help="Only this dataset (repeatable); default: all.")
+def tenant_reset_cursor(tenant_id: int, datasets: tuple[str, ...]) -> None:
+    """Forget saved cursors: the next sync of the tenant reads these datasets from the beginning."""
+    from st_pipeline.sync.state import reset_cursors
+    from st_pipeline.tenants.registry import write_audit
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+
+    settings = load_settings()
+    engine = create_warehouse_engine(settings.warehouse_database_url)
+    try:
+        removed = reset_cursors(engine, tenant_id, datasets or None)
+    finally:
+        engine.dispose()
+    with _registry(settings) as registry, registry.engine.begin() as conn:
+        write_audit(conn, _change("tenant reset-cursor"), tenant_id,
+                    f"{removed} cursor(s) reset: {', '.join(datasets) or 'all datasets'}")
+    click.echo(f"{removed} cursor(s) of tenant {tenant_id} reset; the next sync reads them in full.")
+
+
+def _dagster_instance(settings: Settings) -> Any:
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def _partition(settings: Settings, tenant_id: int, *, add: bool) -> None:
+    if settings.dagster_home is None:
+        click.echo(
+            f"note: DAGSTER_HOME is not set, so no Dagster partition was {'added' if add else 'removed'}; "
+            f"the onboarding sensor {'adds' if add else 'removes'} it, or set DAGSTER_HOME and run this again.",
+            err=True,
+        )
+        return
+    from st_pipeline.defs.partitions import add_tenant_partition, remove_tenant_partition
+
+    with _dagster_instance(settings) as instance:
+        if add:
+            changed = add_tenant_partition(instance, tenant_id)
+            click.echo(f"Dagster partition {tenant_id} {'added' if changed else 'already present'}.")
+        else:
+            changed = remove_tenant_partition(instance, tenant_id)
+            click.echo(f"Dagster partition {tenant_id} {'removed' if changed else 'was not present'}.")
+
+
+def _partition_state(settings: Settings, tenant_id: int) -> str:
+    if settings.dagster_home is None:
+        return "unknown (DAGSTER_HOME is not set)"
+    from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
+
+    with _dagster_instance(settings) as instance:
+        present = instance.has_dynamic_partition(TENANT_PARTITIONS_NAME, str(tenant_id))
+    return "present" if present else "missing (the onboarding sensor adds it for an enabled tenant)"
+
+
+# -- warehouse -----------------------------------------------------------------------------------
 
 
 @main.group()
@@ -130,21 +449,95 @@ def db_upgrade() -> None:
     from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
     from st_pipeline.warehouse.schema import current_revision, upgrade
 
-    engine = create_warehouse_engine()
-    before = current_revision(engine)
-    upgrade(engine)
-    click.echo(f"warehouse {describe_url(engine)}: schema {before or 'empty'} → {current_revision(engine)}")
+    engine = create_warehouse_engine(load_settings().warehouse_database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        click.echo(f"warehouse {describe_url(engine)}: schema {before or 'empty'} → {current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@main.group()
+def access() -> None:
+    """Per-tenant read access to a PostgreSQL warehouse for BI roles (row-level security)."""
+
+
+@access.command("grant")
+@tenant_option()
+@click.option("--role", required=True, help="An existing PostgreSQL role (a BI login or group).")
+def access_grant(tenant_id: int, role: str) -> None:
+    """Let ROLE read the rows of the tenant in every raw (and later hub and mart) table."""
+    from st_pipeline.warehouse import access as warehouse_access
+
+    _with_warehouse_and_audit(lambda engine: warehouse_access.grant(engine, role, tenant_id),
+                              "access grant", tenant_id, f"role {role!r} may read this tenant's rows")
+    click.echo(f"role {role} can read tenant {tenant_id}'s rows.")
+
+
+@access.command("revoke")
+@tenant_option(required=False, help="Only this tenant (default: every tenant of the role).")
+@click.option("--role", required=True)
+def access_revoke(tenant_id: int | None, role: str) -> None:
+    """Take back ROLE's access to one tenant, or to all."""
+    from st_pipeline.warehouse import access as warehouse_access
+
+    removed = _with_warehouse_and_audit(lambda engine: warehouse_access.revoke(engine, role, tenant_id),
+                                        "access revoke", tenant_id, f"role {role!r} access revoked")
+    click.echo(f"{removed} grant(s) of role {role} revoked.")
+
+
+@access.command("list")
+def access_list() -> None:
+    """Which role reads which tenant."""
+    from st_pipeline.warehouse import access as warehouse_access
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+
+    url = load_settings().warehouse_database_url
+    warehouse_access.require_postgresql(url)
+    engine = create_warehouse_engine(url)
+    try:
+        grants = warehouse_access.grants(engine)
+    finally:
+        engine.dispose()
+    if not grants:
+        click.echo("no grants; `st-pipeline access grant --tenant ID --role ROLE` adds one")
+        return
+    click.echo(f"{'role':32} {'tenant id':>19}  granted (UTC)")
+    for g in grants:
+        click.echo(f"{g.role:32} {g.tenant_id:>19}  {g.granted_at:%Y-%m-%d %H:%M}")
+
+
+def _with_warehouse_and_audit(action: Any, command: str, tenant_id: int | None, detail: str) -> Any:
+    from st_pipeline.tenants.registry import write_audit
+    from st_pipeline.warehouse.access import require_postgresql
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+
+    settings = load_settings()
+    require_postgresql(settings.warehouse_database_url)
+    engine = create_warehouse_engine(settings.warehouse_database_url)
+    try:
+        result = action(engine)
+    finally:
+        engine.dispose()
+    with _registry(settings) as registry, registry.engine.begin() as conn:
+        write_audit(conn, _change(command), tenant_id, detail)
+    return result
 
 
 @main.command("sync-log")
-@click.option("--tenant", "tenant_id", type=int, required=True)
-@click.option("--limit", default=30, show_default=True)
+@tenant_option()
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 100_000))
 def sync_log(tenant_id: int, limit: int) -> None:
     """What the latest syncs of a tenant did, newest first."""
     from st_pipeline.sync.state import read_log
     from st_pipeline.warehouse.engine import create_warehouse_engine
 
-    rows = read_log(create_warehouse_engine(), tenant_id, limit=limit)
+    engine = create_warehouse_engine(load_settings().warehouse_database_url)
+    try:
+        rows = read_log(engine, tenant_id, limit=limit)
+    finally:
+        engine.dispose()
     if not rows:
         click.echo(f"no syncs logged for tenant {tenant_id}")
         return
@@ -157,8 +550,11 @@ def sync_log(tenant_id: int, limit: int) -> None:
         )
 
 
+# -- catalogue -----------------------------------------------------------------------------------
+
+
 @main.group("endpoints", invoke_without_command=True)
-@click.option("--tenant", "tenant_id", type=int, help="Show what is enabled for this tenant.")
+@tenant_option(required=False, help="Show what is enabled for this tenant.")
 @click.option("--module", help="Only this module.")
 @click.pass_context
 def endpoints(ctx: click.Context, tenant_id: int | None, module: str | None) -> None:
@@ -168,10 +564,11 @@ def endpoints(ctx: click.Context, tenant_id: int | None, module: str | None) -> 
     from st_pipeline.servicetitan.catalogue import load_catalogue
     from st_pipeline.tenants.endpoint_selection import EndpointSelection
 
+    settings = load_settings()
     catalogue = load_catalogue()
     datasets = [d for d in catalogue.datasets.values() if module in (None, d.module)]
-    selection = EndpointSelection(TenantRegistry.from_url().engine)
-    decisions = selection.decide(datasets, tenant_id)
+    with _registry(settings) as registry:
+        decisions = EndpointSelection(registry.engine, settings.disabled_endpoints).decide(datasets, tenant_id)
     click.echo(f"{'module':22} {'dataset':48} {'kind':7} {'cursor':20} enabled")
     for dataset in datasets:
         endpoint = dataset.extraction_endpoint
@@ -192,21 +589,21 @@ def endpoints(ctx: click.Context, tenant_id: int | None, module: str | None) -> 
 
 
 def _set_flag(target: str, tenant_id: int | None, enabled: bool, reason: str | None) -> None:
-    from st_pipeline.tenants.endpoint_selection import EndpointSelection, UnknownTargetError
+    from st_pipeline.tenants.endpoint_selection import EndpointSelection
 
-    try:
-        EndpointSelection(TenantRegistry.from_url().engine).set(
-            target, enabled=enabled, tenant_id=tenant_id, reason=reason
+    settings = load_settings()
+    command = f"endpoints {'enable' if enabled else 'disable'}"
+    with _registry(settings) as registry:
+        EndpointSelection(registry.engine, settings.disabled_endpoints).set(
+            target, enabled=enabled, tenant_id=tenant_id, reason=reason, change=_change(command)
         )
-    except UnknownTargetError as exc:
-        _fail(str(exc))
-    who = f"tenant {tenant_id}" if tenant_id else "every tenant"
+    who = f"tenant {tenant_id}" if tenant_id is not None else "every tenant"
     click.echo(f"{target} {'enabled' if enabled else 'disabled'} for {who}.")
 
 
 @endpoints.command("disable")
 @click.argument("target")
-@click.option("--tenant", "tenant_id", type=int, help="Only for this tenant (default: every tenant).")
+@tenant_option(required=False, help="Only for this tenant (default: every tenant).")
 @click.option("--reason", help="Why, shown by `st-pipeline endpoints`.")
 def endpoints_disable(target: str, tenant_id: int | None, reason: str | None) -> None:
     """Stop extracting TARGET (a module like `payroll` or a dataset like `crm/leads`)."""
@@ -215,10 +612,13 @@ def endpoints_disable(target: str, tenant_id: int | None, reason: str | None) ->
 
 @endpoints.command("enable")
 @click.argument("target")
-@click.option("--tenant", "tenant_id", type=int, help="Only for this tenant (default: every tenant).")
+@tenant_option(required=False, help="Only for this tenant (default: every tenant).")
 def endpoints_enable(target: str, tenant_id: int | None) -> None:
     """Extract TARGET again (overrides a broader disable)."""
     _set_flag(target, tenant_id, True, None)
+
+
+# -- simulator and demo --------------------------------------------------------------------------
 
 
 @main.command("simulator")
@@ -226,7 +626,7 @@ def endpoints_enable(target: str, tenant_id: int | None) -> None:
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same data.")
 @click.option("--scale", default=1.0, show_default=True, type=float, help="Volume multiplier (1.0 ≈ 10k records).")
-@click.option("--tenant", "tenant_ids", multiple=True, type=int, default=(1001,), show_default=True)
+@click.option("--tenant", "tenant_ids", multiple=True, type=_TenantId(), default=(1001,), show_default=True)
 def simulator(host: str, port: int, seed: int, scale: float, tenant_ids: tuple[int, ...]) -> None:
     """Serve a ServiceTitan API simulator on HOST:PORT until interrupted."""
     from st_pipeline.simulator import Simulator, SimulatorConfig

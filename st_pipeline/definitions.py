@@ -1,11 +1,15 @@
-"""The Dagster code location: ``dagster dev -m st_pipeline.definitions`` (see workspace.yaml)."""
+"""The Dagster code location: ``dagster dev -m st_pipeline.definitions`` (see workspace.yaml).
+
+The deployment's configuration is read and validated once, when the code location loads: a wrong
+or missing variable stops it with a message naming the variable.
+"""
 
 import dagster as dg
 
-from st_pipeline.defs.freshness import freshness_checks, freshness_job, freshness_schedule
+from st_pipeline.defs.freshness import build_freshness_schedule, freshness_checks, freshness_job
 from st_pipeline.defs.raw_assets import raw_assets
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
-from st_pipeline.defs.schedules import reconcile_job, sync_job, tenant_reconcile_schedule, tenant_sync_schedule
+from st_pipeline.defs.schedules import build_reconcile_schedule, build_sync_schedule, reconcile_job, sync_job
 from st_pipeline.defs.sensors import (
     AlertingResource,
     check_failure_alert_sensor,
@@ -14,23 +18,43 @@ from st_pipeline.defs.sensors import (
     stale_tenant_sensor,
     tenant_onboarding_sensor,
 )
+from st_pipeline.settings import Settings, SettingsError, load_settings
 
-defs = dg.Definitions(
-    assets=[raw_assets],
-    asset_checks=[freshness_checks],
-    jobs=[sync_job, reconcile_job, freshness_job],
-    schedules=[tenant_sync_schedule, tenant_reconcile_schedule, freshness_schedule],
-    sensors=[
-        tenant_onboarding_sensor,
-        run_failure_alert_sensor,
-        run_recovery_sensor,
-        check_failure_alert_sensor,
-        stale_tenant_sensor,
-    ],
-    resources={
-        "servicetitan": ServiceTitanResource(),
-        "tenant_registry": TenantRegistryResource(),
-        "warehouse": WarehouseResource(),
-        "alerting": AlertingResource(),
-    },
-)
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Assets, checks, jobs, schedules (on the configured crons), sensors and resources."""
+    from dagster._utils.schedules import is_valid_cron_string
+
+    for variable, cron in (
+        ("ST_PIPELINE_SYNC_CRON", settings.sync_cron),
+        ("ST_PIPELINE_RECONCILE_CRON", settings.reconcile_cron),
+        ("ST_PIPELINE_FRESHNESS_CRON", settings.freshness_cron),
+    ):
+        if not is_valid_cron_string(cron):
+            raise SettingsError(f"{variable} is not a cron expression (e.g. '0 * * * *' for hourly)")
+    return dg.Definitions(
+        assets=[raw_assets],
+        asset_checks=[freshness_checks],
+        jobs=[sync_job, reconcile_job, freshness_job],
+        schedules=[
+            build_sync_schedule(settings.sync_cron),
+            build_reconcile_schedule(settings.reconcile_cron),
+            build_freshness_schedule(settings.freshness_cron),
+        ],
+        sensors=[
+            tenant_onboarding_sensor,
+            run_failure_alert_sensor,
+            run_recovery_sensor,
+            check_failure_alert_sensor,
+            stale_tenant_sensor,
+        ],
+        resources={
+            "servicetitan": ServiceTitanResource(),
+            "tenant_registry": TenantRegistryResource(),
+            "warehouse": WarehouseResource(),
+            "alerting": AlertingResource(),
+        },
+    )
+
+
+defs = build_definitions(load_settings())

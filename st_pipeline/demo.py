@@ -16,13 +16,13 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from st_pipeline.home import home_dir
+from st_pipeline.home import create_private_file, ensure_private_dir, secure_home
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, Dataset, load_catalogue
-from st_pipeline.servicetitan.settings import ApiSettings
+from st_pipeline.settings import load_settings
 from st_pipeline.simulator import Simulator, SimulatorConfig
-from st_pipeline.tenants.crypto import SecretBox, generate_key
+from st_pipeline.tenants.crypto import generate_key
 from st_pipeline.tenants.onboarding import add_tenant
-from st_pipeline.tenants.registry import TenantRegistry
+from st_pipeline.tenants.registry import Change, TenantRegistry
 from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
@@ -32,19 +32,20 @@ _LOCAL_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
 
 def prepare_local_environment() -> dict[str, str]:
-    """Environment for a local run: state in ST_PIPELINE_HOME, a local key file, a SQLite Dagster instance."""
-    home = home_dir()
+    """Environment for a local run: state in ST_PIPELINE_HOME, a local key file, a SQLite Dagster instance.
+
+    Everything is created owner-only, and so is what Dagster writes under the instance (umask 077).
+    """
+    os.umask(0o077)
+    settings = load_settings()
+    home = secure_home(settings.home)
     env: dict[str, str] = {"ST_PIPELINE_HOME": str(home)}
-    if not os.environ.get("ST_PIPELINE_SECRET_KEYS"):
+    if settings.secret_keys is None:
         key_file = home / "secret.key"
-        if not key_file.exists():
-            key_file.write_text(generate_key() + "\n")
-            key_file.chmod(0o600)
+        create_private_file(key_file, (generate_key() + "\n").encode())
         env["ST_PIPELINE_SECRET_KEYS_FILE"] = str(key_file)
-    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster")
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        (dagster_home / "dagster.yaml").write_text(_LOCAL_DAGSTER_YAML)
+    dagster_home = ensure_private_dir(settings.dagster_home or home / "dagster")
+    create_private_file(dagster_home / "dagster.yaml", _LOCAL_DAGSTER_YAML.encode())
     env["DAGSTER_HOME"] = str(dagster_home)
     os.environ.update(env)
     return env
@@ -56,23 +57,28 @@ def run_demo(*, port: int, scale: float) -> int:
     datasets = load_catalogue().extracted_datasets()
     with Simulator(config, port=port) as sim:
         env.update(
+            SERVICETITAN_ENVIRONMENT="custom",
             SERVICETITAN_API_URL=sim.url,
             SERVICETITAN_AUTH_URL=sim.auth_url,
             SERVICETITAN_APP_KEY=config.app_key,
         )
         os.environ.update(env)
+        settings = load_settings()
         print(f"simulator on {sim.url}; state in {env['ST_PIPELINE_HOME']}")
 
         demo_tenant = config.tenants[0]
-        registry = TenantRegistry.from_url(secret_box=SecretBox.from_env())
-        add_tenant(
-            registry,
-            ApiSettings.resolve(),
-            tenant_id=demo_tenant.tenant_id,
-            name="Demo Heating & Air",
-            client_id=demo_tenant.client_id,
-            client_secret=SecretStr(demo_tenant.client_secret),
-        )
+        registry = TenantRegistry.open(settings)
+        if demo_tenant.tenant_id not in {t.tenant_id for t in registry.list()}:
+            add_tenant(
+                registry,
+                settings.api(),
+                tenant_id=demo_tenant.tenant_id,
+                name="Demo Heating & Air",
+                client_id=demo_tenant.client_id,
+                client_secret=SecretStr(demo_tenant.client_secret),
+                change=Change("demo"),
+            )
+        registry.close()
         import dagster as dg
 
         from st_pipeline.defs.partitions import add_tenant_partition
@@ -81,21 +87,20 @@ def run_demo(*, port: int, scale: float) -> int:
             add_tenant_partition(instance, DEMO_TENANT_ID)
         print(f"tenant {DEMO_TENANT_ID} registered; materializing every asset through Dagster …")
 
-        warehouse_engine = create_warehouse_engine()
+        warehouse_engine = create_warehouse_engine(settings.warehouse_database_url)
         upgrade(warehouse_engine)  # what `st-pipeline db upgrade` does
         warehouse_engine.dispose()
         dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
         completed = subprocess.run(
             [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "*",
              "--partition", str(DEMO_TENANT_ID)],
-            env={**os.environ, **env},
             check=False,
         )
         if completed.returncode != 0:
             print("the Dagster run failed; see its log above", file=sys.stderr)
             return completed.returncode
 
-        engine = create_warehouse_engine()
+        engine = create_warehouse_engine(settings.warehouse_database_url)
         expected = sim.record_counts(DEMO_TENANT_ID)
         print(f"\nwarehouse {describe_url(engine)}, tenant {DEMO_TENANT_ID}:")
         all_equal = _print_counts(engine, datasets, expected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,10 @@ import sqlalchemy as sa
 from dagster._core.storage.defs_state.base import DefsStateStorage
 
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS
+from st_pipeline.settings import Settings
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
+from st_pipeline_tests.alerts.conftest import HttpReceiver
 
 # A secret that must never show up anywhere but the encrypted registry and the simulator.
 CANARY_SECRET = "cs1.CANARY-7f3e9a1c-never-log-me"
@@ -23,18 +25,8 @@ TENANT_B = SimulatedTenant(tenant_id=4202, client_id="cid.tenant-b", client_secr
 
 POSTGRES_ADMIN_URL = os.environ.get("ST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
-_ENV_VARS = (
-    "ST_PIPELINE_HOME",
-    "ST_PIPELINE_WAREHOUSE_URL",
-    "ST_PIPELINE_REGISTRY_URL",
-    "ST_PIPELINE_SECRET_KEYS",
-    "ST_PIPELINE_SECRET_KEYS_FILE",
-    "SERVICETITAN_ENVIRONMENT",
-    "SERVICETITAN_API_URL",
-    "SERVICETITAN_AUTH_URL",
-    "SERVICETITAN_APP_KEY",
-    "DAGSTER_HOME",
-)
+# Every variable of the deployment's configuration: a test starts with none of them set.
+_ENV_VARS = tuple(Settings.variables())
 
 
 @pytest.fixture(autouse=True)
@@ -83,10 +75,35 @@ def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def api_env(local_env: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> Simulator:
     """SERVICETITAN_* variables pointing at the shared simulator."""
+    point_at_simulator(monkeypatch, simulator)
+    return simulator
+
+
+def point_at_simulator(monkeypatch: pytest.MonkeyPatch, simulator: Simulator) -> None:
+    """The deployment's ServiceTitan variables for ``simulator`` (a custom location, opted into)."""
+    monkeypatch.setenv("SERVICETITAN_ENVIRONMENT", "custom")
     monkeypatch.setenv("SERVICETITAN_API_URL", simulator.url)
     monkeypatch.setenv("SERVICETITAN_AUTH_URL", simulator.auth_url)
     monkeypatch.setenv("SERVICETITAN_APP_KEY", simulator.config.app_key)
-    return simulator
+
+
+@pytest.fixture()
+def fresh_postgres() -> Iterator[Callable[[], str]]:
+    """Makes new, empty PostgreSQL databases on demand (URL each); all dropped after the test."""
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    names: list[str] = []
+
+    def create() -> str:
+        names.append(f"st_pipeline_test_{uuid.uuid4().hex[:12]}")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{names[-1]}"'))
+        return admin.url.set(database=names[-1]).render_as_string(hide_password=False)
+
+    yield create
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +120,13 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture()
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpReceiver]:
+    """A real local HTTP receiver, configured as the JSON-webhook alert channel."""
+    server = HttpReceiver()
+    server.start()
+    monkeypatch.setenv("ST_PIPELINE_ALERT_WEBHOOK_URL", server.url("/hooks/alerts"))
+    yield server
+    server.stop()

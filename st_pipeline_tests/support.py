@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import sqlalchemy as sa
@@ -13,47 +16,83 @@ from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.timestamps import parse_timestamp
+from st_pipeline.settings import load_settings
 from st_pipeline.simulator import SimulatedTenant, Simulator
-from st_pipeline.tenants.registry import TenantRegistry
+from st_pipeline.tenants.registry import Change, TenantRegistry
 from st_pipeline.warehouse.loader import content_key
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 
+TEST_CHANGE = Change("test", actor="pytest")
 
-def register_tenants(registry_url: str, *tenants: SimulatedTenant) -> None:
-    registry = TenantRegistry.from_url(registry_url)
+
+@contextmanager
+def deployment(registry_url: str | None = None, warehouse_url: str | None = None) -> Iterator[None]:
+    """The deployment's registry and warehouse URLs (environment variables), for the block's duration.
+
+    They are deployment configuration: resources read them from the environment, never from config.
+    """
+    wanted = {"ST_PIPELINE_REGISTRY_URL": registry_url, "ST_PIPELINE_WAREHOUSE_URL": warehouse_url}
+    saved = {name: os.environ.get(name) for name in wanted}
+    try:
+        for name, value in wanted.items():
+            if value is not None:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def open_registry(registry_url: str | None = None) -> TenantRegistry:
+    """The registry at ``registry_url`` (default: the environment's), with the environment's keys."""
+    with deployment(registry_url=registry_url):
+        return TenantRegistry.open(load_settings())
+
+
+def register_tenants(registry_url: str | None, *tenants: SimulatedTenant) -> None:
+    registry = open_registry(registry_url)
     for t in tenants:
-        registry.save(t.tenant_id, f"tenant {t.tenant_id}", t.client_id, SecretStr(t.client_secret))
+        registry.add(t.tenant_id, f"tenant {t.tenant_id}", t.client_id, SecretStr(t.client_secret), change=TEST_CHANGE)
+    registry.close()
 
 
 def materialize_tenant(
     instance: dg.DagsterInstance,
     tenant_id: int,
-    registry_url: str,
-    warehouse_url: str,
+    registry_url: str | None = None,
+    warehouse_url: str | None = None,
     *,
     run_config: dict | None = None,
     raise_on_error: bool = True,
     datasets: list[str] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Upgrade the warehouse schema, add the partition, materialize every raw asset of the tenant."""
-    engine = sa.create_engine(warehouse_url)
-    upgrade(engine)
-    engine.dispose()
-    add_tenant_partition(instance, tenant_id)
-    return dg.materialize(
-        [raw_assets],
-        selection=[raw_asset_key(load_catalogue().dataset(key)) for key in datasets] if datasets else None,
-        partition_key=str(tenant_id),
-        instance=instance,
-        resources={
-            "servicetitan": ServiceTitanResource(),
-            "tenant_registry": TenantRegistryResource(url=registry_url),
-            "warehouse": WarehouseResource(url=warehouse_url),
-        },
-        run_config=run_config,
-        raise_on_error=raise_on_error,
-    )
+    """Upgrade the warehouse schema, add the partition, materialize every raw asset of the tenant.
+
+    ``registry_url`` and ``warehouse_url`` (default: the environment's) are set as the deployment's
+    variables for the run.
+    """
+    with deployment(registry_url, warehouse_url):
+        engine = sa.create_engine(load_settings().warehouse_database_url)
+        upgrade(engine)
+        engine.dispose()
+        add_tenant_partition(instance, tenant_id)
+        return dg.materialize(
+            [raw_assets],
+            selection=[raw_asset_key(load_catalogue().dataset(key)) for key in datasets] if datasets else None,
+            partition_key=str(tenant_id),
+            instance=instance,
+            resources={
+                "servicetitan": ServiceTitanResource(),
+                "tenant_registry": TenantRegistryResource(),
+                "warehouse": WarehouseResource(),
+            },
+            run_config=run_config,
+            raise_on_error=raise_on_error,
+        )
 
 
 def assert_warehouse_equals_ground_truth(
@@ -95,9 +134,54 @@ def assert_warehouse_equals_ground_truth(
 def prepared_warehouse(url: str, datasets: list[Dataset]) -> sa.Engine:
     """A warehouse engine at the current schema revision, with the raw tables of ``datasets``."""
     from st_pipeline.warehouse.engine import create_warehouse_engine
-    from st_pipeline.warehouse.tables import ensure_raw_tables
+    from st_pipeline.warehouse.schema import ensure_raw_tables
 
     engine = create_warehouse_engine(url)
     upgrade(engine)
     ensure_raw_tables(engine, datasets)
     return engine
+
+
+class TrapListener:
+    """A TCP listener on 127.0.0.1 that records every connection and what it was sent.
+
+    Stands for "somewhere else" a secret or data must never be sent: tests point hostile
+    configuration at it and assert it heard nothing.
+    """
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self.received: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="trap-listener", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._socket.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    self.received.append(conn.recv(65536) or b"<connected>")
+                except OSError:
+                    self.received.append(b"<connected>")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._socket.close()
+        self._thread.join(timeout=5)

@@ -32,7 +32,7 @@ def cli_env(local_env: Path, api_env: Simulator) -> dict[str, str]:
 def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: Simulator, local_env: Path) -> None:
     st_pipeline = str(BIN / "st-pipeline")
     added = _run(
-        [st_pipeline, "tenant", "add", "--tenant-id", str(TENANT_A.tenant_id), "--name", "Tenant A",
+        [st_pipeline, "tenant", "add", "--tenant", str(TENANT_A.tenant_id), "--name", "Tenant A",
          "--client-id", TENANT_A.client_id],
         cli_env,
         stdin=CANARY_SECRET + "\n",
@@ -43,7 +43,7 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
     assert str(TENANT_A.tenant_id) in listed.stdout and "Tenant A" in listed.stdout
 
     upgraded = _run([st_pipeline, "db", "upgrade"], cli_env)
-    assert upgraded.returncode == 0 and "empty → 0002" in upgraded.stdout, upgraded.stderr
+    assert upgraded.returncode == 0 and "empty → 0003" in upgraded.stdout, upgraded.stderr
     dagster = shutil.which("dagster", path=str(BIN))
     materialized = _run(
         [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "*",
@@ -61,12 +61,13 @@ def test_tenant_add_with_wrong_secret_is_clear_and_stores_nothing(cli_env: dict[
     wrong = "cs1.WRONG-" + CANARY_SECRET
     env = {**cli_env, "TENANT_SECRET": wrong}
     added = _run(
-        [st_pipeline, "tenant", "add", "--tenant-id", str(TENANT_A.tenant_id), "--name", "Tenant A",
+        [st_pipeline, "tenant", "add", "--tenant", str(TENANT_A.tenant_id), "--name", "Tenant A",
          "--client-id", TENANT_A.client_id, "--client-secret-env", "TENANT_SECRET"],
         env,
     )
     assert added.returncode == 1
     assert "rejected client id" in added.stderr and "nothing was stored" in added.stderr
+    assert added.stderr.count("\n") == 1 and "Traceback" not in added.stderr
     assert wrong not in added.stdout + added.stderr
     listed = _run([st_pipeline, "tenant", "list"], cli_env)
     assert "no tenants registered" in listed.stdout
@@ -75,7 +76,7 @@ def test_tenant_add_with_wrong_secret_is_clear_and_stores_nothing(cli_env: dict[
 def test_tenant_add_without_encryption_key_stores_nothing(cli_env: dict[str, str]) -> None:
     env = {k: v for k, v in cli_env.items() if k != "ST_PIPELINE_SECRET_KEYS"}
     added = _run(
-        [str(BIN / "st-pipeline"), "tenant", "add", "--tenant-id", "1", "--name", "x", "--client-id", "cid.x"],
+        [str(BIN / "st-pipeline"), "tenant", "add", "--tenant", "1", "--name", "x", "--client-id", "cid.x"],
         env,
         stdin="cs1.secret\n",
     )

@@ -7,10 +7,6 @@ class AlertError(Exception):
     """Base class of every alerting error."""
 
 
-class AlertConfigError(AlertError):
-    """The alert channels are configured wrongly; the message names the variable to fix."""
-
-
 class AlertDeliveryError(AlertError):
     """One or more channels could not deliver a message.
 

@@ -10,7 +10,7 @@ from email.utils import formatdate, make_msgid
 
 from st_pipeline.alerts.errors import AlertDeliveryError
 from st_pipeline.alerts.model import AlertMessage
-from st_pipeline.alerts.redaction import redact, register_secret
+from st_pipeline.redaction import redact, register_secret
 
 SUBJECT_PREFIX = "[st_pipeline]"
 

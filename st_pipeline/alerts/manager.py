@@ -14,7 +14,7 @@ from st_pipeline.alerts.config import dagster_run_link
 from st_pipeline.alerts.errors import AlertDeliveryError
 from st_pipeline.alerts.incidents import INCIDENT_KEY_MAX_LENGTH, Incident, incidents_table, metadata
 from st_pipeline.alerts.model import INCIDENT_RESOLVED, Alert, AlertMessage
-from st_pipeline.alerts.redaction import redact
+from st_pipeline.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class AlertManager:
 
     def _prepared(self, alert: Alert) -> Alert:
         link = alert.link
-        if link is None and alert.run_id:
+        if link is None and alert.run_id and self._ui_base_url:
             link = dagster_run_link(alert.run_id, self._ui_base_url)
         return Alert(
             incident_key=alert.incident_key,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from st_pipeline.alerts.redaction import redact
+from st_pipeline.redaction import redact
 
 Event = Literal["incident_opened", "incident_resolved"]
 

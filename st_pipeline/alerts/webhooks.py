@@ -9,7 +9,7 @@ import httpx
 from st_pipeline.alerts.channels import is_http_url, public_origin
 from st_pipeline.alerts.errors import AlertDeliveryError
 from st_pipeline.alerts.model import AlertMessage
-from st_pipeline.alerts.redaction import redact, register_secret
+from st_pipeline.redaction import redact, register_secret
 
 # Slack refuses section texts longer than this.
 _SLACK_SECTION_LIMIT = 3000

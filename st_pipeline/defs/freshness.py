@@ -10,7 +10,6 @@ The alert for a stale tenant comes once per tenant from ``stale_tenant_sensor``,
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
-import os
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
@@ -18,12 +17,11 @@ import dagster as dg
 from st_pipeline.defs.raw_assets import raw_asset_key
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
-from st_pipeline.sync.freshness import SyncHistory, assess_datasets, freshness_sla
+from st_pipeline.sync.freshness import SyncHistory, assess_datasets
 from st_pipeline.warehouse.engine import describe_url
 from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema
 
 FRESHNESS_CHECK = "freshness"
-FRESHNESS_CRON = os.environ.get("ST_PIPELINE_FRESHNESS_CRON", "15 * * * *")
 
 
 def build_freshness_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinition:
@@ -43,15 +41,13 @@ def build_freshness_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinit
         tenant_registry: TenantRegistryResource,
         warehouse: WarehouseResource,
     ) -> Iterator[dg.AssetCheckResult]:
-        sla = freshness_sla()
+        sla = tenant_registry.settings.freshness_sla
         engine = warehouse.engine()
         try:
             check_schema(engine, describe_url(engine))
-            history = SyncHistory.read(engine)
         except SchemaOutOfDateError as exc:
             raise dg.Failure(str(exc)) from None
-        finally:
-            engine.dispose()
+        history = SyncHistory.read(engine)
         selected = [by_key[check_key.asset_key] for check_key in context.selected_asset_check_keys]
         tenants = tenant_registry.registry().list(enabled_only=True)
         selection = tenant_registry.endpoint_selection()
@@ -92,10 +88,14 @@ freshness_job = dg.define_asset_job(
     description="Evaluates the freshness check of every raw asset over all enabled tenants.",
 )
 
-freshness_schedule = dg.ScheduleDefinition(
-    name="freshness_check_schedule",
-    job=freshness_job,
-    cron_schedule=FRESHNESS_CRON,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Evaluates the freshness checks of the raw assets.",
-)
+
+
+def build_freshness_schedule(cron: str) -> dg.ScheduleDefinition:
+    """The freshness checks on ``cron`` (``ST_PIPELINE_FRESHNESS_CRON``)."""
+    return dg.ScheduleDefinition(
+        name="freshness_check_schedule",
+        job=freshness_job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Evaluates the freshness checks of the raw assets.",
+    )

@@ -14,12 +14,15 @@ from st_pipeline.defs.checks import DEFAULT_QUARANTINE_ERROR_RATIO, evaluate, ra
 from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
+from st_pipeline.redaction import redact
 from st_pipeline.servicetitan.errors import MissingScopeError, ServiceTitanError
+from st_pipeline.settings import SettingsError
 from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
+from st_pipeline.tenants.crypto import SecretKeyError
 from st_pipeline.tenants.registry import UnknownTenantError
 from st_pipeline.warehouse.engine import describe_url
-from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema
-from st_pipeline.warehouse.tables import ensure_raw_tables, raw_table_name
+from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema, ensure_raw_tables
+from st_pipeline.warehouse.tables import raw_table_name
 
 
 FULL_REFRESH_TAG = "st_pipeline/full_refresh"
@@ -102,29 +105,33 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         tenant_id = tenant_id_of(context.partition_key)
-        try:
-            credentials = tenant_registry.registry().credentials(tenant_id)
-        except UnknownTenantError as exc:
-            raise dg.Failure(str(exc)) from None
-        requested = [by_key[key] for key in context.selected_asset_keys if key in by_key]
-        decisions = tenant_registry.endpoint_selection().decide(requested, tenant_id)
-        selected = [dataset for dataset in requested if decisions[dataset.key].enabled]
-        for dataset in requested:
-            if not decisions[dataset.key].enabled:
-                context.log.info(f"tenant {tenant_id} {dataset.key} skipped: {decisions[dataset.key].why}")
         engine = warehouse.engine()
         warehouse_name = describe_url(engine)
         try:
             check_schema(engine, warehouse_name)
         except SchemaOutOfDateError as exc:
             raise dg.Failure(str(exc)) from None
-        ensure_raw_tables(engine, selected)
+        try:
+            credentials = tenant_registry.registry().credentials(tenant_id)
+            client = servicetitan.client(credentials, tenant_registry.settings)  # URL rules checked here
+        except (UnknownTenantError, SecretKeyError, SettingsError, ServiceTitanError) as exc:
+            raise dg.Failure(
+                redact(str(exc)), metadata={"error_type": type(exc).__name__, "tenant_id": tenant_id},
+                allow_retries=False,
+            ) from None
+        requested = [by_key[key] for key in context.selected_asset_keys if key in by_key]
+        decisions = tenant_registry.endpoint_selection().decide(requested, tenant_id)
+        selected = [dataset for dataset in requested if decisions[dataset.key].enabled]
+        for dataset in requested:
+            if not decisions[dataset.key].enabled:
+                context.log.info(f"tenant {tenant_id} {dataset.key} skipped: {decisions[dataset.key].why}")
         full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
         options = SyncOptions(full_refresh=full_refresh, reconcile_deletes=config.reconcile_deletes)
         if full_refresh:
             context.log.info(f"tenant {tenant_id}: full refresh, saved cursors ignored")
         failures: list[str] = []
-        with servicetitan.client(credentials) as client:
+        with client:
+            ensure_raw_tables(engine, selected)
             try:
                 for result in sync_tenant(
                     client, engine, selected, run_id=context.run_id, concurrency=servicetitan.concurrency,
@@ -137,19 +144,19 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
                     ]
                     if isinstance(result.error, MissingScopeError):
                         # Not granted for this tenant: a warning, not a failure; the rest still syncs.
-                        context.log.warning(str(result.error))
+                        context.log.warning(redact(str(result.error)))
                         context.log_event(
                             dg.AssetObservation(
                                 asset_key=raw_asset_key(result.dataset),
                                 partition=context.partition_key,
-                                metadata={"skipped": "403 missing scope", "explanation": str(result.error)},
+                                metadata={"skipped": "403 missing scope", "explanation": redact(str(result.error))},
                             )
                         )
                         continue
                     if result.error is not None:
                         # The tenant's other datasets still load; the run fails at the end.
-                        context.log.error(str(result.error))
-                        failures.append(f"{result.dataset.key}: {result.error}")
+                        context.log.error(redact(str(result.error)))
+                        failures.append(redact(f"{result.dataset.key}: {result.error}"))
                         yield from checks
                         continue
                     context.log.info(
@@ -162,7 +169,7 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
                     yield from checks
             except ServiceTitanError as exc:
                 raise dg.Failure(
-                    str(exc),
+                    redact(str(exc)),
                     metadata={"error_type": type(exc).__name__, "tenant_id": tenant_id},
                     allow_retries=not exc.fatal_for_tenant,
                 ) from None
@@ -171,7 +178,6 @@ def build_raw_assets(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
                     f"tenant {tenant_id}: {client.stats.requests} API requests, {client.stats.retries} retries, "
                     f"{client.stats.throttled} throttled, {client.tokens.token_requests} token requests"
                 )
-        engine.dispose()
         if failures:
             raise dg.Failure(
                 f"{len(failures)} of {len(selected)} datasets failed for tenant {tenant_id}",

@@ -1,19 +1,27 @@
-"""Configurable resources: ServiceTitan API access, the tenant registry and the warehouse.
+"""Configurable resources: ServiceTitan API access, the tenant registry, the warehouse.
 
-Every field is optional and falls back to the environment variable documented in the README, so
-run config never needs (or shows) a secret.
+Where things are — API and token URLs, the app key, encryption keys, the warehouse and registry
+databases — is deployment configuration, read from the code server's environment by
+``st_pipeline.settings``; none of it is a resource field. Dagster lets run config override any
+resource field (even one set from an ``EnvVar``), and anyone who can launch a run must not be
+able to send a client secret or the data somewhere else. What a run may tune — pace, concurrency,
+timeouts — are the fields below, each bounded.
+
+The registry and warehouse resources open their database once per run or sensor tick
+(``setup_for_execution``) and dispose of it afterwards.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Dagster inspects the real type hints.
 
 import dagster as dg
 import sqlalchemy as sa
+from pydantic import Field, PrivateAttr
 
 from st_pipeline.servicetitan.auth import TenantCredentials
 from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
 from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND
 from st_pipeline.servicetitan.resilience import RetryPolicy
-from st_pipeline.servicetitan.settings import ApiSettings
+from st_pipeline.settings import Settings, load_settings
 from st_pipeline.sync.extract import DEFAULT_CONCURRENCY
 from st_pipeline.tenants.endpoint_selection import EndpointSelection
 from st_pipeline.tenants.registry import TenantRegistry
@@ -21,21 +29,20 @@ from st_pipeline.warehouse.engine import create_warehouse_engine
 
 
 class ServiceTitanResource(dg.ConfigurableResource):
-    """Where the API is (``SERVICETITAN_*`` variables by default) and how to reach it."""
+    """How a run talks to ServiceTitan (where it talks to is deployment configuration)."""
 
-    environment: str | None = None
-    api_url: str | None = None
-    auth_url: str | None = None
-    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
-    concurrency: int = DEFAULT_CONCURRENCY
-    timeout_s: float = 100.0
-    max_retry_attempts: int = 8
-    circuit_failure_threshold: int = 10
+    requests_per_second: float = Field(
+        default=DEFAULT_REQUESTS_PER_SECOND, gt=0, le=DEFAULT_REQUESTS_PER_SECOND,
+        description="Requests per second to ServiceTitan for this tenant, at most its published limit of 60.",
+    )
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=32, description="Datasets fetched at once.")
+    timeout_s: float = Field(default=100.0, gt=0, le=600, description="Timeout of one HTTP request, in seconds.")
+    max_retry_attempts: int = Field(default=8, ge=1, le=20, description="Attempts per request before giving up.")
+    circuit_failure_threshold: int = Field(
+        default=10, ge=1, le=1000, description="Consecutive failures that stop the tenant's requests for a while."
+    )
 
-    def settings(self) -> ApiSettings:
-        return ApiSettings.resolve(environment=self.environment, api_url=self.api_url, auth_url=self.auth_url)
-
-    def client(self, credentials: TenantCredentials) -> ServiceTitanClient:
+    def client(self, credentials: TenantCredentials, settings: Settings | None = None) -> ServiceTitanClient:
         """A client for one tenant with its own connection pool and token cache."""
         options = ClientOptions(
             requests_per_second=self.requests_per_second,
@@ -44,26 +51,54 @@ class ServiceTitanResource(dg.ConfigurableResource):
             circuit_failure_threshold=self.circuit_failure_threshold,
             max_connections=max(16, 2 * self.concurrency),
         )
-        return ServiceTitanClient(self.settings(), credentials, options=options)
+        return ServiceTitanClient((settings or load_settings()).api(), credentials, options=options)
 
 
 class TenantRegistryResource(dg.ConfigurableResource):
-    """The tenant registry (``ST_PIPELINE_REGISTRY_URL`` by default)."""
+    """The deployment's tenant registry (``ST_PIPELINE_REGISTRY_URL``), open for one run or tick."""
 
-    url: str | None = None
+    _settings: Settings | None = PrivateAttr(default=None)
+    _registry: TenantRegistry | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._settings = load_settings()
+        self._registry = TenantRegistry.open(self._settings)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise RuntimeError("TenantRegistryResource is used outside a run or sensor tick")
+        return self._settings
 
     def registry(self) -> TenantRegistry:
-        return TenantRegistry.from_url(self.url)
+        if self._registry is None:
+            raise RuntimeError("TenantRegistryResource is used outside a run or sensor tick")
+        return self._registry
 
     def endpoint_selection(self) -> EndpointSelection:
-        """Which datasets are enabled per tenant (flags live in the registry database)."""
-        return EndpointSelection(self.registry().engine)
+        """Which datasets are enabled per tenant (flags in the registry, ``ST_PIPELINE_DISABLED_ENDPOINTS``)."""
+        return EndpointSelection(self.registry().engine, self.settings.disabled_endpoints)
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The warehouse database (``ST_PIPELINE_WAREHOUSE_URL`` by default)."""
+    """The deployment's warehouse (``ST_PIPELINE_WAREHOUSE_URL``), open for one run or tick."""
 
-    url: str | None = None
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = create_warehouse_engine(load_settings().warehouse_database_url)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
     def engine(self) -> sa.Engine:
-        return create_warehouse_engine(self.url)
+        if self._engine is None:
+            raise RuntimeError("WarehouseResource is used outside a run or sensor tick")
+        return self._engine

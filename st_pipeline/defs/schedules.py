@@ -1,14 +1,13 @@
 """Schedules: an incremental sync of every enabled tenant, and a nightly reconciliation.
 
 ``ST_PIPELINE_SYNC_CRON`` (default hourly) and ``ST_PIPELINE_RECONCILE_CRON`` (default 02:30 UTC)
-set when they run. Each tick requests one run per tenant partition, with a run key per tick, so
+set when they run (``build_schedules``). Each tick requests one run per tenant partition, with a run key per tick, so
 a tick is never launched twice; disabled tenants and tenants whose credentials were rejected are
 skipped (with the reason in the tick's log).
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
-import os
 from collections.abc import Iterator
 
 import dagster as dg
@@ -19,8 +18,6 @@ from st_pipeline.defs.resources import TenantRegistryResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
 
 TENANT_TAG = "st_pipeline/tenant"
-SYNC_CRON = os.environ.get("ST_PIPELINE_SYNC_CRON", "0 * * * *")
-RECONCILE_CRON = os.environ.get("ST_PIPELINE_RECONCILE_CRON", "30 2 * * *")
 
 sync_job = dg.define_asset_job(
     "servicetitan_sync",
@@ -66,17 +63,27 @@ def tenant_run_requests(
         yield dg.SkipReason("no enabled tenant with a partition and working credentials")
 
 
-@dg.schedule(job=sync_job, cron_schedule=SYNC_CRON, default_status=dg.DefaultScheduleStatus.RUNNING)
-def tenant_sync_schedule(
-    context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
-) -> Iterator[dg.RunRequest | dg.SkipReason]:
-    """Incremental sync of every enabled tenant."""
-    yield from tenant_run_requests(context, tenant_registry, "sync")
+def build_sync_schedule(cron: str) -> dg.ScheduleDefinition:
+    """Incremental sync of every enabled tenant on ``cron`` (``ST_PIPELINE_SYNC_CRON``)."""
+
+    @dg.schedule(job=sync_job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING)
+    def tenant_sync_schedule(
+        context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
+    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+        """Incremental sync of every enabled tenant."""
+        yield from tenant_run_requests(context, tenant_registry, "sync")
+
+    return tenant_sync_schedule
 
 
-@dg.schedule(job=reconcile_job, cron_schedule=RECONCILE_CRON, default_status=dg.DefaultScheduleStatus.RUNNING)
-def tenant_reconcile_schedule(
-    context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
-) -> Iterator[dg.RunRequest | dg.SkipReason]:
-    """Nightly full scan of the datasets without export feed (deletes)."""
-    yield from tenant_run_requests(context, tenant_registry, "reconcile")
+def build_reconcile_schedule(cron: str) -> dg.ScheduleDefinition:
+    """Full read of the datasets without export feed on ``cron`` (``ST_PIPELINE_RECONCILE_CRON``)."""
+
+    @dg.schedule(job=reconcile_job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING)
+    def tenant_reconcile_schedule(
+        context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
+    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+        """Nightly full scan of the datasets without export feed (deletes)."""
+        yield from tenant_run_requests(context, tenant_registry, "reconcile")
+
+    return tenant_reconcile_schedule

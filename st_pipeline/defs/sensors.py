@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import sqlalchemy as sa
+from pydantic import PrivateAttr
 
 from st_pipeline.alerts import (
     AUTH_FAILURE,
@@ -19,7 +20,7 @@ from st_pipeline.alerts import (
     STALE_TENANT,
     Alert,
     AlertManager,
-    channels_from_env,
+    channels_from_settings,
     dagster_run_link,
 )
 from st_pipeline.defs.freshness import FRESHNESS_CHECK
@@ -27,24 +28,42 @@ from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partition
 from st_pipeline.defs.raw_assets import FULL_REFRESH_TAG
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import TENANT_TAG, sync_job
-from st_pipeline.sync.freshness import SyncHistory, freshness_sla, tenant_is_stale
+from st_pipeline.settings import Settings, load_settings
+from st_pipeline.sync.freshness import SyncHistory, tenant_is_stale
+from st_pipeline.tenants.registry import Change
 from st_pipeline.warehouse.tables import sync_log_table
 
 PARTITION_TAG = "dagster/partition"
 CREDENTIAL_ERRORS = {"InvalidClientError", "AuthenticationError"}
 
 
-class AlertingResource(dg.ConfigurableResource):
-    """Where alerts go: channels from the ``ST_PIPELINE_ALERT_*`` variables; incidents are kept in
-    the tenant registry database. ``ui_url`` (default ``ST_PIPELINE_UI_URL``) builds run links."""
+# Who the audit trail names for changes the sensors make.
+SENSOR_ACTOR = "dagster sensor"
 
-    ui_url: str | None = None
+
+class AlertingResource(dg.ConfigurableResource):
+    """Where alerts go: the channels of the ``ST_PIPELINE_ALERT_*`` variables, run links under
+    ``ST_PIPELINE_UI_URL`` (deployment configuration, like every destination); incidents are kept
+    in the tenant registry database."""
+
+    _settings: Settings | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._settings = load_settings()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise RuntimeError("AlertingResource is used outside a run or sensor tick")
+        return self._settings
 
     def manager(self, registry: TenantRegistryResource) -> AlertManager:
-        return AlertManager(registry.registry().engine, channels_from_env(), ui_base_url=self.ui_url)
+        return AlertManager(
+            registry.registry().engine, channels_from_settings(self.settings), ui_base_url=self.settings.ui_url
+        )
 
     def run_link(self, run_id: str) -> str:
-        return dagster_run_link(run_id, self.ui_url)
+        return dagster_run_link(run_id, self.settings.ui_url)
 
 
 @dg.sensor(job=sync_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -90,11 +109,14 @@ def run_failure_alert_sensor(
     reason = "\n".join(reasons) or context.failure_event.message or "the run failed"
     link = alerting.run_link(run.run_id)
     if tenant and error_types & CREDENTIAL_ERRORS:
-        tenant_registry.registry().flag_needs_credentials(int(tenant), reason[:500])
+        tenant_registry.registry().flag_needs_credentials(
+            int(tenant), reason[:500], change=Change("run_failure_alert_sensor", actor=SENSOR_ACTOR)
+        )
         manager.open(Alert(
             incident_key=f"{AUTH_FAILURE}:tenant={tenant}", kind=AUTH_FAILURE,
             title=f"tenant {tenant}: ServiceTitan rejected its credentials; syncs paused",
-            reason=reason + "\nRegister new credentials with `st-pipeline tenant add`; schedules resume then.",
+            reason=reason + f"\nStore new credentials with `st-pipeline tenant update-credentials --tenant {tenant}`; "
+            "schedules resume then.",
             tenant_id=int(tenant), run_id=run.run_id, link=link,
         ))
     manager.open(Alert(
@@ -169,13 +191,10 @@ def stale_tenant_sensor(
 ) -> dg.SkipReason | None:
     """A tenant whose last successful sync is older than ``ST_PIPELINE_FRESHNESS_SLA_HOURS`` → alert."""
     engine = warehouse.engine()
-    try:
-        if not sa.inspect(engine).has_table(sync_log_table.name):
-            return dg.SkipReason("the warehouse has no sync log yet (run `st-pipeline db upgrade`)")
-        history = SyncHistory.read(engine)
-    finally:
-        engine.dispose()
-    sla, now = freshness_sla(), datetime.now(UTC)
+    if not sa.inspect(engine).has_table(sync_log_table.name):
+        return dg.SkipReason("the warehouse has no sync log yet (run `st-pipeline db upgrade`)")
+    history = SyncHistory.read(engine)
+    sla, now = tenant_registry.settings.freshness_sla, datetime.now(UTC)
     manager = alerting.manager(tenant_registry)
     for tenant in tenant_registry.registry().list(enabled_only=True):
         synced = history.tenant_last_success(tenant.tenant_id)

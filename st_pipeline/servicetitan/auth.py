@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 
+from st_pipeline.redaction import register_secret
 from st_pipeline.servicetitan.errors import BadResponseError, InvalidClientError, ServiceTitanError
+from st_pipeline.servicetitan.settings import assert_may_carry_secret
 
 # Refresh this long before the advertised expiry, so a token never expires mid-request.
 DEFAULT_REFRESH_MARGIN_S = 60.0
@@ -41,6 +43,8 @@ class TokenProvider:
         clock: Callable[[], float] = time.monotonic,
         refresh_margin_s: float = DEFAULT_REFRESH_MARGIN_S,
     ) -> None:
+        assert_may_carry_secret(auth_url)
+        register_secret(credentials.client_secret)
         self._credentials = credentials
         self._auth_url = auth_url
         self._http = http
@@ -93,7 +97,8 @@ class TokenProvider:
             raise InvalidClientError(
                 f"the token endpoint rejected client id {self._credentials.client_id!r} ({error}); "
                 "the client id or secret is wrong or was revoked — ask the tenant's ServiceTitan admin "
-                "for new API credentials and register them again with `st-pipeline tenant add`",
+                "for new API credentials and store them with `st-pipeline tenant update-credentials "
+                f"--tenant {tenant_id}`",
                 tenant_id=tenant_id,
                 endpoint="token",
             )
@@ -111,6 +116,7 @@ class TokenProvider:
                 tenant_id=tenant_id,
                 endpoint="token",
             )
+        register_secret(token)
         return token, float(lifetime)
 
 

@@ -35,7 +35,7 @@ from st_pipeline.servicetitan.errors import (
 from st_pipeline.servicetitan.models import decode_response
 from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, shared_limiter
 from st_pipeline.servicetitan.resilience import CircuitBreaker, RetryPolicy, retry_after_s
-from st_pipeline.servicetitan.settings import ApiSettings
+from st_pipeline.servicetitan.settings import ApiSettings, assert_may_carry_secret
 
 # The largest page ServiceTitan serves on its paged list endpoints.
 MAX_PAGE_SIZE = 5000
@@ -106,6 +106,7 @@ class ServiceTitanClient:
         sleep: Callable[[float], None] = time.sleep,
         timeout_s: float | None = None,
     ) -> None:
+        assert_may_carry_secret(settings.api_url)  # requests carry the app key and a bearer token
         self.settings = settings
         self.tenant_id = credentials.tenant_id
         self.options = options

@@ -10,6 +10,7 @@ truth and the request counters to out-of-process demos and benchmarks; they need
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hmac
 import itertools
 import json
@@ -188,6 +189,10 @@ class Simulator:
         stores = self._tenant_data(tenant_id).stores
         return {key: len(stores[key]) for key in self._plan.served}
 
+    def issued_tokens(self, tenant_id: int | None = None) -> list[str]:
+        """Every access token the simulator has issued (to one tenant, or to all)."""
+        return self.tokens.issued(tenant_id)
+
     def expire_tokens(self, tenant_id: int | None = None) -> None:
         """Invalidate every token issued (to one tenant, or to all): the next call gets 401."""
         self.tokens.expire(tenant_id)
@@ -260,6 +265,14 @@ class Simulator:
             raise KeyError(f"tenant {tenant_id} is not configured")
         with self._revoked_lock:
             self._revoked = self._revoked - {tenant_id}
+
+    def set_client_secret(self, tenant_id: int, client_secret: str) -> None:
+        """The tenant's admin issued a new secret: from now on only it gets tokens."""
+        if tenant_id not in self._tenants:
+            raise KeyError(f"tenant {tenant_id} is not configured")
+        tenant = dataclasses.replace(self._tenants[tenant_id], client_secret=client_secret)
+        self._tenants = {**self._tenants, tenant_id: tenant}
+        self._clients = {**self._clients, tenant.client_id: tenant}
 
     def is_revoked(self, tenant_id: int) -> bool:
         """Whether the tenant's credentials are revoked."""

@@ -15,6 +15,7 @@ class TokenStore:
         self._clock = clock
         self._lifetime_s = lifetime_s
         self._tokens: dict[str, tuple[int, float]] = {}  # token → (tenant id, expires at)
+        self._issued: list[tuple[int, str]] = []  # every token ever issued, for tests that hunt for leaks
         self._lock = threading.Lock()
 
     def issue(self, tenant_id: int) -> str:
@@ -24,7 +25,13 @@ class TokenStore:
             if len(self._tokens) > 1000:
                 self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
             self._tokens[token] = (tenant_id, now + self._lifetime_s)
+            self._issued.append((tenant_id, token))
         return token
+
+    def issued(self, tenant_id: int | None = None) -> list[str]:
+        """Every token issued so far (to one tenant, or to all), oldest first."""
+        with self._lock:
+            return [token for owner, token in self._issued if tenant_id in (None, owner)]
 
     def tenant_of(self, token: str) -> int | None:
         """The tenant a valid token belongs to; ``None`` if it is unknown, revoked or expired."""

@@ -8,7 +8,6 @@ for the tenant) is left out: no sync can make it fresh.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,22 +18,6 @@ import sqlalchemy as sa
 from st_pipeline.sync.state import SKIPPED, SUCCEEDED
 from st_pipeline.tenants.registry import Tenant
 from st_pipeline.warehouse.tables import sync_log_table
-
-FRESHNESS_SLA_ENV = "ST_PIPELINE_FRESHNESS_SLA_HOURS"
-DEFAULT_FRESHNESS_SLA_HOURS = 6.0
-
-
-def freshness_sla() -> timedelta:
-    """The SLA from ``ST_PIPELINE_FRESHNESS_SLA_HOURS`` (hours, default 6)."""
-    raw = os.environ.get(FRESHNESS_SLA_ENV, str(DEFAULT_FRESHNESS_SLA_HOURS))
-    try:
-        hours = float(raw)
-    except ValueError:
-        raise ValueError(f"{FRESHNESS_SLA_ENV}={raw!r} is not a number of hours (e.g. 6 or 0.5)") from None
-    if hours < 0:
-        raise ValueError(f"{FRESHNESS_SLA_ENV}={raw!r} must not be negative")
-    return timedelta(hours=hours)
-
 
 @dataclass(frozen=True)
 class SyncHistory:

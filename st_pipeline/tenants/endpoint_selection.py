@@ -8,7 +8,6 @@ set with ``st-pipeline endpoints enable|disable`` — then ``ST_PIPELINE_DISABLE
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,20 +15,9 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
-from st_pipeline.sqltypes import UtcDateTime
-from st_pipeline.tenants.registry import metadata
-
-EVERY_TENANT = 0  # tenant_id of a flag that applies to all tenants
-
-flags_table = sa.Table(
-    "st_endpoint_flags",
-    metadata,
-    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("target", sa.String(200), primary_key=True),
-    sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("updated_at", UtcDateTime(), nullable=False),
-)
+from st_pipeline.tenants import validation
+from st_pipeline.tenants.registry import Change, write_audit
+from st_pipeline.tenants.tables import EVERY_TENANT, audit_table, flags_table, metadata
 
 
 class UnknownTargetError(ValueError):
@@ -40,11 +28,6 @@ class UnknownTargetError(ValueError):
 class Decision:
     enabled: bool
     why: str
-
-
-def disabled_from_env() -> list[str]:
-    raw = os.environ.get("ST_PIPELINE_DISABLED_ENDPOINTS", "")
-    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def check_target(target: str) -> str:
@@ -62,21 +45,28 @@ def check_target(target: str) -> str:
 class EndpointSelection:
     """Reads and writes the flags; decides per dataset and tenant."""
 
-    def __init__(self, engine: sa.Engine, config_disabled: Iterable[str] | None = None) -> None:
+    def __init__(self, engine: sa.Engine, config_disabled: Iterable[str] = ()) -> None:
+        """``engine``: the registry database; ``config_disabled``: ``ST_PIPELINE_DISABLED_ENDPOINTS``."""
         self.engine = engine
-        metadata.create_all(engine, tables=[flags_table])
-        self.config_disabled = set(disabled_from_env() if config_disabled is None else config_disabled)
+        metadata.create_all(engine, tables=[flags_table, audit_table])
+        self.config_disabled = set(config_disabled)
         for target in self.config_disabled:
             check_target(target)
 
-    def set(self, target: str, *, enabled: bool, tenant_id: int | None = None, reason: str | None = None) -> None:
+    def set(
+        self, target: str, *, enabled: bool, change: Change, tenant_id: int | None = None, reason: str | None = None
+    ) -> None:
+        """Flag ``target`` for one tenant (or, with ``tenant_id`` None, for every tenant); audited."""
         check_target(target)
-        key = {"tenant_id": tenant_id or EVERY_TENANT, "target": target}
+        scope = EVERY_TENANT if tenant_id is None else validation.tenant_id(tenant_id)
         values = {"enabled": enabled, "reason": reason, "updated_at": datetime.now(UTC)}
         with self.engine.begin() as conn:
-            condition = sa.and_(flags_table.c.tenant_id == key["tenant_id"], flags_table.c.target == target)
+            condition = sa.and_(flags_table.c.tenant_id == scope, flags_table.c.target == target)
             if not conn.execute(flags_table.update().where(condition).values(**values)).rowcount:
-                conn.execute(flags_table.insert().values(**key, **values))
+                conn.execute(flags_table.insert().values(tenant_id=scope, target=target, **values))
+            note = f": {reason}" if reason else ""
+            write_audit(conn, change, tenant_id, f"{target} {'enabled' if enabled else 'disabled'}"
+                   f" for {'every tenant' if tenant_id is None else 'this tenant'}{note}")
 
     def flags(self) -> list[sa.Row]:
         with self.engine.connect() as conn:

@@ -1,54 +1,65 @@
 """The tenant registry: which ServiceTitan tenants we sync, with their encrypted credentials.
 
-Kept in its own database (``ST_PIPELINE_REGISTRY_URL``, default a SQLite file in
-``ST_PIPELINE_HOME``) so that no credential, even encrypted, lands in the warehouse.
+Every change (add, new credentials, disable, enable, remove, key rotation, a rejection of the
+credentials by ServiceTitan) is written together with its audit entry, in one transaction.
+Secrets are decrypted only on request, and registered with the redactor when they are.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from st_pipeline.home import sqlite_url
+from st_pipeline.database import open_engine
 from st_pipeline.servicetitan.auth import TenantCredentials
-from st_pipeline.sqltypes import UtcDateTime
-from st_pipeline.tenants.crypto import SecretBox
-
-metadata = sa.MetaData()
-
-tenants_table = sa.Table(
-    "st_tenants",
+from st_pipeline.settings import Settings
+from st_pipeline.tenants import validation
+from st_pipeline.tenants.crypto import SecretBox, secret_box_from_settings
+from st_pipeline.tenants.tables import (
+    audit_table,
+    flags_table,
     metadata,
-    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("client_id", sa.String(200), nullable=False),
-    sa.Column("client_secret_encrypted", sa.Text, nullable=False),
-    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    tenant_status_table,
+    tenants_table,
 )
 
-
-# Operational state of a tenant, apart from its credentials: set when ServiceTitan rejects them.
-tenant_status_table = sa.Table(
-    "st_tenant_status",
-    metadata,
-    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("needs_credentials", sa.Boolean, nullable=False, default=False),
-    sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("updated_at", UtcDateTime(), nullable=False),
-)
+REGISTRY_VARIABLE = "ST_PIPELINE_REGISTRY_URL"
 
 
 class UnknownTenantError(KeyError):
     """The tenant id is not in the registry."""
 
     def __str__(self) -> str:
-        return f"tenant {self.args[0]} is not registered; add it with `st-pipeline tenant add`"
+        return (
+            f"tenant {self.args[0]} is not registered; add it with `st-pipeline tenant add` "
+            "(`st-pipeline tenant list` shows the registered ones)"
+        )
+
+
+class TenantExistsError(ValueError):
+    """``tenant add`` for an id that is already registered."""
+
+
+def current_os_user() -> str:
+    """Who runs this process, as the operating system knows them."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """Who changes the registry, and through which command (for the audit trail)."""
+
+    command: str
+    actor: str = field(default_factory=current_os_user)
 
 
 @dataclass(frozen=True)
@@ -60,59 +71,164 @@ class Tenant:
     client_id: str
     enabled: bool
     created_at: datetime
+    updated_at: datetime
 
 
-def default_registry_url() -> str:
-    return os.environ.get("ST_PIPELINE_REGISTRY_URL") or sqlite_url("registry.db")
+@dataclass(frozen=True)
+class AuditEntry:
+    """One change of the registry."""
+
+    at: datetime
+    command: str
+    tenant_id: int | None
+    actor: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    """What ``rotate_keys`` did."""
+
+    rotated: int
+    key_id: str
+    previous_key_ids: dict[str, int]  # key id → secrets it decrypted before the rotation
 
 
 class TenantRegistry:
-    """Reads and writes registered tenants; decrypts secrets only on request."""
+    """Reads and writes registered tenants."""
 
-    def __init__(self, engine: sa.Engine, secret_box: SecretBox | None = None) -> None:
+    def __init__(self, engine: sa.Engine, secret_box: SecretBox | Callable[[], SecretBox] | None = None) -> None:
         self.engine = engine
         self._secret_box = secret_box
         metadata.create_all(engine)
 
     @classmethod
-    def from_url(cls, url: str | None = None, secret_box: SecretBox | None = None) -> TenantRegistry:
-        return cls(sa.create_engine(url or default_registry_url()), secret_box)
+    def open(cls, settings: Settings) -> TenantRegistry:
+        """The registry of ``settings``; keys are read only when a secret is encrypted or decrypted."""
+        engine = open_engine(settings.registry_database_url, variable=REGISTRY_VARIABLE)
+        return cls(engine, lambda: secret_box_from_settings(settings))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def require_keys(self) -> None:
+        """Load the encryption keys now (``SecretKeyError`` if unusable), before any network call."""
+        self.secret_box  # noqa: B018 - loading is the point
 
     @property
     def secret_box(self) -> SecretBox:
         if self._secret_box is None:
-            self._secret_box = SecretBox.from_env()
+            raise RuntimeError("this registry was opened without encryption keys")
+        if not isinstance(self._secret_box, SecretBox):
+            self._secret_box = self._secret_box()
         return self._secret_box
 
-    def save(self, tenant_id: int, name: str, client_id: str, client_secret: SecretStr, enabled: bool = True) -> Tenant:
-        """Insert or replace a tenant and its credentials."""
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def ensure_absent(self, tenant_id: int) -> None:
+        """``TenantExistsError`` if ``tenant_id`` is registered (checked before verifying new credentials)."""
+        with self.engine.connect() as conn:
+            existing = _row(conn, tenant_id)
+        if existing is not None:
+            raise _exists(existing)
+
+    def add(
+        self, tenant_id: int, name: str, client_id: str, client_secret: SecretStr, *, change: Change,
+        enabled: bool = True,
+    ) -> Tenant:
+        """Register a new tenant; ``TenantExistsError`` if the id is taken (nothing is replaced)."""
+        tenant_id = validation.tenant_id(tenant_id)
+        name, client_id = validation.tenant_name(name), validation.client_id(client_id)
+        encrypted = self.secret_box.encrypt(client_secret)
         now = datetime.now(UTC)
-        values = {
-            "name": name,
-            "client_id": client_id,
-            "client_secret_encrypted": self.secret_box.encrypt(client_secret),
-            "enabled": enabled,
-            "updated_at": now,
-        }
         with self.engine.begin() as conn:
-            updated = conn.execute(
-                tenants_table.update().where(tenants_table.c.tenant_id == tenant_id).values(**values)
-            ).rowcount
-            if not updated:
-                conn.execute(tenants_table.insert().values(tenant_id=tenant_id, created_at=now, **values))
-            # New credentials clear a "needs credentials" flag.
-            conn.execute(tenant_status_table.delete().where(tenant_status_table.c.tenant_id == tenant_id))
+            existing = _row(conn, tenant_id)
+            if existing is not None:
+                raise _exists(existing)
+            conn.execute(tenants_table.insert().values(
+                tenant_id=tenant_id, name=name, client_id=client_id, client_secret_encrypted=encrypted,
+                enabled=enabled, created_at=now, updated_at=now,
+            ))
+            write_audit(conn, change, tenant_id, f"registered {name!r} with client id {client_id}"
+                   + ("" if enabled else ", disabled"))
         return self.get(tenant_id)
 
-    def flag_needs_credentials(self, tenant_id: int, reason: str) -> None:
-        """ServiceTitan rejected the tenant's credentials: schedules skip it until `tenant add`."""
+    def update_credentials(
+        self, tenant_id: int, client_secret: SecretStr, *, change: Change, client_id: str | None = None
+    ) -> Tenant:
+        """Store new credentials (and client id, if given); clears a "needs credentials" flag."""
+        before = self.get(tenant_id)
+        client_id = validation.client_id(client_id) if client_id is not None else before.client_id
+        encrypted = self.secret_box.encrypt(client_secret)
+        with self.engine.begin() as conn:
+            conn.execute(tenants_table.update().where(tenants_table.c.tenant_id == tenant_id).values(
+                client_id=client_id, client_secret_encrypted=encrypted, updated_at=datetime.now(UTC),
+            ))
+            conn.execute(tenant_status_table.delete().where(tenant_status_table.c.tenant_id == tenant_id))
+            moved = f"client id {before.client_id} → {client_id}" if client_id != before.client_id else "same client id"
+            write_audit(conn, change, tenant_id, f"new client secret, {moved}")
+        return self.get(tenant_id)
+
+    def set_enabled(self, tenant_id: int, enabled: bool, *, change: Change, reason: str | None = None) -> Tenant:
+        """Enable or disable a tenant: schedules skip a disabled one; its data and partition stay."""
+        self.get(tenant_id)
+        with self.engine.begin() as conn:
+            conn.execute(tenants_table.update().where(tenants_table.c.tenant_id == tenant_id).values(
+                enabled=enabled, updated_at=datetime.now(UTC),
+            ))
+            note = f": {validation.printable(reason)}" if reason else ""
+            write_audit(conn, change, tenant_id, ("enabled" if enabled else "disabled") + note)
+        return self.get(tenant_id)
+
+    def remove(self, tenant_id: int, *, change: Change, note: str = "") -> Tenant:
+        """Forget a tenant: credentials, status and endpoint flags go; its audit trail stays."""
+        tenant = self.get(tenant_id)
+        with self.engine.begin() as conn:
+            for table in (tenants_table, tenant_status_table, flags_table):
+                conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
+            write_audit(conn, change, tenant_id,
+                        f"removed {tenant.name!r} (credentials, status and endpoint flags){note}")
+        return tenant
+
+    def flag_needs_credentials(self, tenant_id: int, reason: str, *, change: Change) -> None:
+        """ServiceTitan rejected the tenant's credentials: schedules skip it until new ones are stored."""
         with self.engine.begin() as conn:
             conn.execute(tenant_status_table.delete().where(tenant_status_table.c.tenant_id == tenant_id))
-            conn.execute(
-                tenant_status_table.insert().values(
-                    tenant_id=tenant_id, needs_credentials=True, reason=reason, updated_at=datetime.now(UTC)
+            conn.execute(tenant_status_table.insert().values(
+                tenant_id=tenant_id, needs_credentials=True, reason=reason, updated_at=datetime.now(UTC),
+            ))
+            write_audit(conn, change, tenant_id, "credentials rejected by ServiceTitan; syncs paused")
+
+    def rotate_keys(self, *, change: Change) -> RotationReport:
+        """Re-encrypt every stored secret under the first key, in one transaction.
+
+        Every secret is decrypted before anything is written: if one cannot be, ``SecretKeyError``
+        names its tenant and nothing is rewritten.
+        """
+        box = self.secret_box
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(tenants_table.c.tenant_id, tenants_table.c.client_secret_encrypted)
+                .order_by(tenants_table.c.tenant_id)
+            ).all()
+            previous: dict[str, int] = {}
+            rotated = []
+            for row in rows:
+                kid = box.key_id_of(row.client_secret_encrypted)
+                token = box.rotate(row.client_secret_encrypted, tenant_id=row.tenant_id)
+                previous[kid or "?"] = previous.get(kid or "?", 0) + 1
+                rotated.append({"tid": row.tenant_id, "token": token})
+            if rotated:
+                conn.execute(
+                    tenants_table.update()
+                    .where(tenants_table.c.tenant_id == sa.bindparam("tid"))
+                    .values(client_secret_encrypted=sa.bindparam("token")),
+                    rotated,
                 )
-            )
+            write_audit(conn, change, None, f"{len(rotated)} client secret(s) re-encrypted under key {box.primary_key_id}")
+        return RotationReport(rotated=len(rotated), key_id=box.primary_key_id, previous_key_ids=previous)
+
+    # -- reads --------------------------------------------------------------------------------
 
     def needing_credentials(self) -> dict[int, str]:
         """Tenants whose credentials were rejected, with why."""
@@ -122,7 +238,7 @@ class TenantRegistry:
 
     def get(self, tenant_id: int) -> Tenant:
         with self.engine.connect() as conn:
-            row = conn.execute(tenants_table.select().where(tenants_table.c.tenant_id == tenant_id)).first()
+            row = _row(conn, tenant_id)
         if row is None:
             raise UnknownTenantError(tenant_id)
         return _tenant(row)
@@ -135,16 +251,54 @@ class TenantRegistry:
             return [_tenant(row) for row in conn.execute(query)]
 
     def credentials(self, tenant_id: int) -> TenantCredentials:
-        """The tenant's OAuth client, secret decrypted into a ``SecretStr``."""
+        """The tenant's OAuth client, secret decrypted into a ``SecretStr`` (and registered for redaction)."""
         with self.engine.connect() as conn:
-            row = conn.execute(tenants_table.select().where(tenants_table.c.tenant_id == tenant_id)).first()
+            row = _row(conn, tenant_id)
         if row is None:
             raise UnknownTenantError(tenant_id)
         return TenantCredentials(
             tenant_id=row.tenant_id,
             client_id=row.client_id,
-            client_secret=self.secret_box.decrypt(row.client_secret_encrypted),
+            client_secret=self.secret_box.decrypt(row.client_secret_encrypted, tenant_id=row.tenant_id),
         )
+
+    def secret_key_id(self, tenant_id: int) -> str | None:
+        """The id of the configured key that decrypts the tenant's stored secret (None: no key does)."""
+        with self.engine.connect() as conn:
+            row = _row(conn, tenant_id)
+        if row is None:
+            raise UnknownTenantError(tenant_id)
+        return self.secret_box.key_id_of(row.client_secret_encrypted)
+
+    def history(self, tenant_id: int | None = None, *, limit: int = 50) -> list[AuditEntry]:
+        """The latest audit entries (of one tenant, or all), newest first."""
+        query = audit_table.select().order_by(audit_table.c.audit_id.desc()).limit(limit)
+        if tenant_id is not None:
+            query = query.where(audit_table.c.tenant_id == tenant_id)
+        with self.engine.connect() as conn:
+            return [
+                AuditEntry(at=row.at, command=row.command, tenant_id=row.tenant_id, actor=row.actor, detail=row.detail)
+                for row in conn.execute(query)
+            ]
+
+
+def write_audit(conn: sa.Connection, change: Change, tenant_id: int | None, detail: str) -> None:
+    """An audit entry, inside the caller's transaction (the change and its entry commit together)."""
+    conn.execute(audit_table.insert().values(
+        at=datetime.now(UTC), command=change.command[:100], tenant_id=tenant_id,
+        actor=validation.printable(change.actor)[:200], detail=validation.printable(detail),
+    ))
+
+
+def _exists(row: sa.Row) -> TenantExistsError:
+    return TenantExistsError(
+        f"tenant {row.tenant_id} is already registered ({validation.printable(row.name)}); change its "
+        f"credentials with `st-pipeline tenant update-credentials --tenant {row.tenant_id}`"
+    )
+
+
+def _row(conn: sa.Connection, tenant_id: int) -> sa.Row | None:
+    return conn.execute(tenants_table.select().where(tenants_table.c.tenant_id == tenant_id)).first()
 
 
 def _tenant(row: sa.Row) -> Tenant:
@@ -154,4 +308,5 @@ def _tenant(row: sa.Row) -> Tenant:
         client_id=row.client_id,
         enabled=row.enabled,
         created_at=row.created_at,
+        updated_at=row.updated_at,
     )

@@ -14,6 +14,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from st_pipeline.servicetitan.catalogue import Dataset
+from st_pipeline.warehouse.access import secure_tables
+from st_pipeline.warehouse.tables import metadata, raw_table, raw_table_name
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "st_pipeline_schema_version"
 
@@ -42,9 +46,26 @@ def current_revision(engine: sa.Engine) -> str | None:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    """Apply every migration up to ``revision`` (idempotent)."""
+    """Apply every migration up to ``revision`` (idempotent); then secure every tenant table.
+
+    On PostgreSQL, tables added since the last upgrade get the row-level security of
+    ``st-pipeline access`` in the same transaction.
+    """
     with engine.begin() as conn:
         command.upgrade(_config(conn), revision)
+        if revision == "head":
+            secure_tables(conn)
+
+
+def ensure_raw_tables(engine: sa.Engine, datasets: list[Dataset]) -> None:
+    """Create the raw tables of ``datasets`` that do not exist yet, secured like every tenant table."""
+    inspector = sa.inspect(engine)
+    missing = [raw_table(d) for d in datasets if not inspector.has_table(raw_table_name(d))]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        metadata.create_all(conn, tables=missing)
+        secure_tables(conn)
 
 
 def check_schema(engine: sa.Engine, where: str) -> None:

@@ -95,11 +95,54 @@ sync_log_table = sa.Table(
     sa.Index("ix_st_sync_log_tenant", "tenant_id", "dataset", "started_at"),
 )
 
+# Which database role may read which tenant's rows (PostgreSQL row-level security; ``access.py``).
+tenant_access_table = sa.Table(
+    "st_tenant_access",
+    metadata,
+    sa.Column("role_name", sa.String(63), primary_key=True),
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("granted_at", UtcDateTime(), nullable=False),
+)
+
 # Tables whose shape is managed by the migrations (``schema.py``); raw tables are created on
 # demand, one per dataset, and altered by migrations when their shape changes.
-CONTROL_TABLES = (quarantine_table, sync_state_table, sync_log_table)
+CONTROL_TABLES = (quarantine_table, sync_state_table, sync_log_table, tenant_access_table)
 
 
-def ensure_raw_tables(engine: sa.Engine, datasets: list[Dataset]) -> None:
-    """Create the raw tables of ``datasets`` that do not exist yet."""
-    metadata.create_all(engine, tables=[raw_table(dataset) for dataset in datasets])
+# What belongs to the warehouse: raw, hub and mart tables and the sync state and log. Anything else
+# in the same schema (a registry someone put there, another tool's tables) is never granted or purged.
+WAREHOUSE_TABLE_PREFIXES = ("raw_", "hub_", "mart_")
+WAREHOUSE_CONTROL_TABLES = frozenset({sync_state_table.name, sync_log_table.name, quarantine_table.name})
+
+
+def is_warehouse_table(name: str) -> bool:
+    return name.startswith(WAREHOUSE_TABLE_PREFIXES) or name in WAREHOUSE_CONTROL_TABLES
+
+
+def tenant_table_names(conn: sa.Connection) -> list[str]:
+    """Every warehouse table (of the default schema) with a ``tenant_id`` column, by name."""
+    if conn.dialect.name == "postgresql":
+        query = (
+            "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t "
+            "ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+            "WHERE c.table_schema = current_schema() AND c.column_name = 'tenant_id' "
+            "AND t.table_type = 'BASE TABLE' ORDER BY c.table_name"
+        )
+    else:
+        query = (
+            "SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) p "
+            "WHERE m.type = 'table' AND p.name = 'tenant_id' ORDER BY m.name"
+        )
+    return [name for name in conn.execute(sa.text(query)).scalars() if is_warehouse_table(name)]
+
+
+def purge_tenant(engine: sa.Engine, tenant_id: int) -> dict[str, int]:
+    """Delete every row of ``tenant_id`` from every tenant table, in one transaction; rows per table."""
+    with engine.begin() as conn:
+        deleted = {}
+        for name in tenant_table_names(conn):
+            table = sa.table(name, sa.column("tenant_id"))
+            count = conn.execute(table.delete().where(table.c.tenant_id == tenant_id)).rowcount
+            if count:
+                deleted[name] = count
+    return deleted

@@ -1,17 +1,11 @@
-"""``channels_from_env`` and ``dagster_run_link``."""
+"""``channels_from_settings`` and ``dagster_run_link``; the alert variables are checked by the settings."""
 
 from __future__ import annotations
 
 import pytest
 
-from st_pipeline.alerts import (
-    AlertConfigError,
-    EmailChannel,
-    JsonWebhookChannel,
-    SlackWebhookChannel,
-    channels_from_env,
-    dagster_run_link,
-)
+from st_pipeline.alerts import EmailChannel, JsonWebhookChannel, SlackWebhookChannel, channels_from_settings, dagster_run_link
+from st_pipeline.settings import SettingsError, load_settings
 
 SLACK = "https://hooks.slack.example/services/T1/B1/SECRETPART"
 EMAIL = {
@@ -21,9 +15,13 @@ EMAIL = {
 }
 
 
+def _channels(environ: dict[str, str]) -> list:
+    return channels_from_settings(load_settings(environ))
+
+
 def test_nothing_configured_means_no_channels() -> None:
-    assert channels_from_env({}) == []
-    assert channels_from_env({"ST_PIPELINE_ALERT_SLACK_WEBHOOK_URL": "  "}) == []
+    assert _channels({}) == []
+    assert _channels({"ST_PIPELINE_ALERT_SLACK_WEBHOOK_URL": "  "}) == []
 
 
 def test_every_channel() -> None:
@@ -36,7 +34,7 @@ def test_every_channel() -> None:
         "ST_PIPELINE_ALERT_SMTP_PASSWORD": "pw-CANARY-3c",
         "ST_PIPELINE_ALERT_SMTP_STARTTLS": "true",
     }
-    slack, webhook, email = channels_from_env(env)
+    slack, webhook, email = _channels(env)
     assert isinstance(slack, SlackWebhookChannel) and isinstance(webhook, JsonWebhookChannel)
     assert slack.name == "slack (https://hooks.slack.example)"
     assert "SECRETPART" not in repr(slack)
@@ -48,13 +46,13 @@ def test_every_channel() -> None:
 
 
 def test_email_defaults() -> None:
-    [email] = channels_from_env(EMAIL)
+    [email] = _channels(EMAIL)
     assert isinstance(email, EmailChannel)
     assert email.port == 25 and email.starttls is False and email.username is None
 
 
 def test_email_with_a_private_ca() -> None:
-    [email] = channels_from_env({**EMAIL, "ST_PIPELINE_ALERT_SMTP_STARTTLS": "yes", "ST_PIPELINE_ALERT_SMTP_CA_FILE": __file__})
+    [email] = _channels({**EMAIL, "ST_PIPELINE_ALERT_SMTP_STARTTLS": "yes", "ST_PIPELINE_ALERT_SMTP_CA_FILE": __file__})
     assert isinstance(email, EmailChannel)
     assert email.starttls is True and email.ca_file == __file__
 
@@ -79,14 +77,14 @@ def test_email_with_a_private_ca() -> None:
     ],
 )
 def test_misconfiguration_names_the_variable(env: dict[str, str], missing: str) -> None:
-    with pytest.raises(AlertConfigError, match=missing) as raised:
-        channels_from_env(env)
+    with pytest.raises(SettingsError, match=missing) as raised:
+        load_settings(env)
     assert "SECRETPART" not in str(raised.value) and "CANARY" not in str(raised.value)
 
 
-def test_dagster_run_link(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ST_PIPELINE_UI_URL", raising=False)
-    assert dagster_run_link("abc-123") == "http://127.0.0.1:3000/runs/abc-123"
-    monkeypatch.setenv("ST_PIPELINE_UI_URL", "https://dagster.example.test/prefix/")
-    assert dagster_run_link("abc-123") == "https://dagster.example.test/prefix/runs/abc-123"
-    assert dagster_run_link("abc", base_url="http://ui:3000") == "http://ui:3000/runs/abc"
+def test_dagster_run_link() -> None:
+    assert dagster_run_link("abc-123", "https://dagster.example.test/prefix/") == (
+        "https://dagster.example.test/prefix/runs/abc-123"
+    )
+    assert dagster_run_link("a/b", "http://ui:3000") == "http://ui:3000/runs/a%2Fb"
+    assert load_settings({}).ui_url == "http://127.0.0.1:3000"

@@ -17,8 +17,8 @@ from st_pipeline.alerts import (
     EmailChannel,
     JsonWebhookChannel,
     SlackWebhookChannel,
-    register_secret,
 )
+from st_pipeline.redaction import register_secret
 from st_pipeline_tests.alerts.conftest import Clock, HttpReceiver, SmtpServer
 from st_pipeline_tests.conftest import CANARY_SECRET
 

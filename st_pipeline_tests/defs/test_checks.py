@@ -13,6 +13,7 @@ from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.servicetitan.errors import StuckCursorError
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import ExtractResult
+from st_pipeline_tests.conftest import point_at_simulator
 from st_pipeline_tests.support import materialize_tenant, register_tenants
 
 CATALOGUE = load_catalogue()
@@ -45,9 +46,7 @@ def misbehaving(local_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN2
     config = SimulatorConfig(tenants=[TENANT], seed=6, scale=0.05, export_batch_size=10,
                              datasets=("crm/customers", "dispatch/zones", "crm/leads"))
     with Simulator(config) as sim:
-        monkeypatch.setenv("SERVICETITAN_API_URL", sim.url)
-        monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
-        monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
+        point_at_simulator(monkeypatch, sim)
         registry_url = f"sqlite:///{local_env / 'registry.db'}"
         register_tenants(registry_url, TENANT)
         yield sim, registry_url, f"sqlite:///{local_env / 'warehouse.db'}"

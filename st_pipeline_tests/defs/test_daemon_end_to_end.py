@@ -47,6 +47,7 @@ def environment(tmp_path: Path, local_env: Path) -> Iterator[tuple[dict[str, str
         env = {
             **os.environ,
             "DAGSTER_HOME": str(dagster_home),
+            "SERVICETITAN_ENVIRONMENT": "custom",
             "SERVICETITAN_API_URL": sim.url,
             "SERVICETITAN_AUTH_URL": sim.auth_url,
             "SERVICETITAN_APP_KEY": config.app_key,
@@ -60,7 +61,7 @@ def environment(tmp_path: Path, local_env: Path) -> Iterator[tuple[dict[str, str
 
 def _add_tenant(env: dict[str, str], tenant: SimulatedTenant) -> None:
     added = subprocess.run(
-        [str(BIN / "st-pipeline"), "tenant", "add", "--tenant-id", str(tenant.tenant_id), "--name", "Daemon Co",
+        [str(BIN / "st-pipeline"), "tenant", "add", "--tenant", str(tenant.tenant_id), "--name", "Daemon Co",
          "--client-id", tenant.client_id],
         input=tenant.client_secret + "\n", env=env, capture_output=True, text=True, timeout=120, check=False,
     )

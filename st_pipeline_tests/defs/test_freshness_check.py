@@ -10,16 +10,18 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from st_pipeline.defs.freshness import FRESHNESS_CHECK, freshness_checks, freshness_job, freshness_schedule
+from st_pipeline.defs.freshness import FRESHNESS_CHECK, build_freshness_schedule, freshness_checks, freshness_job
 from st_pipeline.defs.raw_assets import raw_asset_key
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.sensors import AlertingResource, check_failure_alert_sensor
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
-from st_pipeline.tenants.registry import tenants_table
+from st_pipeline.tenants.endpoint_selection import EndpointSelection
+from st_pipeline.tenants.tables import tenants_table
 from st_pipeline.warehouse.tables import sync_log_table
 from st_pipeline_tests.alerts.conftest import HttpReceiver
-from st_pipeline_tests.support import materialize_tenant, register_tenants
+from st_pipeline_tests.conftest import point_at_simulator
+from st_pipeline_tests.support import TEST_CHANGE, materialize_tenant, open_registry, register_tenants
 
 OLD = SimulatedTenant(tenant_id=9801, client_id="cid.fresh-old", client_secret="cs1.fresh-old-secret")
 NEW = SimulatedTenant(tenant_id=9802, client_id="cid.fresh-new", client_secret="cs1.fresh-new-secret")
@@ -42,14 +44,15 @@ def test_freshness_checks_name_the_stale_tenants_and_do_not_alert_per_asset(
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
     register_tenants(registry_url, OLD, NEW)
-    registry = TenantRegistryResource(url=registry_url)
-    registry.endpoint_selection().set("crm", enabled=False, tenant_id=NEW.tenant_id, reason="not licensed")
+    registry = open_registry(registry_url)
+    EndpointSelection(registry.engine).set(
+        "crm", enabled=False, tenant_id=NEW.tenant_id, reason="not licensed", change=TEST_CHANGE
+    )
+    registry.close()
     config = SimulatorConfig(tenants=[OLD, NEW], seed=5, scale=0.02)
     with Simulator(config) as sim, dg.instance_for_test() as instance:
         sim.deny_scopes(OLD.tenant_id, {"tn.prl.grosspayitems:r"})
-        monkeypatch.setenv("SERVICETITAN_API_URL", sim.url)
-        monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
-        monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
+        point_at_simulator(monkeypatch, sim)
         assert materialize_tenant(instance, OLD.tenant_id, registry_url, warehouse_url, datasets=SYNCED).success
 
         # OLD registered 3 days ago; its customers last synced 2 days ago, its technicians just now.
@@ -67,13 +70,13 @@ def test_freshness_checks_name_the_stale_tenants_and_do_not_alert_per_asset(
         monkeypatch.setenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", "6")
         defs = dg.Definitions(
             asset_checks=[freshness_checks], jobs=[freshness_job],
-            resources={"tenant_registry": registry, "warehouse": WarehouseResource(url=warehouse_url)},
+            resources={"tenant_registry": TenantRegistryResource(), "warehouse": WarehouseResource()},
         )
         run = defs.resolve_job_def(freshness_job.name).execute_in_process(instance=instance)
         assert run.success
         results = _results(instance, run.run_id)
 
-        with dg.build_sensor_context(instance=instance, resources={"tenant_registry": registry,
+        with dg.build_sensor_context(instance=instance, resources={"tenant_registry": TenantRegistryResource(),
                                                                    "alerting": AlertingResource()}) as context:
             check_failure_alert_sensor(context)
         alerts = [json.loads(r.body) for r in receiver.drain()]
@@ -95,6 +98,7 @@ def test_freshness_checks_name_the_stale_tenants_and_do_not_alert_per_asset(
 
 
 def test_the_freshness_schedule_targets_the_check_job() -> None:
+    freshness_schedule = build_freshness_schedule("15 * * * *")
     assert freshness_schedule.job_name == freshness_job.name
     specs = list(freshness_checks.check_specs)
     assert {spec.asset_key for spec in specs} == {raw_asset_key(d) for d in load_catalogue().extracted_datasets()}

@@ -13,10 +13,18 @@ from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
+from st_pipeline.tenants.endpoint_selection import EndpointSelection
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table, sync_log_table
-from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B
-from st_pipeline_tests.support import assert_warehouse_equals_ground_truth, materialize_tenant, register_tenants
+from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B, point_at_simulator
+from st_pipeline_tests.support import (
+    TEST_CHANGE,
+    assert_warehouse_equals_ground_truth,
+    deployment,
+    materialize_tenant,
+    open_registry,
+    register_tenants,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,9 +138,7 @@ def test_missing_scope_skips_that_endpoint_with_a_warning_and_the_rest_syncs(
     register_tenants(registry_url, tenant)
     with Simulator(config) as sim:
         sim.deny_scopes(tenant.tenant_id, denied)
-        monkeypatch.setenv("SERVICETITAN_API_URL", sim.url)
-        monkeypatch.setenv("SERVICETITAN_AUTH_URL", sim.auth_url)
-        monkeypatch.setenv("SERVICETITAN_APP_KEY", config.app_key)
+        point_at_simulator(monkeypatch, sim)
         with dg.instance_for_test() as instance:
             result = materialize_tenant(instance, tenant.tenant_id, registry_url, warehouse_url)
             observations = [
@@ -162,9 +168,11 @@ def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> 
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
     register_tenants(registry_url, TENANT_A)
-    selection = TenantRegistryResource(url=registry_url).endpoint_selection()
-    selection.set("payroll", enabled=False, tenant_id=TENANT_A.tenant_id, reason="scopes not granted")
-    selection.set("crm/leads", enabled=False)
+    registry = open_registry(registry_url)
+    selection = EndpointSelection(registry.engine)
+    selection.set("payroll", enabled=False, tenant_id=TENANT_A.tenant_id, reason="scopes not granted", change=TEST_CHANGE)
+    selection.set("crm/leads", enabled=False, change=TEST_CHANGE)
+    registry.close()
     with dg.instance_for_test() as instance:
         result = materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url)
     assert result.success
@@ -180,7 +188,7 @@ def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_e
     engine = sa.create_engine(warehouse_url)
     upgrade(engine, "0001")
     engine.dispose()
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test() as instance, deployment(registry_url, warehouse_url):
         add_tenant_partition(instance, TENANT_A.tenant_id)
         result = dg.materialize(
             [raw_assets],
@@ -188,8 +196,8 @@ def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_e
             instance=instance,
             resources={
                 "servicetitan": ServiceTitanResource(),
-                "tenant_registry": TenantRegistryResource(url=registry_url),
-                "warehouse": WarehouseResource(url=warehouse_url),
+                "tenant_registry": TenantRegistryResource(),
+                "warehouse": WarehouseResource(),
             },
             raise_on_error=False,
         )

@@ -18,7 +18,7 @@ from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.sync.extract import sync_tenant
 from st_pipeline.warehouse.engine import create_warehouse_engine
-from st_pipeline.warehouse.tables import ensure_raw_tables
+from st_pipeline.warehouse.schema import ensure_raw_tables
 
 EXTRA_DATASETS = ("dispatch/zones",)  # a list endpoint with a modifiedOn watermark
 

@@ -89,7 +89,7 @@ def test_revoked_credentials_fail_fast_and_the_other_tenant_syncs(warehouse: tup
             with pytest.raises(InvalidClientError) as raised:
                 list(sync_tenant(client, engine, DATASETS, run_id="revoked"))
         message = str(raised.value)
-        assert f"tenant {TENANT.tenant_id}" in message and "st-pipeline tenant add" in message
+        assert f"tenant {TENANT.tenant_id}" in message and "st-pipeline tenant update-credentials" in message
         assert TENANT.client_secret not in message
         # Fast: each extraction thread gets at most one 401 before the run stops.
         assert client.stats.requests - requests_before <= len(DATASETS)

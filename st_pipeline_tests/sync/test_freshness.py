@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from st_pipeline.sync.freshness import SyncHistory, assess_datasets, freshness_sla, tenant_is_stale
+from st_pipeline.sync.freshness import SyncHistory, assess_datasets, tenant_is_stale
 from st_pipeline.sync.state import FAILED, SKIPPED, SUCCEEDED
 from st_pipeline.tenants.registry import Tenant
 from st_pipeline.warehouse.tables import sync_log_table
@@ -18,7 +18,8 @@ SLA = timedelta(hours=6)
 
 
 def _tenant(tenant_id: int, registered_hours_ago: float) -> Tenant:
-    return Tenant(tenant_id, f"tenant {tenant_id}", f"cid.{tenant_id}", True, NOW - timedelta(hours=registered_hours_ago))
+    registered = NOW - timedelta(hours=registered_hours_ago)
+    return Tenant(tenant_id, f"tenant {tenant_id}", f"cid.{tenant_id}", True, registered, registered)
 
 
 @pytest.fixture()
@@ -78,17 +79,6 @@ def test_a_tenant_is_stale_when_nothing_synced_within_the_sla(history: SyncHisto
     assert tenant_is_stale(history, _tenant(2, 100), SLA, NOW)
     assert not tenant_is_stale(history, _tenant(3, 1), SLA, NOW)
     assert tenant_is_stale(history, _tenant(3, 7), SLA, NOW)
-
-
-def test_the_sla_comes_from_the_environment_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", raising=False)
-    assert freshness_sla() == timedelta(hours=6)
-    monkeypatch.setenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", "0.5")
-    assert freshness_sla() == timedelta(minutes=30)
-    for bad in ("six", "-1"):
-        monkeypatch.setenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", bad)
-        with pytest.raises(ValueError, match="ST_PIPELINE_FRESHNESS_SLA_HOURS"):
-            freshness_sla()
 
 
 def test_an_empty_log_reads_as_no_history(tmp_path: Path) -> None:

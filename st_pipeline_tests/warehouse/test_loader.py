@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.warehouse.engine import create_warehouse_engine
 from st_pipeline.warehouse.loader import RecordKeyError, raw_rows, upsert_rows
-from st_pipeline.warehouse.tables import ensure_raw_tables, raw_table
+from st_pipeline.warehouse.schema import ensure_raw_tables
+from st_pipeline.warehouse.tables import raw_table
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -41,12 +41,12 @@ def test_empty_database_upgrades_to_head(engine: sa.Engine) -> None:
     with pytest.raises(SchemaOutOfDateError, match="no st_pipeline schema yet.*st-pipeline db upgrade"):
         check_schema(engine, "under test")
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     check_schema(engine, "under test")
     for table in CONTROL_TABLES:
         assert _columns(engine, table.name) == {c.name for c in table.columns}, table.name
     upgrade(engine)  # idempotent
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
 
 
 def test_previous_revision_with_data_upgrades_and_keeps_it(engine: sa.Engine) -> None:
@@ -64,7 +64,7 @@ def test_previous_revision_with_data_upgrades_and_keeps_it(engine: sa.Engine) ->
             "INSERT INTO raw_crm_customers VALUES (1, 42, NULL, TRUE, '{\"id\": 42}', '2026-01-01 00:00:00', 'r0')"
         ))
     upgrade(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     assert "deleted_at" in _columns(engine, "raw_crm_customers")
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT id, payload, deleted_at FROM raw_crm_customers")).one()

@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from st_pipeline.alerts import REDACTED, redact, register_secret
+from st_pipeline.redaction import REDACTED, redact, register_secret
 
 
 @pytest.mark.parametrize(

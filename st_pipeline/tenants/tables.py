@@ -1,0 +1,62 @@
+"""The registry database's tables: tenants, their operational status, endpoint flags, the audit trail.
+
+Kept in its own database (``ST_PIPELINE_REGISTRY_URL``) so that no credential, even encrypted,
+lands in the warehouse.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from st_pipeline.sqltypes import UtcDateTime
+
+metadata = sa.MetaData()
+
+MAX_NAME_LENGTH = 200
+
+tenants_table = sa.Table(
+    "st_tenants",
+    metadata,
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(MAX_NAME_LENGTH), nullable=False),
+    sa.Column("client_id", sa.String(MAX_NAME_LENGTH), nullable=False),
+    sa.Column("client_secret_encrypted", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Operational state of a tenant, apart from its credentials: set when ServiceTitan rejects them.
+tenant_status_table = sa.Table(
+    "st_tenant_status",
+    metadata,
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("needs_credentials", sa.Boolean, nullable=False, default=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+EVERY_TENANT = 0  # tenant_id of an endpoint flag that applies to all tenants (real ids are positive)
+
+flags_table = sa.Table(
+    "st_endpoint_flags",
+    metadata,
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("target", sa.String(200), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Every credential, lifecycle and flag change: what, when, to which tenant, by whom. Never a secret.
+audit_table = sa.Table(
+    "st_audit_log",
+    metadata,
+    sa.Column("audit_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime(), nullable=False),
+    sa.Column("command", sa.String(100), nullable=False),
+    sa.Column("tenant_id", sa.BigInteger, nullable=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Index("ix_st_audit_log_tenant", "tenant_id", "at"),
+)
