@@ -19,9 +19,9 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/st-pipeline demo --port $(SIM_PORT)
 
-## Run the test suite (needs PostgreSQL on 127.0.0.1:5432 for the production-path tests).
+## Run the test suite (needs PostgreSQL on 127.0.0.1:5432 for the production-path tests), two workers.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 ## The Dagster UI on the demo's state, with the simulator serving the demo tenant.
 dev: install

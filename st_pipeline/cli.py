@@ -92,10 +92,6 @@ def tenant_option(required: bool = True, help: str = "ServiceTitan tenant id.") 
     return click.option("--tenant", "tenant_id", type=_TenantId(), required=required, help=help)
 
 
-def _change(command: str) -> Change:
-    return Change(command=command)
-
-
 @contextmanager
 def _registry(settings: Settings) -> Iterator[TenantRegistry]:
     registry = TenantRegistry.open(settings)
@@ -136,7 +132,7 @@ def keys_rotate() -> None:
     """Re-encrypt every stored client secret under the first key, in one transaction."""
     settings = load_settings()
     with _registry(settings) as registry:
-        report = registry.rotate_keys(change=_change("keys rotate"))
+        report = registry.rotate_keys(change=Change("keys rotate"))
     click.echo(f"{report.rotated} client secret(s) re-encrypted under key {report.key_id}.")
     retired = sorted(k for k in registry.secret_box.key_ids if k != report.key_id)
     if retired:
@@ -191,7 +187,7 @@ def tenant_add(tenant_id: int, name: str, client_id: str, client_secret_env: str
         try:
             stored = add_tenant(
                 registry, settings.api(), tenant_id=tenant_id, name=name, client_id=client_id,
-                client_secret=secret, change=_change("tenant add"),
+                client_secret=secret, change=Change("tenant add"),
             )
         except ServiceTitanError as exc:
             raise click.ClickException(f"{exc}; nothing was stored") from None
@@ -216,7 +212,7 @@ def tenant_update_credentials(tenant_id: int, client_id: str | None, client_secr
         try:
             stored = update_credentials(
                 registry, settings.api(), tenant_id=tenant_id, client_secret=secret, client_id=client_id,
-                change=_change("tenant update-credentials"),
+                change=Change("tenant update-credentials"),
             )
         except ServiceTitanError as exc:
             raise click.ClickException(f"{exc}; the stored credentials are unchanged") from None
@@ -302,7 +298,7 @@ def tenant_test(tenant_id: int) -> None:
     if report.all_granted:
         click.echo("  every probed scope is granted.")
     else:
-        click.echo("  syncs skip what is not granted; ask the tenant's admin to grant it, or disable it with "
+        click.echo("  syncs skip these datasets; ask the tenant's admin for the scopes, or turn them off with "
                    f"`st-pipeline endpoints disable TARGET --tenant {tenant_id}`.")
 
 
@@ -313,7 +309,7 @@ def tenant_disable(tenant_id: int, reason: str | None) -> None:
     """Stop syncing a tenant; its data, partition and credentials stay."""
     settings = load_settings()
     with _registry(settings) as registry:
-        registry.set_enabled(tenant_id, False, change=_change("tenant disable"), reason=reason)
+        registry.set_enabled(tenant_id, False, change=Change("tenant disable"), reason=reason)
     click.echo(f"tenant {tenant_id} disabled: schedules skip it; `st-pipeline tenant enable --tenant {tenant_id}` resumes.")
 
 
@@ -323,7 +319,7 @@ def tenant_enable(tenant_id: int) -> None:
     """Sync a disabled tenant again."""
     settings = load_settings()
     with _registry(settings) as registry:
-        registry.set_enabled(tenant_id, True, change=_change("tenant enable"))
+        registry.set_enabled(tenant_id, True, change=Change("tenant enable"))
     click.echo(f"tenant {tenant_id} enabled.")
 
 
@@ -357,7 +353,7 @@ def tenant_remove(tenant_id: int, purge_data: bool, yes: bool) -> None:
             finally:
                 engine.dispose()
             note = f"; {sum(deleted.values())} warehouse rows deleted from {len(deleted)} tables"
-        registry.remove(tenant_id, change=_change("tenant remove" + (" --purge-data" if purge_data else "")), note=note)
+        registry.remove(tenant_id, change=Change("tenant remove" + (" --purge-data" if purge_data else "")), note=note)
     click.echo(f"tenant {tenant_id} ({validation.printable(t.name)}) removed{note or '; its warehouse data stays'}.")
     _partition(settings, tenant_id, add=False)
 
@@ -395,15 +391,15 @@ def tenant_reset_cursor(tenant_id: int, datasets: tuple[str, ...]) -> None:
     finally:
         engine.dispose()
     with _registry(settings) as registry, registry.engine.begin() as conn:
-        write_audit(conn, _change("tenant reset-cursor"), tenant_id,
+        write_audit(conn, Change("tenant reset-cursor"), tenant_id,
                     f"{removed} cursor(s) reset: {', '.join(datasets) or 'all datasets'}")
     click.echo(f"{removed} cursor(s) of tenant {tenant_id} reset; the next sync reads them in full.")
 
 
-def _dagster_instance(settings: Settings) -> Any:
+def _dagster_instance() -> Any:
     import dagster as dg
 
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.get()  # the instance of DAGSTER_HOME
 
 
 def _partition(settings: Settings, tenant_id: int, *, add: bool) -> None:
@@ -416,7 +412,7 @@ def _partition(settings: Settings, tenant_id: int, *, add: bool) -> None:
         return
     from st_pipeline.defs.partitions import add_tenant_partition, remove_tenant_partition
 
-    with _dagster_instance(settings) as instance:
+    with _dagster_instance() as instance:
         if add:
             changed = add_tenant_partition(instance, tenant_id)
             click.echo(f"Dagster partition {tenant_id} {'added' if changed else 'already present'}.")
@@ -430,7 +426,7 @@ def _partition_state(settings: Settings, tenant_id: int) -> str:
         return "unknown (DAGSTER_HOME is not set)"
     from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
 
-    with _dagster_instance(settings) as instance:
+    with _dagster_instance() as instance:
         present = instance.has_dynamic_partition(TENANT_PARTITIONS_NAME, str(tenant_id))
     return "present" if present else "missing (the onboarding sensor adds it for an enabled tenant)"
 
@@ -521,7 +517,7 @@ def _with_warehouse_and_audit(action: Any, command: str, tenant_id: int | None, 
     finally:
         engine.dispose()
     with _registry(settings) as registry, registry.engine.begin() as conn:
-        write_audit(conn, _change(command), tenant_id, detail)
+        write_audit(conn, Change(command), tenant_id, detail)
     return result
 
 
@@ -595,7 +591,7 @@ def _set_flag(target: str, tenant_id: int | None, enabled: bool, reason: str | N
     command = f"endpoints {'enable' if enabled else 'disable'}"
     with _registry(settings) as registry:
         EndpointSelection(registry.engine, settings.disabled_endpoints).set(
-            target, enabled=enabled, tenant_id=tenant_id, reason=reason, change=_change(command)
+            target, enabled=enabled, tenant_id=tenant_id, reason=reason, change=Change(command)
         )
     who = f"tenant {tenant_id}" if tenant_id is not None else "every tenant"
     click.echo(f"{target} {'enabled' if enabled else 'disabled'} for {who}.")
@@ -654,5 +650,11 @@ def demo(port: int, scale: float) -> None:
     sys.exit(run_demo(port=port, scale=scale))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``st-pipeline`` console command: what it writes (state, Dagster's files) is private."""
+    os.umask(0o077)
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -32,11 +32,8 @@ _LOCAL_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
 
 
 def prepare_local_environment() -> dict[str, str]:
-    """Environment for a local run: state in ST_PIPELINE_HOME, a local key file, a SQLite Dagster instance.
-
-    Everything is created owner-only, and so is what Dagster writes under the instance (umask 077).
-    """
-    os.umask(0o077)
+    """Environment for a local run: state in ST_PIPELINE_HOME, a local key file, a SQLite Dagster instance,
+    each created owner-only."""
     settings = load_settings()
     home = secure_home(settings.home)
     env: dict[str, str] = {"ST_PIPELINE_HOME": str(home)}
@@ -52,6 +49,7 @@ def prepare_local_environment() -> dict[str, str]:
 
 
 def run_demo(*, port: int, scale: float) -> int:
+    os.umask(0o077)  # what this process and the Dagster run write is private too
     env = prepare_local_environment()
     config = SimulatorConfig(tenants=[SimulatorConfig.demo_tenant(DEMO_TENANT_ID)], scale=scale)
     datasets = load_catalogue().extracted_datasets()

@@ -123,3 +123,12 @@ def test_every_variable_the_code_reads_is_declared() -> None:
     assert readers == []
     assert set(Settings.variables()) >= {"SERVICETITAN_APP_KEY", "ST_PIPELINE_WAREHOUSE_URL", "DAGSTER_HOME"}
     assert all(Settings.variables().values())  # every variable says what it means
+
+
+def test_the_readme_documents_every_variable() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [
+        name for name in Settings.variables()
+        if f"`{name}`" not in readme and f"`_{name.removeprefix('ST_PIPELINE_ALERT_')}`" not in readme
+    ]
+    assert missing == []

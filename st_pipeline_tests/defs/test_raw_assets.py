@@ -13,6 +13,7 @@ from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
+from st_pipeline.tenants.crypto import generate_key
 from st_pipeline.tenants.endpoint_selection import EndpointSelection
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table, sync_log_table
@@ -227,3 +228,18 @@ def test_second_run_is_incremental_and_full_refresh_reads_everything(local_env: 
     assert second["records"].value == 0 and second["sync"].value == "incremental"
     assert second["cursor_before"].value == first["cursor"].value
     assert refresh["records"].value == truth and refresh["rows_in_table"].value == truth
+
+
+def test_a_run_without_the_right_key_fails_naming_the_tenant_and_the_variable(
+    local_env: Path, api_env: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register_tenants(None, TENANT_A)
+    monkeypatch.setenv("ST_PIPELINE_SECRET_KEYS", generate_key())  # the old key dropped before rotating
+    with dg.instance_for_test() as instance:
+        result = materialize_tenant(instance, TENANT_A.tenant_id, raise_on_error=False, datasets=["crm/customers"])
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    message = failure.step_failure_data.error.message
+    assert f"tenant {TENANT_A.tenant_id}'s stored client secret cannot be decrypted" in message
+    assert "ST_PIPELINE_SECRET_KEYS" in message and "keys rotate" not in message
+    assert failure.step_failure_data.user_failure_data.metadata["error_type"].value == "SecretKeyError"

@@ -92,3 +92,15 @@ def test_invalid_client_names_tenant_and_never_the_secret(fresh_simulator: Simul
 
 def test_credentials_repr_hides_the_secret() -> None:
     assert CANARY_SECRET not in repr(_credentials())
+
+
+def test_an_issued_token_and_the_secret_are_known_to_the_redactor(fresh_simulator: Simulator) -> None:
+    from st_pipeline.redaction import redact
+
+    secret = "plain-secret-no-pattern-would-catch-31"
+    fresh_simulator.set_client_secret(TENANT_A.tenant_id, secret)
+    with httpx.Client() as http:
+        provider = TokenProvider(_credentials(secret), fresh_simulator.auth_url, http)
+        token = provider.token()
+    assert token == fresh_simulator.issued_tokens(TENANT_A.tenant_id)[-1]
+    assert redact(f"401 for {token} with {secret}") == "401 for [redacted] with [redacted]"

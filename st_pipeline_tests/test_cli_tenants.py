@@ -1,0 +1,159 @@
+"""A tenant's life through the command line: add, test, disable and enable, remove (data kept),
+remove with --purge-data; the audit trail; owner-only files."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from st_pipeline.cli import main
+from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
+from st_pipeline.defs.resources import TenantRegistryResource
+from st_pipeline.defs.schedules import build_sync_schedule
+from st_pipeline.demo import prepare_local_environment
+from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
+from st_pipeline.warehouse.tables import raw_table, sync_log_table
+from st_pipeline_tests.conftest import point_at_simulator
+from st_pipeline_tests.support import materialize_tenant
+
+ONE = SimulatedTenant(tenant_id=6601, client_id="cid.life-one", client_secret="cs1.life-one-secret")
+TWO = SimulatedTenant(tenant_id=6602, client_id="cid.life-two", client_secret="cs1.life-two-secret")
+CUSTOMERS = load_catalogue().dataset("crm/customers")
+PAYROLL_SCOPE = "tn.prl.grosspayitems:r"
+
+
+@pytest.fixture()
+def deployment(local_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """A simulator of its own (scopes are denied in it), a home that does not exist yet, a Dagster home."""
+    monkeypatch.setenv("ST_PIPELINE_HOME", str(tmp_path / "fresh" / "home"))
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    config = SimulatorConfig(tenants=[ONE, TWO], seed=4, scale=0.02)
+    with Simulator(config) as sim:
+        point_at_simulator(monkeypatch, sim)
+        yield sim
+
+
+def _st(*args: str, stdin: str = "") -> Result:
+    result = CliRunner().invoke(main, list(args), input=stdin, prog_name="st-pipeline")
+    assert result.exit_code == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+def _partitions() -> list[str]:
+    with dg.DagsterInstance.get() as instance:
+        return instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME)
+
+
+def _rows(warehouse: Path, tenant_id: int) -> dict[str, int]:
+    engine = sa.create_engine(f"sqlite:///{warehouse}")
+    with engine.connect() as conn:
+        counts = {
+            table.name: conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id))
+            .scalar_one()
+            for table in (raw_table(CUSTOMERS), sync_log_table)
+        }
+    engine.dispose()
+    return counts
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_tenants_life_from_the_command_line(deployment: Simulator, tmp_path: Path) -> None:
+    home = tmp_path / "fresh" / "home"
+    for tenant in (ONE, TWO):
+        added = _st("tenant", "add", "--tenant", str(tenant.tenant_id), "--name", f"Life {tenant.tenant_id}",
+                    "--client-id", tenant.client_id, stdin=tenant.client_secret + "\n")
+        assert f"Dagster partition {tenant.tenant_id} added" in added.stdout
+    assert _partitions() == [str(ONE.tenant_id), str(TWO.tenant_id)]
+    _st("db", "upgrade")
+    # State created by the project is owner-only, the directories it made included.
+    assert _mode(home) == _mode(home.parent) == 0o700
+    for name in ("registry.db", "warehouse.db"):
+        assert _mode(home / name) == 0o600, name
+    for journal in home.glob("*.db-*"):
+        assert _mode(journal) == 0o600, journal.name
+
+    # `tenant test`: token, tenant id, and the scope that is not granted.
+    deployment.deny_scopes(ONE.tenant_id, {PAYROLL_SCOPE})
+    tested = _st("tenant", "test", "--tenant", str(ONE.tenant_id)).stdout
+    assert f"tenant {ONE.tenant_id}: token issued; tenant id confirmed" in tested
+    [denied] = [line for line in tested.splitlines() if "not granted" in line]
+    assert PAYROLL_SCOPE in denied and "payroll/gross-pay-items" in denied
+    assert "every probed scope is granted" in _st("tenant", "test", "--tenant", str(TWO.tenant_id)).stdout
+
+    with dg.DagsterInstance.get() as instance:
+        for tenant in (ONE, TWO):
+            assert materialize_tenant(instance, tenant.tenant_id, datasets=[CUSTOMERS.key]).success
+    warehouse = home / "warehouse.db"
+    synced = _rows(warehouse, ONE.tenant_id)
+    assert synced[raw_table(CUSTOMERS).name] == len(deployment.ground_truth(ONE.tenant_id, CUSTOMERS.key))
+
+    # Disabled: the schedule skips it; its data and partition stay. Enabled again: back in the schedule.
+    _st("tenant", "disable", "--tenant", str(ONE.tenant_id), "--reason", "contract paused")
+    [listed] = [line for line in _st("tenant", "list").stdout.splitlines() if str(ONE.tenant_id) in line]
+    assert listed.split()[1] == "disabled"
+    assert _scheduled() == [str(TWO.tenant_id)]
+    _st("tenant", "enable", "--tenant", str(ONE.tenant_id))
+    assert _scheduled() == [str(ONE.tenant_id), str(TWO.tenant_id)]
+
+    # Removed: credentials and partition go, the data stays.
+    removed = _st("tenant", "remove", "--tenant", str(ONE.tenant_id)).stdout
+    assert "its warehouse data stays" in removed and f"Dagster partition {ONE.tenant_id} removed" in removed
+    assert _partitions() == [str(TWO.tenant_id)]
+    assert str(ONE.tenant_id) not in _st("tenant", "list").stdout
+    assert _rows(warehouse, ONE.tenant_id) == synced
+
+    # Removed with --purge-data --yes: its rows go too, the other tenant's stay.
+    other = _rows(warehouse, TWO.tenant_id)
+    purged = _st("tenant", "remove", "--tenant", str(TWO.tenant_id), "--purge-data", "--yes").stdout
+    assert "warehouse rows deleted" in purged
+    assert _rows(warehouse, TWO.tenant_id) == {name: 0 for name in other}
+    assert _rows(warehouse, ONE.tenant_id) == synced
+
+    history = list(reversed(_st("tenant", "history", "--tenant", str(ONE.tenant_id)).stdout.splitlines()[1:]))
+    expected = ["tenant add", "tenant disable", "tenant enable", "tenant remove"]
+    assert len(history) == len(expected)
+    assert all(command in line for command, line in zip(expected, history, strict=True))
+    assert all(getpass.getuser() in line for line in history)
+    assert "contract paused" in "\n".join(history)
+    everything = _st("tenant", "history").stdout
+    assert "tenant remove --purge-data" in everything and ONE.client_secret not in everything
+
+
+def _scheduled() -> list[str]:
+    schedule = build_sync_schedule("0 * * * *")
+    with dg.DagsterInstance.get() as instance, dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 12, 1, 10, tzinfo=UTC),
+        resources={"tenant_registry": TenantRegistryResource()},
+    ) as context:
+        return [r.partition_key for r in schedule(context) if isinstance(r, dg.RunRequest)]
+
+
+def test_the_demo_creates_its_state_owner_only(tmp_path: Path, local_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "demo" / "state"
+    monkeypatch.setenv("ST_PIPELINE_HOME", str(home))
+    monkeypatch.delenv("ST_PIPELINE_SECRET_KEYS")
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # the demo exports its variables: keep them here
+    env = prepare_local_environment()
+    key_file = Path(env["ST_PIPELINE_SECRET_KEYS_FILE"])
+    dagster_home = Path(env["DAGSTER_HOME"])
+    assert _mode(home) == _mode(dagster_home) == 0o700
+    assert _mode(key_file) == _mode(dagster_home / "dagster.yaml") == 0o600
+    first_key = key_file.read_text()
+    prepare_local_environment()  # a second demo keeps the key (the registry was encrypted with it)
+    assert key_file.read_text() == first_key
