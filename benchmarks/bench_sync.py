@@ -99,8 +99,7 @@ def child(args: argparse.Namespace) -> None:
     from st_pipeline.servicetitan.settings import ApiSettings
     from st_pipeline.sync.extract import sync_tenant
     from st_pipeline.warehouse.engine import create_warehouse_engine
-    from st_pipeline.warehouse.schema import upgrade
-    from st_pipeline.warehouse.schema import ensure_raw_tables
+    from st_pipeline.warehouse.schema import ensure_raw_tables, upgrade
 
     datasets = load_catalogue().core_datasets()
     engine = create_warehouse_engine(args.warehouse_url)
