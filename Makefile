@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export ST_PIPELINE_HOME ?= $(CURDIR)/.st_pipeline
 SIM_PORT ?= 8765
 
-.PHONY: install demo test dev simulator catalogue bench clean
+.PHONY: install demo test dev simulator catalogue bench bench-fleet clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ catalogue: install
 ## The sync benchmark (200k and 1M records; SQLite and PostgreSQL; see docs/benchmarks.md).
 bench: install
 	$(BIN)/python benchmarks/bench_sync.py
+
+## The fleet benchmark: 20 tenants, production-style instance and daemon on PostgreSQL (docs/benchmarks.md).
+bench-fleet: install
+	$(BIN)/python benchmarks/bench_fleet.py
 
 clean:
 	rm -rf $(VENV) $(ST_PIPELINE_HOME) .pytest_cache

@@ -523,27 +523,55 @@ def _with_warehouse_and_audit(action: Any, command: str, tenant_id: int | None, 
 
 @main.command("sync-log")
 @tenant_option()
-@click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 100_000))
-def sync_log(tenant_id: int, limit: int) -> None:
-    """What the latest syncs of a tenant did, newest first."""
-    from st_pipeline.sync.state import read_log
+@click.option("--runs", default=1, show_default=True, type=click.IntRange(1, 1000), help="How many of the latest runs.")
+@click.option("--run", "run_id", help="One run, by its Dagster run id.")
+@click.option("--all", "show_all", is_flag=True, help="Also list the datasets where nothing changed.")
+def sync_log(tenant_id: int, runs: int, run_id: str | None, show_all: bool) -> None:
+    """What the latest sync of a tenant did: per-run totals, then its datasets (changed, failed, skipped)."""
+    from st_pipeline.sync.state import SUCCEEDED, read_log
     from st_pipeline.warehouse.engine import create_warehouse_engine
 
     engine = create_warehouse_engine(load_settings().warehouse_database_url)
     try:
-        rows = read_log(engine, tenant_id, limit=limit)
+        rows = read_log(engine, tenant_id, runs=runs, run_id=run_id)
     finally:
         engine.dispose()
     if not rows:
-        click.echo(f"no syncs logged for tenant {tenant_id}")
+        click.echo(f"no syncs logged for tenant {tenant_id}" + (f" in run {run_id}" if run_id else ""))
         return
-    click.echo(f"{'started (UTC)':19}  {'dataset':40} {'status':11} {'records':>8} {'pages':>5} {'requests':>8} {'retries':>7} {'429s':>4}  cursor after / error")
+    by_run: dict[str, list[Any]] = {}
     for row in rows:
-        tail = row.error or row.cursor_after or ""
+        by_run.setdefault(row.run_id, []).append(row)
+    for number, (run, run_rows) in enumerate(by_run.items()):
+        if number:
+            click.echo("")
+        statuses: dict[str, int] = {}
+        for row in run_rows:
+            statuses[row.status] = statuses.get(row.status, 0) + 1
+        began = min(row.started_at for row in run_rows)
+        ended = max((row.ended_at for row in run_rows if row.ended_at), default=None)
+        took = f", {(ended - began).total_seconds():.1f} s" if ended else ", still running"
+        total = {name: sum(getattr(row, name) for row in run_rows)
+                 for name in ("records", "rows_written", "requests", "retries", "throttled")}
         click.echo(
-            f"{row.started_at:%Y-%m-%d %H:%M:%S}  {row.dataset:40} {row.status:11} {row.records:>8} {row.pages:>5} "
-            f"{row.requests:>8} {row.retries:>7} {row.throttled:>4}  {tail[:60]}"
+            f"run {run} — {began:%Y-%m-%d %H:%M:%S} UTC{took}; {len(run_rows)} datasets: "
+            + ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+            + f"; {total['records']} records, {total['rows_written']} rows written, {total['requests']} requests, "
+            f"{total['retries']} retries, {total['throttled']} 429s"
         )
+        shown = [row for row in run_rows if show_all or row.status != SUCCEEDED or row.rows_written or row.quarantined]
+        if shown:
+            click.echo(f"  {'dataset':44} {'status':11} {'records':>8} {'written':>8} {'requests':>8} "
+                       f"{'retries':>7} {'429s':>4} {'seconds':>7}  cursor after / error")
+        for row in sorted(shown, key=lambda r: r.dataset):
+            tail = row.error or row.cursor_after or ""
+            seconds = f"{row.duration_s:.2f}" if row.duration_s is not None else "-"
+            click.echo(
+                f"  {row.dataset:44} {row.status:11} {row.records:>8} {row.rows_written:>8} {row.requests:>8} "
+                f"{row.retries:>7} {row.throttled:>4} {seconds:>7}  {tail[:70]}"
+            )
+        if len(shown) < len(run_rows):
+            click.echo(f"  {len(run_rows) - len(shown)} datasets succeeded without changes (--all lists them)")
 
 
 # -- catalogue -----------------------------------------------------------------------------------

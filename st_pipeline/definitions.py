@@ -6,18 +6,22 @@ or missing variable stops it with a message naming the variable.
 
 import dagster as dg
 
+from st_pipeline.defs.checks import build_raw_checks
 from st_pipeline.defs.freshness import build_freshness_schedule, freshness_checks, freshness_job
-from st_pipeline.defs.raw_assets import raw_assets
+from st_pipeline.defs.raw_assets import raw_asset_specs
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import build_reconcile_schedule, build_sync_schedule, reconcile_job, sync_job
-from st_pipeline.defs.sensors import (
+from st_pipeline.defs.alerting import (
     AlertingResource,
     check_failure_alert_sensor,
     run_failure_alert_sensor,
     run_recovery_sensor,
     stale_tenant_sensor,
-    tenant_onboarding_sensor,
 )
+from st_pipeline.defs.maintenance import build_maintenance_schedule, maintenance_job
+from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
+from st_pipeline.defs.tenant_sync import tenant_sync
+from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import Settings, SettingsError, load_settings
 
 
@@ -29,20 +33,27 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ("ST_PIPELINE_SYNC_CRON", settings.sync_cron),
         ("ST_PIPELINE_RECONCILE_CRON", settings.reconcile_cron),
         ("ST_PIPELINE_FRESHNESS_CRON", settings.freshness_cron),
+        ("ST_PIPELINE_MAINTENANCE_CRON", settings.maintenance_cron),
     ):
         if not is_valid_cron_string(cron):
             raise SettingsError(f"{variable} is not a cron expression (e.g. '0 * * * *' for hourly)")
+    datasets = load_catalogue().extracted_datasets()
     return dg.Definitions(
-        assets=[raw_assets],
-        asset_checks=[freshness_checks],
-        jobs=[sync_job, reconcile_job, freshness_job],
+        # A run is one step (the tenant sync): a step subprocess would only add a second interpreter
+        # start and import.
+        executor=dg.in_process_executor,
+        assets=[tenant_sync, *raw_asset_specs(datasets)],
+        asset_checks=[build_raw_checks(datasets), freshness_checks],
+        jobs=[sync_job, reconcile_job, freshness_job, maintenance_job],
         schedules=[
             build_sync_schedule(settings.sync_cron),
             build_reconcile_schedule(settings.reconcile_cron),
             build_freshness_schedule(settings.freshness_cron),
+            build_maintenance_schedule(settings.maintenance_cron),
         ],
         sensors=[
             tenant_onboarding_sensor,
+            abandoned_run_sensor,
             run_failure_alert_sensor,
             run_recovery_sensor,
             check_failure_alert_sensor,

@@ -7,10 +7,12 @@ warehouse's row counts next to the simulator's.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,10 +27,29 @@ from st_pipeline.tenants.onboarding import add_tenant
 from st_pipeline.tenants.registry import Change, TenantRegistry
 from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
 from st_pipeline.warehouse.schema import upgrade
-from st_pipeline.warehouse.tables import raw_table
+from st_pipeline.sync.state import RUNNING
+from st_pipeline.warehouse.tables import raw_table, sync_log_table
 
 DEMO_TENANT_ID = 1001
-_LOCAL_DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+# The local instance: SQLite storage, run monitoring and the one-run-per-tenant queue as in production.
+LOCAL_DAGSTER_YAML = """telemetry:
+  enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  max_runtime_seconds: 21600
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+    tag_concurrency_limits:
+      - key: "dagster/partition"
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+"""
 
 
 def prepare_local_environment() -> dict[str, str]:
@@ -42,7 +63,7 @@ def prepare_local_environment() -> dict[str, str]:
         create_private_file(key_file, (generate_key() + "\n").encode())
         env["ST_PIPELINE_SECRET_KEYS_FILE"] = str(key_file)
     dagster_home = ensure_private_dir(settings.dagster_home or home / "dagster")
-    create_private_file(dagster_home / "dagster.yaml", _LOCAL_DAGSTER_YAML.encode())
+    create_private_file(dagster_home / "dagster.yaml", LOCAL_DAGSTER_YAML.encode())
     env["DAGSTER_HOME"] = str(dagster_home)
     os.environ.update(env)
     return env
@@ -83,22 +104,16 @@ def run_demo(*, port: int, scale: float) -> int:
 
         with dg.DagsterInstance.get() as instance:
             add_tenant_partition(instance, DEMO_TENANT_ID)
-        print(f"tenant {DEMO_TENANT_ID} registered; materializing every asset through Dagster …")
-
-        warehouse_engine = create_warehouse_engine(settings.warehouse_database_url)
-        upgrade(warehouse_engine)  # what `st-pipeline db upgrade` does
-        warehouse_engine.dispose()
-        dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
-        completed = subprocess.run(
-            [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "*",
-             "--partition", str(DEMO_TENANT_ID)],
-            check=False,
-        )
-        if completed.returncode != 0:
-            print("the Dagster run failed; see its log above", file=sys.stderr)
-            return completed.returncode
-
         engine = create_warehouse_engine(settings.warehouse_database_url)
+        upgrade(engine)  # what `st-pipeline db upgrade` does
+        log_path = Path(env["ST_PIPELINE_HOME"]) / "demo-run.log"
+        print(f"tenant {DEMO_TENANT_ID} registered; running the servicetitan_sync job for it "
+              f"(Dagster's log: {log_path}) …")
+        returncode = _run_sync_job(engine, log_path)
+        if returncode != 0:
+            engine.dispose()
+            print(f"the Dagster run failed; its log is in {log_path}", file=sys.stderr)
+            return returncode
         expected = sim.record_counts(DEMO_TENANT_ID)
         print(f"\nwarehouse {describe_url(engine)}, tenant {DEMO_TENANT_ID}:")
         all_equal = _print_counts(engine, datasets, expected)
@@ -106,6 +121,45 @@ def run_demo(*, port: int, scale: float) -> int:
     print("\nall counts equal the simulator's." if all_equal else "\ncounts differ from the simulator's!")
     print("Browse the same data and the run in the Dagster UI: make dev  (then open http://127.0.0.1:3000)")
     return 0 if all_equal else 1
+
+
+def _run_sync_job(engine: sa.Engine, log_path: Path) -> int:
+    """The tenant's ``servicetitan_sync`` run, as a schedule would start it, with Dagster's own output in
+    ``log_path``; each dataset is printed as the sync log closes it, then a summary."""
+    log = sync_log_table.c
+    with engine.connect() as conn:
+        before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(log.log_id), 0))).scalar_one()
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    started = time.monotonic()
+    shown: set[int] = set()
+    with log_path.open("w") as output:
+        run = subprocess.Popen(
+            [dagster, "job", "execute", "-m", "st_pipeline.definitions", "-j", "servicetitan_sync",
+             "--tags", json.dumps({"dagster/partition": str(DEMO_TENANT_ID)})],
+            stdout=output, stderr=subprocess.STDOUT,
+        )
+        while True:
+            finished = run.poll() is not None  # read once more after the run ends
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(sync_log_table).where(log.log_id > before, log.status != RUNNING).order_by(log.ended_at)
+                ).all()
+            for row in rows:
+                if row.log_id not in shown:
+                    shown.add(row.log_id)
+                    detail = row.error or f"{row.records} records, {row.rows_written} rows written"
+                    print(f"  {len(shown):>3}  {row.dataset:48} {row.status:10} {detail[:80]}")
+            if finished:
+                break
+            time.sleep(0.5)  # a progress display polling the sync log, bounded by the run itself
+    with engine.connect() as conn:
+        totals = conn.execute(
+            sa.select(sa.func.count(), sa.func.sum(log.records), sa.func.sum(log.rows_written), sa.func.sum(log.requests))
+            .where(log.log_id > before)
+        ).one()
+    print(f"\n{totals[0]} datasets synced in {time.monotonic() - started:.1f} s: {totals[1] or 0} records received, "
+          f"{totals[2] or 0} rows written, {totals[3] or 0} API requests")
+    return run.returncode
 
 
 def _print_counts(engine: sa.Engine, datasets: list[Dataset], expected: dict[str, int]) -> bool:

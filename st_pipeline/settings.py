@@ -88,6 +88,13 @@ class Settings(BaseModel):
         "ST_PIPELINE_FRESHNESS_SLA_HOURS", 6.0, "a dataset or tenant not synced successfully for this long is stale",
         ge=0,
     )
+    sync_log_retention_days: float = _variable(
+        "ST_PIPELINE_SYNC_LOG_RETENTION_DAYS", 90.0, "sync-log rows older than this are deleted by the maintenance job",
+        gt=0,
+    )
+    maintenance_cron: str = _variable(
+        "ST_PIPELINE_MAINTENANCE_CRON", "45 3 * * *", "when the maintenance job (sync-log retention) runs"
+    )
 
     # -- alerts ------------------------------------------------------------------------------------
     alert_slack_webhook_url: SecretStr | None = _variable(
@@ -145,6 +152,16 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        # Local mode (SQLite files in the home) is neither URL set. A deployment that sets one has
+        # left local mode, and a missing other one must stop it rather than open an empty SQLite
+        # file: an empty registry would look like a fleet without tenants.
+        if (self.warehouse_url is None) != (self.registry_url is None):
+            missing = "ST_PIPELINE_REGISTRY_URL" if self.registry_url is None else "ST_PIPELINE_WAREHOUSE_URL"
+            given = "ST_PIPELINE_WAREHOUSE_URL" if self.registry_url is None else "ST_PIPELINE_REGISTRY_URL"
+            raise _Invalid(
+                f"{missing} is not set but {given} is: outside local mode both databases must be named "
+                "(unset both for local SQLite files in ST_PIPELINE_HOME)"
+            )
         if self.registry_url is not None and self.registry_url == self.warehouse_url:
             raise _Invalid(
                 "ST_PIPELINE_REGISTRY_URL must name another database than ST_PIPELINE_WAREHOUSE_URL: the "
@@ -234,6 +251,11 @@ class Settings(BaseModel):
         )
 
     @property
+    def local_mode(self) -> bool:
+        """No database URL configured: the warehouse and registry are SQLite files in the home."""
+        return self.warehouse_url is None and self.registry_url is None
+
+    @property
     def warehouse_database_url(self) -> str:
         """The warehouse URL, or the SQLite file in the home directory."""
         return self.warehouse_url or f"sqlite:///{self.home / 'warehouse.db'}"
@@ -246,6 +268,10 @@ class Settings(BaseModel):
     @property
     def freshness_sla(self) -> timedelta:
         return timedelta(hours=self.freshness_sla_hours)
+
+    @property
+    def sync_log_retention(self) -> timedelta:
+        return timedelta(days=self.sync_log_retention_days)
 
     def encryption_keys(self) -> tuple[str, list[str]]:
         """(the variable they came from, the keys, first one first); ``SettingsError`` if none is usable.

@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from st_pipeline.defs.partitions import add_tenant_partition
-from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
+from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
+from st_pipeline.defs.schedules import TENANT_SYNC_OP
+from st_pipeline.defs.tenant_sync import tenant_sync
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.timestamps import parse_timestamp
 from st_pipeline.settings import load_settings
@@ -32,6 +34,10 @@ def deployment(registry_url: str | None = None, warehouse_url: str | None = None
 
     They are deployment configuration: resources read them from the environment, never from config.
     """
+    if registry_url or warehouse_url:  # outside local mode both are named; the other keeps its local file
+        local = load_settings()
+        registry_url = registry_url or local.registry_database_url
+        warehouse_url = warehouse_url or local.warehouse_database_url
     wanted = {"ST_PIPELINE_REGISTRY_URL": registry_url, "ST_PIPELINE_WAREHOUSE_URL": warehouse_url}
     saved = {name: os.environ.get(name) for name in wanted}
     try:
@@ -66,23 +72,23 @@ def materialize_tenant(
     registry_url: str | None = None,
     warehouse_url: str | None = None,
     *,
-    run_config: dict | None = None,
+    config: dict | None = None,
     raise_on_error: bool = True,
     datasets: list[str] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Upgrade the warehouse schema, add the partition, materialize every raw asset of the tenant.
+    """Upgrade the warehouse schema, add the partition, run the tenant sync (of ``datasets``, or all).
 
     ``registry_url`` and ``warehouse_url`` (default: the environment's) are set as the deployment's
-    variables for the run.
+    variables for the run; ``config`` is the tenant sync's config.
     """
+    config = {**(config or {}), **({"datasets": datasets} if datasets else {})}
     with deployment(registry_url, warehouse_url):
         engine = sa.create_engine(load_settings().warehouse_database_url)
         upgrade(engine)
         engine.dispose()
         add_tenant_partition(instance, tenant_id)
         return dg.materialize(
-            [raw_assets],
-            selection=[raw_asset_key(load_catalogue().dataset(key)) for key in datasets] if datasets else None,
+            [tenant_sync],
             partition_key=str(tenant_id),
             instance=instance,
             resources={
@@ -90,9 +96,31 @@ def materialize_tenant(
                 "tenant_registry": TenantRegistryResource(),
                 "warehouse": WarehouseResource(),
             },
-            run_config=run_config,
+            run_config={"ops": {TENANT_SYNC_OP: {"config": config}}},
             raise_on_error=raise_on_error,
         )
+
+
+def _events(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list:
+    return [entry.dagster_event.event_specific_data for entry in instance.all_logs(run_id, of_type=kind)]
+
+
+def raw_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, dict]:
+    """The raw assets a tenant sync reported as materialized in a run, with their metadata."""
+    materialized = [m.materialization for m in _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)]
+    return {m.asset_key: m.metadata for m in materialized if m.asset_key != TENANT_SYNC_KEY}
+
+
+def tenant_sync_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """The metadata of the tenant sync's own materialization in a run."""
+    materialized = [m.materialization for m in _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)]
+    [own] = [m for m in materialized if m.asset_key == TENANT_SYNC_KEY]
+    return own.metadata
+
+
+def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetCheckEvaluation]:
+    """The check results a run reported."""
+    return _events(instance, run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
 
 
 def assert_warehouse_equals_ground_truth(

@@ -89,8 +89,13 @@ def test_bad_arguments(home: Path, args: list[str], code: int, fragments: list[s
     [
         ({"ST_PIPELINE_REGISTRY_URL": "definitely not a url"}, ["tenant", "list"],
          ["ST_PIPELINE_REGISTRY_URL is not a database URL"]),
-        ({"ST_PIPELINE_REGISTRY_URL": "postgresql://st:pw-CANARY-db@127.0.0.1:1/registry"}, ["tenant", "list"],
+        ({"ST_PIPELINE_REGISTRY_URL": "postgresql://st:pw-CANARY-db@127.0.0.1:1/registry",
+          "ST_PIPELINE_WAREHOUSE_URL": "postgresql://st@127.0.0.1:1/warehouse"}, ["tenant", "list"],
          ["cannot open ST_PIPELINE_REGISTRY_URL", "127.0.0.1:1"]),
+        ({"ST_PIPELINE_WAREHOUSE_URL": "postgresql://st@127.0.0.1:1/warehouse"}, ["tenant", "list"],
+         ["ST_PIPELINE_REGISTRY_URL is not set but ST_PIPELINE_WAREHOUSE_URL is", "local mode"]),
+        ({"ST_PIPELINE_REGISTRY_URL": "postgresql://st@127.0.0.1:1/registry"}, ["db", "upgrade"],
+         ["ST_PIPELINE_WAREHOUSE_URL is not set but ST_PIPELINE_REGISTRY_URL is"]),
         ({"ST_PIPELINE_WAREHOUSE_URL": "oracle://x@h/db"}, ["db", "upgrade"], ["ST_PIPELINE_WAREHOUSE_URL", "supported"]),
         ({"SERVICETITAN_AUTH_URL": "http://collector.example/connect/token"}, ADD + ["--tenant", "5"],
          ["SERVICETITAN_AUTH_URL", "SERVICETITAN_ENVIRONMENT=custom"]),
@@ -138,7 +143,7 @@ def test_bad_key_file(home: Path, content: bytes | None, mode: int | None, fragm
 
 
 def test_a_name_too_long_for_postgresql_is_refused_before_the_database(home: Path, postgres_url: str) -> None:
-    environ = {"ST_PIPELINE_REGISTRY_URL": postgres_url}
+    environ = {"ST_PIPELINE_REGISTRY_URL": postgres_url, "ST_PIPELINE_WAREHOUSE_URL": f"sqlite:///{home / 'w.db'}"}
     result = _run(["tenant", "add", "--tenant", "5", "--name", "N" * 201, "--client-id", "cid.x"], env=environ)
     _assert_one_line_error(result, 1, "at most 200 characters")
     engine = sa.create_engine(postgres_url)
@@ -152,7 +157,7 @@ def test_a_name_too_long_for_postgresql_is_refused_before_the_database(home: Pat
 def test_a_broken_registry_file_is_one_redacted_line_and_a_traceback_on_request(home: Path) -> None:
     broken = home.parent / "broken.db"
     broken.write_bytes(b"this is not a database, password=hunter2-CANARY " * 100)
-    environ = {"ST_PIPELINE_REGISTRY_URL": f"sqlite:///{broken}"}
+    environ = {"ST_PIPELINE_REGISTRY_URL": f"sqlite:///{broken}", "ST_PIPELINE_WAREHOUSE_URL": f"sqlite:///{home / 'w.db'}"}
     result = _run(["tenant", "list"], env=environ)
     _assert_one_line_error(result, 1, "cannot open ST_PIPELINE_REGISTRY_URL")
     assert "hunter2" not in result.stderr

@@ -101,6 +101,10 @@ def test_a_tenants_life_from_the_command_line(deployment: Simulator, tmp_path: P
             assert materialize_tenant(instance, tenant.tenant_id, datasets=[CUSTOMERS.key]).success
     warehouse = home / "warehouse.db"
     synced = _rows(warehouse, ONE.tenant_id)
+    # The sync log of the latest run: run id and totals, then what changed.
+    logged = _st("sync-log", "--tenant", str(ONE.tenant_id)).stdout
+    assert logged.startswith("run ") and "1 datasets: 1 succeeded" in logged and "crm/customers" in logged
+    assert f"{synced[raw_table(CUSTOMERS).name]} records, {synced[raw_table(CUSTOMERS).name]} rows written" in logged
     assert synced[raw_table(CUSTOMERS).name] == len(deployment.ground_truth(ONE.tenant_id, CUSTOMERS.key))
 
     # Disabled: the schedule skips it; its data and partition stay. Enabled again: back in the schedule.
@@ -157,3 +161,7 @@ def test_the_demo_creates_its_state_owner_only(tmp_path: Path, local_env: Path, 
     first_key = key_file.read_text()
     prepare_local_environment()  # a second demo keeps the key (the registry was encrypted with it)
     assert key_file.read_text() == first_key
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:  # monitored and queued like production
+        assert instance.run_monitoring_enabled
+        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        assert limits[0]["key"] == "dagster/partition" and limits[0]["limit"] == 1

@@ -20,10 +20,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from st_pipeline.defs.raw_assets import raw_asset_key
+from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
 from st_pipeline.defs.resources import TenantRegistryResource
-from st_pipeline.defs.sensors import AlertingResource, run_failure_alert_sensor
-from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.defs.schedules import TENANT_SYNC_OP
+from st_pipeline.defs.alerting import AlertingResource, run_failure_alert_sensor
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline_tests.alerts.conftest import HttpReceiver
@@ -34,8 +34,7 @@ APP_KEY = "ak1.CANARY-app-key-5e7d21"
 FIRST = SimulatedTenant(tenant_id=8801, client_id="cid.canary-one", client_secret="cs1.CANARY-one-4c1f9e2b")
 SECOND = SimulatedTenant(tenant_id=8802, client_id="cid.canary-two", client_secret="cs1.CANARY-two-a83d07c6")
 RENEWED_SECRET = "cs1.CANARY-two-renewed-77b0"
-SELECT = ",".join(raw_asset_key(load_catalogue().dataset(k)).to_user_string()
-                  for k in ("crm/customers", "settings/business-units"))
+ONLY = json.dumps({"ops": {TENANT_SYNC_OP: {"config": {"datasets": ["crm/customers", "settings/business-units"]}}}})
 
 
 class Operator:
@@ -58,8 +57,9 @@ class Operator:
         return self.run(str(BIN / "st-pipeline"), *args, **kwargs)  # type: ignore[arg-type]
 
     def materialize(self, tenant_id: int, expect: int = 0, env: dict[str, str] | None = None) -> None:
-        self.run(str(BIN / "dagster"), "asset", "materialize", "-m", "st_pipeline.definitions", "--select", SELECT,
-                 "--partition", str(tenant_id), expect=expect, env=env)
+        self.run(str(BIN / "dagster"), "asset", "materialize", "-m", "st_pipeline.definitions", "--select",
+                 TENANT_SYNC_KEY.to_user_string(), "--partition", str(tenant_id), "--config-json", ONLY,
+                 expect=expect, env=env)
 
 
 def _postgres_instance(dagster_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,6 +48,9 @@ def test_integration_and_custom_locations() -> None:
         ({"SERVICETITAN_ENVIRONMENT": "staging"}, "SERVICETITAN_ENVIRONMENT", "production"),
         ({"ST_PIPELINE_WAREHOUSE_URL": "not a url CANARY-pw"}, "ST_PIPELINE_WAREHOUSE_URL", "not a database URL"),
         ({"ST_PIPELINE_REGISTRY_URL": "mysql://u:CANARY-pw@h/db"}, "ST_PIPELINE_REGISTRY_URL", "supported"),
+        ({"ST_PIPELINE_WAREHOUSE_URL": "postgresql://u:CANARY-pw@h/wh"}, "ST_PIPELINE_REGISTRY_URL", "local mode"),
+        ({"ST_PIPELINE_WAREHOUSE_URL": "postgresql://h/x", "ST_PIPELINE_REGISTRY_URL": "postgresql://h/x"},
+         "ST_PIPELINE_REGISTRY_URL", "another database"),
         ({"ST_PIPELINE_FRESHNESS_SLA_HOURS": "six"}, "ST_PIPELINE_FRESHNESS_SLA_HOURS", "number"),
         ({"ST_PIPELINE_FRESHNESS_SLA_HOURS": "-1"}, "ST_PIPELINE_FRESHNESS_SLA_HOURS", "greater than or equal"),
         ({"ST_PIPELINE_ALERT_SMTP_PORT": "70000", "ST_PIPELINE_ALERT_SMTP_HOST": "h"}, "ST_PIPELINE_ALERT_SMTP_PORT", ""),
@@ -71,7 +74,8 @@ def test_secrets_read_are_known_to_the_redactor() -> None:
                               "ST_PIPELINE_ALERT_SMTP_HOST": "smtp.example.test",
                               "ST_PIPELINE_ALERT_EMAIL_FROM": "a@example.test", "ST_PIPELINE_ALERT_EMAIL_TO": "b@example.test",
                               "ST_PIPELINE_ALERT_SMTP_USER": "alerts", "ST_PIPELINE_ALERT_SMTP_PASSWORD": "plain-smtp-pw-canary",
-                              "ST_PIPELINE_WAREHOUSE_URL": "postgresql://etl:plain-db-pw-canary@db/wh"})
+                              "ST_PIPELINE_WAREHOUSE_URL": "postgresql://etl:plain-db-pw-canary@db/wh",
+                              "ST_PIPELINE_REGISTRY_URL": "postgresql://etl@db/registry"})
     text = "plain-app-key-canary-7731 plain-smtp-pw-canary plain-db-pw-canary"
     assert redact(text) == "[redacted] [redacted] [redacted]"
     assert settings.alert_email_to == ("b@example.test",)

@@ -17,11 +17,14 @@ from st_pipeline.alerts.model import (
     CHECK_FAILURE,
     INCIDENT_OPENED,
     INCIDENT_RESOLVED,
+    REGISTRY_SHRANK,
     RUN_FAILURE,
+    SCOPE_MISSING,
     STALE_TENANT,
     Alert,
     AlertMessage,
 )
+from st_pipeline.alerts.failing_checks import CheckVerdict, FailingCheck, FailingChecks
 from st_pipeline.alerts.webhooks import JsonWebhookChannel, SlackWebhookChannel
 
 __all__ = [
@@ -29,8 +32,13 @@ __all__ = [
     "CHECK_FAILURE",
     "INCIDENT_OPENED",
     "INCIDENT_RESOLVED",
+    "REGISTRY_SHRANK",
     "RUN_FAILURE",
+    "SCOPE_MISSING",
     "STALE_TENANT",
+    "CheckVerdict",
+    "FailingCheck",
+    "FailingChecks",
     "Alert",
     "AlertDeliveryError",
     "AlertError",

@@ -19,6 +19,8 @@ RUN_FAILURE = "run_failure"
 CHECK_FAILURE = "check_failure"
 AUTH_FAILURE = "auth_failure"
 STALE_TENANT = "stale_tenant"
+SCOPE_MISSING = "scope_missing"
+REGISTRY_SHRANK = "registry_shrank"
 
 
 @dataclass(frozen=True)

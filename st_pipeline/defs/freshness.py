@@ -16,6 +16,7 @@ import dagster as dg
 
 from st_pipeline.defs.raw_assets import raw_asset_key
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
+from st_pipeline.defs.schedules import FRESHNESS_JOB
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.sync.freshness import SyncHistory, assess_datasets
 from st_pipeline.warehouse.engine import describe_url
@@ -83,7 +84,7 @@ def build_freshness_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinit
 freshness_checks = build_freshness_checks(load_catalogue().extracted_datasets())
 
 freshness_job = dg.define_asset_job(
-    "servicetitan_freshness",
+    FRESHNESS_JOB,
     selection=dg.AssetSelection.checks(freshness_checks),
     description="Evaluates the freshness check of every raw asset over all enabled tenants.",
 )

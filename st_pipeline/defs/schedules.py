@@ -13,28 +13,33 @@ from collections.abc import Iterator
 import dagster as dg
 
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
-from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
+from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
 from st_pipeline.defs.resources import TenantRegistryResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
 
 TENANT_TAG = "st_pipeline/tenant"
+SYNC_JOB, RECONCILE_JOB, FRESHNESS_JOB, MAINTENANCE_JOB = (
+    "servicetitan_sync", "servicetitan_reconcile", "servicetitan_freshness", "servicetitan_maintenance",
+)
+# The jobs of this code location (alert sensors watch their runs, however they were launched).
+OUR_JOBS = frozenset({SYNC_JOB, RECONCILE_JOB, FRESHNESS_JOB, MAINTENANCE_JOB})
+# The op of the tenant-sync asset, as run config addresses it.
+TENANT_SYNC_OP = TENANT_SYNC_KEY.to_python_identifier()
 
 sync_job = dg.define_asset_job(
-    "servicetitan_sync",
-    selection=dg.AssetSelection.assets(raw_assets),
+    SYNC_JOB,
+    selection=dg.AssetSelection.assets(TENANT_SYNC_KEY),
     partitions_def=tenant_partitions,
-    description="Incremental sync of every raw dataset of one tenant.",
+    description="Incremental sync of every enabled dataset of one tenant (a partition).",
 )
 
 # Lists without an export feed cannot show deletes incrementally: read them in full, flag gone rows.
-_RECONCILED = [
-    raw_asset_key(d) for d in load_catalogue().extracted_datasets() if d.extraction_endpoint.kind != "export"
-]
+_RECONCILED = [d.key for d in load_catalogue().extracted_datasets() if d.extraction_endpoint.kind != "export"]
 reconcile_job = dg.define_asset_job(
-    "servicetitan_reconcile",
-    selection=dg.AssetSelection.assets(*_RECONCILED),
+    RECONCILE_JOB,
+    selection=dg.AssetSelection.assets(TENANT_SYNC_KEY),
     partitions_def=tenant_partitions,
-    config={"ops": {"servicetitan_raw": {"config": {"reconcile_deletes": True}}}},
+    config={"ops": {TENANT_SYNC_OP: {"config": {"reconcile_deletes": True, "datasets": _RECONCILED}}}},
     description="Full read of the datasets without export feed; rows gone upstream get deleted_at.",
 )
 

@@ -27,7 +27,18 @@ from st_pipeline.servicetitan.errors import MissingScopeError, ServiceTitanError
 from st_pipeline.servicetitan.models import PageValidation, validate_page
 from st_pipeline.servicetitan.timestamps import parse_timestamp
 from st_pipeline.sync import killpoints
-from st_pipeline.sync.state import FAILED, SKIPPED, SUCCEEDED, close_log, load_cursors, log_page, open_log, save_cursor
+from st_pipeline.sync.state import (
+    CANCELLED,
+    FAILED,
+    SKIPPED,
+    SUCCEEDED,
+    DatasetClose,
+    close_dataset,
+    load_cursors,
+    log_page,
+    open_log,
+    save_cursor,
+)
 from st_pipeline.warehouse.loader import mark_missing_deleted, quarantine_rows, raw_rows, upsert_rows
 from st_pipeline.warehouse.tables import quarantine_table, raw_table
 
@@ -41,21 +52,23 @@ class ExtractResult:
     """What one dataset's extraction did, reported as materialization metadata."""
 
     dataset: Dataset
-    records: int = 0
+    records: int = 0  # records received
     pages: int = 0
     requests: int = 0
     retries: int = 0
     throttled: int = 0
-    duration_s: float = 0.0
-    rows_in_table: int = 0
+    duration_s: float = 0.0  # from this dataset's first request to its end
+    rows_written: int = 0  # raw rows inserted or changed (a record read again unchanged writes nothing)
+    rows_deleted: int = 0  # rows a reconciliation flagged deleted
     cursor: str | None = None  # after this sync (unchanged when nothing new)
     cursor_before: str | None = None
     quarantined: int = 0
     reported_total: int | None = None  # a paged list's totalCount, when it gave one
-    duplicates: int = 0  # records that arrived more than once (or older than what was stored)
+    duplicates: int = 0  # records that arrived more than once in this sync
     warnings: list[str] = field(default_factory=list)
     error: ServiceTitanError | None = None
-    started: float = field(default_factory=time.perf_counter, repr=False)
+    status: str = ""  # as the sync log records it
+    started: float | None = field(default=None, repr=False)  # perf_counter at the first request
 
     @property
     def endpoint_path(self) -> str:
@@ -64,6 +77,15 @@ class ExtractResult:
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the warehouse changed, or something was seen that a check should judge."""
+        return bool(
+            self.rows_written or self.rows_deleted or self.quarantined or self.duplicates or self.warnings
+            or (self.reported_total is not None and self.reported_total != self.records)
+            or (self.error is not None and self.status != SKIPPED)
+        )
 
 
 _PAGE, _DONE, _FAILED = "page", "done", "failed"
@@ -85,12 +107,17 @@ class SyncOptions:
 class _Progress:
     """Per-dataset state of the writer thread."""
 
-    table: sa.Table
+    dataset: Dataset
     key_field: str | None
     log_id: int
+    reconcile: bool
     seen_content: Counter[int] = field(default_factory=Counter)
     watermark: str | None = None  # the largest modifiedOn/createdOn seen in a list
-    seen_ids: set[int] | None = None  # reconciliation only
+    seen_ids: set[int] = field(default_factory=set)  # ids received in this sync (duplicates, reconciliation)
+
+    @property
+    def table(self) -> sa.Table:
+        return raw_table(self.dataset)  # built on first use: a quiet dataset never needs it
 
 
 def sync_tenant(
@@ -117,10 +144,7 @@ def sync_tenant(
     log_ids = open_log(engine, run_id, tenant_id, datasets, saved)
     progress = {
         d.key: _Progress(
-            table=raw_table(d),
-            key_field=catalogue.key_field(d),
-            log_id=log_ids[d.key],
-            seen_ids=set() if _reconciles(d, options) else None,
+            dataset=d, key_field=catalogue.key_field(d), log_id=log_ids[d.key], reconcile=_reconciles(d, options)
         )
         for d in datasets
     }
@@ -141,6 +165,7 @@ def sync_tenant(
         return False
 
     def produce(dataset: Dataset) -> None:
+        results[dataset.key].started = time.perf_counter()
         try:
             pages = _pages(client, dataset, saved.get(dataset.key), options)
             for page in pages:
@@ -163,27 +188,27 @@ def sync_tenant(
                 if kind == _PAGE:
                     page, validation = item  # type: ignore[misc]
                     killpoints.reached("page_received")
-                    cursor = _write_page(engine, dataset, progress[dataset.key], tenant_id, page, validation, run_id, options)
+                    _write_page(engine, dataset, progress[dataset.key], tenant_id, page, validation, run_id, result)
                     killpoints.reached("page_committed")
-                    result.records += len(page.records)
-                    result.pages += 1
-                    result.quarantined += len(validation.quarantined)
-                    result.warnings.extend(validation.warnings)
-                    result.cursor = cursor or result.cursor
-                    if page.number == 1 and page.total_count is not None:
-                        result.reported_total = page.total_count
                     continue
+                if kind == _FAILED and (not isinstance(item, ServiceTitanError) or item.fatal_for_tenant):
+                    # The tenant's run ends here: this dataset failed with the cause, the others
+                    # are closed as cancelled, each with what it had done.
+                    result.error = item if isinstance(item, ServiceTitanError) else None
+                    _finish(result, client, engine, progress[dataset.key], run_id, tenant_id, FAILED, str(item))
+                    finished.add(dataset.key)
+                    raise item  # type: ignore[misc]
                 finished.add(dataset.key)
                 if kind == _FAILED:
-                    if not isinstance(item, ServiceTitanError) or item.fatal_for_tenant:
-                        raise item  # type: ignore[misc]
-                    result.error = item
-                yield _finish(result, client, engine, progress[dataset.key], run_id)
+                    result.error = item  # type: ignore[assignment]
+                yield _finish(result, client, engine, progress[dataset.key], run_id, tenant_id)
                 killpoints.reached("dataset_finished")
         except BaseException as exc:
             cancelled.set()
-            for key in {d.key for d in datasets} - finished:
-                close_log(engine, progress[key].log_id, status=FAILED, error=str(exc) or type(exc).__name__)
+            reason = f"stopped: {exc}" if str(exc) else f"stopped: {type(exc).__name__}"
+            for dataset in datasets:
+                if dataset.key not in finished:
+                    _finish(results[dataset.key], client, engine, progress[dataset.key], run_id, tenant_id, CANCELLED, reason)
             raise
         finally:
             cancelled.set()
@@ -223,12 +248,11 @@ def _write_page(
     page: Page,
     validation: PageValidation,
     run_id: str,
-    options: SyncOptions,
-) -> str | None:
-    """One transaction: the page's rows, its quarantined records, the cursor after it, its log line.
-
-    Returns the cursor saved with this page, if any.
-    """
+    result: ExtractResult,
+) -> None:
+    """One transaction: the page's rows, its quarantined records, the cursor after it, its log line
+    and the pair's row count; the page is counted in ``result``. A page with nothing to write and
+    no new cursor writes nothing."""
     now = datetime.now(UTC)
     endpoint = dataset.extraction_endpoint
     rows = raw_rows(
@@ -246,10 +270,20 @@ def _write_page(
         ) or None
         if not page.has_more:
             cursor = progress.watermark  # a list's watermark moves only once the listing is complete
-    if progress.seen_ids is not None:
-        progress.seen_ids.update(row["id"] for row in rows)
+    page_ids = [row["id"] for row in rows]
+    if progress.key_field:  # content-keyed records repeat on purpose (identical records stay rows)
+        result.duplicates += sum(1 for record_id in page_ids if record_id in progress.seen_ids)
+    progress.seen_ids.update(page_ids)
+    result.pages += 1
+    result.records += len(page.records)
+    if page.number == 1 and page.total_count is not None:
+        result.reported_total = page.total_count
+    finishes_reconciliation = progress.reconcile and not page.has_more
+    if not rows and not validation.quarantined and cursor in (None, result.cursor) and not finishes_reconciliation:
+        return  # nothing to write and the cursor stands: no transaction (the common page of a quiet hour)
+    deleted = 0
     with engine.begin() as conn:
-        upsert_rows(conn, progress.table, rows)
+        counts = upsert_rows(conn, progress.table, rows)
         killpoints.reached("rows_written")
         if validation.quarantined:
             conn.execute(
@@ -259,39 +293,48 @@ def _write_page(
         if cursor is not None:
             save_cursor(conn, tenant_id, dataset, cursor, run_id)
             killpoints.reached("cursor_written")
-        if progress.seen_ids is not None and not page.has_more:
-            mark_missing_deleted(conn, progress.table, tenant_id, progress.seen_ids, at=now)
-        log_page(conn, progress.log_id, records=len(page.records), quarantined=len(validation.quarantined), cursor=cursor)
-    return cursor
+        if finishes_reconciliation:
+            deleted = mark_missing_deleted(conn, progress.table, tenant_id, progress.seen_ids, at=now)
+        log_page(
+            conn, progress.log_id, tenant_id, dataset.key, records=len(page.records),
+            quarantined=len(validation.quarantined), rows_written=counts.written + deleted,
+            rows_inserted=counts.inserted, cursor=cursor,
+        )
+    result.rows_written += counts.written
+    result.rows_deleted += deleted
+    result.quarantined += len(validation.quarantined)
+    result.warnings.extend(validation.warnings)
+    result.cursor = cursor or result.cursor
 
 
 def _finish(
-    result: ExtractResult, client: ServiceTitanClient, engine: sa.Engine, progress: _Progress, run_id: str
+    result: ExtractResult,
+    client: ServiceTitanClient,
+    engine: sa.Engine,
+    progress: _Progress,
+    run_id: str,
+    tenant_id: int,
+    status: str | None = None,
+    error: str | None = None,
 ) -> ExtractResult:
+    """Close the dataset's log and status rows with its true outcome (``status``/``error`` override)."""
     key = result.dataset.key
     result.requests = client.stats.by_endpoint.get(key, 0)
     result.retries = client.stats.retries_by_endpoint.get(key, 0)
     result.throttled = client.stats.throttled_by_endpoint.get(key, 0)
-    result.duration_s = time.perf_counter() - result.started
-    table = progress.table
-    with engine.connect() as conn:
-        result.rows_in_table = conn.execute(
-            sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == client.tenant_id)
-        ).scalar_one()
-        if progress.key_field and not result.error:
-            touched = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(table)
-                .where(table.c.tenant_id == client.tenant_id, table.c.run_id == run_id)
-            ).scalar_one()
-            result.duplicates = max(0, result.records - result.quarantined - touched)
-    close_log(
-        engine,
-        progress.log_id,
-        status=_status(result),
-        requests=result.requests,
-        retries=result.retries,
-        throttled=result.throttled,
-        error=str(result.error) if result.error else None,
+    result.duration_s = time.perf_counter() - result.started if result.started is not None else 0.0
+    result.status = status or _status(result)
+    progress.seen_ids = set()  # no longer needed: free it before the next dataset
+    close_dataset(
+        engine, run_id, tenant_id, key, progress.log_id,
+        DatasetClose(
+            status=result.status, records=result.records, pages=result.pages, quarantined=result.quarantined,
+            rows_written=result.rows_written + result.rows_deleted,
+            requests=result.requests, retries=result.retries, throttled=result.throttled,
+            duplicates=result.duplicates, reported_total=result.reported_total, duration_s=result.duration_s,
+            changed=bool(result.rows_written or result.rows_deleted),
+            error=error or (str(result.error) if result.error else None),
+            error_kind=type(result.error).__name__ if result.error else None,
+        ),
     )
     return result

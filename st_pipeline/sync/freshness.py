@@ -1,8 +1,8 @@
 """Freshness: how long ago each tenant's datasets last synced successfully, against an SLA.
 
-The sync log is the source: a (tenant, dataset) is fresh when its last ``succeeded`` sync ended
-within the SLA. A tenant that never synced is measured from its registration, so a tenant added a
-minute ago is not stale yet. A dataset whose latest sync was ``skipped`` (its scope is not granted
+The status table ``st_dataset_status`` (kept by every sync) is the source: a (tenant, dataset) is
+fresh when its last ``succeeded`` sync ended within the SLA. A tenant that never synced is measured
+from its registration, so a tenant added a minute ago is not stale yet. A dataset whose latest sync was ``skipped`` (its scope is not granted
 for the tenant) is left out: no sync can make it fresh.
 """
 
@@ -15,9 +15,10 @@ from functools import cached_property
 
 import sqlalchemy as sa
 
-from st_pipeline.sync.state import SKIPPED, SUCCEEDED
+from st_pipeline.sync.state import SKIPPED
 from st_pipeline.tenants.registry import Tenant
-from st_pipeline.warehouse.tables import sync_log_table
+from st_pipeline.warehouse.tables import dataset_status_table
+
 
 @dataclass(frozen=True)
 class SyncHistory:
@@ -28,17 +29,15 @@ class SyncHistory:
 
     @classmethod
     def read(cls, engine: sa.Engine) -> SyncHistory:
-        log = sync_log_table.c
-        pair = (log.tenant_id, log.dataset)
-        latest = sa.select(sa.func.max(log.log_id)).group_by(*pair).scalar_subquery()
+        """From ``st_dataset_status``: one row per (tenant, dataset), however long the log's history."""
+        status = dataset_status_table.c
         with engine.connect() as conn:
-            success = conn.execute(
-                sa.select(*pair, sa.func.max(log.ended_at)).where(log.status == SUCCEEDED).group_by(*pair)
+            rows = conn.execute(
+                sa.select(status.tenant_id, status.dataset, status.last_status, status.last_success_at)
             ).all()
-            statuses = conn.execute(sa.select(*pair, log.status).where(log.log_id.in_(latest))).all()
         return cls(
-            last_success={(t, d): _utc(ended) for t, d, ended in success if ended is not None},
-            latest_status={(t, d): status for t, d, status in statuses},
+            last_success={(row.tenant_id, row.dataset): _utc(row.last_success_at) for row in rows if row.last_success_at},
+            latest_status={(row.tenant_id, row.dataset): row.last_status for row in rows if row.last_status},
         )
 
     def tenant_last_success(self, tenant_id: int) -> datetime | None:

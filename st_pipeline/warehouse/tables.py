@@ -92,7 +92,42 @@ sync_log_table = sa.Table(
     sa.Column("cursor_before", sa.Text, nullable=True),
     sa.Column("cursor_after", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("rows_written", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("duplicates", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reported_total", sa.BigInteger, nullable=True),
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("error_kind", sa.String(60), nullable=True),  # the error's class, e.g. StuckCursorError
     sa.Index("ix_st_sync_log_tenant", "tenant_id", "dataset", "started_at"),
+    sa.Index("ix_st_sync_log_run", "run_id"),
+    sa.Index("ix_st_sync_log_started", "started_at"),
+)
+
+# The latest state of each (tenant, dataset), kept by the sync as it goes: what freshness checks,
+# alerts and `st-pipeline status` read instead of scanning the log, and the raw table's row count
+# for the tenant (maintained by the write path, never counted).
+dataset_status_table = sa.Table(
+    "st_dataset_status",
+    metadata,
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("dataset", sa.String(200), primary_key=True),
+    sa.Column("row_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_run_id", sa.String(64), nullable=True),
+    sa.Column("last_status", sa.String(20), nullable=True),
+    sa.Column("last_started_at", UtcDateTime(), nullable=True),
+    sa.Column("last_ended_at", UtcDateTime(), nullable=True),
+    sa.Column("last_success_at", UtcDateTime(), nullable=True),
+    sa.Column("last_changed_at", UtcDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+)
+
+# Which run holds a tenant's sync lock (the lock itself: a PostgreSQL advisory lock, or a file
+# lock beside a SQLite warehouse); read to say who is busy.
+tenant_lock_table = sa.Table(
+    "st_tenant_locks",
+    metadata,
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("acquired_at", UtcDateTime(), nullable=False),
 )
 
 # Which database role may read which tenant's rows (PostgreSQL row-level security; ``access.py``).
@@ -106,13 +141,17 @@ tenant_access_table = sa.Table(
 
 # Tables whose shape is managed by the migrations (``schema.py``); raw tables are created on
 # demand, one per dataset, and altered by migrations when their shape changes.
-CONTROL_TABLES = (quarantine_table, sync_state_table, sync_log_table, tenant_access_table)
+CONTROL_TABLES = (
+    quarantine_table, sync_state_table, sync_log_table, tenant_access_table, dataset_status_table, tenant_lock_table,
+)
 
 
 # What belongs to the warehouse: raw, hub and mart tables and the sync state and log. Anything else
 # in the same schema (a registry someone put there, another tool's tables) is never granted or purged.
 WAREHOUSE_TABLE_PREFIXES = ("raw_", "hub_", "mart_")
-WAREHOUSE_CONTROL_TABLES = frozenset({sync_state_table.name, sync_log_table.name, quarantine_table.name})
+WAREHOUSE_CONTROL_TABLES = frozenset({
+    sync_state_table.name, sync_log_table.name, quarantine_table.name, dataset_status_table.name, tenant_lock_table.name,
+})
 
 
 def is_warehouse_table(name: str) -> bool:

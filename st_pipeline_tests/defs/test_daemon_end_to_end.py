@@ -1,8 +1,10 @@
-"""End to end: dagster-daemon against a real instance launches scheduled runs for two tenants,
-and the onboarding sensor picks up a third tenant added through the CLI."""
+"""End to end: dagster-daemon against a real instance launches scheduled runs for two tenants, one
+run is killed mid-sync (marked failed, alerted, and the tenant's next run syncs), and the onboarding
+sensor picks up a third tenant added through the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,8 +16,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from st_pipeline.demo import LOCAL_DAGSTER_YAML
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.warehouse.schema import upgrade
+from st_pipeline_tests.alerts.conftest import HttpReceiver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -38,12 +42,14 @@ def _wait_for(condition: Callable[[], bool], what: str, daemon: subprocess.Popen
 
 
 @pytest.fixture()
-def environment(tmp_path: Path, local_env: Path) -> Iterator[tuple[dict[str, str], Simulator]]:
+def environment(tmp_path: Path, local_env: Path, receiver: HttpReceiver) -> Iterator[tuple[dict[str, str], Simulator]]:
     config = SimulatorConfig(tenants=TENANTS, seed=12, scale=0.01)
     with Simulator(config) as sim:
         dagster_home = tmp_path / "dagster_home"
         dagster_home.mkdir()
-        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        (dagster_home / "dagster.yaml").write_text(LOCAL_DAGSTER_YAML)  # the demo's: monitored, queued per tenant
+        kill_once = tmp_path / "kill-once"
+        kill_once.touch()
         env = {
             **os.environ,
             "DAGSTER_HOME": str(dagster_home),
@@ -52,6 +58,9 @@ def environment(tmp_path: Path, local_env: Path) -> Iterator[tuple[dict[str, str
             "SERVICETITAN_AUTH_URL": sim.auth_url,
             "SERVICETITAN_APP_KEY": config.app_key,
             "ST_PIPELINE_SYNC_CRON": "* * * * *",
+            # The first run to commit a page dies there, by SIGKILL.
+            "ST_PIPELINE_KILL_AT": "page_committed:1",
+            "ST_PIPELINE_KILL_ONCE_FILE": str(kill_once),
         }
         import sqlalchemy as sa
 
@@ -68,7 +77,9 @@ def _add_tenant(env: dict[str, str], tenant: SimulatedTenant) -> None:
     assert added.returncode == 0, added.stderr
 
 
-def test_daemon_runs_schedules_and_onboards_a_new_tenant(environment: tuple[dict[str, str], Simulator]) -> None:
+def test_daemon_runs_schedules_survives_a_killed_run_and_onboards_a_new_tenant(
+    environment: tuple[dict[str, str], Simulator], receiver: HttpReceiver
+) -> None:
     env, _ = environment
     first, second, third = TENANTS
     _add_tenant(env, first)
@@ -91,13 +102,32 @@ def test_daemon_runs_schedules_and_onboards_a_new_tenant(environment: tuple[dict
             for tenant in (first, second):
                 _wait_for(lambda t=tenant: succeeded(str(t.tenant_id), "dagster/schedule_name", "tenant_sync_schedule"),
                           f"a scheduled run of tenant {tenant.tenant_id}", daemon)
+            # One run was killed: it is marked failed (not left STARTED), alerted, and its tenant synced since.
+            [killed] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+            killed_tenant = killed.tags["dagster/partition"]
+            alerts: list[dict] = []
+
+            def alerted() -> bool:
+                alerts.extend(json.loads(r.body) for r in receiver.drain())
+                return any(a["kind"] == "run_failure" and a["run_id"] == killed.run_id for a in alerts)
+
+            _wait_for(alerted, "the run-failure alert of the killed run", daemon)
+            later = instance.get_runs(filters=dg.RunsFilter(
+                tags={"dagster/partition": killed_tenant}, statuses=[dg.DagsterRunStatus.SUCCESS]))
+            assert any(run.run_id != killed.run_id for run in later)
 
             # A third tenant registered without touching Dagster: the onboarding sensor adds it.
             no_dagster = {k: v for k, v in env.items() if k != "DAGSTER_HOME"}
             _add_tenant(no_dagster, third)
-            _wait_for(lambda: succeeded(str(third.tenant_id), "dagster/run_key", "onboard:"),
-                      "the onboarding run of the third tenant", daemon)
-            assert str(third.tenant_id) in instance.get_dynamic_partitions("tenants")
+            # Only the onboarding sensor adds partitions; whichever of its run or the next scheduled
+            # run gets there first syncs the new tenant.
+            _wait_for(lambda: str(third.tenant_id) in instance.get_dynamic_partitions("tenants"),
+                      "the onboarding sensor to add the third tenant's partition", daemon)
+            _wait_for(lambda: succeeded(str(third.tenant_id), "dagster/run_key", "onboard:")
+                      or succeeded(str(third.tenant_id), "dagster/schedule_name", "tenant_sync_schedule"),
+                      "a successful run of the third tenant", daemon)
+            onboarding = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": str(third.tenant_id)}))
+            assert any(r.tags.get("dagster/run_key", "").startswith("onboard:") for r in onboarding)
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)

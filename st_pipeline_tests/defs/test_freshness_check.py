@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from st_pipeline.defs.freshness import FRESHNESS_CHECK, build_freshness_schedule, freshness_checks, freshness_job
 from st_pipeline.defs.raw_assets import raw_asset_key
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
-from st_pipeline.defs.sensors import AlertingResource, check_failure_alert_sensor
+from st_pipeline.defs.alerting import AlertingResource, check_failure_alert_sensor
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.endpoint_selection import EndpointSelection
 from st_pipeline.tenants.tables import tenants_table
-from st_pipeline.warehouse.tables import sync_log_table
+from st_pipeline.warehouse.tables import dataset_status_table
 from st_pipeline_tests.alerts.conftest import HttpReceiver
 from st_pipeline_tests.conftest import point_at_simulator
 from st_pipeline_tests.support import TEST_CHANGE, materialize_tenant, open_registry, register_tenants
@@ -62,9 +62,10 @@ def test_freshness_checks_name_the_stale_tenants_and_do_not_alert_per_asset(
             conn.execute(tenants_table.update().where(tenants_table.c.tenant_id == OLD.tenant_id).values(created_at=long_ago))
         registry_engine.dispose()
         warehouse_engine = sa.create_engine(warehouse_url)
-        log = sync_log_table.c
+        status = dataset_status_table.c
         with warehouse_engine.begin() as conn:
-            conn.execute(sync_log_table.update().where(log.dataset == "crm/customers").values(ended_at=long_ago + timedelta(days=1)))
+            conn.execute(dataset_status_table.update().where(status.dataset == "crm/customers").values(
+                last_success_at=long_ago + timedelta(days=1)))
         warehouse_engine.dispose()
 
         monkeypatch.setenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", "6")

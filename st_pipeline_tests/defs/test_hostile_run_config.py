@@ -26,7 +26,8 @@ import pytest
 import sqlalchemy as sa
 
 from st_pipeline.defs.partitions import add_tenant_partition
-from st_pipeline.defs.raw_assets import raw_asset_key
+from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
+from st_pipeline.defs.schedules import TENANT_SYNC_OP
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import Simulator
 from st_pipeline.warehouse.schema import upgrade
@@ -132,7 +133,6 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
                     "selector": {
                         "repositoryLocationName": "st_pipeline", "repositoryName": "__repository__",
                         "pipelineName": "servicetitan_sync",
-                        "assetSelection": [{"path": raw_asset_key(load_catalogue().dataset(k)).path} for k in DATASETS],
                     },
                     "runConfigData": run_config,
                     "mode": "default",
@@ -154,7 +154,7 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
                 "dagster-k8s/config": json.dumps({"container_config": {"env": [
                     {"name": "SERVICETITAN_AUTH_URL", "value": trap.url}]}}),
             }
-            launched = launch({"ops": {"servicetitan_raw": {"config": {"full_refresh": True}}}}, tags)
+            launched = launch({"ops": {TENANT_SYNC_OP: {"config": {"full_refresh": True, "datasets": DATASETS}}}}, tags)
             assert launched["__typename"] == "LaunchRunSuccess", launched
             run_id = launched["run"]["runId"]
             status = _poll(
@@ -171,8 +171,8 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
     for hostile in _hostile_configs(trap.url)[:4]:
         materialized = subprocess.run(
             [str(BIN / "dagster"), "asset", "materialize", "-m", "st_pipeline.definitions", "--select",
-             raw_asset_key(load_catalogue().dataset(DATASETS[0])).to_user_string(),
-             "--partition", str(TENANT_A.tenant_id), "--config-json", json.dumps(hostile)],
+             TENANT_SYNC_KEY.to_user_string(), "--partition", str(TENANT_A.tenant_id), "--config-json",
+             json.dumps({**hostile, "ops": {TENANT_SYNC_OP: {"config": {"datasets": DATASETS}}}})],
             env=deployment_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
         )
         assert materialized.returncode != 0

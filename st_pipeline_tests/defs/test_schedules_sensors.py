@@ -4,8 +4,11 @@ registry, the simulator and a real local HTTP receiver for the alerts."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,17 +16,18 @@ import pytest
 from pydantic import SecretStr
 
 from st_pipeline.defs.partitions import add_tenant_partition
-from st_pipeline.defs.raw_assets import FULL_REFRESH_TAG
+from st_pipeline.defs.tenant_sync import FULL_REFRESH_TAG
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import build_sync_schedule
-from st_pipeline.defs.sensors import (
+from st_pipeline.defs.alerting import (
     AlertingResource,
     check_failure_alert_sensor,
     run_failure_alert_sensor,
     run_recovery_sensor,
     stale_tenant_sensor,
-    tenant_onboarding_sensor,
 )
+from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
+from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline_tests.alerts.conftest import HttpReceiver
@@ -70,17 +74,64 @@ def test_sync_schedule_requests_one_run_per_ready_tenant(registry: TenantRegistr
     assert requests[0][0].run_key != requests[1][0].run_key
 
 
-def test_onboarding_sensor_adds_and_removes_partitions_and_requests_a_full_sync(registry: TenantRegistry) -> None:
+def test_onboarding_adds_new_tenants_and_never_deletes_a_partition(
+    registry: TenantRegistry, receiver: HttpReceiver
+) -> None:
     _save(registry, 11)
     _save(registry, 12, enabled=False)
+    _save(registry, 13)
     with dg.instance_for_test() as instance:
-        add_tenant_partition(instance, 99)  # no longer registered
+        add_tenant_partition(instance, 13)
+        add_tenant_partition(instance, 99)  # not registered (removed without DAGSTER_HOME): kept
         with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
             result = tenant_onboarding_sensor(context)
     added = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
     deleted = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
-    assert [r.partition_keys for r in added] == [["11"]] and [r.partition_keys for r in deleted] == [["99"]]
+    assert [r.partition_keys for r in added] == [["11"]] and deleted == []
     assert [(r.partition_key, r.tags[FULL_REFRESH_TAG]) for r in result.run_requests] == [("11", "true")]
+    assert receiver.drain() == []
+
+
+def test_a_registry_listing_far_fewer_tenants_alerts_once_and_changes_nothing(
+    local_env: Path, registry: TenantRegistry, receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for tenant_id in (21, 22, 23, 24):
+        _save(registry, tenant_id)
+    with dg.instance_for_test() as instance:
+        for tenant_id in (21, 22, 23, 24):
+            add_tenant_partition(instance, tenant_id)
+
+        def tick() -> dg.SensorResult:
+            with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
+                return tenant_onboarding_sensor(context)
+
+        # Every process of the deployment pointed at an empty registry by mistake.
+        monkeypatch.setenv("ST_PIPELINE_REGISTRY_URL", f"sqlite:///{local_env / 'empty-registry.db'}")
+        monkeypatch.setenv("ST_PIPELINE_WAREHOUSE_URL", f"sqlite:///{local_env / 'warehouse.db'}")
+        broken = [tick(), tick()]
+        opened = [json.loads(r.body) for r in receiver.drain()]
+        monkeypatch.delenv("ST_PIPELINE_REGISTRY_URL")
+        monkeypatch.delenv("ST_PIPELINE_WAREHOUSE_URL")
+        healthy = tick()
+        partitions = instance.get_dynamic_partitions("tenants")
+    assert all(not r.dynamic_partitions_requests and not r.run_requests for r in [*broken, healthy])
+    assert partitions == ["21", "22", "23", "24"]
+    # (The incident is recorded in the registry database the sensor could reach: the wrong one.)
+    assert [(a["kind"], a["event"]) for a in opened] == [("registry_shrank", "incident_opened")]
+    assert "0 tenants for 4 tenant partitions" in opened[0]["title"] and "ST_PIPELINE_REGISTRY_URL" in opened[0]["reason"]
+
+
+def test_a_code_server_outside_local_mode_without_the_registry_refuses_to_start(local_env: Path) -> None:
+    env = {**os.environ, "ST_PIPELINE_WAREHOUSE_URL": f"sqlite:///{local_env / 'warehouse.db'}", "DAGSTER_HOME": str(local_env)}
+    (local_env / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    started = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "api", "grpc", "-m", "st_pipeline.definitions",
+         "--socket", str(local_env / "grpc.sock")],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert started.returncode != 0
+    assert "ST_PIPELINE_REGISTRY_URL is not set but ST_PIPELINE_WAREHOUSE_URL is" in started.stderr
+    assert not (local_env / "registry.db").exists()  # no empty registry was opened in its place
 
 
 def test_run_failure_alerts_once_flags_credentials_and_recovers(
@@ -153,7 +204,8 @@ def test_failed_check_alerts_once_and_clears_when_it_passes(
         evaluate(cursor)
         second = [json.loads(r.body) for r in receiver.drain()]
     assert [(a["event"], a["kind"]) for a in first] == [("incident_opened", "check_failure")]
-    assert "count_matches_total" in first[0]["title"] and first[0]["asset"] == "servicetitan/raw/dispatch/zones"
+    assert first[0]["title"] == f"tenant {TENANT.tenant_id}: 1 checks failing on 1 assets"
+    assert "servicetitan/raw/dispatch/zones: count_matches_total (WARN)" in first[0]["reason"]
     assert [(a["event"], a["kind"]) for a in second] == [("incident_resolved", "check_failure")]
 
 
@@ -181,3 +233,102 @@ def test_stale_tenant_alert_and_recovery(
     assert [(a["kind"], a["tenant_id"]) for a in opened] == [("stale_tenant", 21)]
     assert "never synced" in opened[0]["reason"]
     assert [a["event"] for a in resolved] == ["incident_resolved"]
+
+
+def test_datasets_no_longer_granted_alert_once_per_tenant(
+    local_env: Path, registry: TenantRegistry, receiver: HttpReceiver
+) -> None:
+    import sqlalchemy as sa
+
+    from st_pipeline.warehouse.schema import upgrade
+    from st_pipeline.warehouse.tables import dataset_status_table
+
+    engine = sa.create_engine(f"sqlite:///{local_env / 'warehouse.db'}")
+    upgrade(engine)
+    _save(registry, 31)
+    payroll = [d.key for d in load_catalogue().extracted_datasets() if d.module == "payroll"]
+    now = datetime.now(UTC)
+
+    def statuses(status: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(dataset_status_table.delete())
+            conn.execute(dataset_status_table.insert(), [
+                {"tenant_id": 31, "dataset": key, "row_count": 0, "last_status": status, "last_ended_at": now,
+                 "last_success_at": now} for key in payroll
+            ])
+
+    with dg.instance_for_test() as instance:
+
+        def evaluate() -> None:
+            with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
+                stale_tenant_sensor(context)
+
+        statuses("skipped")  # the tenant's admin withdrew the payroll scopes
+        evaluate()
+        evaluate()
+        opened = [json.loads(r.body) for r in receiver.drain()]
+        statuses("succeeded")
+        evaluate()
+        resolved = [json.loads(r.body) for r in receiver.drain()]
+    engine.dispose()
+    [alert] = opened
+    assert alert["kind"] == "scope_missing" and alert["title"].endswith(f"{len(payroll)} datasets not granted")
+    assert all(key in alert["reason"] for key in payroll[:5]) and "tenant test --tenant 31" in alert["reason"]
+    assert [(a["kind"], a["event"]) for a in resolved] == [("scope_missing", "incident_resolved")]
+
+
+def test_fifty_failing_checks_of_one_tenant_make_one_alert(
+    local_env: Path, registry: TenantRegistry, receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A systemic fault (a wrong totalCount on every list): one message listing the checks, not 50."""
+    lists = [d.key for d in load_catalogue().extracted_datasets() if d.extraction_endpoint.kind == "list"][:50]
+    config = SimulatorConfig(tenants=[TENANT], seed=8, scale=0.01, datasets=tuple(lists))
+    registry.add(TENANT.tenant_id, "Sensor Co", TENANT.client_id, SecretStr(CANARY), change=TEST_CHANGE)
+    with Simulator(config) as sim, dg.instance_for_test() as instance:
+        point_at_simulator(monkeypatch, sim)
+        for dataset in lists:
+            sim.misbehave(TENANT.tenant_id, dataset, total_count_offset=1)
+        assert materialize_tenant(instance, TENANT.tenant_id, datasets=lists).success
+
+        def evaluate(cursor: str | None) -> str | None:
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=RESOURCES) as context:
+                check_failure_alert_sensor(context)
+                return context.cursor
+
+        cursor = evaluate(None)
+        opened = [json.loads(r.body) for r in receiver.drain()]
+        for dataset in lists:
+            sim.misbehave(TENANT.tenant_id, dataset, total_count_offset=0)
+        assert materialize_tenant(instance, TENANT.tenant_id, datasets=lists, config={"full_refresh": True}).success
+        evaluate(cursor)
+        resolved = [json.loads(r.body) for r in receiver.drain()]
+    assert len(lists) == 50
+    [alert] = opened
+    assert alert["title"] == f"tenant {TENANT.tenant_id}: 50 checks failing on 50 assets"
+    assert alert["reason"].count("count_matches_total (WARN)") == 20 and alert["reason"].endswith("- and 30 more")
+    assert [a["event"] for a in resolved] == ["incident_resolved"]
+
+
+def test_the_maintenance_job_applies_the_sync_log_retention(local_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy as sa
+
+    from st_pipeline.defs.maintenance import maintenance_job
+    from st_pipeline.warehouse.schema import upgrade
+    from st_pipeline.warehouse.tables import sync_log_table
+
+    engine = sa.create_engine(f"sqlite:///{local_env / 'warehouse.db'}")
+    upgrade(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(sync_log_table.insert(), [
+            {"run_id": f"r{age}", "tenant_id": 1, "dataset": "crm/customers", "status": "succeeded",
+             "started_at": now - timedelta(days=age)} for age in (1, 29, 31, 200)
+        ])
+    monkeypatch.setenv("ST_PIPELINE_SYNC_LOG_RETENTION_DAYS", "30")
+    with dg.instance_for_test() as instance:
+        result = maintenance_job.execute_in_process(instance=instance, resources={"warehouse": WarehouseResource()})
+    with engine.connect() as conn:
+        kept = sorted(conn.execute(sa.select(sync_log_table.c.run_id)).scalars())
+    engine.dispose()
+    assert result.success and result.output_for_node("prune_sync_log") == 2
+    assert kept == ["r1", "r29"]

@@ -18,6 +18,7 @@ from st_pipeline.servicetitan.resilience import RetryPolicy
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import FaultPlan, SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import sync_tenant
+from st_pipeline.warehouse.tables import sync_log_table
 from st_pipeline_tests.support import (
     assert_warehouse_equals_ground_truth,
     prepared_warehouse,
@@ -93,6 +94,19 @@ def test_revoked_credentials_fail_fast_and_the_other_tenant_syncs(warehouse: tup
         assert TENANT.client_secret not in message
         # Fast: each extraction thread gets at most one 401 before the run stops.
         assert client.stats.requests - requests_before <= len(DATASETS)
+        # Honest log: no row left running; the dataset that hit the error failed with it, the others
+        # were cancelled; every row has the requests it really made.
+        with engine.connect() as conn:
+            rows = list(conn.execute(sa.select(sync_log_table).where(sync_log_table.c.run_id == "revoked")))
+        statuses = sorted(row.status for row in rows)
+        assert len(rows) == len(DATASETS) and "running" not in statuses
+        assert statuses.count("failed") == 1 and set(statuses) <= {"failed", "cancelled", "succeeded"}
+        [failed] = [row for row in rows if row.status == "failed"]
+        assert "rejected client id" in failed.error and failed.error_kind == "InvalidClientError"
+        assert all(row.error.startswith("stopped: ") for row in rows if row.status == "cancelled")
+        assert {row.dataset: row.requests for row in rows} == {
+            d.key: client.stats.by_endpoint.get(d.key, 0) for d in DATASETS}
+        assert all(row.ended_at is not None and row.duration_s is not None for row in rows)
         with _client(sim, OTHER) as other:
             results = list(sync_tenant(other, engine, DATASETS, run_id="healthy"))
         assert all(r.succeeded for r in results)

@@ -10,7 +10,7 @@ import pytest
 from st_pipeline.sync.freshness import SyncHistory, assess_datasets, tenant_is_stale
 from st_pipeline.sync.state import FAILED, SKIPPED, SUCCEEDED
 from st_pipeline.tenants.registry import Tenant
-from st_pipeline.warehouse.tables import sync_log_table
+from st_pipeline.warehouse.tables import dataset_status_table
 from st_pipeline_tests.support import prepared_warehouse
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -27,19 +27,19 @@ def history(tmp_path: Path) -> SyncHistory:
     """Tenant 1: customers synced 1 h ago; jobs synced 10 h ago, then failed 1 h ago; payroll skipped.
     Tenant 2: customers synced 30 h ago."""
     engine = prepared_warehouse(f"sqlite:///{tmp_path / 'w.db'}", [])
+    # (tenant, dataset, latest status, hours since it ended, hours since the last success)
     rows = [
-        (1, "crm/customers", SUCCEEDED, 1),
-        (1, "jpm/jobs", SUCCEEDED, 10),
-        (1, "jpm/jobs", FAILED, 1),
-        (1, "payroll/gross-pay-items", SKIPPED, 1),
-        (2, "crm/customers", SUCCEEDED, 30),
+        (1, "crm/customers", SUCCEEDED, 1, 1),
+        (1, "jpm/jobs", FAILED, 1, 10),
+        (1, "payroll/gross-pay-items", SKIPPED, 1, None),
+        (2, "crm/customers", SUCCEEDED, 30, 30),
     ]
     with engine.begin() as conn:
-        for tenant_id, dataset, status, hours_ago in rows:
-            ended = NOW - timedelta(hours=hours_ago)
-            conn.execute(sync_log_table.insert().values(
-                run_id="r", tenant_id=tenant_id, dataset=dataset, status=status,
-                started_at=ended - timedelta(minutes=1), ended_at=ended,
+        for tenant_id, dataset, status, ended_hours_ago, success_hours_ago in rows:
+            conn.execute(dataset_status_table.insert().values(
+                tenant_id=tenant_id, dataset=dataset, row_count=0, last_run_id="r", last_status=status,
+                last_ended_at=NOW - timedelta(hours=ended_hours_ago),
+                last_success_at=NOW - timedelta(hours=success_hours_ago) if success_hours_ago else None,
             ))
     read = SyncHistory.read(engine)
     engine.dispose()

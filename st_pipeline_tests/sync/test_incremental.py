@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
-from st_pipeline.sync.state import SUCCEEDED, load_cursors, read_log, reset_cursors
-from st_pipeline.warehouse.tables import raw_table
+from st_pipeline.sync.freshness import SyncHistory
+from st_pipeline.sync.state import SUCCEEDED, load_cursors, prune_log, read_log, reset_cursors, row_counts
+from st_pipeline.warehouse.tables import raw_table, sync_log_table
 from st_pipeline_tests.support import (
     assert_warehouse_equals_ground_truth,
     prepared_warehouse,
@@ -148,3 +150,25 @@ def test_sync_log_tells_what_each_sync_did(sim: Simulator, warehouse: tuple[str,
         assert (row.records, row.pages, row.requests) == (result.records, result.pages, result.requests)
         assert row.cursor_before is None and row.ended_at >= row.started_at
     assert rows["crm/customers"].cursor_after == load_cursors(engine, TENANT.tenant_id)["crm/customers"]
+    assert all(row.duration_s is not None and row.rows_written == row.records for row in rows.values())
+
+    # A second sync with nothing new: logged as its own run, nothing written; row counts still true.
+    _sync(sim, engine, "quiet")
+    latest = read_log(engine, TENANT.tenant_id)
+    assert {row.run_id for row in latest} == {"quiet"} and sum(row.rows_written for row in latest) == 0
+    assert {row.run_id for row in read_log(engine, TENANT.tenant_id, runs=2)} == {"logged", "quiet"}
+    with engine.connect() as conn:
+        counted = {
+            d.key: conn.execute(sa.select(sa.func.count()).select_from(raw_table(d))
+                                .where(raw_table(d).c.tenant_id == TENANT.tenant_id)).scalar_one()
+            for d in DATASETS
+        }
+    assert row_counts(engine, TENANT.tenant_id) == counted
+
+    # Retention: rows older than it go; the status of each pair stays.
+    with engine.begin() as conn:
+        conn.execute(sync_log_table.update().where(sync_log_table.c.run_id == "logged")
+                     .values(started_at=datetime.now(UTC) - timedelta(days=100)))
+    assert prune_log(engine, timedelta(days=90)) == len(DATASETS)
+    assert {row.run_id for row in read_log(engine, TENANT.tenant_id, runs=5)} == {"quiet"}
+    assert len(SyncHistory.read(engine).last_success) == len(DATASETS)

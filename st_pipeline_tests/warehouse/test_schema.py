@@ -41,12 +41,12 @@ def test_empty_database_upgrades_to_head(engine: sa.Engine) -> None:
     with pytest.raises(SchemaOutOfDateError, match="no st_pipeline schema yet.*st-pipeline db upgrade"):
         check_schema(engine, "under test")
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0003"
+    assert current_revision(engine) == head_revision() == "0004"
     check_schema(engine, "under test")
     for table in CONTROL_TABLES:
         assert _columns(engine, table.name) == {c.name for c in table.columns}, table.name
     upgrade(engine)  # idempotent
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
 
 
 def test_previous_revision_with_data_upgrades_and_keeps_it(engine: sa.Engine) -> None:
@@ -64,9 +64,46 @@ def test_previous_revision_with_data_upgrades_and_keeps_it(engine: sa.Engine) ->
             "INSERT INTO raw_crm_customers VALUES (1, 42, NULL, TRUE, '{\"id\": 42}', '2026-01-01 00:00:00', 'r0')"
         ))
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     assert "deleted_at" in _columns(engine, "raw_crm_customers")
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT id, payload, deleted_at FROM raw_crm_customers")).one()
     assert row.id == 42 and "42" in row.payload and row.deleted_at is None
     assert {"st_sync_state", "st_sync_log", "raw_quarantine"} <= set(sa.inspect(engine).get_table_names())
+
+
+def test_the_status_table_is_filled_from_the_log_on_upgrade(engine: sa.Engine) -> None:
+    """0003 → 0004: each pair's latest status and last success come from its history; its row
+    count is unknown (-1) until the next sync counts it once."""
+    upgrade(engine, "0003")
+    rows = [  # (log id, tenant, dataset, status, ended, records)
+        (1, 1, "crm/customers", "succeeded", "2026-11-01 10:00:00", 5),
+        (2, 1, "crm/customers", "succeeded", "2026-11-01 11:00:00", 0),
+        (3, 1, "crm/customers", "failed", "2026-11-01 12:00:00", 0),
+        (4, 2, "jpm/jobs", "skipped", "2026-11-01 12:00:00", 0),
+    ]
+    with engine.begin() as conn:
+        for log_id, tenant, dataset, status, ended, records in rows:
+            conn.execute(sa.text(
+                "INSERT INTO st_sync_log (log_id, run_id, tenant_id, dataset, status, started_at, ended_at, records) "
+                "VALUES (:i, 'r', :t, :d, :s, :e, :e, :n)"
+            ), {"i": log_id, "t": tenant, "d": dataset, "s": status, "e": ended, "n": records})
+    upgrade(engine)
+    with engine.connect() as conn:
+        status = {
+            (r.tenant_id, r.dataset): r
+            for r in conn.execute(sa.text("SELECT * FROM st_dataset_status ORDER BY tenant_id"))
+        }
+        durations = conn.execute(sa.text("SELECT count(*) FROM st_sync_log WHERE duration_s IS NULL")).scalar_one()
+    customers, jobs = status[(1, "crm/customers")], status[(2, "jpm/jobs")]
+    assert (customers.last_status, customers.row_count, jobs.last_status) == ("failed", -1, "skipped")
+    assert str(customers.last_success_at).startswith("2026-11-01 11:00")
+    assert str(customers.last_changed_at).startswith("2026-11-01 10:00")  # the last sync that brought records
+    assert jobs.last_success_at is None and durations == 4
+
+
+def test_the_head_constant_is_the_migrations_head() -> None:
+    """A sync checks against HEAD_REVISION without loading Alembic: it must be Alembic's head."""
+    from st_pipeline.warehouse.schema import HEAD_REVISION
+
+    assert HEAD_REVISION == head_revision()

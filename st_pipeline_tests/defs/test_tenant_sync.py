@@ -1,7 +1,12 @@
-"""Materializing tenant partitions through Dagster into SQLite and PostgreSQL, row for row."""
+"""The tenant sync through Dagster into SQLite and PostgreSQL, row for row; what a sync that finds
+nothing new costs in events; skipped, disabled and failing datasets."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -9,22 +14,31 @@ import pytest
 import sqlalchemy as sa
 
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, add_tenant_partition
-from st_pipeline.defs.raw_assets import raw_asset_key, raw_assets
+from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
-from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.defs.alerting import AlertingResource, run_failure_alert_sensor
+from st_pipeline.defs.sensors import abandoned_run_sensor
+from st_pipeline.defs.tenant_sync import tenant_sync
+from st_pipeline.servicetitan.catalogue import CORE_DATASETS, load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline.tenants.endpoint_selection import EndpointSelection
+from st_pipeline.warehouse.locks import tenant_lock
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table, sync_log_table
+from st_pipeline_tests.alerts.conftest import HttpReceiver
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B, point_at_simulator
 from st_pipeline_tests.support import (
     TEST_CHANGE,
     assert_warehouse_equals_ground_truth,
     deployment,
     materialize_tenant,
+    check_evaluations,
     open_registry,
+    prepared_warehouse,
+    raw_materializations,
     register_tenants,
+    tenant_sync_metadata,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,16 +56,21 @@ def test_materialize_tenant_into_sqlite(local_env: Path, api_env: Simulator) -> 
         result = materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url)
         assert result.success
         events = _event_text(instance, result.run_id)
+        metadata = raw_materializations(instance, result.run_id)
+        summary = tenant_sync_metadata(instance, result.run_id)
     rows = assert_warehouse_equals_ground_truth(warehouse_url, api_env, TENANT_A.tenant_id)
-    materializations = result.asset_materializations_for_node("servicetitan_raw")
-    assert {m.asset_key for m in materializations} == {raw_asset_key(d) for d in load_catalogue().extracted_datasets()}
-    metadata = {m.asset_key: m.metadata for m in materializations}
+    extracted = load_catalogue().extracted_datasets()
+    assert set(metadata) == {raw_asset_key(d) for d in extracted}
     customers = metadata[raw_asset_key(load_catalogue().dataset("crm/customers"))]
     truth = api_env.ground_truth(TENANT_A.tenant_id, "crm/customers")
-    assert customers["records"].value == len(truth) == customers["rows_in_table"].value
+    assert customers["records"].value == len(truth) == customers["dagster/row_count"].value
+    assert customers["rows_written"].value == len(truth)
+    assert customers["dagster/table_name"].value == "raw_crm_customers"
     assert customers["pages"].value >= 2 and customers["requests"].value == customers["pages"].value
     assert customers["duration_s"].value >= 0
-    assert sum(m.metadata["records"].value for m in materializations) == rows
+    assert sum(m["records"].value for m in metadata.values()) == rows
+    assert (summary["datasets_checked"].value, summary["datasets_changed"].value) == (len(extracted), len(extracted))
+    assert summary["records_received"].value == rows
     # The canary secret never reaches Dagster's event log or the warehouse.
     assert CANARY_SECRET not in events
     assert CANARY_SECRET.encode() not in (local_env / "warehouse.db").read_bytes()
@@ -94,6 +113,7 @@ def test_materialize_into_postgres_with_the_production_instance(
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         coordinator = instance.run_coordinator
         assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 21600
         assert coordinator.get_run_queue_config().tag_concurrency_limits == [
             {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
         ]
@@ -142,21 +162,17 @@ def test_missing_scope_skips_that_endpoint_with_a_warning_and_the_rest_syncs(
         point_at_simulator(monkeypatch, sim)
         with dg.instance_for_test() as instance:
             result = materialize_tenant(instance, tenant.tenant_id, registry_url, warehouse_url)
-            observations = [
-                e.dagster_event.event_specific_data.asset_observation
-                for e in instance.all_logs(result.run_id)
-                if e.dagster_event and e.dagster_event.event_type_value == "ASSET_OBSERVATION"
-            ]
+            materialized = set(raw_materializations(instance, result.run_id))
+            summary = tenant_sync_metadata(instance, result.run_id)
             warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == 30]
         others = [d for d in catalogue.extracted_datasets() if d.module != "payroll"]
         assert_warehouse_equals_ground_truth(warehouse_url, sim, tenant.tenant_id, others)
     assert result.success
-    materialized = {m.asset_key for m in result.asset_materializations_for_node("servicetitan_raw")}
     assert materialized == {raw_asset_key(d) for d in others}
-    assert {o.asset_key for o in observations} == {raw_asset_key(d) for d in payroll}
-    explanation = observations[0].metadata["explanation"].value
-    assert "scope" in explanation and f"tenant {tenant.tenant_id}" in explanation
-    assert len([w for w in warnings if "access denied" in w]) == len(payroll)
+    assert summary["datasets_not_granted"].value == len(payroll)
+    assert all(d.key in summary["not_granted"].value for d in payroll)
+    [warning] = warnings  # one line for the run, not one per dataset
+    assert f"{len(payroll)} datasets skipped" in warning and "tenant test" in warning
     engine = sa.create_engine(warehouse_url)
     with engine.connect() as conn:
         statuses = dict(conn.execute(sa.select(sync_log_table.c.dataset, sync_log_table.c.status)).all())
@@ -176,10 +192,12 @@ def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> 
     registry.close()
     with dg.instance_for_test() as instance:
         result = materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url)
+        materialized = set(raw_materializations(instance, result.run_id))
+        summary = tenant_sync_metadata(instance, result.run_id)
     assert result.success
-    materialized = {m.asset_key for m in result.asset_materializations_for_node("servicetitan_raw")}
     expected = [d for d in load_catalogue().extracted_datasets() if d.module != "payroll" and d.key != "crm/leads"]
     assert materialized == {raw_asset_key(d) for d in expected}
+    assert summary["datasets_disabled"].value == len(load_catalogue().extracted_datasets()) - len(expected)
 
 
 def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_env: Simulator) -> None:
@@ -192,7 +210,7 @@ def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_e
     with dg.instance_for_test() as instance, deployment(registry_url, warehouse_url):
         add_tenant_partition(instance, TENANT_A.tenant_id)
         result = dg.materialize(
-            [raw_assets],
+            [tenant_sync],
             partition_key=str(TENANT_A.tenant_id),
             instance=instance,
             resources={
@@ -207,27 +225,51 @@ def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_e
     assert "schema revision 0001" in message and "st-pipeline db upgrade" in message
 
 
-def test_second_run_is_incremental_and_full_refresh_reads_everything(local_env: Path, api_env: Simulator) -> None:
-    registry_url = f"sqlite:///{local_env / 'registry.db'}"
-    warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
-    register_tenants(registry_url, TENANT_A)
-    key = raw_asset_key(load_catalogue().dataset("crm/customers"))
-    truth = len(api_env.ground_truth(TENANT_A.tenant_id, "crm/customers"))
+def test_a_sync_that_finds_nothing_new_is_cheap_and_changes_are_reported(
+    local_env: Path, fresh_simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First sync: every dataset reported. Nothing new: no raw materialization, no check result, a
+    handful of events, the tenant sync's own record. A change: only that dataset. A full refresh:
+    every dataset again, with what it verified."""
+    sim = fresh_simulator
+    point_at_simulator(monkeypatch, sim)
+    register_tenants(None, TENANT_A)
+    core = list(CORE_DATASETS)
+    customers_key = raw_asset_key(load_catalogue().dataset("crm/customers"))
+    truth = len(sim.ground_truth(TENANT_A.tenant_id, "crm/customers"))
 
-    def customers(result: dg.ExecuteInProcessResult) -> dict:
-        return next(m.metadata for m in result.asset_materializations_for_node("servicetitan_raw") if m.asset_key == key)
+    def sync(instance: dg.DagsterInstance, **config: object) -> tuple[dict, dict, list, int]:
+        result = materialize_tenant(instance, TENANT_A.tenant_id, datasets=core, config=config)
+        assert result.success
+        run = result.run_id
+        return (raw_materializations(instance, run), tenant_sync_metadata(instance, run),
+                check_evaluations(instance, run), len(instance.all_logs(run)))
 
     with dg.instance_for_test() as instance:
-        first = customers(materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url))
-        second = customers(materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url))
-        refresh = customers(materialize_tenant(
-            instance, TENANT_A.tenant_id, registry_url, warehouse_url,
-            run_config={"ops": {"servicetitan_raw": {"config": {"full_refresh": True}}}},
-        ))
-    assert first["records"].value == truth and first["sync"].value == "from the beginning"
-    assert second["records"].value == 0 and second["sync"].value == "incremental"
-    assert second["cursor_before"].value == first["cursor"].value
-    assert refresh["records"].value == truth and refresh["rows_in_table"].value == truth
+        first, first_summary, first_checks, _ = sync(instance)
+        quiet, quiet_summary, quiet_checks, quiet_events = sync(instance)
+        updated = sim.apply_changes(TENANT_A.tenant_id, "crm/customers", updated=2)["updated"]
+        changed, changed_summary, changed_checks, _ = sync(instance)
+        refreshed, _, _, _ = sync(instance, full_refresh=True)
+    assert set(first) == {raw_asset_key(load_catalogue().dataset(k)) for k in core} and len(first_checks) > len(core)
+    assert first[customers_key]["records"].value == truth == first[customers_key]["dagster/row_count"].value
+    assert first[customers_key]["sync"].value == "from the beginning"
+
+    assert quiet == {} and quiet_checks == []
+    assert quiet_summary["datasets_checked"].value == len(core) and quiet_summary["datasets_changed"].value == 0
+    assert quiet_summary["rows_written"].value == 0
+    assert quiet_events <= 20  # run start and end, one step, the tenant sync's materialization, one log line
+
+    assert set(changed) == {customers_key} and changed_summary["datasets_changed"].value == 1
+    customers = changed[customers_key]
+    assert customers["rows_written"].value == len(updated) == 2
+    assert customers["sync"].value == "incremental" and customers["cursor_before"].value == first[customers_key]["cursor"].value
+    assert customers["dagster/row_count"].value == truth  # updates add no rows
+    assert {e.asset_key for e in changed_checks} == {customers_key}
+
+    assert set(refreshed) == set(first)
+    assert refreshed[customers_key]["records"].value == truth and refreshed[customers_key]["rows_written"].value == 0
+    assert refreshed[customers_key]["dagster/row_count"].value == truth
 
 
 def test_a_run_without_the_right_key_fails_naming_the_tenant_and_the_variable(
@@ -243,3 +285,73 @@ def test_a_run_without_the_right_key_fails_naming_the_tenant_and_the_variable(
     assert f"tenant {TENANT_A.tenant_id}'s stored client secret cannot be decrypted" in message
     assert "ST_PIPELINE_SECRET_KEYS" in message and "keys rotate" not in message
     assert failure.step_failure_data.user_failure_data.metadata["error_type"].value == "SecretKeyError"
+
+
+def test_two_syncs_of_one_tenant_never_overlap(local_env: Path, api_env: Simulator) -> None:
+    """While a run holds the tenant, another is refused with who holds it, and writes nothing."""
+    register_tenants(None, TENANT_A)
+    warehouse = prepared_warehouse(f"sqlite:///{local_env / 'warehouse.db'}", [])
+    with dg.instance_for_test() as instance:
+        with tenant_lock(warehouse, TENANT_A.tenant_id, "the-running-sync"):
+            refused = materialize_tenant(instance, TENANT_A.tenant_id, raise_on_error=False,
+                                         datasets=["crm/customers"], config={"lock_wait_s": 0})
+        after = materialize_tenant(instance, TENANT_A.tenant_id, datasets=["crm/customers"])
+    assert not refused.success and after.success
+    failure = refused.get_step_failure_events()[0].step_failure_data
+    assert f"tenant {TENANT_A.tenant_id} is being synced by run the-running-sync" in failure.error.message
+    assert failure.user_failure_data.metadata["error_type"].value == "TenantBusyError"
+    with warehouse.connect() as conn:
+        runs = set(conn.execute(sa.select(sync_log_table.c.run_id)).scalars())
+    warehouse.dispose()
+    assert runs == {after.run_id}  # the refused run logged nothing and wrote nothing
+
+
+def test_a_killed_sync_is_marked_failed_alerts_and_the_next_one_runs(
+    local_env: Path, api_env: Simulator, tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    """`dagster asset materialize` killed mid-sync: nobody tells Dagster, the run stays STARTED. Its
+    lock went with it, so the abandoned-run sensor fails it; the failure alerts; the next sync runs."""
+    register_tenants(None, TENANT_A)
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "ST_PIPELINE_KILL_AT": "page_committed:2"}
+    prepared_warehouse(f"sqlite:///{local_env / 'warehouse.db'}", []).dispose()
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        add_tenant_partition(instance, TENANT_A.tenant_id)
+    killed = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "st_pipeline.definitions",
+         "--select", TENANT_SYNC_KEY.to_user_string(), "--partition", str(TENANT_A.tenant_id)],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resources = {"tenant_registry": TenantRegistryResource(), "warehouse": WarehouseResource(),
+                 "alerting": AlertingResource()}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.STARTED
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            abandoned_run_sensor(context)
+        run = instance.get_run_by_id(run.run_id)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        failure = next(e for e in instance.all_logs(run.run_id)
+                       if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+        with dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alert_sensor", dagster_event=failure.dagster_event, dagster_instance=instance,
+            dagster_run=run, resources=resources,
+        ).for_run_failure() as context:
+            run_failure_alert_sensor(context)
+        [alert] = [json.loads(r.body) for r in receiver.drain()]
+        assert alert["kind"] == "run_failure" and "the process of this run is gone" in alert["reason"]
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            assert isinstance(abandoned_run_sensor(context), dg.SkipReason)  # nothing left to fail
+        next_sync = materialize_tenant(instance, TENANT_A.tenant_id)
+        assert next_sync.success
+    assert_warehouse_equals_ground_truth(f"sqlite:///{local_env / 'warehouse.db'}", api_env, TENANT_A.tenant_id)
+    engine = sa.create_engine(f"sqlite:///{local_env / 'warehouse.db'}")
+    with engine.connect() as conn:
+        killed_rows = set(conn.execute(
+            sa.select(sync_log_table.c.status).where(sync_log_table.c.run_id == run.run_id)).scalars())
+    # What the killed run finished stays succeeded; what it left unfinished is marked interrupted.
+    engine.dispose()
+    assert "interrupted" in killed_rows and killed_rows <= {"interrupted", "succeeded"}
