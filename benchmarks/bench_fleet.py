@@ -16,7 +16,8 @@ Ticks, each a Dagster backfill of every tenant partition of the ``servicetitan_s
 
 Measured per tick: wall time from submission to the last run's end; CPU seconds of all Dagster
 processes (daemon, code servers and the run workers they start), per tenant-run; the run worker's
-own CPU (process start and imports included, as each tenant sync reports it in ``process_cpu_s``);
+own CPU (process start and imports included, as each run's hub and mart build, its last step,
+reports it in ``process_cpu_s``);
 CPU seconds of the PostgreSQL server; events written. From the no-change
 tick: how many tenants one core syncs per hour (client side, and with the PostgreSQL server).
 Everything is torn down at the end (databases, processes, temporary files).
@@ -225,12 +226,13 @@ def _tick(label: str, tags: dict[str, str], tenants: list[int], env: dict[str, s
         else:
             raise RuntimeError(f"{label}: the runs did not finish within {TICK_DEADLINE_S} s")
         failed = [r.run_id for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
-        # Each run worker's own CPU, process start included, as the tenant sync reports it.
+        # Each run worker's own CPU, process start included, as its last step (the tenant's hub and
+        # mart build, after the sync) reports it.
         worker_cpu = []
         for run in runs:
             for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
                 materialization = entry.dagster_event.event_specific_data.materialization
-                if materialization.asset_key.path == ["servicetitan", "tenant_sync"]:
+                if materialization.asset_key.path == ["servicetitan", "tenant_models"]:
                     worker_cpu.append(materialization.metadata["process_cpu_s"].value)
     wall = time.monotonic() - started
     client, postgres = cpu_seconds(daemon_pid) - client_before, cpu_seconds(postmaster) - postgres_before

@@ -115,7 +115,7 @@ def child(args: argparse.Namespace) -> None:
             if result.error:
                 raise result.error
             per_dataset[result.dataset.key] = {"records": result.records, "pages": result.pages,
-                                               "rows": result.rows_in_table, "kind": result.dataset.extraction_endpoint.kind}
+                                               "rows_written": result.rows_written, "kind": result.dataset.extraction_endpoint.kind}
         stats = client.stats
     wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
     print(json.dumps({

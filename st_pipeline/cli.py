@@ -574,6 +574,27 @@ def sync_log(tenant_id: int, runs: int, run_id: str | None, show_all: bool) -> N
             click.echo(f"  {len(run_rows) - len(shown)} datasets succeeded without changes (--all lists them)")
 
 
+@main.command("kpis")
+@tenant_option()
+def kpis(tenant_id: int) -> None:
+    """A tenant's headline KPI figures, from the marts its last run built."""
+    import sqlalchemy as sa
+
+    from st_pipeline.transform.kpis import headline_kpis
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+
+    engine = create_warehouse_engine(load_settings().warehouse_database_url)
+    try:
+        if "mart_job_conversion" not in sa.inspect(engine).get_table_names():
+            raise click.ClickException("no marts built yet: run the servicetitan_sync job for the tenant first")
+        with engine.connect() as conn:
+            figures = headline_kpis(conn, tenant_id)
+    finally:
+        engine.dispose()
+    for label, value in figures.items():
+        click.echo(f"{label:34} {value}")
+
+
 # -- catalogue -----------------------------------------------------------------------------------
 
 

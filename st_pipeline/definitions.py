@@ -18,6 +18,7 @@ from st_pipeline.defs.alerting import (
     run_recovery_sensor,
     stale_tenant_sensor,
 )
+from st_pipeline.defs.models import build_model_checks, model_asset_specs, tenant_models
 from st_pipeline.defs.maintenance import build_maintenance_schedule, maintenance_job
 from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
 from st_pipeline.defs.tenant_sync import tenant_sync
@@ -42,8 +43,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # A run is one step (the tenant sync): a step subprocess would only add a second interpreter
         # start and import.
         executor=dg.in_process_executor,
-        assets=[tenant_sync, *raw_asset_specs(datasets)],
-        asset_checks=[build_raw_checks(datasets), freshness_checks],
+        assets=[tenant_sync, *raw_asset_specs(datasets), tenant_models, *model_asset_specs()],
+        asset_checks=[build_raw_checks(datasets), build_model_checks(), freshness_checks],
         jobs=[sync_job, reconcile_job, freshness_job, maintenance_job],
         schedules=[
             build_sync_schedule(settings.sync_cron),

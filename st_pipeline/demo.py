@@ -117,6 +117,7 @@ def run_demo(*, port: int, scale: float) -> int:
         expected = sim.record_counts(DEMO_TENANT_ID)
         print(f"\nwarehouse {describe_url(engine)}, tenant {DEMO_TENANT_ID}:")
         all_equal = _print_counts(engine, datasets, expected)
+        _print_models(engine)
         engine.dispose()
     print("\nall counts equal the simulator's." if all_equal else "\ncounts differ from the simulator's!")
     print("Browse the same data and the run in the Dagster UI: make dev  (then open http://127.0.0.1:3000)")
@@ -189,3 +190,20 @@ def _print_counts(engine: sa.Engine, datasets: list[Dataset], expected: dict[str
     total_rows, total_truth = sum(v[1] for v in lines.values()), sum(v[2] for v in lines.values())
     print(f"{'total':52} {len(datasets):>6} {total_rows:>15} {total_truth:>10}")
     return all(rows == truth for _, rows, truth in lines.values())
+
+
+def _print_models(engine: sa.Engine) -> None:
+    """Hub table row counts and a few KPI figures of the demo tenant, as the run left them."""
+    from st_pipeline.transform.hubs import HUB_TABLES
+    from st_pipeline.transform.kpis import headline_kpis
+
+    print(f"\nhub tables (tenant {DEMO_TENANT_ID}):")
+    with engine.connect() as conn:
+        for spec in HUB_TABLES:
+            rows = conn.execute(
+                sa.text(f"SELECT count(*) FROM {spec.table_name} WHERE tenant_id = :t"), {"t": DEMO_TENANT_ID}
+            ).scalar_one()
+            print(f"  {spec.table_name:34} {rows:>8}")
+        print("\nKPIs (all days of the simulator's history):")
+        for label, value in headline_kpis(conn, DEMO_TENANT_ID).items():
+            print(f"  {label:34} {value}")

@@ -43,7 +43,7 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
     assert str(TENANT_A.tenant_id) in listed.stdout and "Tenant A" in listed.stdout
 
     upgraded = _run([st_pipeline, "db", "upgrade"], cli_env)
-    assert upgraded.returncode == 0 and "empty → 0004" in upgraded.stdout, upgraded.stderr
+    assert upgraded.returncode == 0 and "empty → 0005" in upgraded.stdout, upgraded.stderr
     dagster = shutil.which("dagster", path=str(BIN))
     materialized = _run(
         [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "servicetitan/tenant_sync",

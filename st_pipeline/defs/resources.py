@@ -102,3 +102,11 @@ class WarehouseResource(dg.ConfigurableResource):
         if self._engine is None:
             raise RuntimeError("WarehouseResource is used outside a run or sensor tick")
         return self._engine
+
+
+def process_cpu_s() -> float:
+    """CPU seconds of this run's process so far (its start and imports included), for run metadata."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

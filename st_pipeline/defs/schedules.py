@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
+from st_pipeline.defs.models import TENANT_MODELS_KEY
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
 from st_pipeline.defs.resources import TenantRegistryResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
@@ -26,21 +27,24 @@ OUR_JOBS = frozenset({SYNC_JOB, RECONCILE_JOB, FRESHNESS_JOB, MAINTENANCE_JOB})
 # The op of the tenant-sync asset, as run config addresses it.
 TENANT_SYNC_OP = TENANT_SYNC_KEY.to_python_identifier()
 
+# A sync run also brings the tenant's hub tables and marts up to date (see ``models.py``).
 sync_job = dg.define_asset_job(
     SYNC_JOB,
-    selection=dg.AssetSelection.assets(TENANT_SYNC_KEY),
+    selection=dg.AssetSelection.assets(TENANT_SYNC_KEY, TENANT_MODELS_KEY),
     partitions_def=tenant_partitions,
-    description="Incremental sync of every enabled dataset of one tenant (a partition).",
+    description="Incremental sync of every enabled dataset of one tenant (a partition), then its hub tables "
+    "and marts. Tag st_pipeline/full_rebuild=true to rebuild the hub tables and marts in full.",
 )
 
 # Lists without an export feed cannot show deletes incrementally: read them in full, flag gone rows.
 _RECONCILED = [d.key for d in load_catalogue().extracted_datasets() if d.extraction_endpoint.kind != "export"]
 reconcile_job = dg.define_asset_job(
     RECONCILE_JOB,
-    selection=dg.AssetSelection.assets(TENANT_SYNC_KEY),
+    selection=dg.AssetSelection.assets(TENANT_SYNC_KEY, TENANT_MODELS_KEY),
     partitions_def=tenant_partitions,
     config={"ops": {TENANT_SYNC_OP: {"config": {"reconcile_deletes": True, "datasets": _RECONCILED}}}},
-    description="Full read of the datasets without export feed; rows gone upstream get deleted_at.",
+    description="Full read of the datasets without export feed; rows gone upstream get deleted_at (and leave "
+    "the hub tables and marts the same way).",
 )
 
 

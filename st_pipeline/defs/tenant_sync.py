@@ -13,7 +13,6 @@ that the tenant was checked, when, and what changed (numeric metadata the UI plo
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
-import resource
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from pydantic import Field
 from st_pipeline.defs.checks import DEFAULT_QUARANTINE_ERROR_RATIO, Outcome, check_evaluation, judge
 from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
-from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
+from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource, process_cpu_s
 from st_pipeline.redaction import redact
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.errors import MissingScopeError, ServiceTitanError
@@ -217,19 +216,13 @@ def tenant_sync(
             "throttled_429s": stats.throttled,
             "token_requests": token_requests,
             "duration_s": round(duration, 3),
-            "process_cpu_s": round(_process_cpu_s(), 2),
+            "process_cpu_s": round(process_cpu_s(), 2),
             "sync": "full refresh" if full_refresh else ("reconciliation" if config.reconcile_deletes else "incremental"),
             "changed": _listing(changed),
             "not_granted": _listing(skipped),
             "warehouse": warehouse_name,
         }
     )
-
-
-def _process_cpu_s() -> float:
-    """CPU seconds of this run's process so far (its start and imports included)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _report(

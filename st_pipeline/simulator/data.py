@@ -4,7 +4,10 @@ Nothing here is written per endpoint: each dataset's record schema (from the cat
 compiled once (see ``schema``) into a generator that then produces records for any tenant. This
 module decides how many records, their ids, timestamps and active flags, and which core records
 each one points at, so that references agree with one another (an invoice's customer, location
-and business unit are those of its job, a job's customer is its location's, and so on).
+and business unit are those of its job, a job's customer is its location's, and so on). Then
+``business`` rewrites the fields KPIs are computed from (statuses, dates, money), so that they
+agree too: an invoice's items add up to its total, a payment never exceeds what is owed, a
+booked call names a real job, and so on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, Catalogue, Dataset, Endpoint
+from st_pipeline.simulator.business import DEPENDENCIES, TenantBusiness
 from st_pipeline.simulator.clock import (
     HISTORY_TICKS,
     REFERENCE_END_TICKS,
@@ -45,10 +49,25 @@ BASE_VOLUMES: dict[str, int] = {
     "jpm/appointments": 2400,
     "accounting/invoices": 2000,
     "accounting/payments": 1500,
+    # Other datasets KPIs are computed from.
+    "jpm/job-types": 12,
+    "marketing/campaigns": 10,
+    "memberships/membership-types": 5,
+    "memberships/memberships": 300,
+    "sales/estimates": 600,
+    "telecom/calls": 800,
+    "crm/leads": 200,
+    "crm/bookings": 200,
 }
 DEFAULT_VOLUME = 20
 MIN_CORE_VOLUME = 3
 MIN_OTHER_VOLUME = 1
+# Datasets that need more records than that at any scale.
+MIN_VOLUMES: dict[str, int] = {
+    "jpm/job-types": 4,
+    "marketing/campaigns": 3,
+    "memberships/membership-types": 3,
+}
 
 # When a record references several of these, the most specific one (first here) is picked and
 # the others are taken from it, which is what makes the references consistent.
@@ -63,6 +82,14 @@ ANCHOR_ORDER = (
 ACTIVE_SHARE = 0.95
 TIE_SHARE = 0.02  # records that reuse the previous record's modifiedOn, as real feeds do
 ID_RANGE = 10_000_000  # each dataset draws ids from its own range of this size
+
+
+def volume_of(key: str, scale: float) -> int:
+    """Records of dataset ``key`` at ``scale`` (datasets of embedded items excepted: they have
+    as many as the records that embed them)."""
+    base = BASE_VOLUMES.get(key, DEFAULT_VOLUME)
+    minimum = MIN_VOLUMES.get(key, MIN_CORE_VOLUME if key in CORE_DATASETS else MIN_OTHER_VOLUME)
+    return max(minimum, round(base * scale))
 
 
 def _differing_properties(
@@ -134,18 +161,33 @@ class DatasetGenerator:
             self.shapes[other.path] = Shape(other.path, keys, frozenset(differing), drops_active)
 
     def volume(self, scale: float) -> int:
-        base = BASE_VOLUMES.get(self.key, DEFAULT_VOLUME)
-        minimum = MIN_CORE_VOLUME if self.core else MIN_OTHER_VOLUME
-        return max(minimum, round(base * scale))
+        return volume_of(self.key, scale)
 
     def generate(
-        self, seed: int, tenant_id: int, scale: float, pools: dict[str, list[RefTarget]]
+        self,
+        seed: int,
+        tenant_id: int,
+        scale: float,
+        pools: dict[str, list[RefTarget]],
+        business: TenantBusiness | None = None,
     ) -> list[StoredRecord]:
-        """The dataset's records for one tenant; core records are added to ``pools``."""
+        """The dataset's records for one tenant; core records are added to ``pools``.
+
+        ``business`` (the tenant's, shared by all its datasets) applies the business rules;
+        without it the records are as the schemas alone make them.
+        """
+        rules = business.rules_for(self.key) if business is not None else None
+        if rules is not None and rules.derived:
+            records = rules.derived_records(self.full_shape.keys)
+            self._add_extras(records, seed, tenant_id, pools)
+            return records
         rng = random.Random(f"{seed}:{tenant_id}:{self.key}")
         c = GenContext(rng, pools)
         r = c.r
         count = self.volume(scale)
+        ids = rules.ids(count) if rules is not None else None
+        if rules is not None:
+            rules.begin(count)
         next_id = self.id_base + (tenant_id % 1000) * 1000
         # Ids grow with creation time, as they do in ServiceTitan.
         created_ticks = sorted(
@@ -181,23 +223,31 @@ class DatasetGenerator:
                 modified = created  # no modifiedOn: the feed orders such records by creation
             previous_modified = modified
             active = r() < ACTIVE_SHARE if has_active else True
+            record_id = next_id if ids is None else ids[index]
             if has_id:
-                data["id"] = next_id
+                data["id"] = record_id
             if has_created:
                 data["createdOn"] = format_ticks(created)
             if has_modified:
                 data["modifiedOn"] = format_ticks(modified)
             if has_active:
                 data["active"] = active
+            if rules is not None:  # its own random stream: the records' ids are unchanged
+                rules.apply(data, c.refs, index, created, modified, rules.r)
             # Serialized at once: only the JSON is kept (see ``store``).
-            records.append(StoredRecord(next_id, created, modified, active, dumpb(data)))
+            record = StoredRecord(record_id, created, modified, active, dumpb(data))
+            records.append(record)
+            target = None
             if own_pool is not None:
                 name = data.get("name")
-                own_pool.append(
-                    RefTarget(next_id, self.key, name if isinstance(name, str) else None, c.refs)
-                )
+                target = RefTarget(record_id, self.key, name if isinstance(name, str) else None, c.refs)
+                own_pool.append(target)
+            if rules is not None:
+                rules.stored(record, target)
         if own_pool is not None:
             pools[self.key] = own_pool
+        if rules is not None:
+            rules.finish()
         self._add_extras(records, seed, tenant_id, pools)
         return records
 
@@ -217,9 +267,18 @@ class DatasetGenerator:
                 record.extras[path] = dumpb(gen(c))
 
     def new_record(
-        self, rng: random.Random, pools: dict[str, list[RefTarget]], record_id: int, ticks: int
+        self,
+        rng: random.Random,
+        pools: dict[str, list[RefTarget]],
+        record_id: int,
+        ticks: int,
+        business: TenantBusiness | None = None,
     ) -> StoredRecord:
-        """One more record, created and modified at ``ticks`` (for simulated changes)."""
+        """One more record, created and modified at ``ticks`` (for simulated changes).
+
+        With the tenant's ``business`` its business fields follow the rules (simply: a new job
+        is scheduled, a new invoice is unpaid, a new payment is not yet applied…).
+        """
         c = GenContext(rng, pools)
         anchors = pools.get(self._anchor, []) if self._anchor else []
         c.refs = anchors[int(c.r() * len(anchors))].references() if anchors else {}
@@ -233,6 +292,9 @@ class DatasetGenerator:
             data["modifiedOn"] = stamp
         if self._has["active"]:
             data["active"] = True
+        rules = business.rules_for(self.key) if business is not None else None
+        if rules is not None:
+            rules.apply(data, c.refs, -1, ticks, ticks, c.r)
         extras: dict[str, Any] = {}
         for path, gen in self._extra_gens.items():
             c.refs = {}
@@ -266,6 +328,7 @@ class GenerationPlan:
     generators: list[DatasetGenerator]
     served: tuple[str, ...]
     unsupported: dict[str, str]
+    id_bases: dict[str, int]  # where each catalogue dataset's ids start
 
     @classmethod
     def build(cls, catalogue: Catalogue, datasets: Iterable[str] | None = None) -> GenerationPlan:
@@ -279,13 +342,14 @@ class GenerationPlan:
                 raise ValueError(f"unknown datasets: {', '.join(unknown)}")
         order = list(CORE_DATASETS) + [key for key in all_keys if key not in CORE_DATASETS]
         id_bases = {key: ID_RANGE * (index + 1) for index, key in enumerate(all_keys)}
+        compiled = _with_dependencies(wanted, set(all_keys))
 
         generators: dict[str, DatasetGenerator] = {}
         unsupported: dict[str, str] = {}
         available: set[str] = set()
         for key in order:
             # Core datasets are compiled even when not served, in case a served one needs them.
-            if key not in wanted and key not in CORE_DATASETS:
+            if key not in compiled and key not in CORE_DATASETS:
                 continue
             try:
                 generators[key] = DatasetGenerator(
@@ -298,14 +362,32 @@ class GenerationPlan:
                 available.add(key)
 
         needed = {key for key in wanted if key in generators}
-        for key in reversed(order):  # dependencies come earlier in ``order``
-            if key in needed:
-                needed |= generators[key].references
+        while True:  # what the needed datasets refer to, and what their business rules use
+            grown = set(needed)
+            for key in needed:
+                grown |= generators[key].references
+                grown |= {d for d in DEPENDENCIES.get(key, ()) if d in generators}
+            if grown == needed:
+                break
+            needed = grown
         return cls(
             generators=[generators[key] for key in order if key in needed],
             served=tuple(key for key in order if key in wanted and key in generators),
             unsupported={key: reason for key, reason in unsupported.items() if key in wanted},
+            id_bases=id_bases,
         )
+
+
+def _with_dependencies(wanted: set[str], known: set[str]) -> set[str]:
+    """``wanted`` and every dataset their business rules depend on (see ``business``)."""
+    result = set(wanted)
+    pending = list(wanted)
+    while pending:
+        for dependency in DEPENDENCIES.get(pending.pop(), ()):
+            if dependency in known and dependency not in result:
+                result.add(dependency)
+                pending.append(dependency)
+    return result
 
 
 _plans: weakref.WeakKeyDictionary[Catalogue, dict[tuple[str, ...] | None, GenerationPlan]] = (
@@ -334,24 +416,36 @@ class TenantData:
 
     stores: dict[str, DatasetStore]
     pools: dict[str, list[RefTarget]]
+    business: TenantBusiness | None = None
 
 
 def generate_tenant(plan: GenerationPlan, seed: int, tenant_id: int, scale: float) -> TenantData:
     """Every planned dataset of one tenant (core dependencies included)."""
     pools: dict[str, list[RefTarget]] = {}
+    business = TenantBusiness(
+        seed,
+        tenant_id,
+        pools,
+        planned=frozenset(generator.key for generator in plan.generators),
+        volume=lambda key: volume_of(key, scale),
+        id_base=lambda key: plan.id_bases.get(key, ID_RANGE),
+    )
     # Generation allocates millions of containers (the pools and records it keeps, the record
     # dicts it frees once serialized); the cyclic garbage collector would rescan the kept ones
     # over and over (this roughly halves the time).
     collecting = gc.isenabled()
     gc.disable()
     try:
+        # A job's record is completed (its invoice) while the invoices are generated, before
+        # anyone reads the stores.
         stores = {
             generator.key: DatasetStore(
-                generator.key, generator.generate(seed, tenant_id, scale, pools)
+                generator.key, generator.generate(seed, tenant_id, scale, pools, business)
             )
             for generator in plan.generators
         }
+        business.close()
     finally:
         if collecting:
             gc.enable()
-    return TenantData(stores, pools)
+    return TenantData(stores, pools, business)

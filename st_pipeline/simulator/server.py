@@ -318,7 +318,7 @@ class Simulator:
         next_id = store.max_id()
         for _ in range(created):
             next_id += 1 + rng.randrange(3)
-            added.append(generator.new_record(rng, data.pools, next_id, ticks))
+            added.append(generator.new_record(rng, data.pools, next_id, ticks, data.business))
             ticks += spacing
         store.apply(changed, added, removed)
         return {

@@ -66,7 +66,8 @@ class StoredRecord:
 
     ``extras`` maps an endpoint path to the JSON of the properties that endpoint's schema
     defines differently (``None`` when no endpoint needs any). Never mutated once stored: a
-    change makes a new ``StoredRecord``.
+    change makes a new ``StoredRecord``. (While a tenant is generated, a job's record gets its
+    invoice's id and total once the invoices exist: see ``business``.)
     """
 
     __slots__ = ("id", "created", "modified", "active", "blob", "extras")

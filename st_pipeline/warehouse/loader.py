@@ -237,7 +237,7 @@ def mark_missing_deleted(conn: sa.Connection, table: sa.Table, tenant_id: int, s
             table.c.deleted_at.is_(None),
             table.c.id.not_in(sa.select(sa.column("id")).select_from(sa.table("st_seen_ids"))),
         )
-        .values(deleted_at=at)
+        .values(deleted_at=at, extracted_at=at)  # a change like any other, for incremental transforms
     ).rowcount
     conn.execute(sa.text("DELETE FROM st_seen_ids"))
     return flagged

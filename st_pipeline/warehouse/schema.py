@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "st_pipeline_schema_version"
 # The newest migration; bump it with every new one (test_schema checks it against Alembic's head).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 class SchemaOutOfDateError(RuntimeError):

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -18,6 +20,12 @@ metadata = sa.MetaData()
 
 # JSONB on PostgreSQL (indexable, compact); JSON text elsewhere.
 PayloadType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def changed_index_name(table_name: str) -> str:
+    """The name of a raw table's (tenant_id, extracted_at) index, within PostgreSQL's 63 characters."""
+    digest = hashlib.sha256(table_name.encode()).hexdigest()[:8]
+    return f"ix_{table_name[:40]}_{digest}_changed"
 
 
 def raw_table_name(dataset: Dataset) -> str:
@@ -40,6 +48,8 @@ def raw_table(dataset: Dataset) -> sa.Table:
         sa.Column("extracted_at", UtcDateTime(), nullable=False),
         sa.Column("run_id", sa.String(64), nullable=False),
         sa.Column("deleted_at", UtcDateTime(), nullable=True),
+        # What changed since a point in time (incremental transforms read by it).
+        sa.Index(changed_index_name(name), "tenant_id", "extracted_at"),
     )
 
 
@@ -130,6 +140,20 @@ tenant_lock_table = sa.Table(
     sa.Column("acquired_at", UtcDateTime(), nullable=False),
 )
 
+# Where each (tenant, hub table) build stands: the raw rows changed since ``watermark`` are the
+# next incremental build's work; a hub table whose spec ``fingerprint`` changed is rebuilt in full.
+transform_state_table = sa.Table(
+    "st_transform_state",
+    metadata,
+    sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("table_name", sa.String(200), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("watermark", UtcDateTime(), nullable=True),
+    sa.Column("row_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("built_at", UtcDateTime(), nullable=False),
+)
+
 # Which database role may read which tenant's rows (PostgreSQL row-level security; ``access.py``).
 tenant_access_table = sa.Table(
     "st_tenant_access",
@@ -143,6 +167,7 @@ tenant_access_table = sa.Table(
 # demand, one per dataset, and altered by migrations when their shape changes.
 CONTROL_TABLES = (
     quarantine_table, sync_state_table, sync_log_table, tenant_access_table, dataset_status_table, tenant_lock_table,
+    transform_state_table,
 )
 
 
@@ -151,6 +176,7 @@ CONTROL_TABLES = (
 WAREHOUSE_TABLE_PREFIXES = ("raw_", "hub_", "mart_")
 WAREHOUSE_CONTROL_TABLES = frozenset({
     sync_state_table.name, sync_log_table.name, quarantine_table.name, dataset_status_table.name, tenant_lock_table.name,
+    transform_state_table.name,
 })
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, Endpoint, load_catalogue
 from st_pipeline.simulator import Simulator, SimulatorConfig
-from st_pipeline.simulator.data import BASE_VOLUMES
+from st_pipeline.simulator.data import BASE_VOLUMES, MIN_VOLUMES
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z")
 MONEY = re.compile(r"-?\d+\.\d{2}")
@@ -74,10 +74,10 @@ def test_ground_truth_is_a_deep_copy() -> None:
 def test_volumes_follow_the_scale() -> None:
     counts = Simulator(config(scale=0.5)).record_counts(TENANT)
     for key, base in BASE_VOLUMES.items():
-        assert counts[key] == round(base * 0.5)
+        assert counts[key] == max(MIN_VOLUMES.get(key, 1), round(base * 0.5))
     assert counts["pricebook/materials"] == 10
-    tiny = Simulator(config(scale=0.0001, datasets=("crm/customers", "jpm/job-types")))
-    assert tiny.record_counts(TENANT) == {"crm/customers": 3, "jpm/job-types": 1}
+    tiny = Simulator(config(scale=0.0001, datasets=("crm/customers", "jpm/job-types", "pricebook/materials")))
+    assert tiny.record_counts(TENANT) == {"crm/customers": 3, "jpm/job-types": 4, "pricebook/materials": 1}
 
 
 def test_ids_are_unique_and_sorted(core: dict[str, list[dict]]) -> None:
@@ -101,18 +101,27 @@ def test_references_point_at_existing_records(core: dict[str, list[dict]]) -> No
     for technician in technicians.values():
         assert technician["businessUnitId"] in units
     for invoice in invoices.values():
+        assert invoice["customer"]["id"] in customers
+        assert invoice["location"]["id"] in locations
+        assert len(invoice["items"]) <= 5
+        if invoice["job"] is None:  # a counter sale
+            continue
         job = jobs[invoice["job"]["id"]]
         assert invoice["customer"]["id"] == job["customerId"]
         assert invoice["customer"]["name"] == customers[job["customerId"]]["name"]
         assert invoice["location"]["id"] == job["locationId"]
         assert invoice["businessUnit"]["id"] == job["businessUnitId"]
-        assert 1 <= len(invoice["items"]) <= 4
+    applied_payments = 0
     for payment in core["accounting/payments"]:
-        assert payment["appliedTo"]
+        assert payment["customer"]["id"] in customers
+        if not payment["appliedTo"]:  # not (yet) applied to an invoice
+            continue
+        applied_payments += 1
         applied = {entry["appliedTo"] for entry in payment["appliedTo"]}
         assert len(applied) == 1
         invoice = invoices[applied.pop()]
         assert payment["customer"]["id"] == invoice["customer"]["id"]
+    assert applied_payments > len(core["accounting/payments"]) / 2
 
 
 def test_accounting_money_is_decimal_strings(core: dict[str, list[dict]]) -> None:

@@ -41,12 +41,12 @@ def test_empty_database_upgrades_to_head(engine: sa.Engine) -> None:
     with pytest.raises(SchemaOutOfDateError, match="no st_pipeline schema yet.*st-pipeline db upgrade"):
         check_schema(engine, "under test")
     upgrade(engine)
-    assert current_revision(engine) == head_revision() == "0004"
+    assert current_revision(engine) == head_revision() == "0005"
     check_schema(engine, "under test")
     for table in CONTROL_TABLES:
         assert _columns(engine, table.name) == {c.name for c in table.columns}, table.name
     upgrade(engine)  # idempotent
-    assert current_revision(engine) == "0004"
+    assert current_revision(engine) == "0005"
 
 
 def test_previous_revision_with_data_upgrades_and_keeps_it(engine: sa.Engine) -> None:
@@ -64,8 +64,11 @@ def test_previous_revision_with_data_upgrades_and_keeps_it(engine: sa.Engine) ->
             "INSERT INTO raw_crm_customers VALUES (1, 42, NULL, TRUE, '{\"id\": 42}', '2026-01-01 00:00:00', 'r0')"
         ))
     upgrade(engine)
-    assert current_revision(engine) == "0004"
+    assert current_revision(engine) == "0005"
     assert "deleted_at" in _columns(engine, "raw_crm_customers")
+    # 0005: the existing raw table got the index incremental transforms read by.
+    indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(engine).get_indexes("raw_crm_customers")}
+    assert ["tenant_id", "extracted_at"] in indexes.values()
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT id, payload, deleted_at FROM raw_crm_customers")).one()
     assert row.id == 42 and "42" in row.payload and row.deleted_at is None
