@@ -226,6 +226,13 @@ def _tick(label: str, tags: dict[str, str], tenants: list[int], env: dict[str, s
         else:
             raise RuntimeError(f"{label}: the runs did not finish within {TICK_DEADLINE_S} s")
         failed = [r.run_id for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
+        failures = []  # why each failed run failed: the first step failure's message
+        for run_id in failed:
+            for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+                failures.append(entry.dagster_event.event_specific_data.error.message.strip()[:300])
+                break
+            else:
+                failures.append(f"run {run_id}: no step failed (run-level failure)")
         # Each run worker's own CPU, process start included, as its last step (the tenant's hub and
         # mart build, after the sync) reports it.
         worker_cpu = []
@@ -244,7 +251,7 @@ def _tick(label: str, tags: dict[str, str], tenants: list[int], env: dict[str, s
         "run_worker_cpu_s_median": round(sorted(worker_cpu)[len(worker_cpu) // 2], 2) if worker_cpu else None,
         "run_worker_cpu_s_max": round(max(worker_cpu), 2) if worker_cpu else None,
         "postgres_cpu_s": round(postgres, 1), "postgres_cpu_s_per_run": round(postgres / len(runs), 2),
-        "events": events, "events_per_run": round(events / len(runs)),
+        "events": events, "events_per_run": round(events / len(runs)), "failures": failures,
     }
 
 
@@ -252,7 +259,8 @@ def _line(result: dict[str, Any]) -> str:
     return (f"{result['tick']:24} {result['runs']} runs ({result['failed']} failed) in {result['wall_s']} s; "
             f"Dagster processes {result['client_cpu_s_per_run']} CPU-s per run (run worker: median "
             f"{result['run_worker_cpu_s_median']}, max {result['run_worker_cpu_s_max']}), PostgreSQL "
-            f"{result['postgres_cpu_s_per_run']} CPU-s per run; {result['events_per_run']} events per run")
+            f"{result['postgres_cpu_s_per_run']} CPU-s per run; {result['events_per_run']} events per run"
+            + "".join(f"\n    failed: {message}" for message in result["failures"]))
 
 
 if __name__ == "__main__":

@@ -13,19 +13,31 @@ tenant while its hubs build, which is what makes "changed after the watermark" e
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.schema import CreateTable
 
 from st_pipeline.servicetitan.catalogue import Catalogue
 from st_pipeline.transform import sql
 from st_pipeline.transform.hubs import HUB_TABLES
-from st_pipeline.transform.marts import MARTS, Mart, MartBuild, build_mart, ensure_mart_tables, mart_fingerprint
+from st_pipeline.transform.marts import (
+    MARTS,
+    Mart,
+    MartBuild,
+    build_mart,
+    analyze,
+    ensure_mart_tables,
+    load_ids,
+    mart_tables,
+    mart_fingerprint,
+)
 from st_pipeline.transform.spec import HubTable
-from st_pipeline.transform.tables import ensure_hub_tables
-from st_pipeline.warehouse.tables import raw_table_name, transform_state_table
+from st_pipeline.transform.tables import ensure_hub_tables, hub_table
+from st_pipeline.warehouse.tables import dataset_status_table, raw_table_name, transform_state_table
 
 
 @dataclass
@@ -91,6 +103,17 @@ def _execute(conn: sa.Connection, statement: str, **params: object) -> sa.Cursor
     return conn.execute(query, params)
 
 
+def _raw_row_count(conn: sa.Connection, spec: HubTable, tenant_id: int, raw: str) -> int:
+    """The tenant's raw rows of the source, as the write path keeps it (counted only when unknown)."""
+    status = dataset_status_table.c
+    known = conn.execute(sa.select(status.row_count).where(
+        status.tenant_id == tenant_id, status.dataset == spec.source)).scalar()
+    if known is not None and known >= 0:
+        return int(known)
+    return conn.execute(sa.text(f"SELECT count(*) FROM {raw} WHERE tenant_id = :tenant_id"),
+                        {"tenant_id": tenant_id}).scalar_one()
+
+
 def _write(conn: sa.Connection, statement: str, **params: object) -> int:
     """Run an INSERT or DELETE; the rows it changed (SQLite's driver does not count ``WITH … INSERT``)."""
     result = _execute(conn, statement, **params)
@@ -100,8 +123,9 @@ def _write(conn: sa.Connection, statement: str, **params: object) -> int:
 
 
 def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *, full: bool = False,
-              existing_tables: set[str] | None = None) -> HubBuild:
-    """Build one hub table for one tenant; see the module's docstring."""
+              existing_tables: set[str] | None = None, changed_count: int | None = None) -> HubBuild:
+    """Build one hub table for one tenant; see the module's docstring. ``changed_count``: how many raw
+    records changed since the last build, when the caller already counted them."""
     started = time.monotonic()
     dialect = engine.dialect.name
     raw = raw_table_name_for(spec)
@@ -121,14 +145,14 @@ def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *,
             sa.text(f"SELECT max(extracted_at) FROM {raw} WHERE tenant_id = :tenant_id"), {"tenant_id": tenant_id}
         ).scalar()
         watermark = _as_utc(watermark)
-        total = conn.execute(sa.text(f"SELECT count(*) FROM {raw} WHERE tenant_id = :tenant_id"),
-                             {"tenant_id": tenant_id}).scalar_one()
+        total = _raw_row_count(conn, spec, tenant_id, raw)
         incremental = (not full and state is not None and state.fingerprint == spec.fingerprint()
                        and state.watermark is not None)
         at = datetime.now(UTC)
         if incremental:
             since = _as_utc(state.watermark)
-            changed = _execute(conn, sql.changed_count_statement(raw), tenant_id=tenant_id, since=since).scalar_one()
+            changed = changed_count if changed_count is not None else _execute(
+                conn, sql.changed_count_statement(raw), tenant_id=tenant_id, since=since).scalar_one()
             if changed == 0:
                 return HubBuild(spec.table_name, "unchanged", 0, total, row_count=state.row_count,
                                 duration_s=time.monotonic() - started)
@@ -144,6 +168,7 @@ def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *,
                               tenant_id=tenant_id, built_at=at)
             row_count = inserted
             mode = "full"
+            analyze(conn, spec.table_name)
         _save_state(conn, tenant_id, spec, watermark, row_count, run_id, at)
     return HubBuild(spec.table_name, mode, changed, total, deleted, inserted, row_count, time.monotonic() - started)
 
@@ -151,19 +176,26 @@ def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *,
 def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool = False,
                  hubs: tuple[HubTable, ...] = HUB_TABLES, marts: tuple[Mart, ...] = MARTS,
                  as_of: date | None = None) -> TenantBuild:
-    """Build a tenant's hub tables, then rebuild the marts that read a hub table that changed.
+    """Build a tenant's hub tables, then the marts that read a hub table that changed.
 
-    A mart is also rebuilt when its definition changed since its last build, or on ``full``.
-    ``as_of`` (default: today, UTC) is the day snapshot marts (receivables) are taken on.
+    A mart is built incrementally — the facts of the entities the changes reach, found through its
+    links on the hub tables both before and after they changed — unless it is new, its definition
+    changed, a hub table it reads was built in full, or ``full``: then in full. ``as_of``
+    (default: today, UTC) is the day receivables are aged on; a ``daily`` mart's first build of a
+    day is a full one.
     """
     started = time.monotonic()
-    ensure_hub_tables(engine, hubs)
-    ensure_mart_tables(engine, marts)
-    existing = set(sa.inspect(engine).get_table_names())
+    existing = _ensure_tables(engine, hubs, marts, run_id)
     result = TenantBuild(tenant_id)
+    changed_ids = {} if full else _changed_ids(engine, hubs, tenant_id, existing)
+    reached_before = _reached(engine, marts, tenant_id, changed_ids)
     for spec in hubs:
-        result.hubs.append(build_hub(engine, spec, tenant_id, run_id, full=full, existing_tables=existing))
+        known = changed_ids.get(spec.table_name)
+        result.hubs.append(build_hub(engine, spec, tenant_id, run_id, full=full, existing_tables=existing,
+                                     changed_count=None if known is None else len(known)))
+    reached_after = _reached(engine, marts, tenant_id, changed_ids)
     changed = set(result.changed_tables)
+    rebuilt_in_full = {h.table for h in result.hubs if h.mode == "full"}
     at = datetime.now(UTC)
     day = as_of or at.date()
     dialect = engine.dialect.name
@@ -173,10 +205,15 @@ def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool =
                 conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
             state = _state(conn, tenant_id, mart.table_name)
             fingerprint = mart_fingerprint(mart, dialect)
-            stale = state is None or state.fingerprint != fingerprint or bool(changed & set(mart.reads))
-            if not (full or stale):
+            new_day = mart.daily and state is not None and _as_utc(state.built_at).date() != day
+            in_full = (full or state is None or state.fingerprint != fingerprint or new_day
+                       or bool(rebuilt_in_full & set(mart.reads)))
+            if not (in_full or changed & set(mart.reads)):
                 continue
-            built = build_mart(conn, mart, tenant_id, as_of=day, built_at=at)
+            entities = None if in_full else reached_before.get(mart.name, set()) | reached_after.get(mart.name, set())
+            if entities is not None and not entities:
+                continue
+            built = build_mart(conn, mart, tenant_id, as_of=day, built_at=at, entities=entities)
             t = transform_state_table
             conn.execute(t.delete().where(t.c.tenant_id == tenant_id, t.c.table_name == mart.table_name))
             conn.execute(t.insert().values(tenant_id=tenant_id, table_name=mart.table_name, fingerprint=fingerprint,
@@ -184,6 +221,67 @@ def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool =
         result.marts.append(built)
     result.duration_s = time.monotonic() - started
     return result
+
+
+# The row of ``st_transform_state`` (tenant 0: no tenant) that records the shape of every hub and mart
+# table as last checked, so that a build whose tables are as expected does not inspect each of them.
+TABLES_STATE = "__tables__"
+
+
+def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[Mart, ...], run_id: str) -> set[str]:
+    """Create or reshape hub and mart tables when their definitions changed; the warehouse's table names."""
+    tables = [hub_table(spec) for spec in hubs] + [t for mart in marts for t in mart_tables(mart)]
+    ddl = "".join(str(CreateTable(t).compile(dialect=engine.dialect)) + repr(sorted(i.name for i in t.indexes))
+                  for t in tables)
+    fingerprint = hashlib.sha256(ddl.encode()).hexdigest()[:16]
+    existing = set(sa.inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        state = _state(conn, 0, TABLES_STATE)
+    if state is not None and state.fingerprint == fingerprint and {t.name for t in tables} <= existing:
+        return existing
+    ensure_hub_tables(engine, hubs)
+    ensure_mart_tables(engine, marts)
+    with engine.begin() as conn:
+        t = transform_state_table
+        conn.execute(t.delete().where(t.c.tenant_id == 0, t.c.table_name == TABLES_STATE))
+        conn.execute(t.insert().values(tenant_id=0, table_name=TABLES_STATE, fingerprint=fingerprint, watermark=None,
+                                       row_count=len(tables), run_id=run_id, built_at=datetime.now(UTC)))
+    return set(sa.inspect(engine).get_table_names())
+
+
+def _changed_ids(engine: sa.Engine, hubs: tuple[HubTable, ...], tenant_id: int, existing: set[str]) -> dict[str, set[int]]:
+    """The ids of the raw records each hub table will reprocess incrementally (hub tables that will
+    build in full, or not at all, are left out)."""
+    changed: dict[str, set[int]] = {}
+    with engine.connect() as conn:
+        for spec in hubs:
+            raw = raw_table_name_for(spec)
+            state = _state(conn, tenant_id, spec.table_name)
+            if raw not in existing or state is None or state.fingerprint != spec.fingerprint() or state.watermark is None:
+                continue
+            ids = _execute(conn, f"SELECT r.id FROM {raw} r WHERE r.tenant_id = :tenant_id AND r.extracted_at > :since",
+                           tenant_id=tenant_id, since=_as_utc(state.watermark)).scalars()
+            changed[spec.table_name] = set(ids)
+    return changed
+
+
+def _reached(engine: sa.Engine, marts: tuple[Mart, ...], tenant_id: int,
+             changed_ids: dict[str, set[int]]) -> dict[str, set[int]]:
+    """Per mart, the entities its links reach from the changed records, as the hub tables stand now."""
+    reached: dict[str, set[int]] = {}
+    if not any(changed_ids.values()):
+        return reached
+    with engine.begin() as conn:  # temporary tables live on one connection
+        for table, ids in changed_ids.items():
+            links = [(mart, link) for mart in marts for link in mart.links if link.table == table]
+            if not ids or not links:
+                continue
+            load_ids(conn, "st_changed_ids", ids)
+            for mart, link in links:
+                found = conn.execute(sa.text(link.entities), {"tenant_id": tenant_id}).scalars()
+                reached.setdefault(mart.name, set()).update(i for i in found if i is not None)
+        conn.execute(sa.text("DROP TABLE IF EXISTS st_changed_ids"))
+    return reached
 
 
 def raw_table_name_for(spec: HubTable, catalogue: Catalogue | None = None) -> str:

@@ -132,7 +132,8 @@ HUB_TABLES: tuple[HubTable, ...] = (
         _record(_c("appointment_id", "appointmentId", I), _c("job_id", "jobId", I),
                 _c("technician_id", "technicianId", I), _c("technician_name", "technicianName", T),
                 _c("status", "status", T), _c("assigned_on", "assignedOn", TS), _c("is_paused", "isPaused", B)),
-        references=(Reference("appointment_id", "hub_appointments"), Reference("technician_id", "hub_technicians")),
+        references=(Reference("appointment_id", "hub_appointments"), Reference("job_id", "hub_jobs"),
+                    Reference("technician_id", "hub_technicians")),
     ),
     HubTable(
         "invoices", "accounting/invoices",
@@ -222,7 +223,8 @@ HUB_TABLES: tuple[HubTable, ...] = (
                 _c("status", "status", T), _c("follow_up_status", "followUpStatus", T),
                 _c("valid_from", "from", TS), _c("valid_to", "to", TS), _c("sold_by_id", "soldById", I),
                 _c("cancellation_date", "cancellationDate", TS), _c("billing_frequency", "billingFrequency", T)),
-        references=(Reference("customer_id", "hub_customers"), Reference("membership_type_id", "hub_membership_types")),
+        references=(Reference("customer_id", "hub_customers"), Reference("location_id", "hub_locations"),
+                    Reference("membership_type_id", "hub_membership_types")),
     ),
     HubTable(
         "calls", "telecom/calls",

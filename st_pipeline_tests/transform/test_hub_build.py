@@ -4,7 +4,9 @@ of the rows and leaves the same tables as a full rebuild, on SQLite and PostgreS
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ from st_pipeline.transform.build import TenantBuild, build_tenant, raw_table_nam
 from st_pipeline.transform.checks import check_hub, check_mart
 from st_pipeline.transform.hubs import HUB_TABLES, source_datasets
 from st_pipeline.transform.marts import MARTS
+from st_pipeline.warehouse.loader import raw_rows, upsert_rows
+from st_pipeline.warehouse.tables import raw_table
 from st_pipeline_tests.support import prepared_warehouse
 
 TENANT = SimulatedTenant(tenant_id=9401, client_id="cid.hub", client_secret="cs1.hub-secret")
@@ -130,5 +134,76 @@ def test_hubs_reconcile_marts_are_real_and_incremental_equals_full(sim: Simulato
         rebuilt = build_tenant(engine, TENANT.tenant_id, "build-4", full=True)
         assert {h.mode for h in rebuilt.hubs} == {"full"}
         assert _tables(engine) == after_incremental
+    finally:
+        engine.dispose()
+
+
+def _edit(engine: sa.Engine, dataset_key: str, edits: dict[int, Callable[[dict], None]]) -> None:
+    """Change records in the raw table as a sync bringing those upstream changes would."""
+    table = raw_table(load_catalogue().dataset(dataset_key))
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        records = []
+        for record_id, edit in edits.items():
+            payload = conn.execute(sa.select(table.c.payload).where(
+                table.c.tenant_id == TENANT.tenant_id, table.c.id == record_id)).scalar_one()
+            record = json.loads(payload) if isinstance(payload, str) else dict(payload)
+            edit(record)
+            record["modifiedOn"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            records.append(record)
+        upsert_rows(conn, table, raw_rows(TENANT.tenant_id, records, extracted_at=now, run_id="edit"))
+
+
+def test_changes_that_move_facts_between_mart_rows_build_incrementally_like_a_full_rebuild(
+    sim: Simulator, warehouse_url: str
+) -> None:
+    """Changes that move a fact to another mart row — a job completed on another day or of another
+    type, a threshold changed, an invoice moved to another job, an item to another business unit, a
+    membership to another location, an assignment to another technician, a sale undone — reach the
+    right entities through the marts' links: the incremental build equals a full one."""
+    engine = prepared_warehouse(warehouse_url, DATASETS)
+    try:
+        _sync(sim, engine, "sync-1")
+        build_tenant(engine, TENANT.tenant_id, "build-1")
+        with engine.connect() as conn:
+            def ids(sql: str) -> list[int]:
+                return list(conn.execute(sa.text(sql), {"t": TENANT.tenant_id}).scalars())
+            jobs = ids("SELECT j.id FROM hub_jobs j JOIN hub_invoices i ON i.tenant_id = j.tenant_id AND i.job_id = j.id "
+                       "WHERE j.tenant_id = :t AND j.job_status = 'Completed' AND i.sub_total > 0 ORDER BY j.id LIMIT 3")
+            job_types = ids("SELECT id FROM hub_job_types WHERE tenant_id = :t ORDER BY id")
+            invoice = ids("SELECT id FROM hub_invoices WHERE tenant_id = :t AND job_id IS NOT NULL "
+                          "AND sub_total > 0 ORDER BY id DESC LIMIT 1")[0]  # another job's
+            units = ids("SELECT id FROM hub_business_units WHERE tenant_id = :t ORDER BY id")
+            membership = ids("SELECT id FROM hub_memberships WHERE tenant_id = :t ORDER BY id LIMIT 1")[0]
+            locations = ids("SELECT location_id FROM hub_jobs WHERE tenant_id = :t AND job_status = 'Completed' "
+                            "ORDER BY id DESC LIMIT 1")
+            assignment = ids("SELECT id FROM hub_appointment_assignments WHERE tenant_id = :t ORDER BY id LIMIT 1")[0]
+            technicians = ids("SELECT id FROM hub_technicians WHERE tenant_id = :t ORDER BY id")
+            sold = ids("SELECT id FROM hub_estimates WHERE tenant_id = :t AND status = 'Sold' ORDER BY id LIMIT 1")[0]
+
+        def move_job(record: dict) -> None:
+            record["completedOn"] = "2024-02-29T12:00:00Z"
+            record["jobTypeId"] = job_types[-1]
+
+        _edit(engine, "jpm/jobs", {jobs[0]: move_job})
+        _edit(engine, "jpm/job-types", {job_types[0]: lambda r: r.update(soldThreshold=100000.0)})
+
+        def move_invoice(record: dict) -> None:
+            record["job"] = {"id": jobs[1], "number": str(jobs[1]), "type": None}
+            record["items"][0]["businessUnit"] = {"id": units[-1], "name": "moved"}
+
+        _edit(engine, "accounting/invoices", {invoice: move_invoice})
+        _edit(engine, "memberships/memberships", {membership: lambda r: r.update(locationId=locations[0])})
+        _edit(engine, "dispatch/appointment-assignments", {assignment: lambda r: r.update(technicianId=technicians[-1])})
+        _edit(engine, "sales/estimates", {sold: lambda r: r.update(status={"name": "Open", "value": 0}, soldOn=None)})
+
+        incremental = build_tenant(engine, TENANT.tenant_id, "build-2")
+        assert {m.mode for m in incremental.marts} >= {"incremental"}
+        after_incremental = _tables(engine)
+        build_tenant(engine, TENANT.tenant_id, "build-3", full=True)
+        full = _tables(engine)
+        assert after_incremental.keys() == full.keys()
+        for name in full:
+            assert after_incremental[name] == full[name], name
     finally:
         engine.dispose()

@@ -484,9 +484,10 @@ def test_revenue_by_business_unit(warehouse: sa.Engine) -> None:
     (else the job's); adjustment invoices apart, and non-job invoices, both by invoice date."""
 
     def row(completed: str = "0", non_job: str = "0", adjustment: str = "0", jobs: int = 0) -> dict[str, Any]:
+        # ``jobs``: the completed jobs with revenue in the row, for the reader (not a mart column).
         total = D(completed) + D(non_job) + D(adjustment)
         return {"completed_revenue": D(completed), "non_job_revenue": D(non_job),
-                "adjustment_revenue": D(adjustment), "total_revenue": total, "completed_jobs": jobs}
+                "adjustment_revenue": D(adjustment), "total_revenue": total}
 
     expected = {
         # J1's invoice 6001: 150 on BU 10 (item BU); 200 on BU 30 (the item's BU, not the job's);
@@ -514,8 +515,7 @@ def test_revenue_by_business_unit(warehouse: sa.Engine) -> None:
         # Not anywhere: J7 not completed (6007, 75.00); J8 inactive (6008, 500.00).
     }
     rows = mart_rows(warehouse, "revenue_by_business_unit")
-    assert_types(rows, ("completed_revenue", "non_job_revenue", "adjustment_revenue", "total_revenue"),
-                 ("completed_jobs",))
+    assert_types(rows, ("completed_revenue", "non_job_revenue", "adjustment_revenue", "total_revenue"), ())
     assert rows == expected
     # Exactly 0.3, where floats would give 0.30000000000000004.
     assert rows[(day("2024-03-01"), 20)]["completed_revenue"] == D("0.3")
@@ -584,25 +584,35 @@ def test_job_conversion(warehouse: sa.Engine) -> None:
 
 
 def test_technician_performance(warehouse: sa.Engine) -> None:
-    """Each technician assigned (actively) to a completed job is credited with it once."""
+    """Each technician assigned (actively) to a completed job is credited with it once, in the job's BU."""
     expected = {
-        # J1 (split: Alice and Bob; Alice on two visits, credited once): converted, closed, sold 1200.
-        (day("2024-03-01"), 101): {"completed_jobs": 1, "opportunities": 1, "converted": 1, "conversion_rate": 1 / 1,
-                                   "sales_opportunities": 1, "closed": 1, "sold_on_jobs": D("1200.00")},
-        (day("2024-03-01"), 102): {"completed_jobs": 1, "opportunities": 1, "converted": 1, "conversion_rate": 1 / 1,
-                                   "sales_opportunities": 1, "closed": 1, "sold_on_jobs": D("1200.00")},
-        # J2 (Carol; Bob's assignment inactive): converted, no estimate.
-        (day("2024-03-01"), 103): {"completed_jobs": 1, "opportunities": 1, "converted": 1, "conversion_rate": 1 / 1,
-                                   "sales_opportunities": 0, "closed": 0, "sold_on_jobs": D("0")},
-        # Alice: J3 (no charge, not an opportunity) and J6 (opportunity, not converted; closed 1500).
-        (day("2024-03-02"), 101): {"completed_jobs": 2, "opportunities": 1, "converted": 0, "conversion_rate": 0 / 1,
-                                   "sales_opportunities": 1, "closed": 1, "sold_on_jobs": D("1500.00")},
-        # Bob: J4 (converted), J5 (not converted; sold 40, not closed), J9 (converted); J7 not completed.
-        (day("2024-03-02"), 102): {"completed_jobs": 3, "opportunities": 3, "converted": 2, "conversion_rate": 2 / 3,
-                                   "sales_opportunities": 1, "closed": 0, "sold_on_jobs": D("40.00")},
-        # Carol: J5 and J9 (split with Bob); J8 is inactive.
-        (day("2024-03-02"), 103): {"completed_jobs": 2, "opportunities": 2, "converted": 1, "conversion_rate": 1 / 2,
-                                   "sales_opportunities": 1, "closed": 0, "sold_on_jobs": D("40.00")},
+        # J1 (BU 10; split: Alice and Bob; Alice on two visits, credited once): converted, closed, sold 1200.
+        (day("2024-03-01"), 101, 10): {"completed_jobs": 1, "opportunities": 1, "converted": 1,
+                                       "conversion_rate": 1 / 1, "sales_opportunities": 1, "closed": 1,
+                                       "sold_on_jobs": D("1200.00")},
+        (day("2024-03-01"), 102, 10): {"completed_jobs": 1, "opportunities": 1, "converted": 1,
+                                       "conversion_rate": 1 / 1, "sales_opportunities": 1, "closed": 1,
+                                       "sold_on_jobs": D("1200.00")},
+        # J2 (BU 20; Carol; Bob's assignment inactive): converted, no estimate.
+        (day("2024-03-01"), 103, 20): {"completed_jobs": 1, "opportunities": 1, "converted": 1,
+                                       "conversion_rate": 1 / 1, "sales_opportunities": 0, "closed": 0,
+                                       "sold_on_jobs": D("0")},
+        # Alice, BU 10: J3 (no charge, not an opportunity) and J6 (opportunity, not converted; closed 1500).
+        (day("2024-03-02"), 101, 10): {"completed_jobs": 2, "opportunities": 1, "converted": 0,
+                                       "conversion_rate": 0 / 1, "sales_opportunities": 1, "closed": 1,
+                                       "sold_on_jobs": D("1500.00")},
+        # Bob, BU 10: J4 (No Charge type but 80 ≥ 50: opportunity, converted; no estimate).
+        (day("2024-03-02"), 102, 10): {"completed_jobs": 1, "opportunities": 1, "converted": 1,
+                                       "conversion_rate": 1 / 1, "sales_opportunities": 0, "closed": 0,
+                                       "sold_on_jobs": D("0")},
+        # Bob, BU 20: J5 (not converted; sold 40 < 100, not closed) and J9 (converted); J7 not completed.
+        (day("2024-03-02"), 102, 20): {"completed_jobs": 2, "opportunities": 2, "converted": 1,
+                                       "conversion_rate": 1 / 2, "sales_opportunities": 1, "closed": 0,
+                                       "sold_on_jobs": D("40.00")},
+        # Carol, BU 20: J5 and J9 (split with Bob); J8 is inactive.
+        (day("2024-03-02"), 103, 20): {"completed_jobs": 2, "opportunities": 2, "converted": 1,
+                                       "conversion_rate": 1 / 2, "sales_opportunities": 1, "closed": 0,
+                                       "sold_on_jobs": D("40.00")},
     }
     rows = mart_rows(warehouse, "technician_performance")
     assert_types(rows, ("sold_on_jobs",),
@@ -685,9 +695,9 @@ def test_other_tenant_is_separate(warehouse: sa.Engine) -> None:
     """The second tenant's marts hold its own numbers (same ids, other values)."""
     assert mart_rows(warehouse, "revenue_by_business_unit", OTHER_TENANT) == {
         (day("2024-03-01"), 10): {"completed_revenue": D("999.00"), "non_job_revenue": D("0"),
-                                  "adjustment_revenue": D("0"), "total_revenue": D("999.00"), "completed_jobs": 1},
+                                  "adjustment_revenue": D("0"), "total_revenue": D("999.00")},
         (day("2024-03-02"), 10): {"completed_revenue": D("500.00"), "non_job_revenue": D("0"),
-                                  "adjustment_revenue": D("0"), "total_revenue": D("500.00"), "completed_jobs": 1},
+                                  "adjustment_revenue": D("0"), "total_revenue": D("500.00")},
     }
     # Job 4001 at 2002 on 03-01: 8002 starts that day → sold the same day. Job 4003 at 2002 on
     # 03-02: 8002 (from 03-01) is in force → not an opportunity.
@@ -838,7 +848,7 @@ def test_days_are_utc_calendar_days_to_the_last_tick(backend: str, tmp_path: Pat
         # Job 4101, completed 2024-03-03T23:59:59.9999999Z, belongs to 2024-03-03: 10.00.
         "revenue_by_business_unit": {
             (day("2024-03-03"), 10): {"completed_revenue": D("10.00"), "non_job_revenue": D("0"),
-                                      "adjustment_revenue": D("0"), "total_revenue": D("10.00"), "completed_jobs": 1},
+                                      "adjustment_revenue": D("0"), "total_revenue": D("10.00")},
         },
         # Job 4102 (2024-03-02) at 2102: membership 8101 ended 2024-03-01 → an opportunity; so is 4101
         # (2024-03-03, at 2101, which never had a membership).
@@ -859,3 +869,21 @@ def test_days_are_utc_calendar_days_to_the_last_tick(backend: str, tmp_path: Pat
         },
     }
     assert (completed_on, got) == (datetime(2024, 3, 3, 23, 59, 59, 999000, tzinfo=UTC), expected)
+
+
+def test_a_completed_job_with_nothing_invoiced_is_an_opportunity_not_converted(tmp_path: Path) -> None:
+    """Threshold 0 does not make a job with nothing invoiced converted: the subtotal must be positive."""
+    records = {
+        "jpm/job-types": [rec(41, name="Tune-up", soldThreshold=0, noCharge=False)],
+        "jpm/jobs": [job(4001, 501, 10, 41, "2024-03-05T10:00:00Z")],
+    }
+    engine = prepared_warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}", datasets_of(records))
+    try:
+        load_tenant(engine, 7003, records)
+        build_tenant(engine, 7003, "golden-zero", as_of=AS_OF)
+        rows = mart_rows(engine, "job_conversion", 7003)
+    finally:
+        engine.dispose()
+    row = rows[(day("2024-03-05"), 10)]
+    assert (row["completed_jobs"], row["opportunities"], row["converted"]) == (1, 1, 0)  # 0.00 invoiced
+    assert row["conversion_rate"] == 0 / 1 and row["invoiced_subtotal"] == D("0")

@@ -1,6 +1,6 @@
 """Per-tenant access with row-level security, with two real roles logging in to the local PostgreSQL:
-each sees only its tenants' rows in raw, quarantine, sync-log and later tables; neither reads the
-registry."""
+each sees only its tenants' rows in raw, quarantine, sync-log, hub, mart and later tables; neither
+reads the registry."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from st_pipeline.cli import main
 from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.transform.build import build_tenant
 from st_pipeline.warehouse import access
 from st_pipeline.warehouse.loader import raw_rows, upsert_rows
 from st_pipeline.warehouse.schema import ensure_raw_tables, upgrade
@@ -107,17 +108,21 @@ def test_each_role_reads_only_its_tenants_and_never_the_registry(
         assert _tenants_seen(warehouse_url, role_b, table) == {TENANT_B}, table
     assert _tenants_seen(warehouse_url, role_a, "st_tenant_access") == {TENANT_A}  # its own grants only
 
-    # Tables created later are covered: a raw table on a first sync, a hub table by a future migration.
+    # Tables created later are covered: a raw table on a first sync, the hub tables and marts on the
+    # first build, a table some later release adds once the warehouse is upgraded.
     ensure_raw_tables(engine, [JOBS])
     _load(engine, JOBS, TENANT_A, range(1, 3))
     _load(engine, JOBS, TENANT_B, range(5, 6))
+    for tenant_id in (TENANT_A, TENANT_B):
+        build_tenant(engine, tenant_id, "r1")
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE hub_customers (tenant_id BIGINT NOT NULL, customer_id BIGINT NOT NULL)"))
-        conn.execute(sa.text(f"INSERT INTO hub_customers VALUES ({TENANT_A}, 1), ({TENANT_B}, 2)"))
+        conn.execute(sa.text("CREATE TABLE mart_added_later (tenant_id BIGINT NOT NULL, figure BIGINT NOT NULL)"))
+        conn.execute(sa.text(f"INSERT INTO mart_added_later VALUES ({TENANT_A}, 1), ({TENANT_B}, 2)"))
     assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
-    for table in (raw_table(JOBS).name, "hub_customers"):
+    for table in (raw_table(JOBS).name, "hub_customers", "hub_jobs", "mart_added_later"):
         assert _tenants_seen(warehouse_url, role_a, table) == {TENANT_A}, table
         assert _tenants_seen(warehouse_url, role_b, table) == {TENANT_B}, table
+    assert _tenants_seen(warehouse_url, role_a, "mart_job_conversion") <= {TENANT_A}  # secured, maybe empty
 
     # Neither role reads the registry (another database; nothing is granted there).
     for role in (role_a, role_b):
