@@ -229,7 +229,10 @@ def _tick(label: str, tags: dict[str, str], tenants: list[int], env: dict[str, s
         failures = []  # why each failed run failed: the first step failure's message
         for run_id in failed:
             for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-                failures.append(entry.dagster_event.event_specific_data.error.message.strip()[:300])
+                error = entry.dagster_event.event_specific_data.error
+                while error.cause is not None:  # the user code's own error, not Dagster's wrapper
+                    error = error.cause
+                failures.append(error.message.strip()[:300])
                 break
             else:
                 failures.append(f"run {run_id}: no step failed (run-level failure)")

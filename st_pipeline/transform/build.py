@@ -37,6 +37,7 @@ from st_pipeline.transform.marts import (
 )
 from st_pipeline.transform.spec import HubTable
 from st_pipeline.transform.tables import ensure_hub_tables, hub_table
+from st_pipeline.warehouse.locks import schema_change_lock
 from st_pipeline.warehouse.tables import dataset_status_table, raw_table_name, transform_state_table
 
 
@@ -229,7 +230,11 @@ TABLES_STATE = "__tables__"
 
 
 def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[Mart, ...], run_id: str) -> set[str]:
-    """Create or reshape hub and mart tables when their definitions changed; the warehouse's table names."""
+    """Create or reshape hub and mart tables when their definitions changed; the warehouse's table names.
+
+    Several tenants' first runs may arrive at once: the check and the changes hold the schema-change
+    lock, so one creates and the others find the tables made.
+    """
     tables = [hub_table(spec) for spec in hubs] + [t for mart in marts for t in mart_tables(mart)]
     ddl = "".join(str(CreateTable(t).compile(dialect=engine.dialect)) + repr(sorted(i.name for i in t.indexes))
                   for t in tables)
@@ -239,9 +244,9 @@ def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[M
         state = _state(conn, 0, TABLES_STATE)
     if state is not None and state.fingerprint == fingerprint and {t.name for t in tables} <= existing:
         return existing
-    ensure_hub_tables(engine, hubs)
-    ensure_mart_tables(engine, marts)
-    with engine.begin() as conn:
+    with schema_change_lock(engine), engine.begin() as conn:
+        ensure_hub_tables(conn, hubs)
+        ensure_mart_tables(conn, marts)
         t = transform_state_table
         conn.execute(t.delete().where(t.c.tenant_id == 0, t.c.table_name == TABLES_STATE))
         conn.execute(t.insert().values(tenant_id=0, table_name=TABLES_STATE, fingerprint=fingerprint, watermark=None,

@@ -16,6 +16,7 @@ mart's description states its date basis. Days are UTC calendar days. Records th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -409,11 +410,19 @@ MARTS_BY_NAME = {mart.name: mart for mart in MARTS}
 mart_metadata = sa.MetaData()
 
 
+_defining = threading.Lock()
+
+
 def mart_table(mart: Mart) -> sa.Table:
     """The SQLAlchemy table of a mart (its key may hold NULLs, e.g. no business unit: an index, not a
     primary key; the ``unique_key`` check watches it)."""
-    if mart.table_name in mart_metadata.tables:
-        return mart_metadata.tables[mart.table_name]
+    with _defining:  # defined once per process, whichever thread asks first
+        if mart.table_name in mart_metadata.tables:
+            return mart_metadata.tables[mart.table_name]
+        return _define_mart(mart)
+
+
+def _define_mart(mart: Mart) -> sa.Table:
     return sa.Table(
         mart.table_name, mart_metadata,
         *(sa.Column(c.name, sql_type(c.type)) for c in mart.columns),
@@ -425,8 +434,13 @@ def mart_table(mart: Mart) -> sa.Table:
 def facts_table(mart: Mart) -> sa.Table:
     """The facts a mart sums: one row per (entity, mart key) contribution."""
     name = mart.facts_table_name
-    if name in mart_metadata.tables:
-        return mart_metadata.tables[name]
+    with _defining:
+        if name in mart_metadata.tables:
+            return mart_metadata.tables[name]
+        return _define_facts(mart, name)
+
+
+def _define_facts(mart: Mart, name: str) -> sa.Table:
     return sa.Table(
         name, mart_metadata,
         sa.Column("tenant_id", sa.BigInteger, nullable=False),
@@ -479,17 +493,22 @@ def _summed(mart: Mart, s: Sql, where: str) -> str:
     return f"SELECT {columns} FROM {mart.facts_table_name} f WHERE f.tenant_id = :tenant_id AND {where} GROUP BY {group}"
 
 
-def _touched(mart: Mart, s: Sql, alias: str) -> str:
-    """``alias``'s key is one of the keys in ``st_touched`` (NULL-safe on the columns that may be NULL)."""
+def _same_group(mart: Mart, s: Sql, left: str, right: str) -> str:
+    """``left`` and ``right`` have the same mart key (NULL-safe after the first column, never NULL)."""
     same = "IS" if s.dialect == "sqlite" else "IS NOT DISTINCT FROM"
     first, *rest = (c.name for c in mart.group)
-    conditions = [f"g.{first} = {alias}.{first}", *(f"g.{name} {same} {alias}.{name}" for name in rest)]
-    return f"{alias}.{first} IN (SELECT {first} FROM st_touched) AND EXISTS (SELECT 1 FROM st_touched g WHERE {' AND '.join(conditions)})"
+    return " AND ".join([f"{left}.{first} = {right}.{first}", *(f"{left}.{n} {same} {right}.{n}" for n in rest)])
 
 
 def build_mart(conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, built_at: object,
                entities: set[int] | None = None) -> MartBuild:
-    """Build a mart for one tenant: in full, or (``entities``) for the facts of those entities only."""
+    """Build a mart for one tenant: in full, or (``entities``) for the facts of those entities only.
+
+    Incrementally, the affected entities' old facts are subtracted from the mart rows and their new
+    facts added (``st_delta``, summed per key into ``st_change``); rows left without facts go, new
+    keys come in, and the derived columns of the changed rows are computed again. The work follows
+    the number of changed entities, not the size of the mart.
+    """
     s = Sql(conn.dialect.name)
     table = mart_table(mart)
     names = ", ".join([*(c.name for c in mart.columns), "built_at"])
@@ -507,24 +526,51 @@ def build_mart(conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, 
     build = MartBuild(mart.table_name, 0, {}, mode="incremental", entities=len(entities))
     load_ids(conn, "st_mart_entities", entities)
     group = ", ".join(c.name for c in mart.group)
-    chosen = "f.entity_id IN (SELECT id FROM st_mart_entities)"
-    conn.execute(sa.text("DROP TABLE IF EXISTS st_touched"))
-    _run(conn, f"CREATE TEMPORARY TABLE st_touched AS SELECT DISTINCT {group} FROM {facts.name} f "
-               f"WHERE f.tenant_id = :tenant_id AND {chosen}", tenant_id, as_of, built_at)
+    by_fact_group = ", ".join(f"f.{c.name}" for c in mart.group)
+    measures = [c.name for c in mart.measures]
+    # The entities' facts; CROSS JOIN keeps SQLite looking facts up by entity, from the few entities.
+    theirs = (f"FROM st_mart_entities x CROSS JOIN {facts.name} f "
+              "WHERE f.tenant_id = :tenant_id AND f.entity_id = x.id")
+    for temporary in ("st_delta", "st_change"):
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {temporary}"))
+    negated = ", ".join(f"-SUM(f.{m}) AS {m}" for m in measures)
+    _run(conn, f"CREATE TEMPORARY TABLE st_delta AS SELECT {by_fact_group}, {negated} {theirs} GROUP BY {by_fact_group}",
+         tenant_id, as_of, built_at)
     conn.execute(sa.text(f"DELETE FROM {facts.name} WHERE tenant_id = :tenant_id AND entity_id IN "
                          "(SELECT id FROM st_mart_entities)"), {"tenant_id": tenant_id})
     _run(conn, f"INSERT INTO {facts.name} ({fact_columns}) SELECT :tenant_id, q.* FROM "
                f"({mart.facts(s, '{id} IN (SELECT id FROM st_mart_entities)')}) q", tenant_id, as_of, built_at)
-    _run(conn, f"INSERT INTO st_touched SELECT DISTINCT {group} FROM {facts.name} f "
-               f"WHERE f.tenant_id = :tenant_id AND {chosen}", tenant_id, as_of, built_at)
-    build.groups = conn.execute(sa.text("SELECT count(*) FROM st_touched")).scalar_one()
-    analyze(conn, "st_touched")
-    conn.execute(sa.text(f"CREATE INDEX st_touched_first ON st_touched ({mart.group[0].name})"))
-    _run(conn, f"DELETE FROM {mart.table_name} WHERE tenant_id = :tenant_id AND {_touched(mart, s, mart.table_name)}",
+    added = ", ".join(f"SUM(f.{m})" for m in measures)
+    _run(conn, f"INSERT INTO st_delta SELECT {by_fact_group}, {added} {theirs} GROUP BY {by_fact_group}",
          tenant_id, as_of, built_at)
-    _run(conn, f"INSERT INTO {mart.table_name} ({names}) {_summed(mart, s, _touched(mart, s, 'f'))}",
+    conn.execute(sa.text(f"CREATE TEMPORARY TABLE st_change AS SELECT {group}, "
+                         f"{', '.join(f'SUM({m}) AS {m}' for m in measures)} FROM st_delta GROUP BY {group}"))
+    build.groups = conn.execute(sa.text("SELECT count(*) FROM st_change")).scalar_one()
+    analyze(conn, "st_change")
+    target = mart.table_name
+    matches = _same_group(mart, s, "t", "c")
+    # Existing rows: add the change.
+    _run(conn, f"UPDATE {target} AS t SET {', '.join(f'{m} = t.{m} + c.{m}' for m in measures)}, built_at = :built_at "
+               f"FROM st_change c WHERE t.tenant_id = :tenant_id AND {matches}", tenant_id, as_of, built_at)
+    # New keys (their derived columns follow below).
+    derived_nulls = "".join(", NULL" for _ in mart.derived)
+    _run(conn, f"INSERT INTO {target} ({names}) SELECT CAST(:tenant_id AS BIGINT), "
+               f"{', '.join(f'c.{c.name}' for c in mart.group)}, {', '.join(f'c.{m}' for m in measures)}"
+               f"{derived_nulls}, :built_at FROM st_change c "
+               f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.tenant_id = :tenant_id AND {matches})",
          tenant_id, as_of, built_at)
-    conn.execute(sa.text("DROP TABLE st_touched"))
+    changed_rows = f"EXISTS (SELECT 1 FROM st_change c WHERE {_same_group(mart, s, target, 'c')})"
+    # Keys left without facts.
+    _run(conn, f"DELETE FROM {target} WHERE tenant_id = :tenant_id AND {changed_rows} AND NOT EXISTS "
+               f"(SELECT 1 FROM {facts.name} f WHERE f.tenant_id = :tenant_id AND {_same_group(mart, s, 'f', target)})",
+         tenant_id, as_of, built_at)
+    if mart.derived:
+        columns = {m: m for m in measures}
+        settings = ", ".join(f"{c.name} = {sql(s).format(**columns)}" for c, sql in mart.derived)
+        _run(conn, f"UPDATE {target} SET {settings} WHERE tenant_id = :tenant_id AND {changed_rows}",
+             tenant_id, as_of, built_at)
+    for temporary in ("st_delta", "st_change"):
+        conn.execute(sa.text(f"DROP TABLE {temporary}"))
     return _finish(conn, mart, tenant_id, build)
 
 
@@ -583,21 +629,23 @@ def mart_fingerprint(mart: Mart, dialect: str) -> str:
     return hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 
-def ensure_mart_tables(engine: sa.Engine, marts: tuple[Mart, ...] = MARTS) -> None:
-    """Create missing mart and facts tables; recreate one whose columns no longer match its definition."""
+def ensure_mart_tables(conn: sa.Connection, marts: tuple[Mart, ...] = MARTS) -> None:
+    """Create missing mart and facts tables; recreate one whose columns no longer match its definition.
+
+    Runs in the caller's transaction, inside ``schema_change_lock``.
+    """
     from st_pipeline.warehouse.access import secure_tables
 
-    with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        existing = set(inspector.get_table_names())
-        created = False
-        for mart in marts:
-            for table in mart_tables(mart):
-                if table.name in existing:
-                    if [c["name"] for c in inspector.get_columns(table.name)] == [c.name for c in table.columns]:
-                        continue
-                    table.drop(conn)
-                table.create(conn)
-                created = True
-        if created:
-            secure_tables(conn)
+    inspector = sa.inspect(conn)
+    existing = set(inspector.get_table_names())
+    created = False
+    for mart in marts:
+        for table in mart_tables(mart):
+            if table.name in existing:
+                if [c["name"] for c in inspector.get_columns(table.name)] == [c.name for c in table.columns]:
+                    continue
+                table.drop(conn)
+            table.create(conn)
+            created = True
+    if created:
+        secure_tables(conn)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import sqlalchemy as sa
 
 from st_pipeline.sqltypes import UtcDateTime
@@ -13,10 +15,18 @@ from st_pipeline.warehouse.tables import transform_state_table
 hub_metadata = sa.MetaData()
 
 
+_defining = threading.Lock()
+
+
 def hub_table(spec: HubTable) -> sa.Table:
     """The SQLAlchemy table of a hub spec: its columns, then ``tenant_id`` and the bookkeeping ones."""
-    if spec.table_name in hub_metadata.tables:
-        return hub_metadata.tables[spec.table_name]
+    with _defining:  # defined once per process, whichever thread asks first
+        if spec.table_name in hub_metadata.tables:
+            return hub_metadata.tables[spec.table_name]
+        return _define(spec)
+
+
+def _define(spec: HubTable) -> sa.Table:
     key = set(spec.key)
     columns = [
         sa.Column(c.name, sql_type(c.type), primary_key=c.name in key, autoincrement=False, nullable=c.name not in key)
@@ -39,30 +49,30 @@ def hub_table(spec: HubTable) -> sa.Table:
     )
 
 
-def ensure_hub_tables(engine: sa.Engine, specs: tuple[HubTable, ...]) -> list[str]:
-    """Create missing hub tables; recreate one whose columns no longer match its spec.
+def ensure_hub_tables(conn: sa.Connection, specs: tuple[HubTable, ...]) -> list[str]:
+    """Create missing hub tables; recreate one whose columns no longer match its spec; add missing indexes.
 
-    Returns the names of the tables (re)created. A recreated table's spec fingerprint changed,
-    so every tenant's next build of it is a full one.
+    Runs in the caller's transaction, inside ``schema_change_lock``. Returns the names of the
+    tables (re)created. A recreated table's spec fingerprint changed, so every tenant's next build of
+    it is a full one.
     """
-    with engine.begin() as conn:
-        inspector = sa.inspect(conn)
-        existing = set(inspector.get_table_names())
-        created = []
-        for spec in specs:
-            table = hub_table(spec)
-            if spec.table_name in existing:
-                have = [c["name"] for c in inspector.get_columns(spec.table_name)]
-                if have == [c.name for c in table.columns]:
-                    indexed = {ix["name"] for ix in inspector.get_indexes(spec.table_name)}
-                    for index in table.indexes:
-                        if index.name not in indexed:
-                            index.create(conn)
-                    continue
-                table.drop(conn)
-                conn.execute(transform_state_table.delete().where(transform_state_table.c.table_name == spec.table_name))
-            table.create(conn)
-            created.append(spec.table_name)
-        if created:
-            secure_tables(conn)
+    inspector = sa.inspect(conn)
+    existing = set(inspector.get_table_names())
+    created = []
+    for spec in specs:
+        table = hub_table(spec)
+        if spec.table_name in existing:
+            have = [c["name"] for c in inspector.get_columns(spec.table_name)]
+            if have == [c.name for c in table.columns]:
+                indexed = {ix["name"] for ix in inspector.get_indexes(spec.table_name)}
+                for index in table.indexes:
+                    if index.name not in indexed:
+                        index.create(conn)
+                continue
+            table.drop(conn)
+            conn.execute(transform_state_table.delete().where(transform_state_table.c.table_name == spec.table_name))
+        table.create(conn)
+        created.append(spec.table_name)
+    if created:
+        secure_tables(conn)
     return created

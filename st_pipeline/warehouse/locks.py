@@ -39,9 +39,9 @@ def advisory_key(tenant_id: int) -> int:
 def tenant_lock(engine: sa.Engine, tenant_id: int, run_id: str, *, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the tenant's sync lock for the block; ``TenantBusyError`` if another run keeps it past ``wait_s``."""
     if engine.dialect.name == "postgresql":
-        acquire = _postgres_lock(engine, tenant_id)
+        acquire = _postgres_lock(engine, advisory_key(tenant_id))
     else:
-        acquire = _file_lock(engine, tenant_id)
+        acquire = _file_lock(engine, f"tenant-{tenant_id}")
     with acquire as try_lock:
         deadline = time.monotonic() + max(0.0, wait_s)
         while not try_lock():
@@ -59,8 +59,7 @@ def tenant_lock(engine: sa.Engine, tenant_id: int, run_id: str, *, wait_s: float
 
 
 @contextmanager
-def _postgres_lock(engine: sa.Engine, tenant_id: int) -> Iterator[object]:
-    key = advisory_key(tenant_id)
+def _postgres_lock(engine: sa.Engine, key: int) -> Iterator[object]:
     conn = engine.connect()
     held = False
 
@@ -82,12 +81,12 @@ def _postgres_lock(engine: sa.Engine, tenant_id: int) -> Iterator[object]:
 
 
 @contextmanager
-def _file_lock(engine: sa.Engine, tenant_id: int) -> Iterator[object]:
+def _file_lock(engine: sa.Engine, name: str) -> Iterator[object]:
     database = engine.url.database
     if not database or database == ":memory:":
         yield lambda: True  # one process, one connection: nothing to share the tenant with
         return
-    path = Path(f"{database}.tenant-{tenant_id}.lock")
+    path = Path(f"{database}.{name}.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def try_lock() -> bool:
@@ -140,7 +139,7 @@ def lock_is_held(engine: sa.Engine, tenant_id: int) -> bool:
                 "AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) "
                 "AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) AND objsubid = 1)"
             ), {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}).scalar_one())
-    with _file_lock(engine, tenant_id) as try_lock:
+    with _file_lock(engine, f"tenant-{tenant_id}") as try_lock:
         return not try_lock()
 
 
@@ -150,3 +149,32 @@ def forget_holder(engine: sa.Engine, tenant_id: int, run_id: str) -> None:
         conn.execute(tenant_lock_table.delete().where(
             tenant_lock_table.c.tenant_id == tenant_id, tenant_lock_table.c.run_id == run_id
         ))
+
+
+# One key for every change of the warehouse's tables (creating raw, hub and mart tables on demand).
+SCHEMA_CHANGE_KEY = advisory_key(0)
+SCHEMA_CHANGE_WAIT_S = 300.0
+
+
+@contextmanager
+def schema_change_lock(engine: sa.Engine, wait_s: float = SCHEMA_CHANGE_WAIT_S) -> Iterator[None]:
+    """Be the only process changing the warehouse's tables for the block (wrap the transaction in it).
+
+    Runs of different tenants create tables on demand; without this, two first runs at once both see
+    a table missing and the second's CREATE fails. Inspect inside the block. PostgreSQL: an advisory
+    lock; SQLite: a lock file beside the database. Waits at most ``wait_s``.
+    """
+    if engine.dialect.name == "postgresql":
+        acquire = _postgres_lock(engine, SCHEMA_CHANGE_KEY)
+    else:
+        acquire = _file_lock(engine, "schema")
+    with acquire as try_lock:
+        deadline = time.monotonic() + wait_s
+        while not try_lock():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"another process kept the warehouse's schema-change lock for {wait_s:.0f} s (creating "
+                    "tables); retry the run, and look for a stuck st-pipeline process if it happens again"
+                )
+            time.sleep(RETRY_INTERVAL_S)  # waiting on another process's lock, bounded by the deadline
+        yield

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import Dataset
 from st_pipeline.warehouse.access import secure_tables
+from st_pipeline.warehouse.locks import schema_change_lock
 from st_pipeline.warehouse.tables import metadata, raw_table, raw_table_name
 
 if TYPE_CHECKING:
@@ -74,12 +75,15 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
 def ensure_raw_tables(engine: sa.Engine, datasets: list[Dataset]) -> None:
     """Create the raw tables of ``datasets`` that do not exist yet, secured like every tenant table."""
     existing = set(sa.inspect(engine).get_table_names())
-    missing = [raw_table(d) for d in datasets if raw_table_name(d) not in existing]
-    if not missing:
+    if all(raw_table_name(d) in existing for d in datasets):
         return
-    with engine.begin() as conn:
-        metadata.create_all(conn, tables=missing)
-        secure_tables(conn)
+    # Another tenant's first run may be creating them right now.
+    with schema_change_lock(engine), engine.begin() as conn:
+        existing = set(sa.inspect(conn).get_table_names())
+        missing = [raw_table(d) for d in datasets if raw_table_name(d) not in existing]
+        if missing:
+            metadata.create_all(conn, tables=missing)
+            secure_tables(conn)
 
 
 def check_schema(engine: sa.Engine, where: str) -> None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -32,11 +33,19 @@ def raw_table_name(dataset: Dataset) -> str:
     return f"raw_{dataset.slug}"
 
 
+_defining = threading.Lock()
+
+
 def raw_table(dataset: Dataset) -> sa.Table:
-    """The raw table of a dataset (defined once per process)."""
+    """The raw table of a dataset (defined once per process, whichever thread asks first)."""
     name = raw_table_name(dataset)
-    if name in metadata.tables:
-        return metadata.tables[name]
+    with _defining:
+        if name in metadata.tables:
+            return metadata.tables[name]
+        return _define_raw(name)
+
+
+def _define_raw(name: str) -> sa.Table:
     return sa.Table(
         name,
         metadata,
