@@ -42,9 +42,10 @@ simulator: install
 catalogue: install
 	$(BIN)/python -m st_pipeline.servicetitan.spec_import
 
-## The sync benchmark (200k and 1M records; SQLite and PostgreSQL; see docs/benchmarks.md).
+## The sync and transform benchmarks (200k and 1M records; SQLite and PostgreSQL; see docs/benchmarks.md).
 bench: install
 	$(BIN)/python benchmarks/bench_sync.py
+	$(BIN)/python benchmarks/bench_transform.py
 
 ## The fleet benchmark: 20 tenants, production-style instance and daemon on PostgreSQL (docs/benchmarks.md).
 bench-fleet: install
