@@ -123,34 +123,44 @@ def _write(conn: sa.Connection, statement: str, **params: object) -> int:
     return result.rowcount
 
 
+_UNREAD = object()
+
+
 def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *, full: bool = False,
-              existing_tables: set[str] | None = None, changed_count: int | None = None) -> HubBuild:
+              existing_tables: set[str] | None = None, changed_count: int | None = None,
+              state: sa.Row | None | object = _UNREAD) -> HubBuild:
     """Build one hub table for one tenant; see the module's docstring. ``changed_count``: how many raw
-    records changed since the last build, when the caller already counted them."""
+    records changed since the last build, and ``state`` its state row, when the caller read them."""
     started = time.monotonic()
     dialect = engine.dialect.name
     raw = raw_table_name_for(spec)
     if existing_tables is None:
         existing_tables = set(sa.inspect(engine).get_table_names())
+    if state is _UNREAD:
+        with engine.connect() as conn:
+            state = _state(conn, tenant_id, spec.table_name)
+    assert state is None or isinstance(state, sa.Row)
+    if raw not in existing_tables:
+        # The source was never synced (scope not granted, dataset disabled): the table stays as it
+        # is, empty for a new tenant, and says why.
+        return HubBuild(spec.table_name, "missing_source", row_count=state.row_count if state is not None else 0,
+                        note=f"{spec.source} has not been synced for this tenant")
+    current = not full and state is not None and state.fingerprint == spec.fingerprint() and state.watermark is not None
+    if current and changed_count == 0:
+        with engine.connect() as conn:
+            total = _raw_row_count(conn, spec, tenant_id, raw)
+        return HubBuild(spec.table_name, "unchanged", 0, total, row_count=state.row_count,
+                        duration_s=time.monotonic() - started)
     with engine.begin() as conn:
         if dialect == "postgresql":
             conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
-        state = _state(conn, tenant_id, spec.table_name)
-        if raw not in existing_tables:
-            # The source was never synced (scope not granted, dataset disabled): the table stays as
-            # it is, empty for a new tenant, and says why.
-            count = state.row_count if state is not None else 0
-            return HubBuild(spec.table_name, "missing_source", row_count=count,
-                            note=f"{spec.source} has not been synced for this tenant")
         watermark = conn.execute(
             sa.text(f"SELECT max(extracted_at) FROM {raw} WHERE tenant_id = :tenant_id"), {"tenant_id": tenant_id}
         ).scalar()
         watermark = _as_utc(watermark)
         total = _raw_row_count(conn, spec, tenant_id, raw)
-        incremental = (not full and state is not None and state.fingerprint == spec.fingerprint()
-                       and state.watermark is not None)
         at = datetime.now(UTC)
-        if incremental:
+        if current:
             since = _as_utc(state.watermark)
             changed = changed_count if changed_count is not None else _execute(
                 conn, sql.changed_count_statement(raw), tenant_id=tenant_id, since=since).scalar_one()
@@ -188,12 +198,16 @@ def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool =
     started = time.monotonic()
     existing = _ensure_tables(engine, hubs, marts, run_id)
     result = TenantBuild(tenant_id)
-    changed_ids = {} if full else _changed_ids(engine, hubs, tenant_id, existing)
+    with engine.connect() as conn:
+        states = {row.table_name: row for row in conn.execute(
+            sa.select(transform_state_table).where(transform_state_table.c.tenant_id == tenant_id))}
+    changed_ids = {} if full else _changed_ids(engine, hubs, tenant_id, existing, states)
     reached_before = _reached(engine, marts, tenant_id, changed_ids)
     for spec in hubs:
         known = changed_ids.get(spec.table_name)
         result.hubs.append(build_hub(engine, spec, tenant_id, run_id, full=full, existing_tables=existing,
-                                     changed_count=None if known is None else len(known)))
+                                     changed_count=None if known is None else len(known),
+                                     state=states.get(spec.table_name)))
     reached_after = _reached(engine, marts, tenant_id, changed_ids)
     changed = set(result.changed_tables)
     rebuilt_in_full = {h.table for h in result.hubs if h.mode == "full"}
@@ -204,7 +218,7 @@ def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool =
         with engine.begin() as conn:
             if dialect == "postgresql":
                 conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
-            state = _state(conn, tenant_id, mart.table_name)
+            state = states.get(mart.table_name)
             fingerprint = mart_fingerprint(mart, dialect)
             new_day = mart.daily and state is not None and _as_utc(state.built_at).date() != day
             in_full = (full or state is None or state.fingerprint != fingerprint or new_day
@@ -254,14 +268,15 @@ def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[M
     return set(sa.inspect(engine).get_table_names())
 
 
-def _changed_ids(engine: sa.Engine, hubs: tuple[HubTable, ...], tenant_id: int, existing: set[str]) -> dict[str, set[int]]:
+def _changed_ids(engine: sa.Engine, hubs: tuple[HubTable, ...], tenant_id: int, existing: set[str],
+                 states: dict[str, sa.Row]) -> dict[str, set[int]]:
     """The ids of the raw records each hub table will reprocess incrementally (hub tables that will
     build in full, or not at all, are left out)."""
     changed: dict[str, set[int]] = {}
     with engine.connect() as conn:
         for spec in hubs:
             raw = raw_table_name_for(spec)
-            state = _state(conn, tenant_id, spec.table_name)
+            state = states.get(spec.table_name)
             if raw not in existing or state is None or state.fingerprint != spec.fingerprint() or state.watermark is None:
                 continue
             ids = _execute(conn, f"SELECT r.id FROM {raw} r WHERE r.tenant_id = :tenant_id AND r.extracted_at > :since",

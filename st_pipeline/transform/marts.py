@@ -447,7 +447,7 @@ def _define_facts(mart: Mart, name: str) -> sa.Table:
         sa.Column("entity_id", sa.BigInteger, nullable=False),
         *(sa.Column(c.name, sql_type(c.type)) for c in (*mart.group, *mart.measures)),
         sa.Index(f"ix_{name[:50]}_entity", "tenant_id", "entity_id"),
-        sa.Index(f"ix_{name[:50]}_group", "tenant_id", mart.group[0].name),
+        sa.Index(f"ix_{name[:50]}_group", "tenant_id", *(c.name for c in mart.group)),
     )
 
 
@@ -550,28 +550,31 @@ def build_mart(conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, 
     analyze(conn, "st_change")
     target = mart.table_name
     matches = _same_group(mart, s, "t", "c")
-    # Existing rows: add the change.
-    _run(conn, f"UPDATE {target} AS t SET {', '.join(f'{m} = t.{m} + c.{m}' for m in measures)}, built_at = :built_at "
-               f"FROM st_change c WHERE t.tenant_id = :tenant_id AND {matches}", tenant_id, as_of, built_at)
-    # New keys (their derived columns follow below).
-    derived_nulls = "".join(", NULL" for _ in mart.derived)
+    after_change = {m: f"(t.{m} + c.{m})" for m in measures}
+    derived_after = "".join(f", {c.name} = {sql(s).format(**after_change)}" for c, sql in mart.derived)
+    # Existing rows: add the change, and derive again from the new sums (SET reads the old values).
+    _run(conn, f"UPDATE {target} AS t SET {', '.join(f'{m} = t.{m} + c.{m}' for m in measures)}{derived_after}, "
+               f"built_at = :built_at FROM st_change c WHERE t.tenant_id = :tenant_id AND {matches}",
+         tenant_id, as_of, built_at)
+    # New keys.
+    new_sums = {m: f"c.{m}" for m in measures}
+    derived_new = "".join(f", {sql(s).format(**new_sums)}" for _, sql in mart.derived)
     _run(conn, f"INSERT INTO {target} ({names}) SELECT CAST(:tenant_id AS BIGINT), "
                f"{', '.join(f'c.{c.name}' for c in mart.group)}, {', '.join(f'c.{m}' for m in measures)}"
-               f"{derived_nulls}, :built_at FROM st_change c "
+               f"{derived_new}, :built_at FROM st_change c "
                f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.tenant_id = :tenant_id AND {matches})",
          tenant_id, as_of, built_at)
-    first = mart.group[0].name
-    changed_rows = (f"{target}.{first} IN (SELECT {first} FROM st_change) "
-                    f"AND EXISTS (SELECT 1 FROM st_change c WHERE {_same_group(mart, s, target, 'c')})")
-    # Keys left without facts.
-    _run(conn, f"DELETE FROM {target} WHERE tenant_id = :tenant_id AND {changed_rows} AND NOT EXISTS "
-               f"(SELECT 1 FROM {facts.name} f WHERE f.tenant_id = :tenant_id AND {_same_group(mart, s, 'f', target)})",
-         tenant_id, as_of, built_at)
-    if mart.derived:
-        columns = {m: m for m in measures}
-        settings = ", ".join(f"{c.name} = {sql(s).format(**columns)}" for c, sql in mart.derived)
-        _run(conn, f"UPDATE {target} SET {settings} WHERE tenant_id = :tenant_id AND {changed_rows}",
-             tenant_id, as_of, built_at)
+    # Keys left without facts (found from the change, then removed).
+    conn.execute(sa.text("DROP TABLE IF EXISTS st_emptied"))
+    _run(conn, f"CREATE TEMPORARY TABLE st_emptied AS SELECT {', '.join(f'c.{c.name}' for c in mart.group)} "
+               f"FROM st_change c WHERE NOT EXISTS (SELECT 1 FROM {facts.name} f "
+               f"WHERE f.tenant_id = :tenant_id AND {_same_group(mart, s, 'f', 'c')})", tenant_id, as_of, built_at)
+    if conn.execute(sa.text("SELECT count(*) FROM st_emptied")).scalar_one():
+        first = mart.group[0].name
+        _run(conn, f"DELETE FROM {target} WHERE tenant_id = :tenant_id AND {target}.{first} IN "
+                   f"(SELECT {first} FROM st_emptied) AND EXISTS (SELECT 1 FROM st_emptied c "
+                   f"WHERE {_same_group(mart, s, target, 'c')})", tenant_id, as_of, built_at)
+    conn.execute(sa.text("DROP TABLE st_emptied"))
     for temporary in ("st_delta", "st_change"):
         conn.execute(sa.text(f"DROP TABLE {temporary}"))
     return _finish(conn, mart, tenant_id, build)
