@@ -41,6 +41,10 @@ class ServiceTitanResource(dg.ConfigurableResource):
     circuit_failure_threshold: int = Field(
         default=10, ge=1, le=1000, description="Consecutive failures that stop the tenant's requests for a while."
     )
+    max_retry_after_s: float = Field(
+        default=300.0, ge=1, le=3600,
+        description="Longest Retry-After honoured; a 429 asking for more fails that dataset for this run.",
+    )
 
     def client(self, credentials: TenantCredentials, settings: Settings | None = None) -> ServiceTitanClient:
         """A client for one tenant with its own connection pool and token cache."""
@@ -50,6 +54,7 @@ class ServiceTitanResource(dg.ConfigurableResource):
             retry=RetryPolicy(max_attempts=self.max_retry_attempts),
             circuit_failure_threshold=self.circuit_failure_threshold,
             max_connections=max(16, 2 * self.concurrency),
+            max_retry_after_s=self.max_retry_after_s,
         )
         return ServiceTitanClient((settings or load_settings()).api(), credentials, options=options)
 

@@ -89,6 +89,9 @@ class ClientOptions:
     circuit_failure_threshold: int = 10
     circuit_cooldown_s: float = 30.0
     max_connections: int = 16
+    # The longest Retry-After the client honours; a 429 asking for more fails that request at once
+    # (the other datasets go on) instead of pausing every thread of the tenant.
+    max_retry_after_s: float = 300.0
 
 
 class ServiceTitanClient:
@@ -218,8 +221,16 @@ class ServiceTitanClient:
             raise _Reauthenticate()
         if status == 429:
             wait = retry_after_s(response.headers.get("Retry-After"), title)
-            self.limiter.throttled(wait if wait is not None else 1.0)
             self.stats.count("throttled", endpoint)
+            cap = self.options.max_retry_after_s
+            if wait is not None and wait > cap:
+                self.limiter.throttled(1.0)  # slow down, but do not stop every thread for that long
+                raise RateLimitedError(
+                    f"ServiceTitan asked to wait {wait:.0f} s before retrying, more than the {cap:.0f} s this client "
+                    "waits (max_retry_after_s); this dataset stops here and resumes from its cursor on the next run",
+                    **where,
+                )
+            self.limiter.throttled(wait if wait is not None else 1.0)
             raise _Retry(RateLimitedError(f"rate limited ({title})", **where), wait_s=wait)
         if status >= 500:
             self.breaker.record_failure(f"HTTP {status}")

@@ -194,7 +194,7 @@ def test_circuit_breaker_stops_hammering(fresh_simulator: Simulator) -> None:
 
 def test_a_retry_after_a_long_wait_fetches_a_fresh_token(fresh_simulator: Simulator) -> None:
     fake = FakeTime()
-    with _client(fresh_simulator, fake, retry=RetryPolicy(max_elapsed_s=1000)) as client:
+    with _client(fresh_simulator, fake, retry=RetryPolicy(max_elapsed_s=1000), max_retry_after_s=900) as client:
         next(client.iter_list(CUSTOMERS.list, page_size=10))
         fresh_simulator.inject_faults(429, count=1, tenant_id=TENANT_A.tenant_id, retry_after_s=880)
         next(client.iter_list(CUSTOMERS.list, page_size=10))
@@ -209,3 +209,19 @@ def test_paged_list_with_total_fetches_pages_in_parallel_in_order(simulator: Sim
         pages = list(client.iter_list(CUSTOMERS.list, page_size=7))
     assert [p.number for p in pages] == list(range(1, len(pages) + 1))
     assert [r["id"] for p in pages for r in p.records] == [r["id"] for r in truth]
+
+
+def test_an_absurd_retry_after_fails_that_request_at_once_and_does_not_pause_the_others(
+    fresh_simulator: Simulator,
+) -> None:
+    """Retry-After: 999999 is beyond the cap: the request fails as throttled, naming the cap, without
+    sleeping; the tenant's next request is not held back by it."""
+    fake = FakeTime()
+    with _client(fresh_simulator, fake, max_retry_after_s=60) as client:
+        fresh_simulator.inject_faults(429, count=1, tenant_id=TENANT_A.tenant_id, retry_after_s=999999)
+        with pytest.raises(RateLimitedError, match="asked to wait 999999 s.*more than the 60 s"):
+            next(client.iter_list(CUSTOMERS.list, page_size=10))
+        assert client.stats.requests == 1  # not retried
+        page = next(client.iter_list(CUSTOMERS.list, page_size=10))  # another dataset goes on
+    assert len(page.records) == 10
+    assert sum(fake.sleeps) < 60  # nobody waited for the 999999 s (fake clock: nothing really slept)
