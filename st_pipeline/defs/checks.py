@@ -151,6 +151,14 @@ def check_evaluation(dataset: Dataset, verdict: Judgement, partition: str) -> dg
     )
 
 
+def selected_checks(context: dg.AssetCheckExecutionContext) -> dict[dg.AssetKey, set[str]]:
+    """The checks a run of a multi-asset check was asked for, by asset."""
+    selected: dict[dg.AssetKey, set[str]] = {}
+    for check_key in context.selected_asset_check_keys:
+        selected.setdefault(check_key.asset_key, set()).add(check_key.name)
+    return selected
+
+
 def build_raw_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinition:
     """The raw checks, executable on demand: the latest sync of every enabled tenant, judged again."""
     by_key = {raw_asset_key(dataset): dataset for dataset in datasets}
@@ -165,9 +173,7 @@ def build_raw_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinition:
     def servicetitan_raw_checks(
         context: dg.AssetCheckExecutionContext, tenant_registry: TenantRegistryResource, warehouse: WarehouseResource
     ) -> Iterator[dg.AssetCheckResult]:
-        selected: dict[dg.AssetKey, set[str]] = {}
-        for check_key in context.selected_asset_check_keys:
-            selected.setdefault(check_key.asset_key, set()).add(check_key.name)
+        selected = selected_checks(context)
         tenants = [t.tenant_id for t in tenant_registry.registry().list(enabled_only=True)]
         latest = _latest_outcomes(warehouse.engine(), tenants, [by_key[key].key for key in selected])
         for asset_key, names in selected.items():

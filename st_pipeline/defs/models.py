@@ -20,6 +20,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
+from st_pipeline.defs.checks import selected_checks
 from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource, process_cpu_s
@@ -31,9 +32,7 @@ from st_pipeline.transform.marts import MARTS, Mart, MartBuild, mart_table
 from st_pipeline.transform.spec import HubTable
 from st_pipeline.transform.tables import hub_table
 from st_pipeline.transform.types import column_type_name
-from st_pipeline.warehouse.engine import describe_url
 from st_pipeline.warehouse.locks import TenantBusyError, tenant_lock
-from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema
 
 TENANT_MODELS_KEY = dg.AssetKey(["servicetitan", "tenant_models"])
 FULL_REBUILD_TAG = "st_pipeline/full_rebuild"
@@ -177,12 +176,7 @@ def tenant_models(
 ) -> dg.MaterializeResult:
     partition = context.partition_key
     tenant_id = tenant_id_of(partition)
-    engine = warehouse.engine()
-    warehouse_name = describe_url(engine)
-    try:
-        check_schema(engine, warehouse_name)
-    except SchemaOutOfDateError as exc:
-        raise dg.Failure(str(exc)) from None
+    engine, warehouse_name = warehouse.current_engine()
     full = config.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
     failures: list[str] = []
     try:
@@ -258,9 +252,7 @@ def build_model_checks() -> dg.AssetChecksDefinition:
     def servicetitan_model_checks(
         context: dg.AssetCheckExecutionContext, tenant_registry: TenantRegistryResource, warehouse: WarehouseResource
     ) -> Iterator[dg.AssetCheckResult]:
-        selected: dict[dg.AssetKey, set[str]] = {}
-        for check_key in context.selected_asset_check_keys:
-            selected.setdefault(check_key.asset_key, set()).add(check_key.name)
+        selected = selected_checks(context)
         tenants = [t.tenant_id for t in tenant_registry.registry().list(enabled_only=True)]
         engine = warehouse.engine()
         existing = set(sa.inspect(engine).get_table_names())

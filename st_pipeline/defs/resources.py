@@ -108,6 +108,19 @@ class WarehouseResource(dg.ConfigurableResource):
             raise RuntimeError("WarehouseResource is used outside a run or sensor tick")
         return self._engine
 
+    def current_engine(self) -> tuple[sa.Engine, str]:
+        """The engine and the warehouse's printable name; a run failure if its schema is not current."""
+        from st_pipeline.warehouse.engine import describe_url
+        from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema
+
+        engine = self.engine()
+        name = describe_url(engine)
+        try:
+            check_schema(engine, name)
+        except SchemaOutOfDateError as exc:
+            raise dg.Failure(str(exc)) from None
+        return engine, name
+
 
 def process_cpu_s() -> float:
     """CPU seconds of this run's process so far (its start and imports included), for run metadata."""

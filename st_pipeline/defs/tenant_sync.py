@@ -31,9 +31,8 @@ from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
 from st_pipeline.sync.state import row_counts
 from st_pipeline.tenants.crypto import SecretKeyError
 from st_pipeline.tenants.registry import UnknownTenantError
-from st_pipeline.warehouse.engine import describe_url
 from st_pipeline.warehouse.locks import TenantBusyError, tenant_lock
-from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema, ensure_raw_tables
+from st_pipeline.warehouse.schema import ensure_raw_tables
 from st_pipeline.warehouse.tables import raw_table_name
 
 FULL_REFRESH_TAG = "st_pipeline/full_refresh"
@@ -134,12 +133,7 @@ def tenant_sync(
     began = time.perf_counter()
     partition = context.partition_key
     tenant_id = tenant_id_of(partition)
-    engine = warehouse.engine()
-    warehouse_name = describe_url(engine)
-    try:
-        check_schema(engine, warehouse_name)
-    except SchemaOutOfDateError as exc:
-        raise dg.Failure(str(exc)) from None
+    engine, warehouse_name = warehouse.current_engine()
     try:
         credentials = tenant_registry.registry().credentials(tenant_id)
         client = servicetitan.client(credentials, tenant_registry.settings)  # URL rules checked here

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +32,7 @@ class Money(sa.TypeDecorator[Decimal]):
             return None
         amount = Decimal(value)
         if dialect.name == "sqlite":
-            return int(amount.scaleb(MONEY_SCALE).to_integral_exact())
+            return int(amount.scaleb(MONEY_SCALE).to_integral_value(rounding=ROUND_DOWN))  # cut, as the SQL does
         return amount
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> Decimal | None:
