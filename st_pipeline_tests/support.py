@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +23,6 @@ from st_pipeline.servicetitan.timestamps import parse_timestamp
 from st_pipeline.settings import load_settings
 from st_pipeline.simulator import SimulatedTenant, Simulator
 from st_pipeline.tenants.registry import Change, TenantRegistry
-from st_pipeline.warehouse.loader import content_key
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 
@@ -123,12 +124,36 @@ def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.Asse
     return _events(instance, run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
 
 
+def expected_content_key(record: dict, occurrence: int = 0) -> int:
+    """The key of a record without an id, by the documented rule (computed here, not by the loader):
+    blake2b (8 bytes) of the canonical JSON plus ``#occurrence``, big-endian, shifted right by 1."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":")) + f"#{occurrence}"
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+
+
+def expected_keys(dataset_key: str, records: list[dict]) -> dict[int, dict]:
+    """The raw-table key each record must be stored under: its integer ``id`` when the records carry
+    one, else its content key (identical records numbered by occurrence, in listing order)."""
+    with_id = [isinstance(r.get("id"), int) and not isinstance(r.get("id"), bool) for r in records]
+    assert all(with_id) or not any(with_id), f"{dataset_key}: some records carry an id, others not"
+    if all(with_id):
+        return {record["id"]: record for record in records}
+    seen: Counter[str] = Counter()
+    keyed = {}
+    for record in records:
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        keyed[expected_content_key(record, seen[canonical])] = record
+        seen[canonical] += 1
+    return keyed
+
+
 def assert_warehouse_equals_ground_truth(
     warehouse_url: str, sim: Simulator, tenant_id: int, datasets: list[Dataset] | None = None
 ) -> int:
     """Every row's key, modified_on, active and payload equal the simulator's records; returns rows.
 
-    ``datasets`` defaults to every extracted dataset.
+    ``datasets`` defaults to every extracted dataset. The expected keys are worked out here from the
+    records themselves (``expected_keys``), not by the loader's functions under test.
     """
     catalogue = load_catalogue()
     engine = sa.create_engine(warehouse_url)
@@ -137,21 +162,12 @@ def assert_warehouse_equals_ground_truth(
         for dataset in datasets or catalogue.extracted_datasets():
             table = raw_table(dataset)
             rows = {r.id: r for r in conn.execute(sa.select(table).where(table.c.tenant_id == tenant_id))}
-            key_field = catalogue.key_field(dataset)
-            seen: Counter[int] = Counter()
-            truth = {}
-            for record in sim.ground_truth(tenant_id, dataset.key):
-                if key_field is None:
-                    first = content_key(record)
-                    truth[content_key(record, seen[first])] = record
-                    seen[first] += 1
-                else:
-                    truth[record[key_field]] = record
+            truth = expected_keys(dataset.key, sim.ground_truth(tenant_id, dataset.key))
             assert truth, f"simulator has no {dataset.key} for tenant {tenant_id}"
             assert sorted(rows) == sorted(truth), dataset.key
             for key, record in truth.items():
                 row = rows[key]
-                assert row.payload == record, (dataset.key, record["id"])
+                assert row.payload == record, (dataset.key, key)
                 assert row.modified_on == parse_timestamp(record.get("modifiedOn"))
                 assert row.active == record.get("active")
             total += len(rows)

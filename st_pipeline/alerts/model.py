@@ -20,6 +20,7 @@ CHECK_FAILURE = "check_failure"
 AUTH_FAILURE = "auth_failure"
 STALE_TENANT = "stale_tenant"
 SCOPE_MISSING = "scope_missing"
+MODULE_MISSING = "module_missing"
 REGISTRY_SHRANK = "registry_shrank"
 
 

@@ -1,4 +1,5 @@
-"""Alert sensors: failed runs, failing checks, stale tenants, scopes no longer granted; one alert per
+"""Alert sensors: failed runs, failing checks, stale tenants, scopes not granted and modules a tenant
+does not have; one alert per
 incident, a recovery message when it clears (see ``st_pipeline.alerts``).
 
 - Every failed run of this code location alerts, however it was launched (schedule, UI,
@@ -10,6 +11,7 @@ incident, a recovery message when it clears (see ``st_pipeline.alerts``).
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -18,6 +20,7 @@ from pydantic import PrivateAttr
 from st_pipeline.alerts import (
     AUTH_FAILURE,
     CHECK_FAILURE,
+    MODULE_MISSING,
     RUN_FAILURE,
     SCOPE_MISSING,
     STALE_TENANT,
@@ -34,7 +37,7 @@ from st_pipeline.defs.schedules import OUR_JOBS, TENANT_TAG
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import Settings, load_settings
 from st_pipeline.sync.freshness import SyncHistory, tenant_is_stale
-from st_pipeline.sync.state import SKIPPED
+from st_pipeline.sync.state import SKIPPED, UNAVAILABLE
 from st_pipeline.tenants.registry import Change
 from st_pipeline.warehouse.tables import dataset_status_table
 
@@ -213,7 +216,8 @@ def stale_tenant_sensor(
     alerting: AlertingResource,
 ) -> dg.SkipReason | None:
     """Per enabled tenant: its last successful sync older than ``ST_PIPELINE_FRESHNESS_SLA_HOURS`` →
-    an alert; datasets skipped because their scope is not granted → an alert listing them."""
+    an alert; datasets skipped because their scope is not granted (403) or the tenant does not have
+    their module (404) → one alert each, listing them."""
     engine = warehouse.engine()
     if not sa.inspect(engine).has_table(dataset_status_table.name):
         return dg.SkipReason("the warehouse has no sync status yet (run `st-pipeline db upgrade`)")
@@ -236,22 +240,38 @@ def stale_tenant_sensor(
         else:
             manager.resolve(key, f"synced at {synced:%Y-%m-%d %H:%M} UTC" if synced else None)
         enabled = selection.decide(datasets, tenant.tenant_id)
-        not_granted = sorted(
-            dataset for (tenant_id, dataset), status in history.latest_status.items()
-            if tenant_id == tenant.tenant_id and status == SKIPPED and enabled.get(dataset, None) is not None
-            and enabled[dataset].enabled
-        )
-        scope_key = f"{SCOPE_MISSING}:tenant={tenant.tenant_id}"
-        if not_granted:
-            shown = ", ".join(not_granted[:LISTED]) + (f" and {len(not_granted) - LISTED} more" if len(not_granted) > LISTED else "")
-            manager.open(Alert(
-                incident_key=scope_key, kind=SCOPE_MISSING,
-                title=f"tenant {tenant.tenant_id} ({tenant.name}): {len(not_granted)} datasets not granted",
-                reason=f"ServiceTitan refuses these datasets (403, scope not granted): {shown}. Ask the tenant's admin "
-                f"to grant the scopes (`st-pipeline tenant test --tenant {tenant.tenant_id}` lists them), or turn the "
-                "datasets off with `st-pipeline endpoints disable`.",
-                tenant_id=tenant.tenant_id,
-            ))
-        else:
-            manager.resolve(scope_key, "every enabled dataset is granted")
+        _alert_unloadable(manager, history, tenant, enabled, SKIPPED)
+        _alert_unloadable(manager, history, tenant, enabled, UNAVAILABLE)
     return None
+
+
+def _alert_unloadable(manager: Any, history: SyncHistory, tenant: Any, enabled: dict[str, Any], status: str) -> None:
+    """One incident per tenant for its enabled datasets whose latest sync had ``status``: not granted
+    (403, ``scope_missing``) or not available (404, ``module_missing``); resolved when none is left."""
+    datasets = sorted(
+        dataset for (tenant_id, dataset), latest in history.latest_status.items()
+        if tenant_id == tenant.tenant_id and latest == status and dataset in enabled and enabled[dataset].enabled
+    )
+    tid = tenant.tenant_id
+    kind = SCOPE_MISSING if status == SKIPPED else MODULE_MISSING
+    key = f"{kind}:tenant={tid}"
+    if not datasets:
+        manager.resolve(key, "every enabled dataset is granted" if status == SKIPPED else "every enabled dataset is available")
+        return
+    shown = ", ".join(datasets[:LISTED]) + (f" and {len(datasets) - LISTED} more" if len(datasets) > LISTED else "")
+    if status == SKIPPED:
+        title = f"tenant {tid} ({tenant.name}): {len(datasets)} datasets not granted"
+        reason = (
+            f"ServiceTitan refuses these datasets (403, scope not granted): {shown}. Ask the tenant's admin to grant "
+            f"the scopes (`st-pipeline tenant test --tenant {tid}` lists them), or turn the datasets off with "
+            "`st-pipeline endpoints disable`."
+        )
+    else:
+        modules = sorted({dataset.split("/")[0] for dataset in datasets})
+        title = f"tenant {tid} ({tenant.name}) does not have the modules {', '.join(modules)}"
+        reason = (
+            f"ServiceTitan answers 404 for these datasets of the tenant: {shown}. The tenant does not have these "
+            "modules; the datasets are skipped each run. Turn them off with `st-pipeline endpoints disable` if the "
+            "tenant will not get them."
+        )
+    manager.open(Alert(incident_key=key, kind=kind, title=title, reason=reason, tenant_id=tid))

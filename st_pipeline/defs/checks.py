@@ -7,9 +7,10 @@ Per dataset:
 - ``no_duplicate_ids``: records that arrived more than once in one sync — harmless for the data
   (upserts), a sign of a feed re-sending: WARN.
 - ``count_matches_total`` (paged lists): records received versus the ``totalCount`` the list
-  reported on its first page: WARN when they differ.
-- ``cursor_advances`` (export feeds): ERROR when the feed said it had more data but its
-  continuation token did not move.
+  reported on its first page: WARN when they differ; ERROR when the list went on past its total
+  (or the page ceiling) and was stopped as a loop.
+- ``cursor_advances`` (export feeds): ERROR when the feed said it had more data but handed back a
+  continuation token it had given before (or ran past the page ceiling).
 
 The tenant sync reports these results, for its tenant's partition, only for the datasets where
 it saw something to judge (rows written, records quarantined, an error, a total that disagrees): a
@@ -30,7 +31,7 @@ from st_pipeline.defs.raw_assets import raw_asset_key
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset
 from st_pipeline.sync.extract import ExtractResult
-from st_pipeline.sync.state import SKIPPED
+from st_pipeline.sync.state import NOT_LOADABLE
 from st_pipeline.warehouse.tables import dataset_status_table, sync_log_table
 
 SCHEMA_CHECK = "schema_conformance"
@@ -38,13 +39,17 @@ DUPLICATES_CHECK = "no_duplicate_ids"
 TOTAL_CHECK = "count_matches_total"
 CURSOR_CHECK = "cursor_advances"
 DEFAULT_QUARANTINE_ERROR_RATIO = 0.01
+# The errors (by class name, as the sync log keeps them) of paging that would not have ended.
+PAGING_ERRORS = ("StuckCursorError", "PagingLoopError")
 
 CHECK_DESCRIPTIONS = {
     SCHEMA_CHECK: "Every record received matched the dataset's record model from the OpenAPI spec; bad records "
     "go to raw_quarantine (WARN), above the quarantine ratio the sync fails (ERROR).",
     DUPLICATES_CHECK: "No record arrived twice in one sync (harmless for the table, a sign of a feed re-sending).",
-    TOTAL_CHECK: "The records received equal the totalCount the paged list reported.",
-    CURSOR_CHECK: "The export feed's continuation token moved whenever it said more data was waiting.",
+    TOTAL_CHECK: "The records received equal the totalCount the paged list reported (ERROR when the list ran "
+    "past its total and was stopped as an endless loop).",
+    CURSOR_CHECK: "The export feed's continuation token moved to a new value whenever it said more data was "
+    "waiting (ERROR when it repeated and the feed was stopped as an endless loop).",
 }
 
 
@@ -112,9 +117,12 @@ class Judgement:
 def judge(dataset: Dataset, outcome: Outcome, quarantine_error_ratio: float) -> list[Judgement]:
     """The verdicts an outcome supports: none for a sync that failed before observing anything."""
     names = check_names(dataset)
-    if outcome.error_kind == "StuckCursorError" and CURSOR_CHECK in names:
-        return [Judgement(CURSOR_CHECK, False, dg.AssetCheckSeverity.ERROR, outcome.error, {"cursor": outcome.cursor or ""})]
-    if outcome.error is not None or outcome.status == SKIPPED:
+    if outcome.error_kind in PAGING_ERRORS:  # a feed or list that would have been read forever
+        name = CURSOR_CHECK if CURSOR_CHECK in names else TOTAL_CHECK
+        if name in names:
+            return [Judgement(name, False, dg.AssetCheckSeverity.ERROR, outcome.error,
+                              {"cursor": outcome.cursor or "", "records": outcome.records})]
+    if outcome.error is not None or outcome.status in NOT_LOADABLE:
         return []  # nothing was observed that the checks could judge; the run failure says why
     ratio = outcome.quarantined / outcome.records if outcome.records else 0.0
     verdicts = [

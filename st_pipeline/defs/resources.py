@@ -36,7 +36,20 @@ class ServiceTitanResource(dg.ConfigurableResource):
         description="Requests per second to ServiceTitan for this tenant, at most its published limit of 60.",
     )
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=32, description="Datasets fetched at once.")
-    timeout_s: float = Field(default=100.0, gt=0, le=600, description="Timeout of one HTTP request, in seconds.")
+    timeout_s: float = Field(
+        default=100.0, gt=0, le=600, description="Longest wait for one step of a request (connect, each read), in seconds."
+    )
+    request_deadline_s: float = Field(
+        default=300.0, gt=0, le=3600,
+        description="Longest time one request may take as a whole (a body that drips in is cut off), in seconds.",
+    )
+    max_response_mb: float = Field(
+        default=64.0, gt=0, le=1024, description="Largest response accepted; a larger one fails that dataset, unread."
+    )
+    max_pages: int = Field(
+        default=20_000, ge=1, le=1_000_000,
+        description="Most pages of one dataset in one run when no total bounds it (export feeds resume next run).",
+    )
     max_retry_attempts: int = Field(default=8, ge=1, le=20, description="Attempts per request before giving up.")
     circuit_failure_threshold: int = Field(
         default=10, ge=1, le=1000, description="Consecutive failures that stop the tenant's requests for a while."
@@ -51,6 +64,9 @@ class ServiceTitanResource(dg.ConfigurableResource):
         options = ClientOptions(
             requests_per_second=self.requests_per_second,
             timeout_s=self.timeout_s,
+            request_deadline_s=self.request_deadline_s,
+            max_response_bytes=int(self.max_response_mb * 1024 * 1024),
+            max_pages=self.max_pages,
             retry=RetryPolicy(max_attempts=self.max_retry_attempts),
             circuit_failure_threshold=self.circuit_failure_threshold,
             max_connections=max(16, 2 * self.concurrency),

@@ -25,10 +25,10 @@ from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource, process_cpu_s
 from st_pipeline.redaction import redact
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
-from st_pipeline.servicetitan.errors import MissingScopeError, ServiceTitanError
+from st_pipeline.servicetitan.errors import MissingScopeError, NotFoundError, ServiceTitanError
 from st_pipeline.settings import SettingsError
 from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
-from st_pipeline.sync.state import row_counts
+from st_pipeline.sync.state import UNAVAILABLE, latest_statuses, row_counts
 from st_pipeline.tenants.crypto import SecretKeyError
 from st_pipeline.tenants.registry import UnknownTenantError
 from st_pipeline.warehouse.locks import TenantBusyError, tenant_lock
@@ -150,10 +150,12 @@ def tenant_sync(
 
     changed: list[str] = []
     skipped: list[str] = []
+    unavailable: list[ExtractResult] = []
     failures: list[str] = []
     records = rows_written = 0
     with client:
         ensure_raw_tables(engine, selected)
+        previous = latest_statuses(engine, tenant_id)
         try:
             with tenant_lock(engine, tenant_id, context.run_id, wait_s=config.lock_wait_s):
                 for result in sync_tenant(
@@ -164,6 +166,11 @@ def tenant_sync(
                     rows_written += result.rows_written
                     if isinstance(result.error, MissingScopeError):
                         skipped.append(result.dataset.key)
+                        continue
+                    if isinstance(result.error, NotFoundError):
+                        unavailable.append(result)
+                        if previous.get(result.dataset.key) != UNAVAILABLE:  # said once, not every hour
+                            _observe_unavailable(context, result, partition)
                         continue
                     if not (result.changed or full_refresh):  # a full refresh reports what it verified
                         continue
@@ -180,6 +187,19 @@ def tenant_sync(
             stats = client.stats
             token_requests = client.tokens.token_requests
     duration = time.perf_counter() - began
+    if unavailable and len(unavailable) == len(selected):
+        raise dg.Failure(
+            f"every one of the {len(selected)} datasets answered 404 for tenant {tenant_id}: the tenant id is "
+            f"probably wrong — check it with `st-pipeline tenant test --tenant {tenant_id}`",
+            metadata={"error_type": "NotFoundError", "tenant_id": tenant_id},
+            allow_retries=False,
+        )
+    if unavailable:
+        modules = sorted({r.dataset.extraction_endpoint.module for r in unavailable})
+        context.log.warning(
+            f"tenant {tenant_id}: {len(unavailable)} datasets skipped, the tenant does not have the modules "
+            f"{', '.join(modules)} (404): {_listing([r.dataset.key for r in unavailable])}"
+        )
     if skipped:
         context.log.warning(
             f"tenant {tenant_id}: {len(skipped)} datasets skipped, their scope is not granted: {_listing(skipped)} "
@@ -200,8 +220,9 @@ def tenant_sync(
         metadata={
             "datasets_checked": len(selected),
             "datasets_changed": len(changed),
-            "datasets_unchanged": len(selected) - len(changed) - len(skipped),
+            "datasets_unchanged": len(selected) - len(changed) - len(skipped) - len(unavailable),
             "datasets_not_granted": len(skipped),
+            "datasets_not_available": len(unavailable),
             "datasets_disabled": len(disabled),
             "records_received": records,
             "rows_written": rows_written,
@@ -214,9 +235,21 @@ def tenant_sync(
             "sync": "full refresh" if full_refresh else ("reconciliation" if config.reconcile_deletes else "incremental"),
             "changed": _listing(changed),
             "not_granted": _listing(skipped),
+            "not_available": _listing([r.dataset.key for r in unavailable]),
             "warehouse": warehouse_name,
         }
     )
+
+
+def _observe_unavailable(context: dg.AssetExecutionContext, result: ExtractResult, partition: str) -> None:
+    """A dataset the tenant does not have (404): an observation on its raw asset, once."""
+    endpoint = result.dataset.extraction_endpoint
+    context.log_event(dg.AssetObservation(
+        asset_key=raw_asset_key(result.dataset), partition=partition,
+        description=f"not available for this tenant: it does not have the {endpoint.module} module",
+        metadata={"available": False, "module": endpoint.module, "endpoint": endpoint.path,
+                  "reason": redact(result.error.detail if result.error else "")},
+    ))
 
 
 def _report(

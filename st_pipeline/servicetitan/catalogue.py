@@ -100,11 +100,12 @@ class Endpoint:
 
     @property
     def watermark_param(self) -> str | None:
-        """The ``…OnOrAfter`` filter usable as an incremental watermark, if any."""
-        for name in ("modifiedOnOrAfter", "createdOnOrAfter"):
-            if name in self.query_params:
-                return name
-        return None
+        """The filter usable as an incremental watermark: ``modifiedOnOrAfter``, if the list has it.
+
+        A ``createdOnOrAfter`` filter is not one: it never returns a record changed after it was
+        created, so a list that only has that filter is read in full every run.
+        """
+        return "modifiedOnOrAfter" if "modifiedOnOrAfter" in self.query_params else None
 
     def url_path(self, tenant_id: int) -> str:
         return self.path.replace("{tenant}", str(int(tenant_id)))

@@ -9,32 +9,39 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import httpx
+import orjson
 
-from st_pipeline.servicetitan.auth import TenantCredentials, TokenProvider
+from st_pipeline.servicetitan.auth import TenantCredentials, TokenProvider, TokenRequestBounds
 from st_pipeline.servicetitan.catalogue import Endpoint
 from st_pipeline.servicetitan.errors import (
     AuthenticationError,
     BadResponseError,
+    ConfigurationError,
     MissingScopeError,
     NotFoundError,
+    PagingLoopError,
     RateLimitedError,
+    RequestCancelled,
     RequestError,
     ServerError,
-    ServiceTitanError,
     StuckCursorError,
+    UnusableResponseError,
 )
-from st_pipeline.servicetitan.models import decode_response
+from st_pipeline.servicetitan.http import ResponseTooLarge, deadline_bound_client, read_limited, request_deadline, unhealable_cause
+from st_pipeline.servicetitan.models import UnusableBody, decode_response
 from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, shared_limiter
-from st_pipeline.servicetitan.resilience import CircuitBreaker, RetryPolicy, retry_after_s
+from st_pipeline.servicetitan.resilience import CircuitBreaker, RetryableFailure, RetryPolicy, retry_after_s, with_retries
 from st_pipeline.servicetitan.settings import ApiSettings, assert_may_carry_secret
 
 # The largest page ServiceTitan serves on its paged list endpoints.
@@ -81,10 +88,16 @@ class RequestStats:
 
 @dataclass(frozen=True)
 class ClientOptions:
-    """Tunables of a client; the defaults suit ServiceTitan's published limits."""
+    """Tunables of a client; the defaults suit ServiceTitan's published limits.
+
+    Every wait is bounded: ``timeout_s`` per socket operation, ``request_deadline_s`` per request
+    as a whole (a body that drips in never ends otherwise), ``max_retry_after_s`` per server-asked
+    pause, ``retry`` per request in attempts and time, ``max_pages`` per dataset and run.
+    """
 
     requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     timeout_s: float = 100.0
+    request_deadline_s: float = 300.0
     retry: RetryPolicy = RetryPolicy()
     circuit_failure_threshold: int = 10
     circuit_cooldown_s: float = 30.0
@@ -92,6 +105,18 @@ class ClientOptions:
     # The longest Retry-After the client honours; a 429 asking for more fails that request at once
     # (the other datasets go on) instead of pausing every thread of the tenant.
     max_retry_after_s: float = 300.0
+    max_response_bytes: int = 64 * 1024 * 1024
+    # Pages one dataset may read in one run when the list gives no total (export feeds always):
+    # 20,000 pages of 5,000 records is 100 million records, past any tenant's table.
+    max_pages: int = 20_000
+
+
+# A 401 is answered with a fresh token; one more 401 after that gets one more fresh token before the
+# credentials are blamed (a token can be revoked between issue and use, e.g. by a rotation).
+_FRESH_TOKENS_PER_REQUEST = 2
+# Pages a list may run past the last page its total implies (records added while paging), before
+# the client calls it a loop: this many, or a tenth of the pages, whichever is more.
+_PAGES_PAST_TOTAL = 2
 
 
 class ServiceTitanClient:
@@ -106,7 +131,7 @@ class ServiceTitanClient:
         http: httpx.Client | None = None,
         limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         timeout_s: float | None = None,
     ) -> None:
         assert_may_carry_secret(settings.api_url)  # requests carry the app key and a bearer token
@@ -114,9 +139,18 @@ class ServiceTitanClient:
         self.tenant_id = credentials.tenant_id
         self.options = options
         self._owns_http = http is None
-        limits = httpx.Limits(max_connections=options.max_connections, max_keepalive_connections=options.max_connections)
-        self._http = http or httpx.Client(timeout=timeout_s or options.timeout_s, limits=limits)
-        self.tokens = TokenProvider(credentials, settings.auth_url, self._http, clock=clock)
+        self._http = http or deadline_bound_client(
+            timeout_s=timeout_s or options.timeout_s, max_connections=options.max_connections
+        )
+        self._cancelled = threading.Event()
+        self._sleep = sleep or self._cancellable_sleep
+        self.tokens = TokenProvider(
+            credentials, settings.auth_url, self._http, clock=clock, pause=self._sleep,
+            bounds=TokenRequestBounds(
+                retry=options.retry, request_deadline_s=min(options.request_deadline_s, 60.0),
+                max_retry_after_s=options.max_retry_after_s,
+            ),
+        )
         self.limiter = limiter or shared_limiter(
             settings.app_key.get_secret_value(), credentials.tenant_id, options.requests_per_second
         )
@@ -128,7 +162,6 @@ class ServiceTitanClient:
         )
         self.stats = RequestStats()
         self._clock = clock
-        self._sleep = sleep
         self._rng = random.Random()
         self._page_pool: ThreadPoolExecutor | None = None
         self._page_pool_lock = threading.Lock()
@@ -140,10 +173,18 @@ class ServiceTitanClient:
         self.close()
 
     def close(self) -> None:
+        self.cancel()
         if self._page_pool is not None:
             self._page_pool.shutdown(wait=False, cancel_futures=True)
         if self._owns_http:
             self._http.close()
+
+    def cancel(self) -> None:
+        """Stop: retry pauses end now, and no request starts after this (``RequestCancelled``)."""
+        self._cancelled.set()
+
+    def _cancellable_sleep(self, seconds: float) -> None:
+        self._cancelled.wait(seconds)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -154,75 +195,108 @@ class ServiceTitanClient:
     def request(self, endpoint: Endpoint, params: dict[str, Any] | None = None) -> tuple[Any, bool]:
         """GET an endpoint of this tenant; returns the decoded body and whether its records are valid.
 
-        Paced by the shared rate limiter; 429, 5xx, timeouts, dropped connections and invalid
-        JSON are retried with backoff (bounded in attempts and time); a 401 is answered once by
-        fetching a fresh token; 400/403/404 fail at once.
+        Paced by the shared rate limiter; 429, 5xx, timeouts, dropped connections and truncated
+        JSON are retried with backoff (bounded in attempts and time); a 401 is answered with a
+        fresh token, twice at most; 400/403/404 and responses no retry can fix fail at once.
         """
         url = self.settings.api_url + endpoint.url_path(self.tenant_id)
-        policy = self.options.retry
-        deadline = self._clock() + policy.max_elapsed_s
-        reauthenticated = False
-        attempt = 0
-        while True:
-            attempt += 1
+        refusals = 0  # consecutive 401s
+
+        def attempt() -> tuple[Any, bool]:
+            nonlocal refusals
+            if self._cancelled.is_set():
+                raise RequestCancelled("the tenant's run is stopping", tenant_id=self.tenant_id, endpoint=endpoint.path)
             self.breaker.before_request(endpoint.path)
             self.limiter.acquire()
             token = self.tokens.token()
             try:
-                return self._attempt(endpoint, url, params, token)
-            except _Reauthenticate:
-                if reauthenticated:
-                    raise AuthenticationError(
-                        "ServiceTitan refused the request even with a fresh token; check "
-                        "SERVICETITAN_APP_KEY and the tenant's client credentials",
-                        tenant_id=self.tenant_id,
-                        endpoint=endpoint.path,
-                    ) from None
-                reauthenticated = True
+                result = self._attempt(endpoint, url, params, token)
+            except _Unauthorized as refusal:
+                refusals += 1
+                if refusals > _FRESH_TOKENS_PER_REQUEST:
+                    raise self._refused(endpoint, refusal.title) from None
                 self.tokens.invalidate(token)
                 self.stats.count("reauthentications")
-                continue
-            except _Retry as retry:
-                error = retry.error
-                wait = retry.wait_s if retry.wait_s is not None else policy.backoff_s(attempt, self._rng)
-                if attempt >= policy.max_attempts or self._clock() + wait > deadline:
-                    raise type(error)(
-                        f"{error.detail} — gave up after {attempt} attempts",
-                        tenant_id=self.tenant_id,
-                        endpoint=endpoint.path,
-                    ) from None
-                self.stats.count("retries", endpoint)
-                self._sleep(wait)
+                raise RetryableFailure(
+                    AuthenticationError(f"refused with HTTP 401 ({refusal.title})", tenant_id=self.tenant_id,
+                                        endpoint=endpoint.path),
+                    wait_s=0.0,
+                ) from None
+            except RetryableFailure:
+                refusals = 0
+                raise
+            return result
+
+        return with_retries(
+            attempt, self.options.retry, clock=self._clock, pause=self._sleep, rng=self._rng,
+            on_retry=lambda: self.stats.count("retries", endpoint),
+        )
+
+    def _refused(self, endpoint: Endpoint, title: str) -> AuthenticationError:
+        """The error of a request refused (401) even with freshly issued tokens: which credential is at fault."""
+        where = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
+        if _APP_KEY_REFUSAL.search(title):
+            return AuthenticationError(
+                f"ServiceTitan rejected the application key ({title}); check SERVICETITAN_APP_KEY — it must be "
+                "the key of the app the tenant connected", **where,
+            )
+        return AuthenticationError(
+            f"ServiceTitan refused {_FRESH_TOKENS_PER_REQUEST + 1} access tokens in a row, each freshly issued "
+            f"for the tenant's client credentials ({title}); the credentials no longer grant API access (the app "
+            "was disconnected or its access revoked) — ask the tenant's admin to reconnect the app, then "
+            f"`st-pipeline tenant update-credentials --tenant {self.tenant_id}`", **where,
+        )
 
     def _attempt(
         self, endpoint: Endpoint, url: str, params: dict[str, Any] | None, token: str
     ) -> tuple[Any, bool]:
         headers = {"ST-App-Key": self.settings.app_key.get_secret_value(), "Authorization": f"Bearer {token}"}
         where = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
+        options = self.options
         self.stats.count("requests", endpoint)
         try:
-            response = self._http.get(url, params=params, headers=headers)
-        except httpx.TransportError as exc:  # timeouts, refused or dropped connections
-            reason = f"no response ({type(exc).__name__})"
+            with request_deadline(options.request_deadline_s) as deadline:
+                with self._http.stream("GET", url, params=params, headers=headers) as response:
+                    status, response_headers = response.status_code, response.headers
+                    content = read_limited(response, options.max_response_bytes)
+        except ResponseTooLarge as exc:
+            size = f"{exc.announced / 1048576:.1f} MB" if exc.announced else "more"
+            raise UnusableResponseError(
+                f"the response is {size}, above the {options.max_response_bytes / 1048576:.0f} MB this client accepts "
+                "(max_response_mb); nothing of it was stored — raise max_response_mb if pages this large are "
+                "expected", **where,
+            ) from None
+        except httpx.TransportError as exc:  # timeouts, refused or dropped connections, TLS failures
+            cause = unhealable_cause(exc)
+            if cause is not None:
+                raise ConfigurationError(f"{self.settings.api_url} cannot be used: {cause}", **where) from None
+            if deadline.passed:
+                reason = f"no complete response within {options.request_deadline_s:.0f} s (request_deadline_s)"
+            else:
+                reason = f"no response ({type(exc).__name__})"
             self.breaker.record_failure(reason)
-            raise _Retry(ServerError(reason, **where)) from None
-        status = response.status_code
+            raise RetryableFailure(ServerError(reason, **where)) from None
         if status == 200:
             try:
-                decoded = decode_response(endpoint, response.content)
+                decoded = decode_response(endpoint, content)
+            except UnusableBody as exc:
+                self.breaker.record_success()  # the server answered; the answer is the problem
+                raise UnusableResponseError(f"the response {exc.reason}; it cannot be read", **where) from None
             except ValueError:
                 self.breaker.record_failure("invalid JSON")
-                raise _Retry(BadResponseError("the response body is not valid JSON (truncated?)", **where)) from None
+                raise RetryableFailure(
+                    BadResponseError("the response body is not valid JSON (truncated?)", **where)
+                ) from None
             self.breaker.record_success()
             self.limiter.succeeded()
             return decoded
-        title = _problem_title(response)
+        title = _problem_title(content, status)
         if status == 401:
-            raise _Reauthenticate()
+            raise _Unauthorized(title)
         if status == 429:
-            wait = retry_after_s(response.headers.get("Retry-After"), title)
+            wait = retry_after_s(response_headers.get("Retry-After"), title)
             self.stats.count("throttled", endpoint)
-            cap = self.options.max_retry_after_s
+            cap = options.max_retry_after_s
             if wait is not None and wait > cap:
                 self.limiter.throttled(1.0)  # slow down, but do not stop every thread for that long
                 raise RateLimitedError(
@@ -231,10 +305,10 @@ class ServiceTitanClient:
                     **where,
                 )
             self.limiter.throttled(wait if wait is not None else 1.0)
-            raise _Retry(RateLimitedError(f"rate limited ({title})", **where), wait_s=wait)
+            raise RetryableFailure(RateLimitedError(f"rate limited ({title})", **where), wait_s=wait)
         if status >= 500:
             self.breaker.record_failure(f"HTTP {status}")
-            raise _Retry(ServerError(f"ServiceTitan answered HTTP {status} ({title})", **where))
+            raise RetryableFailure(ServerError(f"ServiceTitan answered HTTP {status} ({title})", **where))
         if status == 403:
             raise MissingScopeError(
                 f"access denied ({title}); the app lacks the scope {', '.join(endpoint.scopes) or '?'} "
@@ -243,7 +317,12 @@ class ServiceTitanClient:
                 **where,
             )
         if status == 404:
-            raise NotFoundError(f"not found ({title}); check the tenant id", **where)
+            raise NotFoundError(
+                f"not found ({title}): the tenant does not have the {endpoint.module} module, or the tenant id is "
+                "wrong — the dataset is skipped; turn it off with `st-pipeline endpoints disable` if the tenant "
+                "will not get the module",
+                **where,
+            )
         raise RequestError(f"ServiceTitan rejected the request: HTTP {status} ({title})", **where)
 
     # -- feeds ----------------------------------------------------------------------------
@@ -251,8 +330,14 @@ class ServiceTitanClient:
     def iter_export(
         self, endpoint: Endpoint, *, from_token: str | None = None, include_recent_changes: bool = False
     ) -> Iterator[Page]:
-        """Follow an export feed from ``from_token`` (or the beginning) until ``hasMore`` is false."""
+        """Follow an export feed from ``from_token`` (or the beginning) until ``hasMore`` is false.
+
+        A feed that hands back a token it gave before (with or without records) would be read
+        forever: it stops with ``StuckCursorError`` after yielding that page, as does a feed past
+        ``max_pages``; every page before is kept and the cursor stays where it was committed.
+        """
         token = from_token
+        seen_tokens = {from_token} if from_token else set()
         number = 0
         while True:
             params: dict[str, Any] = {}
@@ -271,14 +356,22 @@ class ServiceTitanClient:
             yield page
             if not page.has_more:
                 return
-            if token and page.continue_from == token and not page.records:
+            if page.continue_from in seen_tokens:
                 raise StuckCursorError(
-                    "the export feed says it has more data but its continueFrom token did not move; "
-                    "reading on would loop forever — the cursor is kept, retry later or reset it with "
-                    "`st-pipeline tenant reset-cursor`",
+                    "the export feed says it has more data but handed back a continueFrom token it had already "
+                    f"given (page {number}); reading on would loop forever — the cursor is kept, retry later "
+                    "or reset it with `st-pipeline tenant reset-cursor`",
                     tenant_id=self.tenant_id,
                     endpoint=endpoint.path,
                 )
+            if number >= self.options.max_pages:
+                raise PagingLoopError(
+                    f"the export feed still says it has more data after {number} pages (max_pages); stopped here, "
+                    "the next run goes on from the cursor",
+                    tenant_id=self.tenant_id,
+                    endpoint=endpoint.path,
+                )
+            seen_tokens.add(page.continue_from)
             token = page.continue_from
 
     def iter_list(
@@ -315,22 +408,49 @@ class ServiceTitanClient:
         yield first
         if not first.has_more:
             return
+        self._check_progress(endpoint, first)
         number = 1
-        if parallel and first.total_count is not None:
-            last = max(2, math.ceil(first.total_count / size))
+        ceiling = self.options.max_pages
+        last = max(2, math.ceil(first.total_count / size)) if first.total_count is not None else 0
+        if last:
+            ceiling = min(ceiling, last + max(_PAGES_PAST_TOTAL, last // 10))
+        if parallel and last:
             page = first
             for page in self._fetch_in_parallel(fetch, range(2, last + 1)):
                 yield page
+                if page.has_more:
+                    self._check_progress(endpoint, page)
             if not page.has_more:
                 return
             number = last  # the total was understated: go on page by page, nothing is skipped
         while True:
             number += 1
+            if number > ceiling:
+                total = f"its reported total of {first.total_count} records" if first.total_count is not None else (
+                    f"{ceiling} pages (max_pages)"
+                )
+                raise PagingLoopError(
+                    f"the list still says it has more records on page {number - 1}, past {total} "
+                    f"at {size} per page; reading on could loop forever — stopped, nothing after this was read",
+                    tenant_id=self.tenant_id,
+                    endpoint=endpoint.path,
+                )
             page = fetch(number)
             self._count(page)
             yield page
             if not page.has_more:
                 return
+            self._check_progress(endpoint, page)
+
+    def _check_progress(self, endpoint: Endpoint, page: Page) -> None:
+        """A page that says more is waiting must bring records; an empty one would repeat forever."""
+        if not page.records:
+            raise PagingLoopError(
+                f"page {page.number} of the list is empty but says it has more; reading on could loop forever "
+                "— stopped, nothing after this was read",
+                tenant_id=self.tenant_id,
+                endpoint=endpoint.path,
+            )
 
     def _fetch_in_parallel(self, fetch: Callable[[int], Page], numbers: range) -> Iterator[Page]:
         pool = self._pages_pool()
@@ -413,16 +533,15 @@ class ServiceTitanClient:
         )
 
 
-class _Retry(Exception):
-    """Internal: this attempt failed in a way another attempt may fix."""
+class _Unauthorized(Exception):
+    """Internal: 401 — fetch a fresh token and try again (``title``: what the server said)."""
 
-    def __init__(self, error: ServiceTitanError, wait_s: float | None = None) -> None:
-        self.error = error
-        self.wait_s = wait_s
+    def __init__(self, title: str) -> None:
+        super().__init__(title)
+        self.title = title
 
 
-class _Reauthenticate(Exception):
-    """Internal: 401 — fetch a fresh token and try once more."""
+_APP_KEY_REFUSAL = re.compile(r"app(lication)?[ _-]?key|st-app-key", re.IGNORECASE)
 
 
 def _records(data: Any, tenant_id: int, endpoint: Endpoint) -> list[dict[str, Any]]:
@@ -431,12 +550,15 @@ def _records(data: Any, tenant_id: int, endpoint: Endpoint) -> list[dict[str, An
     return data
 
 
-def _problem_title(response: httpx.Response) -> str:
+def _problem_title(content: bytes, status: int) -> str:
     """The ``title`` of a ServiceTitan problem-details body, or the status text (never HTML)."""
     try:
-        body = response.json()
-    except ValueError:
-        return response.reason_phrase or f"HTTP {response.status_code}"
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        body = None
     if isinstance(body, dict) and isinstance(body.get("title"), str):
         return body["title"][:300]
-    return response.reason_phrase or f"HTTP {response.status_code}"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"

@@ -41,6 +41,18 @@ class InvalidClientError(ServiceTitanError):
     fatal_for_tenant = True
 
 
+class TokenUnavailableError(ServiceTitanError):
+    """No access token could be had (the token endpoint failing or throttling past every retry)."""
+
+    fatal_for_tenant = True
+
+
+class RequestCancelled(ServiceTitanError):
+    """The tenant's run is stopping (another dataset failed for the whole tenant): no more requests."""
+
+    fatal_for_tenant = True
+
+
 class AuthenticationError(ServiceTitanError):
     """The API refused our credentials (401) even after fetching a fresh token."""
 
@@ -52,7 +64,8 @@ class MissingScopeError(ServiceTitanError):
 
 
 class NotFoundError(ServiceTitanError):
-    """404: the path does not exist for this tenant (wrong tenant id or module)."""
+    """404: the path does not exist for this tenant (a module the tenant does not have, or a wrong
+    tenant id when every endpoint answers so)."""
 
 
 class RequestError(ServiceTitanError):
@@ -77,10 +90,21 @@ class BadResponseError(ServiceTitanError):
     retryable = True
 
 
-class StuckCursorError(BadResponseError):
-    """An export feed keeps saying it has more data without moving its cursor."""
+class UnusableResponseError(BadResponseError):
+    """A response no retry can fix: larger than the size limit, nested too deep, not UTF-8."""
 
     retryable = False
+
+
+class PagingLoopError(BadResponseError):
+    """Paging that would not end: a list past its reported total or the page ceiling, or a page
+    that says more is waiting but brings nothing."""
+
+    retryable = False
+
+
+class StuckCursorError(PagingLoopError):
+    """An export feed keeps saying it has more data without moving its cursor (or repeats one)."""
 
 
 class CircuitOpenError(ServiceTitanError):

@@ -160,12 +160,25 @@ def _envelope_adapter(module: str, schema_name: str | None, kind: str) -> TypeAd
 _SMALL_BODY = 512
 
 
+_TOO_DEEP = "is JSON nested deeper than 1,024 levels"
+
+
+class UnusableBody(ValueError):
+    """A body no retry can make readable (``reason`` says why): not UTF-8, or nested too deep."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def decode_response(endpoint: Endpoint, content: bytes) -> tuple[Any, bool]:
     """Parse a response body; returns ``(body, every_record_valid)``.
 
     The fast path parses and validates in one pass (pydantic-core, from the bytes). When any
     record is off, the body is parsed leniently instead and the records are validated one by one
-    later (``validate_page``). Raises ``ValueError`` if the body is not JSON at all.
+    later (``validate_page``). Raises ``UnusableBody`` for bytes that are not UTF-8 or JSON nested
+    deeper than the parsers go (1,024 levels), and ``ValueError`` for other text that is not JSON
+    (a truncated body, which another attempt may fix).
     """
     if len(content) <= _SMALL_BODY:
         # An empty page (the common answer of a quiet hour) needs no record model.
@@ -181,7 +194,19 @@ def decode_response(endpoint: Endpoint, content: bytes) -> tuple[Any, bool]:
             return adapter.validate_json(content), True
         except ValidationError:
             pass
-    return json.loads(content), False
+    try:
+        return orjson.loads(content), False
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc).lower() or "recursion" in str(exc).lower():
+            raise UnusableBody(_TOO_DEEP) from None
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnusableBody(f"is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(content), False  # what orjson refuses but Python reads: NaN, Infinity
+    except RecursionError:
+        raise UnusableBody(_TOO_DEEP) from None
 
 
 @dataclass

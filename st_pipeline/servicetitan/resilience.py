@@ -1,4 +1,4 @@
-"""Retry policy (exponential backoff with jitter) and the per-tenant circuit breaker."""
+"""Retry policy (exponential backoff with jitter), the retry loop, and the per-tenant circuit breaker."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from st_pipeline.servicetitan.errors import CircuitOpenError
+from st_pipeline.servicetitan.errors import CircuitOpenError, ServiceTitanError
+
+T = TypeVar("T")
 
 _SECONDS_IN_TITLE = re.compile(r"(\d+(?:\.\d+)?)\s*seconds?", re.IGNORECASE)
 
@@ -41,6 +44,47 @@ def retry_after_s(header: str | None, title: str | None) -> float | None:
         if match:
             return float(match.group(1))
     return None
+
+
+class RetryableFailure(Exception):
+    """Raised by one attempt that failed in a way another attempt may fix; ``wait_s`` is the wait
+    the server asked for (``None``: the policy's backoff)."""
+
+    def __init__(self, error: ServiceTitanError, wait_s: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.wait_s = wait_s
+
+
+def with_retries(
+    attempt: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    clock: Callable[[], float],
+    pause: Callable[[float], None],
+    rng: random.Random,
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """``attempt()`` until it returns, retrying each ``RetryableFailure`` within ``policy``'s bounds
+    (attempts and elapsed time); past them the failure's error is raised, saying how many attempts
+    were made. Any other exception ends at once."""
+    deadline = clock() + policy.max_elapsed_s
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return attempt()
+        except RetryableFailure as failure:
+            error = failure.error
+            wait = failure.wait_s if failure.wait_s is not None else policy.backoff_s(attempts, rng)
+            if attempts >= policy.max_attempts or clock() + wait > deadline:
+                raise type(error)(
+                    f"{error.detail} — gave up after {attempts} attempts", tenant_id=error.tenant_id,
+                    endpoint=error.endpoint,
+                ) from None
+            if on_retry is not None:
+                on_retry()
+            pause(wait)
 
 
 class CircuitBreaker:

@@ -7,7 +7,9 @@
 The data is generated from the record schemas in the endpoint catalogue, deterministically per
 (seed, tenant, scale). For production-grade clients the simulator can also be hostile: latency,
 a per-tenant rate limit, reproducible random faults (``FaultPlan``) and revoked credentials
-(see ``SimulatorConfig``). ``python -m st_pipeline.simulator`` serves it from its own process.
+(see ``SimulatorConfig``), and at run time queued faults (also at the token endpoint), hidden
+modules, denied scopes and misbehaving datasets (see ``Simulator``).
+``python -m st_pipeline.simulator`` serves it from its own process.
 This package does not depend on Dagster.
 """
 

@@ -1,12 +1,16 @@
 """Faults: answers that a production client must survive, instead of data.
 
-Two sources, both applied to authorized API requests only:
+Two sources apply to authorized API requests:
 
-* a queue (``Simulator.inject_faults``): "answer the next N requests with status S";
+* a queue (``Simulator.inject_faults``): "answer the next N requests with status S" (status 0:
+  drop the connection);
 * a :class:`FaultPlan`: each request has a fixed chance of each kind of fault. The draw for a
   request is a hash of the seed, the tenant, the request (method, path, sorted query) and how
   many times that same request was seen before, so a run is reproducible whatever the thread
   scheduling, and a retry of a request gets a fresh draw.
+
+A queue of its own (``Simulator.inject_token_faults``) applies to the token endpoint, whose
+error answers (:func:`token_error_reply`) are OAuth-shaped rather than ``ApiErrorResponse``.
 """
 
 from __future__ import annotations
@@ -115,6 +119,30 @@ class Fault:
         return Reply(self.status, dumpb(problem(self.status, title)), headers)
 
 
+_TOKEN_ERRORS = {
+    400: "invalid_request",
+    401: "invalid_client",
+    403: "access_denied",
+    429: "too_many_requests",
+}
+
+
+def token_error_reply(fault: Fault) -> Reply:
+    """The token endpoint's answer to a queued token fault (not for ``drop``): a 429 is
+    ``{"error": "too_many_requests", …}`` with ``Retry-After``, a 5xx an HTML gateway page,
+    anything else an OAuth error object."""
+    if fault.status >= 500:
+        return Reply(fault.status, _html_page(fault.status), content_type=HTML)
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if fault.retry_after_s is not None:
+        headers["Retry-After"] = str(fault.retry_after_s)
+    body = {
+        "error": _TOKEN_ERRORS.get(fault.status, "server_error"),
+        "error_description": "Fault injected by the simulator at the token endpoint.",
+    }
+    return Reply(fault.status, dumpb(body), headers)
+
+
 def _html_page(status: int) -> bytes:
     text = f"{status} {_STATUS_TEXT.get(status, 'Error')}"
     return (
@@ -134,6 +162,8 @@ class _Queued:
     retry_after_s: int | None
 
     def fault(self) -> Fault:
+        if self.status == 0:
+            return Fault("drop", 0)
         kind = "throttle" if self.status == 429 else "server_error"
         return Fault(kind, self.status, retry_after_s=self.retry_after_s)
 
@@ -148,6 +178,12 @@ class FaultInjector:
     def inject(
         self, status: int, count: int, tenant_id: int | None, retry_after_s: int | None
     ) -> None:
+        """Queue ``status`` (an HTTP error status, or 0 for a dropped connection) for the next
+        ``count`` requests (of ``tenant_id``, or of any tenant)."""
+        if status != 0 and not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599) or 0, not {status}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
         if status == 429 and retry_after_s is None:
             retry_after_s = 1
         with self._lock:
@@ -157,10 +193,12 @@ class FaultInjector:
         with self._lock:
             self._faults.clear()
 
-    def take(self, tenant_id: int) -> Fault | None:
+    def take(self, tenant_id: int | None) -> Fault | None:
         """The fault that applies to this request of ``tenant_id``, if any (and consume it).
 
-        A queued 429 counts as a ``throttle`` fault, any other status as a ``server_error``.
+        A queued 429 counts as a ``throttle`` fault, 0 as a ``drop``, any other status as a
+        ``server_error``. ``tenant_id`` ``None`` (a request of no known tenant) takes only
+        faults queued for any tenant.
         """
         with self._lock:
             for queued in self._faults:

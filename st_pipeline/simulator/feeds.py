@@ -16,7 +16,14 @@ from urllib.parse import parse_qsl
 from st_pipeline.servicetitan.catalogue import Endpoint
 from st_pipeline.simulator.clock import parse_ticks
 from st_pipeline.simulator.errors import ApiError, invalid_parameter
-from st_pipeline.simulator.store import DatasetStore, Position, Shape, StoredRecord, join_json
+from st_pipeline.simulator.store import (
+    DatasetStore,
+    Position,
+    Shape,
+    StoredRecord,
+    dumps,
+    join_json,
+)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 5000
@@ -227,24 +234,48 @@ def _order(query: Query, endpoint: Endpoint) -> tuple[str, bool]:
 
 
 def export_body(
-    store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query, batch_size: int
+    store: DatasetStore,
+    endpoint: Endpoint,
+    shape: Shape | None,
+    query: Query,
+    batch_size: int,
+    *,
+    repeat_cursor: bool = False,
 ) -> bytes:
-    """``{"hasMore", "continueFrom", "data"}``: the next batch of the feed after ``from``."""
-    after = _export_start(query.get("from"))
+    """``{"hasMore", "continueFrom", "data"}``: the next batch of the feed after ``from``.
+
+    With ``repeat_cursor`` a request with a ``from`` value is answered as if it had none (the
+    feed's first batch), but with ``hasMore`` true and that same ``from`` value as
+    ``continueFrom``: a cursor that never moves although every answer carries records.
+    """
+    raw_from = query.get("from")
+    after = _export_start(raw_from)
     # Two export feeds declare an ``active`` filter; by default every feed returns all rows.
     active = _active_filter(query, _declared(endpoint) & {"active"}, None)
-    records, position, has_more = store.export_batch(after, batch_size, active)
+    repeat = repeat_cursor and raw_from is not None and raw_from.strip() != ""
+    start = _START if repeat else after
+    records, position, has_more = store.export_batch(start, batch_size, active)
+    cursor = dumps(raw_from) if repeat else f'"{encode_position(position)}"'
     head = (
-        f'{{"hasMore":{"true" if has_more else "false"},'
-        f'"continueFrom":"{encode_position(position)}","data":['
+        f'{{"hasMore":{"true" if has_more or repeat else "false"},'
+        f'"continueFrom":{cursor},"data":['
     )
     return b"".join((head.encode(), join_json(records, shape), b"]}"))
 
 
 def list_body(
-    store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query
+    store: DatasetStore,
+    endpoint: Endpoint,
+    shape: Shape | None,
+    query: Query,
+    *,
+    endless_has_more: bool = False,
 ) -> bytes:
-    """``{"page", "pageSize", "hasMore", "totalCount", "data"}`` for one page of a list."""
+    """``{"page", "pageSize", "hasMore", "totalCount", "data"}`` for one page of a list.
+
+    With ``endless_has_more`` every page says ``hasMore`` true, and a page past the end carries
+    the records of the last real page again (``totalCount`` stays the true count).
+    """
     maximum = min(int(endpoint.page_size_max or MAX_PAGE_SIZE), MAX_PAGE_SIZE)
     page = _int_param(query, "page", 1, 1, None)
     page_size = _int_param(query, "pageSize", DEFAULT_PAGE_SIZE, 1, maximum)
@@ -255,6 +286,11 @@ def list_body(
     start = (page - 1) * page_size
     records = matching[start : start + page_size]
     has_more = start + page_size < len(matching)
+    if endless_has_more:
+        has_more = True
+        if not records and matching:
+            last_start = (len(matching) - 1) // page_size * page_size
+            records = matching[last_start : last_start + page_size]
     total = str(len(matching)) if include_total else "null"
     head = (
         f'{{"page":{page},"pageSize":{page_size},"hasMore":{"true" if has_more else "false"},'

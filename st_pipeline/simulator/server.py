@@ -2,9 +2,13 @@
 
 Routes come from the endpoint catalogue (every endpoint of every served dataset). Requests are
 checked the way the real gateway checks them: the ``ST-App-Key`` header, then the bearer token,
-then that the token's tenant is the tenant in the path; then the rate limit (if configured),
-then faults (queued or planned, see ``faults``). A few ``/_simulator/…`` paths expose the ground
-truth and the request counters to out-of-process demos and benchmarks; they need no credentials.
+then that the token's tenant is the tenant in the path; then the rate limit (if configured);
+then that the endpoint exists for the tenant (``hide_modules``) and takes the method, and that
+the tenant granted its scopes (``deny_scopes``); then faults (queued or planned, see
+``faults``). A correct answer may then be made to misbehave (``misbehave``, see ``quirks``).
+Token requests may be answered with queued faults too (``inject_token_faults``). A few
+``/_simulator/…`` paths expose the ground truth and the request counters to out-of-process
+demos and benchmarks; they need no credentials.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from st_pipeline.simulator.errors import (
     ApiError,
     problem,
 )
-from st_pipeline.simulator.faults import FaultDraws, FaultInjector, FaultPlan
+from st_pipeline.simulator.faults import FaultDraws, FaultInjector, FaultPlan, token_error_reply
+from st_pipeline.simulator.quirks import Quirks, damage_body
 from st_pipeline.simulator.ratelimit import RateLimiter
 from st_pipeline.simulator.reply import Reply
 from st_pipeline.simulator.routes import RouteTable, tenant_in_path
@@ -55,6 +60,7 @@ _CONTROL_DATASET = re.compile(r"^/_simulator/tenants/([^/]+)/datasets/([^/]+)$")
 _CONTROL_COUNTS = re.compile(r"^/_simulator/tenants/([^/]+)/counts$")
 _CONTROL_CHANGES = re.compile(r"^/_simulator/tenants/([^/]+)/changes$")
 _CHANGE_SPACING_TICKS = 10_000  # 1 ms between the records of one apply_changes call
+_NO_QUIRKS = Quirks()
 
 
 class Simulator:
@@ -63,6 +69,20 @@ class Simulator:
     Use as a context manager (``with Simulator(config) as sim: …``) or call :meth:`start` and
     :meth:`stop`. Tenant data is generated on first use and then kept for the simulator's life;
     the ground-truth methods work whether or not the server is running.
+
+    Knobs for hostile behaviour at run time (besides those of ``SimulatorConfig``):
+
+    * :meth:`inject_faults` / :meth:`set_fault_plan`: error statuses (any ``Retry-After``,
+      served verbatim), dropped connections, truncated or slow answers;
+    * :meth:`inject_token_faults`: the token endpoint answers 429, 5xx, or drops the connection;
+    * :meth:`revoke_credentials`, :meth:`set_client_secret`, :meth:`expire_tokens`: 400
+      ``invalid_client`` at the token endpoint, 401 at the API;
+    * :meth:`deny_scopes` (403) and :meth:`hide_modules` (404): a tenant without some scopes,
+      or without whole modules;
+    * :meth:`misbehave`: one dataset's 200 answers are wrong — a cursor that is stuck or
+      repeats with records, endless pages, a wrong ``totalCount``, absurdly deep JSON, a padded
+      body, invalid UTF-8, or a body dripped a few bytes per second;
+    * :meth:`tamper_records`: records with wrong types, ``NaN``, missing ids, unknown fields.
     """
 
     def __init__(
@@ -102,7 +122,11 @@ class Simulator:
         self._revoked: frozenset[int] = frozenset(config.revoked_tenants)  # replaced, not changed
         self._revoked_lock = threading.Lock()
         self._denied_scopes: dict[int, frozenset[str]] = {}  # replaced, not changed
-        self._quirks: dict[tuple[int, str], dict[str, Any]] = {}  # replaced, not changed
+        self._hidden_modules: dict[int, frozenset[str]] = {}  # replaced, not changed
+        self._quirks: dict[tuple[int, str], Quirks] = {}  # replaced, not changed
+        self.token_faults = FaultInjector()
+        """The faults queued for the token endpoint (see :meth:`inject_token_faults`)."""
+        self._modules = frozenset(e.module for e in catalogue.endpoints)
         self._data: dict[int, TenantData] = {}
         self._data_locks = {tenant_id: threading.Lock() for tenant_id in self._tenants}
         self._change_numbers = itertools.count(1)
@@ -210,12 +234,26 @@ class Simulator:
         retry_after_s: int | None = None,
     ) -> None:
         """Answer the next ``count`` authorized API requests (of one tenant, or any) with
-        ``status`` instead of data; 429s carry ``Retry-After`` (``retry_after_s``, default 1)."""
+        ``status`` instead of data; 429s carry ``Retry-After`` (``retry_after_s``, default 1;
+        any value, however absurd, is served verbatim). ``status`` 0 drops the connection
+        without a response."""
         self.faults.inject(status, count, tenant_id, retry_after_s)
 
+    def inject_token_faults(
+        self, status: int, count: int = 1, *, retry_after_s: int | None = None
+    ) -> None:
+        """Answer the next ``count`` token requests (``POST /connect/token``, any client) with
+        ``status`` instead of a token: 429 with ``Retry-After`` (``retry_after_s``, default 1)
+        and ``{"error": "too_many_requests", …}``; a 5xx with an HTML gateway page; another
+        4xx with an OAuth error object; ``status`` 0 drops the connection without a response.
+        Each is counted in ``stats.token_faults``."""
+        self.token_faults.inject(status, count, None, retry_after_s)
+
     def clear_faults(self) -> None:
-        """Drop the queued faults (the fault plan stays)."""
+        """Drop the queued faults, of the API and of the token endpoint (the fault plan
+        stays)."""
         self.faults.clear()
+        self.token_faults.clear()
 
     def set_fault_plan(self, plan: FaultPlan | None) -> None:
         """Replace the planned faults (``None``: none). Draws start afresh, as in a new
@@ -237,6 +275,19 @@ class Simulator:
             raise KeyError(f"tenant {tenant_id} is not configured")
         with self._revoked_lock:
             self._denied_scopes = {**self._denied_scopes, tenant_id: frozenset(scopes)}
+
+    def hide_modules(self, tenant_id: int, modules: set[str] | frozenset[str]) -> None:
+        """The tenant does not have these ServiceTitan modules (catalogue ``Endpoint.module``
+        names, such as ``"equipmentsystems"``): every endpoint of theirs answers 404 with a
+        problem-details body. Replaces the tenant's earlier hidden modules; an empty set
+        un-hides them all. Unknown module names raise ``KeyError``."""
+        if tenant_id not in self._tenants:
+            raise KeyError(f"tenant {tenant_id} is not configured")
+        unknown = sorted(set(modules) - self._modules)
+        if unknown:
+            raise KeyError(f"unknown modules {unknown}; known: {sorted(self._modules)}")
+        with self._revoked_lock:
+            self._hidden_modules = {**self._hidden_modules, tenant_id: frozenset(modules)}
 
     def tamper_records(
         self, tenant_id: int, dataset_key: str, edits: dict[int, Callable[[dict[str, Any]], None]]
@@ -354,8 +405,9 @@ class Simulator:
 
     # -- request handling (called by the HTTP handler) ---------------------------------------
 
-    def handle_token(self, body: bytes, authorization: str | None) -> tuple[int, dict[str, Any]]:
-        """``POST /connect/token`` (client credentials in the form, or HTTP Basic)."""
+    def handle_token(self, body: bytes, authorization: str | None) -> Reply:
+        """``POST /connect/token`` (client credentials in the form, or HTTP Basic); a queued
+        token fault, if any, is served instead of the answer (and no token is issued)."""
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
         if authorization and authorization.lower().startswith("basic "):
@@ -366,11 +418,18 @@ class Simulator:
                 pass
         tenant = self._clients.get(client_id or "")
         self.stats.record_token_request(tenant.tenant_id if tenant else None)
+        fault = self.token_faults.take(None)
+        if fault is not None:
+            self.stats.record_token_fault()
+            if fault.kind == "drop":
+                return Reply(0, b"", drop=True)
+            return token_error_reply(fault)
+        no_cache = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         grant_type = form.get("grant_type")
         if not grant_type:
-            return 400, {"error": "invalid_request"}
+            return Reply(400, dumpb({"error": "invalid_request"}), no_cache)
         if grant_type != "client_credentials":
-            return 400, {"error": "unsupported_grant_type"}
+            return Reply(400, dumpb({"error": "unsupported_grant_type"}), no_cache)
         if (
             tenant is None
             or tenant.tenant_id in self._revoked
@@ -378,13 +437,14 @@ class Simulator:
                 (client_secret or "").encode(), tenant.client_secret.encode()
             )
         ):
-            return 400, {"error": "invalid_client"}
-        return 200, {
+            return Reply(400, dumpb({"error": "invalid_client"}), no_cache)
+        token = {
             "access_token": self.tokens.issue(tenant.tenant_id),
             "expires_in": self.config.token_lifetime_s,
             "token_type": "Bearer",
             "scope": self.scope,
         }
+        return Reply(200, dumpb(token), no_cache)
 
     def handle_api(self, method: str, path: str, query: str, headers: dict[str, str]) -> Reply:
         """One API request; ``headers`` have lower-case names. Raises ``ApiError``."""
@@ -410,6 +470,9 @@ class Simulator:
         route = self._routes.match(path)
         if route is None:
             raise ApiError(404, TITLE_NOT_FOUND)
+        hidden = self._hidden_modules.get(path_tenant)
+        if hidden and route.endpoint.module in hidden:
+            raise ApiError(404, TITLE_NOT_FOUND)
         if method != "GET":
             raise ApiError(
                 405, "The simulator serves read endpoints only.", headers={"Allow": "GET"}
@@ -429,47 +492,90 @@ class Simulator:
         store = self._tenant_data(path_tenant).stores[route.dataset_key]
         params = feeds.Query(query)
         endpoint = route.endpoint
+        quirks = self._quirks.get((path_tenant, route.dataset_key), _NO_QUIRKS)
         if endpoint.kind == "export":
             batch_size = self.config.export_batch_size
-            body = feeds.export_body(store, endpoint, route.shape, params, batch_size)
+            body = feeds.export_body(
+                store, endpoint, route.shape, params, batch_size,
+                repeat_cursor=quirks.repeat_cursor,
+            )
         elif endpoint.kind == "list":
-            body = feeds.list_body(store, endpoint, route.shape, params)
+            body = feeds.list_body(
+                store, endpoint, route.shape, params, endless_has_more=quirks.endless_has_more
+            )
         else:
             body = feeds.lookup_body(store, endpoint, route.shape, params)
-        body = self._misbehave(path_tenant, route.dataset_key, endpoint.kind, params, body)
-        reply = Reply(200, body)
+        body = damage_body(self._misbehave(quirks, endpoint.kind, params, body), quirks)
+        reply = Reply(200, body, drip_bytes_per_s=quirks.drip_bytes_per_s)
         if fault is not None and fault.kind == "truncate":
             reply.body = body[: len(body) // 2]
         elif fault is not None and fault.kind == "slow":
             reply.delay_s = fault.delay_s
         return reply
 
-    def _misbehave(self, tenant_id: int, dataset_key: str, kind: str, params: feeds.Query, body: bytes) -> bytes:
-        """Apply :meth:`misbehave` settings to a correct answer."""
-        quirks = self._quirks.get((tenant_id, dataset_key))
-        if not quirks:
-            return body
+    @staticmethod
+    def _misbehave(quirks: Quirks, kind: str, params: feeds.Query, body: bytes) -> bytes:
+        """Apply the stuck cursor and the ``totalCount`` offset to an answer."""
         token = params.get("from")
-        if kind == "export" and quirks.get("stuck_cursor") and token:
+        if kind == "export" and quirks.stuck_cursor and token:
             return dumpb({"hasMore": True, "continueFrom": token, "data": []})
-        if kind == "list" and quirks.get("total_count_offset"):
+        if kind == "list" and quirks.total_count_offset:
             document = json.loads(body)
             if document.get("totalCount") is not None:
-                document["totalCount"] += quirks["total_count_offset"]
+                document["totalCount"] += quirks.total_count_offset
             return dumpb(document)
         return body
 
     def misbehave(
-        self, tenant_id: int, dataset_key: str, *, stuck_cursor: bool = False, total_count_offset: int = 0
+        self,
+        tenant_id: int,
+        dataset_key: str,
+        *,
+        stuck_cursor: bool = False,
+        total_count_offset: int = 0,
+        repeat_cursor: bool = False,
+        endless_has_more: bool = False,
+        deep_json_depth: int = 0,
+        padding_bytes: int = 0,
+        drip_bytes_per_s: float | None = None,
+        invalid_utf8: bool = False,
     ) -> None:
-        """Make one dataset of one tenant misbehave: an export feed whose cursor stops moving
-        (``hasMore`` true, the same ``continueFrom``, no data) after its first page, or a paged
-        list whose ``totalCount`` is off by ``total_count_offset``."""
+        """Make the authorized 200 answers of one dataset of one tenant misbehave. Each call
+        replaces the dataset's earlier settings (all off: behave again).
+
+        * ``stuck_cursor`` (export feeds): a request with ``from`` gets ``hasMore`` true, that
+          same value as ``continueFrom``, and no data;
+        * ``repeat_cursor`` (export feeds): a request with ``from`` gets ``hasMore`` true, that
+          same value as ``continueFrom``, and the records of the feed's first batch (requests
+          without ``from`` are answered normally); ``stuck_cursor`` wins over it;
+        * ``endless_has_more`` (paged lists): every page says ``hasMore`` true; pages past the
+          end repeat the last real page's records; ``totalCount`` stays true;
+        * ``total_count_offset`` (paged lists): ``totalCount`` (when asked for) is off by this;
+        * ``deep_json_depth``: valid JSON whose ``data`` is arrays nested this deep (a lookup's
+          bare array gets such an element first);
+        * ``padding_bytes``: an extra top-level ``"padding"`` string field of this many bytes
+          (a lookup's bare array: inside its first record);
+        * ``invalid_utf8``: the first record's first string value starts with ``\xff\xfe``
+          instead of its first character (``Content-Length`` stays right);
+        * ``drip_bytes_per_s``: the headers go out at once, the body at this rate (until the
+          client disconnects or the simulator stops).
+
+        See :func:`~st_pipeline.simulator.quirks.damage_body` for how the body-damaging ones
+        combine. Raises ``KeyError`` for a dataset that is not served, ``ValueError`` for a
+        negative depth or padding or a rate that is not positive.
+        """
         key = self._served_key(dataset_key)
-        self._quirks = {
-            **self._quirks,
-            (tenant_id, key): {"stuck_cursor": stuck_cursor, "total_count_offset": total_count_offset},
-        }
+        quirks = Quirks(
+            stuck_cursor=stuck_cursor,
+            total_count_offset=total_count_offset,
+            repeat_cursor=repeat_cursor,
+            endless_has_more=endless_has_more,
+            deep_json_depth=deep_json_depth,
+            padding_bytes=padding_bytes,
+            drip_bytes_per_s=drip_bytes_per_s,
+            invalid_utf8=invalid_utf8,
+        )
+        self._quirks = {**self._quirks, (tenant_id, key): quirks}
 
     def _admit(self, app_key: str, tenant_id: int) -> None:
         """Apply the rate limit to an authorized request; raises the 429 when over it."""

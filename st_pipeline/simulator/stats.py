@@ -18,7 +18,8 @@ _WINDOW_S = 1.0
 
 class SimulatorStats:
     """Thread-safe counts of token requests, API requests, response statuses, throttled
-    requests and injected faults, in total and per tenant."""
+    requests and injected faults, in total and per tenant; and of the faults injected at the
+    token endpoint (:attr:`token_faults`, not part of :attr:`injected`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -29,6 +30,7 @@ class SimulatorStats:
         self._injected: dict[int | None, Counter[str]] = {}
         self._recent: dict[int, deque[float]] = {}  # accepted requests of the last second
         self._peak_per_second: Counter[int] = Counter()
+        self._token_faults = 0
 
     # -- recording (called by the simulator) ------------------------------------------------
 
@@ -70,6 +72,11 @@ class SimulatorStats:
             if counts is None:
                 counts = self._injected[tenant_id] = Counter()
             counts[kind] += 1
+
+    def record_token_fault(self) -> None:
+        """A fault served at the token endpoint instead of a token."""
+        with self._lock:
+            self._token_faults += 1
 
     # -- totals --------------------------------------------------------------------------------
 
@@ -125,6 +132,12 @@ class SimulatorStats:
         with self._lock:
             return self._injected_by_kind([self._injected.get(tenant_id, Counter())])
 
+    @property
+    def token_faults(self) -> int:
+        """Faults served at the token endpoint (``Simulator.inject_token_faults``)."""
+        with self._lock:
+            return self._token_faults
+
     def max_requests_per_second_for(self, tenant_id: int) -> int:
         """The most requests of ``tenant_id`` let through (authorized, not throttled) within
         any sliding one-second window so far."""
@@ -150,10 +163,12 @@ class SimulatorStats:
                 "throttled": sum(self._throttled.values()),
                 "injected": all_injected,
                 "injected_total": sum(all_injected.values()),
+                "token_faults": self._token_faults,
                 "tenants": {str(tenant): self._tenant_snapshot(tenant) for tenant in tenants},
             }
 
     def reset(self) -> None:
+        """Zero every counter."""
         with self._lock:
             self._token_requests.clear()
             self._api_requests.clear()
@@ -162,6 +177,7 @@ class SimulatorStats:
             self._injected.clear()
             self._recent.clear()
             self._peak_per_second.clear()
+            self._token_faults = 0
 
     # -- internals (the lock is held) ----------------------------------------------------------
 

@@ -3,7 +3,9 @@
 The handler parses a request, hands it to the :class:`~st_pipeline.simulator.server.Simulator`
 and sends what it answers. Misbehaviour that lives on the wire is done here: the configured
 latency and slow answers are slept in the request's own thread (so concurrent requests
-overlap), and a dropped request closes the connection without a response.
+overlap), a dropped request closes the connection without a response, and a dripped answer
+sends its body a few bytes at a time (until it is done, the client goes away, or the server
+stops).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class SimulatorServer(ThreadingHTTPServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.stopping = threading.Event()
+        """Set by :meth:`close_connections`: handlers that are waiting (dripping) give up."""
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -52,7 +56,9 @@ class SimulatorServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
     def close_connections(self) -> None:
-        """Wake up handler threads waiting on idle keep-alive connections."""
+        """Wake up handler threads waiting on idle keep-alive connections or dripping a body,
+        and make them finish."""
+        self.stopping.set()
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
@@ -118,9 +124,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             if method != "POST":
                 reply = Reply(405, dumpb({"error": "invalid_request"}), {"Allow": "POST"})
             else:
-                status, token = simulator.handle_token(body, self.headers.get("Authorization"))
-                no_cache = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-                reply = Reply(status, dumpb(token), no_cache)
+                reply = simulator.handle_token(body, self.headers.get("Authorization"))
             self._send(reply)
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
@@ -155,4 +159,23 @@ class RequestHandler(BaseHTTPRequestHandler):
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        if reply.drip_bytes_per_s is None:
+            self.wfile.write(reply.body)
+        else:
+            self._drip(reply.body, reply.drip_bytes_per_s)
+
+    def _drip(self, body: bytes, bytes_per_s: float) -> None:
+        """Write ``body`` at ``bytes_per_s``; stop early (and close the connection) when the
+        client disconnects or the server stops. At most one write per chunk of the body."""
+        chunk = max(1, int(bytes_per_s / 10))
+        interval = chunk / bytes_per_s
+        stopping = self.server.stopping
+        for offset in range(0, len(body), chunk):
+            if offset and stopping.wait(interval):
+                self.close_connection = True
+                return
+            try:
+                self.wfile.write(body[offset : offset + chunk])
+            except OSError:  # the client went away (or stop() shut the socket down)
+                self.close_connection = True
+                return

@@ -23,15 +23,17 @@ import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.client import Page, ServiceTitanClient
-from st_pipeline.servicetitan.errors import MissingScopeError, ServiceTitanError
+from st_pipeline.servicetitan.errors import MissingScopeError, NotFoundError, ServiceTitanError
 from st_pipeline.servicetitan.models import PageValidation, validate_page
 from st_pipeline.servicetitan.timestamps import parse_timestamp
 from st_pipeline.sync import killpoints
 from st_pipeline.sync.state import (
     CANCELLED,
     FAILED,
+    NOT_LOADABLE,
     SKIPPED,
     SUCCEEDED,
+    UNAVAILABLE,
     DatasetClose,
     close_dataset,
     load_cursors,
@@ -84,7 +86,7 @@ class ExtractResult:
         return bool(
             self.rows_written or self.rows_deleted or self.quarantined or self.duplicates or self.warnings
             or (self.reported_total is not None and self.reported_total != self.records)
-            or (self.error is not None and self.status != SKIPPED)
+            or (self.error is not None and self.status not in NOT_LOADABLE)
         )
 
 
@@ -205,6 +207,7 @@ def sync_tenant(
                 killpoints.reached("dataset_finished")
         except BaseException as exc:
             cancelled.set()
+            client.cancel()  # requests still retrying for the other datasets stop now
             reason = f"stopped: {exc}" if str(exc) else f"stopped: {type(exc).__name__}"
             for dataset in datasets:
                 if dataset.key not in finished:
@@ -219,7 +222,9 @@ def sync_tenant(
 def _status(result: ExtractResult) -> str:
     if result.error is None:
         return SUCCEEDED
-    return SKIPPED if isinstance(result.error, MissingScopeError) else FAILED
+    if isinstance(result.error, MissingScopeError):
+        return SKIPPED
+    return UNAVAILABLE if isinstance(result.error, NotFoundError) else FAILED
 
 
 def _reconciles(dataset: Dataset, options: SyncOptions) -> bool:

@@ -15,7 +15,7 @@ from functools import cached_property
 
 import sqlalchemy as sa
 
-from st_pipeline.sync.state import SKIPPED
+from st_pipeline.sync.state import NOT_LOADABLE
 from st_pipeline.tenants.registry import Tenant
 from st_pipeline.warehouse.tables import dataset_status_table
 
@@ -92,7 +92,7 @@ def assess_datasets(
         result = results[dataset] = DatasetFreshness(dataset)
         for tenant in tenants:
             pair = (tenant.tenant_id, dataset)
-            if history.latest_status.get(pair) == SKIPPED:
+            if history.latest_status.get(pair) in NOT_LOADABLE:
                 result.not_granted.append(tenant.tenant_id)
                 continue
             result.checked.append(tenant.tenant_id)

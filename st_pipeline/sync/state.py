@@ -22,6 +22,10 @@ from st_pipeline.warehouse.tables import dataset_status_table, raw_table, sync_l
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
 # Not granted to the app for this tenant (403 missing scope): not an error, and not stale.
 SKIPPED = "skipped"
+# Not there for this tenant (404: a module the tenant does not have): not an error, and not stale.
+UNAVAILABLE = "unavailable"
+# The statuses of a dataset no sync of this tenant can load until something outside changes.
+NOT_LOADABLE = (SKIPPED, UNAVAILABLE)
 # Stopped unfinished because another dataset's error ended the tenant's run (open circuit, revoked
 # credentials); what it did until then is kept.
 CANCELLED = "cancelled"
@@ -188,6 +192,18 @@ def _bookkeeping(conn: sa.Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+
+
+def latest_statuses(engine: sa.Engine, tenant_id: int) -> dict[str, str]:
+    """The status of each dataset's latest sync for the tenant (from ``st_dataset_status``)."""
+    status = dataset_status_table.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(status.dataset, status.last_status).where(
+                status.tenant_id == tenant_id, status.last_status.is_not(None)
+            )
+        ).all()
+    return {row.dataset: row.last_status for row in rows}
 
 
 def row_counts(engine: sa.Engine, tenant_id: int, dataset_keys: Iterable[str] | None = None) -> dict[str, int]:

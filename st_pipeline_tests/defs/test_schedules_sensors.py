@@ -235,7 +235,7 @@ def test_stale_tenant_alert_and_recovery(
     assert [a["event"] for a in resolved] == ["incident_resolved"]
 
 
-def test_datasets_no_longer_granted_alert_once_per_tenant(
+def test_datasets_not_granted_or_not_available_alert_once_per_tenant(
     local_env: Path, registry: TenantRegistry, receiver: HttpReceiver
 ) -> None:
     import sqlalchemy as sa
@@ -247,14 +247,16 @@ def test_datasets_no_longer_granted_alert_once_per_tenant(
     upgrade(engine)
     _save(registry, 31)
     payroll = [d.key for d in load_catalogue().extracted_datasets() if d.module == "payroll"]
+    forms = [d.key for d in load_catalogue().extracted_datasets() if d.module == "forms"]
     now = datetime.now(UTC)
 
-    def statuses(status: str) -> None:
+    def statuses(payroll_status: str, forms_status: str) -> None:
         with engine.begin() as conn:
             conn.execute(dataset_status_table.delete())
             conn.execute(dataset_status_table.insert(), [
                 {"tenant_id": 31, "dataset": key, "row_count": 0, "last_status": status, "last_ended_at": now,
-                 "last_success_at": now} for key in payroll
+                 "last_success_at": now}
+                for keys, status in ((payroll, payroll_status), (forms, forms_status)) for key in keys
             ])
 
     with dg.instance_for_test() as instance:
@@ -263,18 +265,23 @@ def test_datasets_no_longer_granted_alert_once_per_tenant(
             with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
                 stale_tenant_sensor(context)
 
-        statuses("skipped")  # the tenant's admin withdrew the payroll scopes
+        # The tenant's admin withdrew the payroll scopes; the tenant does not have the forms module.
+        statuses("skipped", "unavailable")
         evaluate()
         evaluate()
-        opened = [json.loads(r.body) for r in receiver.drain()]
-        statuses("succeeded")
+        opened = sorted((json.loads(r.body) for r in receiver.drain()), key=lambda a: a["kind"])
+        statuses("succeeded", "succeeded")
         evaluate()
-        resolved = [json.loads(r.body) for r in receiver.drain()]
+        resolved = sorted((json.loads(r.body) for r in receiver.drain()), key=lambda a: a["kind"])
     engine.dispose()
-    [alert] = opened
-    assert alert["kind"] == "scope_missing" and alert["title"].endswith(f"{len(payroll)} datasets not granted")
-    assert all(key in alert["reason"] for key in payroll[:5]) and "tenant test --tenant 31" in alert["reason"]
-    assert [(a["kind"], a["event"]) for a in resolved] == [("scope_missing", "incident_resolved")]
+    module, scope = opened  # one each, although the sensor ran twice
+    assert scope["kind"] == "scope_missing" and scope["title"].endswith(f"{len(payroll)} datasets not granted")
+    assert all(key in scope["reason"] for key in payroll[:5]) and "tenant test --tenant 31" in scope["reason"]
+    assert module["kind"] == "module_missing" and module["title"].endswith("does not have the modules forms")
+    assert all(key in module["reason"] for key in forms[:5]) and "404" in module["reason"]
+    assert [(a["kind"], a["event"]) for a in resolved] == [
+        ("module_missing", "incident_resolved"), ("scope_missing", "incident_resolved"),
+    ]
 
 
 def test_fifty_failing_checks_of_one_tenant_make_one_alert(

@@ -146,39 +146,62 @@ def test_unregistered_tenant_fails_with_a_clear_message(local_env: Path, api_env
     assert "tenant 5555 is not registered" in failure.message and "st-pipeline tenant add" in failure.message
 
 
-def test_missing_scope_skips_that_endpoint_with_a_warning_and_the_rest_syncs(
+def test_missing_scope_and_missing_module_skip_those_datasets_and_the_rest_syncs(
     local_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """403 (scope not granted) and 404 (a module the tenant does not have): skipped, said once, run succeeds."""
     tenant = SimulatedTenant(tenant_id=8101, client_id="cid.noscope", client_secret="cs1.noscope-secret")
     config = SimulatorConfig(tenants=[tenant], seed=2, scale=0.02)
     catalogue = load_catalogue()
     payroll = [d for d in catalogue.extracted_datasets() if d.module == "payroll"]
+    forms = [d for d in catalogue.extracted_datasets() if d.module == "forms"]
     denied = {scope for d in payroll for scope in d.extraction_endpoint.scopes}
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
     register_tenants(registry_url, tenant)
     with Simulator(config) as sim:
         sim.deny_scopes(tenant.tenant_id, denied)
+        sim.hide_modules(tenant.tenant_id, {"forms"})
         point_at_simulator(monkeypatch, sim)
         with dg.instance_for_test() as instance:
             result = materialize_tenant(instance, tenant.tenant_id, registry_url, warehouse_url)
             materialized = set(raw_materializations(instance, result.run_id))
             summary = tenant_sync_metadata(instance, result.run_id)
             warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == 30]
-        others = [d for d in catalogue.extracted_datasets() if d.module != "payroll"]
+            observed = _observations(instance, result.run_id)
+            again = materialize_tenant(instance, tenant.tenant_id, registry_url, warehouse_url)
+            observed_again = _observations(instance, again.run_id)
+        others = [d for d in catalogue.extracted_datasets() if d.module not in ("payroll", "forms")]
         assert_warehouse_equals_ground_truth(warehouse_url, sim, tenant.tenant_id, others)
-    assert result.success
+    assert result.success and again.success
     assert materialized == {raw_asset_key(d) for d in others}
     assert summary["datasets_not_granted"].value == len(payroll)
     assert all(d.key in summary["not_granted"].value for d in payroll)
-    [warning] = warnings  # one line for the run, not one per dataset
-    assert f"{len(payroll)} datasets skipped" in warning and "tenant test" in warning
+    assert summary["datasets_not_available"].value == len(forms)
+    assert all(d.key in summary["not_available"].value for d in forms)
+    scope_warning, module_warning = sorted(warnings, key=lambda w: "404" in w)  # one line each per run
+    assert f"{len(payroll)} datasets skipped" in scope_warning and "tenant test" in scope_warning
+    assert f"{len(forms)} datasets skipped" in module_warning and "forms" in module_warning
+    assert observed == {raw_asset_key(d): False for d in forms}  # said once ...
+    assert observed_again == {}  # ... not every hour
     engine = sa.create_engine(warehouse_url)
     with engine.connect() as conn:
-        statuses = dict(conn.execute(sa.select(sync_log_table.c.dataset, sync_log_table.c.status)).all())
+        statuses = dict(conn.execute(
+            sa.select(sync_log_table.c.dataset, sync_log_table.c.status).where(sync_log_table.c.run_id == result.run_id)
+        ).all())
     engine.dispose()
     assert {statuses[d.key] for d in payroll} == {"skipped"}
+    assert {statuses[d.key] for d in forms} == {"unavailable"}
     assert {statuses[d.key] for d in others} == {"succeeded"}
+
+
+def _observations(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, object]:
+    """The raw assets a run observed, with their ``available`` metadata."""
+    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)
+    return {
+        e.dagster_event.asset_key: e.dagster_event.event_specific_data.asset_observation.metadata["available"].value
+        for e in events
+    }
 
 
 def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> None:

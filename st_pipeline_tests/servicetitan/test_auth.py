@@ -67,14 +67,16 @@ def test_expired_simulator_clock_forces_a_new_token(fresh_simulator: Simulator) 
     assert fresh_simulator.stats.token_requests_for(TENANT_A.tenant_id) == 2
 
 
-def test_persistent_401_raises_after_exactly_one_retry(fresh_simulator: Simulator) -> None:
+def test_persistent_401_gets_two_fresh_tokens_then_blames_the_app_key(fresh_simulator: Simulator) -> None:
     endpoint = load_catalogue().dataset("crm/customers").list
     with ServiceTitanClient(_settings(fresh_simulator, app_key="ak1.wrong"), _credentials()) as client:
         with pytest.raises(AuthenticationError) as raised:
             next(client.iter_list(endpoint, page_size=5))
-    assert client.stats.requests == 2
+    assert client.stats.requests == 3  # the first token, then two fresh ones
+    assert fresh_simulator.stats.token_requests_for(TENANT_A.tenant_id) == 3
     message = str(raised.value)
-    assert f"tenant {TENANT_A.tenant_id}" in message and "SERVICETITAN_APP_KEY" in message
+    assert f"tenant {TENANT_A.tenant_id}" in message and "application key" in message
+    assert "SERVICETITAN_APP_KEY" in message and "client credentials" not in message
     assert "ak1.wrong" not in message
 
 

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from st_pipeline.servicetitan import spec_import
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, load_catalogue
+from st_pipeline_tests.servicetitan.specs import require_spec_dir, spec_dir
 
-SPEC_DIR = spec_import.DEFAULT_SPEC_DIR
 
-
-@pytest.mark.skipif(not SPEC_DIR.is_dir(), reason=f"specs not found beside the checkout ({SPEC_DIR})")
 def test_committed_catalogue_matches_the_specs() -> None:
-    regenerated = spec_import.render(spec_import.build_catalogue(SPEC_DIR))
+    regenerated = spec_import.render(spec_import.build_catalogue(require_spec_dir()))
     assert regenerated == spec_import.CATALOGUE_PATH.read_text(), "run `make catalogue` and commit the result"
+
+
+def test_missing_specs_fail_in_ci_and_skip_elsewhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ST_PIPELINE_SPEC_DIR", raising=False)
+    assert spec_dir() == Path(__file__).resolve().parents[3] / "shared" / "servicetitan-specs"
+    nowhere = tmp_path / "no-specs"
+    monkeypatch.setenv("ST_PIPELINE_SPEC_DIR", str(nowhere))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="not found at .*no-specs.*CI must run the spec tests"):
+        require_spec_dir()
+    for unset in ("", "false"):
+        monkeypatch.setenv("CI", unset)
+        with pytest.raises(pytest.skip.Exception, match="not found at .*no-specs"):
+            require_spec_dir()
+    nowhere.mkdir()
+    monkeypatch.setenv("CI", "true")
+    assert require_spec_dir() == nowhere
 
 
 def test_catalogue_holds_facts_not_prose() -> None:

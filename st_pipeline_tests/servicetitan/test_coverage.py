@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from st_pipeline.servicetitan import spec_import
 from st_pipeline.servicetitan.catalogue import EXCLUDED_DATASETS, load_catalogue
-
-SPEC_DIR = spec_import.DEFAULT_SPEC_DIR
+from st_pipeline_tests.servicetitan.specs import require_spec_dir
 
 
 def _spec_get_operations() -> list[tuple[str, str, list[str]]]:
     """(server path, path, path parameters) of every GET in the 24 specs."""
     found = []
-    for spec_file in sorted(SPEC_DIR.glob("*.json")):
+    for spec_file in sorted(require_spec_dir().glob("*.json")):
         spec = json.loads(spec_file.read_text())
         base = "/" + spec["servers"][0]["url"].split("://", 1)[1].split("/", 1)[1]
         for path, item in spec["paths"].items():
@@ -25,7 +21,6 @@ def _spec_get_operations() -> list[tuple[str, str, list[str]]]:
     return found
 
 
-@pytest.mark.skipif(not SPEC_DIR.is_dir(), reason=f"specs not found beside the checkout ({SPEC_DIR})")
 def test_every_tenant_level_endpoint_is_extracted_or_excluded_with_a_reason() -> None:
     catalogue = load_catalogue()
     by_path = {endpoint.path: endpoint for endpoint in catalogue.endpoints}

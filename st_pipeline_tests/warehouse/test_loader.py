@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.warehouse.engine import create_warehouse_engine
-from st_pipeline.warehouse.loader import RecordKeyError, raw_rows, upsert_rows
+from st_pipeline.warehouse.loader import RecordKeyError, content_key, raw_rows, upsert_rows
 from st_pipeline.warehouse.schema import ensure_raw_tables
 from st_pipeline.warehouse.tables import raw_table
 
@@ -75,6 +75,24 @@ def test_timestamp_with_seven_digits_keeps_microseconds(engine: sa.Engine) -> No
 def test_record_without_integer_id_is_rejected() -> None:
     with pytest.raises(RecordKeyError, match="tenant 1"):
         raw_rows(1, [{"id": "12"}], extracted_at=NOW, run_id="r")
+
+
+# A keyless record (dispatch/business-hours-like) and its keys, worked out once outside Python:
+#   printf '%s' '{"active":true,"note":"Zo\u00eb","saturday":null,"weekdays":[{"from":"08:00","to":"17:00"}]}#0' \
+#     | b2sum -l 64   →  e3ab7f1cbe84799e  →  >> 1  →  0x71d5bf8e5f423ccf
+# (and ``#1`` → b99da5f06474637b → 0x5cced2f8323a31bd). Key order, spacing, the ASCII escape and the
+# occurrence suffix all count: a change to any of them changes every keyless row's key.
+KEYLESS = {"weekdays": [{"from": "08:00", "to": "17:00"}], "saturday": None, "note": "Zoë", "active": True}
+KEYLESS_KEY_0 = 8202672914529664207
+KEYLESS_KEY_1 = 6687514460128162237
+
+
+def test_content_key_of_a_fixed_record_is_pinned() -> None:
+    assert content_key(KEYLESS) == KEYLESS_KEY_0
+    assert content_key(KEYLESS, 1) == KEYLESS_KEY_1
+    # Two identical keyless records in one sync stay two rows, numbered by occurrence.
+    rows = raw_rows(1, [KEYLESS, dict(KEYLESS)], extracted_at=NOW, run_id="r", key_field=None)
+    assert [row["id"] for row in rows] == [KEYLESS_KEY_0, KEYLESS_KEY_1]
 
 
 def test_awkward_text_survives_the_bulk_path(engine: sa.Engine) -> None:
