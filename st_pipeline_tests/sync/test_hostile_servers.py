@@ -207,9 +207,13 @@ def test_the_token_endpoint_is_retried_like_the_api(sim, tenant, warehouse, stat
 @pytest.mark.timeout(60)
 def test_a_401_after_a_fresh_token_gets_one_more_token_before_blaming_credentials(sim, tenant, warehouse) -> None:
     url, engine = warehouse
+    job_types = CATALOGUE.dataset("jpm/job-types")
     sim.inject_faults(401, 2, tenant_id=tenant.tenant_id)
-    results = _sync(sim, tenant, engine)
-    _others_load_exactly(url, sim, tenant, results, set())
+    with _client(sim, tenant) as client:  # one dataset, so that both 401s meet the same request
+        [result] = sync_tenant(client, engine, [job_types], run_id="hostile-401-twice")
+        assert client.stats.reauthentications == 2
+    assert result.status == SUCCEEDED
+    assert_warehouse_equals_ground_truth(url, sim, tenant.tenant_id, [job_types])
 
 
 @pytest.mark.timeout(60)
@@ -248,10 +252,18 @@ def test_a_url_scheme_httpx_cannot_speak_is_not_retried() -> None:
 @pytest.mark.timeout(60)
 def test_lists_with_only_a_created_on_filter_see_changes_to_existing_records(sim, tenant, warehouse) -> None:
     url, engine = warehouse
+    key = "accounting/payment-types"
+    [oldest] = sim.ground_truth(tenant.tenant_id, key)[:1]
+    sim.apply_changes(tenant.tenant_id, key, created=3)  # newer records: a createdOn watermark would pass the oldest
     _sync(sim, tenant, engine)
-    changed = sim.apply_changes(tenant.tenant_id, "accounting/payment-types", updated=1)["updated"]
+
+    def rename(record: dict) -> None:
+        record["name"] = "Renamed payment type"
+        record["modifiedOn"] = "2030-01-01T00:00:00Z"
+
+    sim.tamper_records(tenant.tenant_id, key, {oldest["id"]: rename})
     results = _sync(sim, tenant, engine)
-    assert len(changed) == 1 and results["accounting/payment-types"].rows_written == 1
+    assert results[key].rows_written == 1
     _others_load_exactly(url, sim, tenant, results, set())
 
 
