@@ -38,6 +38,10 @@ from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
 from st_pipeline.sync.state import FAILED, SUCCEEDED, UNAVAILABLE
 from st_pipeline_tests.support import assert_warehouse_equals_ground_truth, prepared_warehouse
 
+# A hang fails the test: the thread method ends the (worker) process even when threads are stuck in
+# a sleep, where a signal would only interrupt the main thread.
+pytestmark = pytest.mark.timeout(60, method="thread")
+
 CATALOGUE = load_catalogue()
 KEYS = (
     "crm/customers", "jpm/jobs",  # export feeds
@@ -103,7 +107,6 @@ def _others_load_exactly(
     assert_warehouse_equals_ground_truth(url, sim, tenant.tenant_id, others)
 
 
-@pytest.mark.timeout(60)
 def test_an_absurd_retry_after_fails_one_request_and_the_rest_load(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     sim.inject_faults(429, 1, tenant_id=tenant.tenant_id, retry_after_s=999_999)
@@ -115,7 +118,6 @@ def test_an_absurd_retry_after_fails_one_request_and_the_rest_load(sim, tenant, 
     _others_load_exactly(url, sim, tenant, results, set(throttled))
 
 
-@pytest.mark.timeout(60)
 def test_a_dripping_body_is_cut_off_by_the_request_deadline(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     sim.misbehave(tenant.tenant_id, "jpm/job-types", drip_bytes_per_s=20)
@@ -126,7 +128,6 @@ def test_a_dripping_body_is_cut_off_by_the_request_deadline(sim, tenant, warehou
     _others_load_exactly(url, sim, tenant, results, {"jpm/job-types"})
 
 
-@pytest.mark.timeout(60)
 def test_an_export_cursor_that_repeats_with_records_stops_that_feed(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     sim.misbehave(tenant.tenant_id, "crm/customers", repeat_cursor=True)
@@ -137,7 +138,6 @@ def test_an_export_cursor_that_repeats_with_records_stops_that_feed(sim, tenant,
     _others_load_exactly(url, sim, tenant, results, {"crm/customers"})
 
 
-@pytest.mark.timeout(60)
 def test_a_list_that_says_has_more_forever_stops_past_its_total(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     sim.misbehave(tenant.tenant_id, "crm/contacts", endless_has_more=True)
@@ -148,7 +148,6 @@ def test_a_list_that_says_has_more_forever_stops_past_its_total(sim, tenant, war
     _others_load_exactly(url, sim, tenant, results, {"crm/contacts"})
 
 
-@pytest.mark.timeout(60)
 def test_json_nested_ten_thousand_deep_costs_only_its_dataset(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     sim.misbehave(tenant.tenant_id, "jpm/job-types", deep_json_depth=10_000)
@@ -159,7 +158,6 @@ def test_json_nested_ten_thousand_deep_costs_only_its_dataset(sim, tenant, wareh
     _others_load_exactly(url, sim, tenant, results, {"jpm/job-types"})
 
 
-@pytest.mark.timeout(60)
 def test_an_oversized_page_is_refused_unread(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     sim.misbehave(tenant.tenant_id, "settings/user-roles", padding_bytes=2 * 1024 * 1024)
@@ -170,7 +168,6 @@ def test_an_oversized_page_is_refused_unread(sim, tenant, warehouse) -> None:
     _others_load_exactly(url, sim, tenant, results, {"settings/user-roles"})
 
 
-@pytest.mark.timeout(60)
 def test_bytes_that_are_not_utf8_fail_that_dataset_at_once(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     sim.misbehave(tenant.tenant_id, "dispatch/arrival-windows", invalid_utf8=True)
@@ -181,7 +178,6 @@ def test_bytes_that_are_not_utf8_fail_that_dataset_at_once(sim, tenant, warehous
     _others_load_exactly(url, sim, tenant, results, {"dispatch/arrival-windows"})
 
 
-@pytest.mark.timeout(60)
 def test_a_module_the_tenant_lacks_is_skipped_as_unavailable(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     sim.hide_modules(tenant.tenant_id, {"dispatch"})
@@ -193,7 +189,6 @@ def test_a_module_the_tenant_lacks_is_skipped_as_unavailable(sim, tenant, wareho
     _others_load_exactly(url, sim, tenant, results, missing)
 
 
-@pytest.mark.timeout(60)
 @pytest.mark.parametrize("status", [429, 503, 0])
 def test_the_token_endpoint_is_retried_like_the_api(sim, tenant, warehouse, status: int) -> None:
     url, engine = warehouse
@@ -204,7 +199,6 @@ def test_the_token_endpoint_is_retried_like_the_api(sim, tenant, warehouse, stat
     _others_load_exactly(url, sim, tenant, results, set())
 
 
-@pytest.mark.timeout(60)
 def test_a_401_after_a_fresh_token_gets_one_more_token_before_blaming_credentials(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     job_types = CATALOGUE.dataset("jpm/job-types")
@@ -216,7 +210,6 @@ def test_a_401_after_a_fresh_token_gets_one_more_token_before_blaming_credential
     assert_warehouse_equals_ground_truth(url, sim, tenant.tenant_id, [job_types])
 
 
-@pytest.mark.timeout(60)
 def test_three_401s_in_a_row_blame_the_client_credentials_and_end_the_tenant_run(sim, tenant, warehouse) -> None:
     _, engine = warehouse
     sim.inject_faults(401, 3, tenant_id=tenant.tenant_id)
@@ -228,7 +221,6 @@ def test_three_401s_in_a_row_blame_the_client_credentials_and_end_the_tenant_run
     assert "SERVICETITAN_APP_KEY" not in message and tenant.client_secret not in message
 
 
-@pytest.mark.timeout(60)
 def test_https_against_a_plain_http_server_fails_at_once_saying_what_to_fix(sim, tenant, warehouse) -> None:
     _, engine = warehouse
     https_url = sim.url.replace("http://", "https://")
@@ -249,7 +241,6 @@ def test_a_url_scheme_httpx_cannot_speak_is_not_retried() -> None:
     assert unhealable_cause(refused.value) is None
 
 
-@pytest.mark.timeout(60)
 def test_lists_with_only_a_created_on_filter_see_changes_to_existing_records(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     key = "accounting/payment-types"
@@ -267,7 +258,6 @@ def test_lists_with_only_a_created_on_filter_see_changes_to_existing_records(sim
     _others_load_exactly(url, sim, tenant, results, set())
 
 
-@pytest.mark.timeout(60)
 def test_reconciliation_of_a_hostile_list_marks_nothing_deleted(sim, tenant, warehouse) -> None:
     url, engine = warehouse
     _sync(sim, tenant, engine)
