@@ -17,7 +17,7 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from st_pipeline.database import DatabaseError
+from st_pipeline.database import DatabaseError, open_engine
 from st_pipeline.redaction import redact
 from st_pipeline.servicetitan.errors import ServiceTitanError
 from st_pipeline.settings import Settings, SettingsError, load_settings
@@ -436,22 +436,32 @@ def _partition_state(settings: Settings, tenant_id: int) -> str:
 
 @main.group()
 def db() -> None:
-    """The warehouse schema."""
+    """The schemas of the warehouse and the registry."""
 
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Bring the warehouse (ST_PIPELINE_WAREHOUSE_URL) to the schema this version needs."""
-    from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
-    from st_pipeline.warehouse.schema import current_revision, upgrade
+    """Bring the warehouse and the registry to the schemas this version needs.
 
-    engine = create_warehouse_engine(load_settings().warehouse_database_url)
-    try:
-        before = current_revision(engine)
-        upgrade(engine)
-        click.echo(f"warehouse {describe_url(engine)}: schema {before or 'empty'} → {current_revision(engine)}")
-    finally:
-        engine.dispose()
+    An empty database is also created by its first use; one that is behind is upgraded only here.
+    A registry made before it had migrations is verified and adopted.
+    """
+    from st_pipeline.tenants.registry import REGISTRY_VARIABLE
+    from st_pipeline.tenants.schema import upgrade_registry
+    from st_pipeline.warehouse.engine import WAREHOUSE_VARIABLE, describe_url
+    from st_pipeline.warehouse.schema import upgrade
+
+    settings = load_settings()
+    for label, url, variable, apply in (
+        ("warehouse", settings.warehouse_database_url, WAREHOUSE_VARIABLE, upgrade),
+        ("registry", settings.registry_database_url, REGISTRY_VARIABLE, upgrade_registry),
+    ):
+        engine = open_engine(url, variable=variable)
+        try:
+            done = apply(engine)
+            click.echo(f"{label} {describe_url(engine)}: schema {done.describe()}")
+        finally:
+            engine.dispose()
 
 
 @main.group()

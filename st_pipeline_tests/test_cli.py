@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from st_pipeline.simulator import Simulator
+from st_pipeline.warehouse.schema import HEAD_REVISION, current_revision
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A
 from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
 
@@ -42,8 +44,8 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
     listed = _run([st_pipeline, "tenant", "list"], cli_env)
     assert str(TENANT_A.tenant_id) in listed.stdout and "Tenant A" in listed.stdout
 
-    upgraded = _run([st_pipeline, "db", "upgrade"], cli_env)
-    assert upgraded.returncode == 0 and "empty → 0005" in upgraded.stdout, upgraded.stderr
+    # No `st-pipeline db upgrade`: the first run creates the empty warehouse's schema.
+    assert not (local_env / "warehouse.db").exists()
     dagster = shutil.which("dagster", path=str(BIN))
     materialized = _run(
         [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "servicetitan/tenant_sync",
@@ -51,6 +53,9 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
         cli_env,
     )
     assert materialized.returncode == 0, materialized.stderr[-3000:]
+    engine = sa.create_engine(f"sqlite:///{local_env / 'warehouse.db'}")
+    assert current_revision(engine) == HEAD_REVISION
+    engine.dispose()
     assert_warehouse_equals_ground_truth(f"sqlite:///{local_env / 'warehouse.db'}", api_env, TENANT_A.tenant_id)
     for output in (added, listed, materialized):
         assert CANARY_SECRET not in output.stdout + output.stderr

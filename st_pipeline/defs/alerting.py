@@ -220,7 +220,10 @@ def stale_tenant_sensor(
     their module (404) → one alert each, listing them."""
     engine = warehouse.engine()
     if not sa.inspect(engine).has_table(dataset_status_table.name):
-        return dg.SkipReason("the warehouse has no sync status yet (run `st-pipeline db upgrade`)")
+        return dg.SkipReason(
+            "the warehouse has no sync status yet: no sync has run (the first creates it), or its schema is "
+            "behind (run `st-pipeline db upgrade`)"
+        )
     history = SyncHistory.read(engine)
     sla, now = tenant_registry.settings.freshness_sla, datetime.now(UTC)
     manager = alerting.manager(tenant_registry)

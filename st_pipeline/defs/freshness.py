@@ -19,8 +19,6 @@ from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import FRESHNESS_JOB
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.sync.freshness import SyncHistory, assess_datasets
-from st_pipeline.warehouse.engine import describe_url
-from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema
 
 FRESHNESS_CHECK = "freshness"
 
@@ -43,11 +41,7 @@ def build_freshness_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinit
         warehouse: WarehouseResource,
     ) -> Iterator[dg.AssetCheckResult]:
         sla = tenant_registry.settings.freshness_sla
-        engine = warehouse.engine()
-        try:
-            check_schema(engine, describe_url(engine))
-        except SchemaOutOfDateError as exc:
-            raise dg.Failure(str(exc)) from None
+        engine, _ = warehouse.current_engine()
         history = SyncHistory.read(engine)
         selected = [by_key[check_key.asset_key] for check_key in context.selected_asset_check_keys]
         tenants = tenant_registry.registry().list(enabled_only=True)

@@ -125,14 +125,18 @@ class WarehouseResource(dg.ConfigurableResource):
         return self._engine
 
     def current_engine(self) -> tuple[sa.Engine, str]:
-        """The engine and the warehouse's printable name; a run failure if its schema is not current."""
+        """The engine and the warehouse's printable name, its schema at this code's revision.
+
+        An empty warehouse gets its schema here (its first run); one behind or ahead of this code
+        is a run failure saying what to do, and is not changed.
+        """
         from st_pipeline.warehouse.engine import describe_url
-        from st_pipeline.warehouse.schema import SchemaOutOfDateError, check_schema
+        from st_pipeline.warehouse.schema import SchemaOutOfDateError, ensure_schema
 
         engine = self.engine()
         name = describe_url(engine)
         try:
-            check_schema(engine, name)
+            ensure_schema(engine, name)
         except SchemaOutOfDateError as exc:
             raise dg.Failure(str(exc)) from None
         return engine, name

@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from st_pipeline.database import describe_url
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.tenants import validation
 from st_pipeline.tenants.registry import Change, write_audit
-from st_pipeline.tenants.tables import EVERY_TENANT, audit_table, flags_table, metadata
+from st_pipeline.tenants.schema import ensure_registry_schema
+from st_pipeline.tenants.tables import EVERY_TENANT, flags_table
 
 
 class UnknownTargetError(ValueError):
@@ -48,7 +50,7 @@ class EndpointSelection:
     def __init__(self, engine: sa.Engine, config_disabled: Iterable[str] = ()) -> None:
         """``engine``: the registry database; ``config_disabled``: ``ST_PIPELINE_DISABLED_ENDPOINTS``."""
         self.engine = engine
-        metadata.create_all(engine, tables=[flags_table, audit_table])
+        ensure_registry_schema(engine, describe_url(engine))
         self.config_disabled = set(config_disabled)
         for target in self.config_disabled:
             check_target(target)

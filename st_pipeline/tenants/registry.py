@@ -16,15 +16,15 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from st_pipeline.database import open_engine
+from st_pipeline.database import describe_url, open_engine
 from st_pipeline.servicetitan.auth import TenantCredentials
 from st_pipeline.settings import Settings
 from st_pipeline.tenants import validation
 from st_pipeline.tenants.crypto import SecretBox, secret_box_from_settings
+from st_pipeline.tenants.schema import ensure_registry_schema
 from st_pipeline.tenants.tables import (
     audit_table,
     flags_table,
-    metadata,
     tenant_status_table,
     tenants_table,
 )
@@ -98,9 +98,11 @@ class TenantRegistry:
     """Reads and writes registered tenants."""
 
     def __init__(self, engine: sa.Engine, secret_box: SecretBox | Callable[[], SecretBox] | None = None) -> None:
+        """Use the registry database of ``engine``: an empty one gets its tables (``tenants.schema``);
+        one whose schema is not this code's raises ``SchemaOutOfDateError`` (run ``st-pipeline db upgrade``)."""
         self.engine = engine
         self._secret_box = secret_box
-        metadata.create_all(engine)
+        ensure_registry_schema(engine, describe_url(engine))
 
     @classmethod
     def open(cls, settings: Settings) -> TenantRegistry:

@@ -157,12 +157,16 @@ SCHEMA_CHANGE_WAIT_S = 300.0
 
 
 @contextmanager
-def schema_change_lock(engine: sa.Engine, wait_s: float = SCHEMA_CHANGE_WAIT_S) -> Iterator[None]:
-    """Be the only process changing the warehouse's tables for the block (wrap the transaction in it).
+def schema_change_lock(
+    engine: sa.Engine, wait_s: float = SCHEMA_CHANGE_WAIT_S, *, database: str = "warehouse"
+) -> Iterator[None]:
+    """Be the only process changing the database's tables for the block (wrap the transaction in it).
 
-    Runs of different tenants create tables on demand; without this, two first runs at once both see
-    a table missing and the second's CREATE fails. Inspect inside the block. PostgreSQL: an advisory
-    lock; SQLite: a lock file beside the database. Waits at most ``wait_s``.
+    Runs of different tenants create tables on demand, and the first use of an empty warehouse or
+    registry creates its schema; without this, two first runs at once both see a table missing and
+    the second's CREATE fails. Inspect inside the block. PostgreSQL: an advisory lock (per
+    database); SQLite: a lock file beside the database. Waits at most ``wait_s``. ``database``
+    names it in the timeout message. Not re-entrant: never call it inside itself.
     """
     if engine.dialect.name == "postgresql":
         acquire = _postgres_lock(engine, SCHEMA_CHANGE_KEY)
@@ -173,7 +177,7 @@ def schema_change_lock(engine: sa.Engine, wait_s: float = SCHEMA_CHANGE_WAIT_S) 
         while not try_lock():
             if time.monotonic() >= deadline:
                 raise TimeoutError(
-                    f"another process kept the warehouse's schema-change lock for {wait_s:.0f} s (creating "
+                    f"another process kept the {database}'s schema-change lock for {wait_s:.0f} s (creating "
                     "tables); retry the run, and look for a stuck st-pipeline process if it happens again"
                 )
             time.sleep(RETRY_INTERVAL_S)  # waiting on another process's lock, bounded by the deadline

@@ -1,75 +1,71 @@
-"""Warehouse schema versions (Alembic, shipped in the package): upgrade and check.
+"""Warehouse schema versions (Alembic, shipped in the package): create, check, upgrade.
 
-``st-pipeline db upgrade`` brings a database to the head revision; a sync refuses to run against
-a warehouse that is behind, with a message saying so. The check reads the version table with
-plain SQL against ``HEAD_REVISION``, so that a sync does not load Alembic (a test keeps the
-constant equal to the migrations' head).
+The rules are those of ``st_pipeline.schema_versions``: an empty warehouse is created at the head
+revision by its first run (``ensure_schema``); one that is behind is refused until
+``st-pipeline db upgrade``, one ahead of this code is refused. ``check_schema`` reads the version
+table with plain SQL against ``HEAD_REVISION``, so that a sync does not load Alembic (a test keeps
+``REVISIONS`` equal to the migrations).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from st_pipeline.schema_versions import SchemaOutOfDateError, Upgrade, VersionedSchema
 from st_pipeline.servicetitan.catalogue import Dataset
 from st_pipeline.warehouse.access import secure_tables
 from st_pipeline.warehouse.locks import schema_change_lock
-from st_pipeline.warehouse.tables import metadata, raw_table, raw_table_name
+from st_pipeline.warehouse.tables import CONTROL_TABLES, is_warehouse_table, metadata, raw_table, raw_table_name
 
-if TYPE_CHECKING:
-    from alembic.config import Config
+__all__ = [
+    "HEAD_REVISION", "MIGRATIONS", "REVISIONS", "VERSION_TABLE", "WAREHOUSE_SCHEMA", "SchemaOutOfDateError",
+    "check_schema", "current_revision", "ensure_raw_tables", "ensure_schema", "head_revision", "upgrade",
+]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "st_pipeline_schema_version"
-# The newest migration; bump it with every new one (test_schema checks it against Alembic's head).
-HEAD_REVISION = "0005"
+# Every migration, oldest first: append each new one (test_schema checks this against Alembic).
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")
+HEAD_REVISION = REVISIONS[-1]
+
+_CONTROL_NAMES = frozenset(table.name for table in CONTROL_TABLES)
 
 
-class SchemaOutOfDateError(RuntimeError):
-    """The warehouse's schema revision is not the one this code needs."""
+def _is_ours(name: str) -> bool:
+    return is_warehouse_table(name) or name in _CONTROL_NAMES
 
 
-def _config(connection: sa.Connection | None = None) -> Config:
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
+WAREHOUSE_SCHEMA = VersionedSchema(
+    label="warehouse",
+    variable="ST_PIPELINE_WAREHOUSE_URL",
+    migrations=MIGRATIONS,
+    version_table=VERSION_TABLE,
+    revisions=REVISIONS,
+    owns_table=_is_ours,
+    # On PostgreSQL, tables added since the last upgrade get the row-level security of
+    # ``st-pipeline access`` in the same transaction.
+    after_upgrade=secure_tables,
+)
 
 
 def head_revision() -> str:
     """The head revision as Alembic computes it from the migration scripts."""
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
-    return head
+    return WAREHOUSE_SCHEMA.alembic_revisions()[-1]
 
 
 def current_revision(engine: sa.Engine) -> str | None:
     """The revision the database is at; None before any migration."""
-    with engine.connect() as conn:
-        if not sa.inspect(conn).has_table(VERSION_TABLE):
-            return None
-        return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    return WAREHOUSE_SCHEMA.current_revision(engine)
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+def upgrade(engine: sa.Engine, revision: str = "head") -> Upgrade:
     """Apply every migration up to ``revision`` (idempotent); then secure every tenant table.
 
-    On PostgreSQL, tables added since the last upgrade get the row-level security of
-    ``st-pipeline access`` in the same transaction.
+    Takes the schema-change lock; refuses a warehouse ahead of this code.
     """
-    from alembic import command
-
-    with engine.begin() as conn:
-        command.upgrade(_config(conn), revision)
-        if revision == "head":
-            secure_tables(conn)
+    return WAREHOUSE_SCHEMA.upgrade(engine, revision)
 
 
 def ensure_raw_tables(engine: sa.Engine, datasets: list[Dataset]) -> None:
@@ -87,11 +83,13 @@ def ensure_raw_tables(engine: sa.Engine, datasets: list[Dataset]) -> None:
 
 
 def check_schema(engine: sa.Engine, where: str) -> None:
-    """Raise ``SchemaOutOfDateError`` unless the warehouse is at the head revision."""
-    current, head = current_revision(engine), HEAD_REVISION
-    if current != head:
-        state = "has no st_pipeline schema yet" if current is None else f"is at schema revision {current}"
-        raise SchemaOutOfDateError(
-            f"the warehouse {where} {state}; this version of st_pipeline needs revision {head}. "
-            "Run `st-pipeline db upgrade` (with the same ST_PIPELINE_WAREHOUSE_URL), then retry."
-        )
+    """Raise ``SchemaOutOfDateError`` unless the warehouse is at the head revision (never changes it)."""
+    WAREHOUSE_SCHEMA.check(engine, where)
+
+
+def ensure_schema(engine: sa.Engine, where: str) -> bool:
+    """What a run calls first: create an empty warehouse's schema (True if this call did), else check it.
+
+    A warehouse that is behind or ahead raises ``SchemaOutOfDateError`` and is left as it is.
+    """
+    return WAREHOUSE_SCHEMA.ensure(engine, where)

@@ -114,9 +114,14 @@ def test_materialize_into_postgres_with_the_production_instance(
         coordinator = instance.run_coordinator
         assert type(coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 21600
-        assert coordinator.get_run_queue_config().tag_concurrency_limits == [
+        queue = instance.get_concurrency_config().run_queue_config  # what the daemon's run queue reads
+        assert queue is not None
+        assert queue.tag_concurrency_limits == [
             {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
         ]
+        assert queue.max_concurrent_runs == 8
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+        assert not instance.run_retries_retry_on_asset_or_op_failure  # only crashed run workers
         result = materialize_tenant(instance, TENANT_A.tenant_id, registry_url, postgres_url)
         assert result.success
         assert instance.get_run_by_id(result.run_id) is not None

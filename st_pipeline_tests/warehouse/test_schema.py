@@ -107,6 +107,8 @@ def test_the_status_table_is_filled_from_the_log_on_upgrade(engine: sa.Engine) -
 
 def test_the_head_constant_is_the_migrations_head() -> None:
     """A sync checks against HEAD_REVISION without loading Alembic: it must be Alembic's head."""
-    from st_pipeline.warehouse.schema import HEAD_REVISION
+    from st_pipeline.warehouse.schema import HEAD_REVISION, REVISIONS, WAREHOUSE_SCHEMA
 
     assert HEAD_REVISION == head_revision()
+    # Every revision, in order: a revision missing here would be refused as "ahead" of the code.
+    assert WAREHOUSE_SCHEMA.alembic_revisions() == REVISIONS
