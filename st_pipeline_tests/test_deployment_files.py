@@ -6,6 +6,7 @@ docker compose validates the compose file for real (Debian's docker-compose v1, 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -445,16 +446,35 @@ def test_caddyfile_requires_a_login_on_both_sites_and_proxies_to_the_right_webse
     for address, (upstream, who) in expected.items():
         directives = {line[0]: line[1:] for line in sites[address]}
         # Nothing but the login and the proxy: no route, handle or matcher that could skip the login.
-        assert set(directives) == {"basic_auth", "reverse_proxy"}, f"{address}: {sorted(directives)}"
-        accounts = directives["basic_auth"][-1]
+        assert set(directives) == {"basicauth", "reverse_proxy"}, f"{address}: {sorted(directives)}"
+        accounts = directives["basicauth"][-1]
         assert accounts == [[f"{{$PROXY_{who}_USER}}", f"{{$PROXY_{who}_PASSWORD_HASH}}"]]
-        assert len(directives["basic_auth"]) == 1, "basic_auth must cover every request (no matcher)"
+        assert len(directives["basicauth"]) == 1, "basicauth must cover every request (no matcher)"
         assert directives["reverse_proxy"] == [upstream]
         assert {f"PROXY_{who}_USER", f"PROXY_{who}_PASSWORD_HASH"} <= proxy_env
         assert address.lstrip(":") in published
         host, port = upstream.split(":")
         webserver = compose[host]["command"]
         assert webserver[webserver.index("-p") + 1] == port
+
+
+def test_caddyfile_passes_caddys_own_validation(tmp_path: Path) -> None:
+    """Caddy itself (Debian's package, installed by .ci/run) adapts and validates the Caddyfile."""
+    binary = shutil.which("caddy")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("caddy is not installed: .ci/run installs Debian's caddy")
+        pytest.skip("caddy is not installed (apt-get install caddy)")
+    hashed = subprocess.run([binary, "hash-password", "--plaintext", "not-a-real-password"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    env = {**os.environ, "PROXY_OPERATOR_USER": "operator", "PROXY_VIEWER_USER": "viewer",
+           "PROXY_OPERATOR_PASSWORD_HASH": hashed, "PROXY_VIEWER_PASSWORD_HASH": hashed}
+    result = subprocess.run([binary, "adapt", "--config", str(DOCKER / "Caddyfile"), "--validate"],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    adapted = json.loads(result.stdout)
+    routes = json.dumps(adapted["apps"]["http"]["servers"])
+    assert routes.count('"authentication"') == 2 and "dagster_webserver_readonly:3000" in routes
 
 
 # -- docker/dagster.yaml ---------------------------------------------------------------------------
