@@ -605,6 +605,49 @@ def kpis(tenant_id: int) -> None:
         click.echo(f"{label:34} {value}")
 
 
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of objects (ISO timestamps), for scripts.")
+def status(as_json: bool) -> None:
+    """The fleet on one screen: per tenant, its state, last success, staleness, failures, open incidents."""
+    import json
+
+    from st_pipeline.sync.fleet import fleet_status
+    from st_pipeline.warehouse.engine import create_warehouse_engine
+
+    settings = load_settings()
+    with _registry(settings) as registry:
+        engine = create_warehouse_engine(settings.warehouse_database_url)
+        try:
+            rows = fleet_status(registry, engine, settings.freshness_sla)
+        finally:
+            engine.dispose()
+    if as_json:
+        click.echo(json.dumps([row.as_json() for row in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no tenants registered; add one with `st-pipeline tenant add`")
+        return
+    click.echo(f"{'tenant id':>19}  {'state':17}  {'last success (UTC)':18}  {'fresh':5}  "
+               f"{'failing datasets':34}  {'open incidents':14}  name")
+    for row in rows:
+        state = "needs credentials" if row.needs_credentials else ("enabled" if row.enabled else "disabled")
+        last = f"{row.last_success:%Y-%m-%d %H:%M}" if row.last_success else "never synced"
+        failing = _first_few(row.failing_datasets)
+        click.echo(f"{row.tenant_id:>19}  {state:17}  {last:18}  {'STALE' if row.stale else 'ok':5}  "
+                   f"{failing:34}  {len(row.open_incidents):<14}  {validation.printable(row.name)}")
+    sla = settings.freshness_sla.total_seconds() / 3600
+    click.echo(f"\n{len(rows)} tenants; {sum(r.stale for r in rows)} stale (SLA {sla:g} h); "
+               f"{sum(bool(r.failing_datasets) for r in rows)} with failing datasets; "
+               f"{sum(len(r.open_incidents) for r in rows)} open incidents")
+
+
+def _first_few(keys: list[str], shown: int = 2) -> str:
+    if not keys:
+        return "-"
+    more = f" +{len(keys) - shown}" if len(keys) > shown else ""
+    return f"{len(keys)}: " + ", ".join(keys[:shown]) + more
+
+
 # -- catalogue -----------------------------------------------------------------------------------
 
 

@@ -92,8 +92,12 @@ class Settings(BaseModel):
         "ST_PIPELINE_SYNC_LOG_RETENTION_DAYS", 90.0, "sync-log rows older than this are deleted by the maintenance job",
         gt=0,
     )
+    run_retention_days: float = _variable(
+        "ST_PIPELINE_RUN_RETENTION_DAYS", 90.0,
+        "finished Dagster runs (and their event logs) older than this are deleted by the maintenance job", gt=0,
+    )
     maintenance_cron: str = _variable(
-        "ST_PIPELINE_MAINTENANCE_CRON", "45 3 * * *", "when the maintenance job (sync-log retention) runs"
+        "ST_PIPELINE_MAINTENANCE_CRON", "45 3 * * *", "when the maintenance job (sync-log and run retention) runs"
     )
 
     # -- alerts ------------------------------------------------------------------------------------
@@ -272,6 +276,10 @@ class Settings(BaseModel):
     @property
     def sync_log_retention(self) -> timedelta:
         return timedelta(days=self.sync_log_retention_days)
+
+    @property
+    def run_retention(self) -> timedelta:
+        return timedelta(days=self.run_retention_days)
 
     def encryption_keys(self) -> tuple[str, list[str]]:
         """(the variable they came from, the keys, first one first); ``SettingsError`` if none is usable.

@@ -339,3 +339,26 @@ def test_the_maintenance_job_applies_the_sync_log_retention(local_env: Path, mon
     engine.dispose()
     assert result.success and result.output_for_node("prune_sync_log") == 2
     assert kept == ["r1", "r29"]
+
+
+def test_run_retention_deletes_finished_runs_and_their_event_logs_only(local_env: Path) -> None:
+    from st_pipeline.defs.maintenance import prune_runs
+
+    @dg.op
+    def noop() -> None:
+        pass
+
+    @dg.job
+    def tiny() -> None:
+        noop()
+
+    with dg.instance_for_test() as instance:
+        finished = [tiny.execute_in_process(instance=instance).run_id for _ in range(3)]
+        queued = instance.create_run_for_job(tiny, status=dg.DagsterRunStatus.NOT_STARTED).run_id
+        created = {r.dagster_run.run_id: r.create_timestamp for r in instance.get_run_records()}
+        assert prune_runs(instance, min(created.values()) - timedelta(seconds=1)) == 0  # none that old
+        cutoff = max(created.values()) + timedelta(seconds=1)
+        assert prune_runs(instance, cutoff, keep_run_id=finished[0]) == 2
+        left = {r.run_id for r in instance.get_runs()}
+        assert left == {finished[0], queued}  # the kept run and the unfinished one
+        assert instance.all_logs(finished[1]) == [] and instance.all_logs(finished[0]) != []

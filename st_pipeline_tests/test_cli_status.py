@@ -1,0 +1,133 @@
+"""`st-pipeline status`: the fleet on one screen, and as JSON for scripts.
+
+Four tenants: healthy (synced an hour ago), stale (last success beyond the 6 h SLA), failing (a
+dataset whose latest sync failed, credentials rejected, an open incident) and disabled (never synced).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+from pydantic import SecretStr
+
+from st_pipeline.alerts import Alert, AlertManager
+from st_pipeline.cli import main
+from st_pipeline.settings import load_settings
+from st_pipeline.warehouse.schema import upgrade
+from st_pipeline.warehouse.tables import dataset_status_table
+from st_pipeline_tests.support import TEST_CHANGE, open_registry
+
+HEALTHY, STALE, FAILING, DISABLED = 7101, 7102, 7103, 7104
+NOW = datetime.now(UTC).replace(microsecond=0)
+HOUR_AGO = NOW - timedelta(hours=1)
+TWO_HOURS_AGO = NOW - timedelta(hours=2)
+DAY_AGO = NOW - timedelta(hours=30)
+
+
+def _st(*args: str) -> Result:
+    result = CliRunner().invoke(main, list(args), prog_name="st-pipeline")
+    assert result.exit_code == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+def _register() -> None:
+    registry = open_registry()
+    try:
+        for tenant_id, name in ((HEALTHY, "Healthy HVAC"), (STALE, "Stale Plumbing"),
+                                (FAILING, "Failing Electric"), (DISABLED, "Disabled Roofing")):
+            registry.add(tenant_id, name, f"cid.{tenant_id}", SecretStr(f"secret-{tenant_id}"), change=TEST_CHANGE)
+        registry.set_enabled(DISABLED, False, change=TEST_CHANGE, reason="contract paused")
+        registry.flag_needs_credentials(FAILING, "401 from the token endpoint", change=TEST_CHANGE)
+        alerts = AlertManager(registry.engine, channels=[])
+        alerts.open(Alert(incident_key=f"run_failure:tenant={FAILING}", kind="run_failure",
+                          title="sync failed", reason="crm/customers failed", tenant_id=FAILING))
+        # Resolved: not open any more, so not counted.
+        alerts.open(Alert(incident_key=f"auth_failure:tenant={FAILING}", kind="auth_failure",
+                          title="credentials", reason="401", tenant_id=FAILING))
+        alerts.resolve(f"auth_failure:tenant={FAILING}")
+    finally:
+        registry.close()
+
+
+def _statuses() -> None:
+    engine = sa.create_engine(load_settings().warehouse_database_url)
+    upgrade(engine)
+
+    def row(tenant_id: int, dataset: str, status: str, ended: datetime, success: datetime | None) -> dict:
+        return {"tenant_id": tenant_id, "dataset": dataset, "row_count": 0, "last_status": status,
+                "last_ended_at": ended, "last_success_at": success}
+
+    with engine.begin() as conn:
+        conn.execute(dataset_status_table.insert(), [
+            row(HEALTHY, "crm/customers", "succeeded", HOUR_AGO, HOUR_AGO),
+            row(HEALTHY, "jpm/jobs", "succeeded", TWO_HOURS_AGO, TWO_HOURS_AGO),
+            row(STALE, "crm/customers", "succeeded", DAY_AGO, DAY_AGO),
+            # Failed before, succeeded since: not failing.
+            row(STALE, "jpm/jobs", "succeeded", DAY_AGO, DAY_AGO),
+            row(FAILING, "crm/customers", "failed", HOUR_AGO, TWO_HOURS_AGO),
+            row(FAILING, "jpm/jobs", "succeeded", HOUR_AGO, HOUR_AGO),
+        ])
+    engine.dispose()
+
+
+@pytest.fixture()
+def fleet(local_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", "6")
+    _register()
+    _statuses()
+
+
+def test_status_json_gives_each_tenants_state(fleet: None) -> None:
+    rows = {r["tenant_id"]: r for r in json.loads(_st("status", "--json").stdout)}
+    assert list(rows) == [HEALTHY, STALE, FAILING, DISABLED]
+    assert rows[HEALTHY] == {
+        "tenant_id": HEALTHY, "name": "Healthy HVAC", "enabled": True, "needs_credentials": False,
+        "last_success": HOUR_AGO.isoformat(), "stale": False,
+        "failing_datasets": 0, "failing_dataset_keys": [], "open_incidents": 0, "open_incident_keys": [],
+    }
+    assert rows[STALE] == {
+        "tenant_id": STALE, "name": "Stale Plumbing", "enabled": True, "needs_credentials": False,
+        "last_success": DAY_AGO.isoformat(), "stale": True,
+        "failing_datasets": 0, "failing_dataset_keys": [], "open_incidents": 0, "open_incident_keys": [],
+    }
+    assert rows[FAILING] == {
+        "tenant_id": FAILING, "name": "Failing Electric", "enabled": True, "needs_credentials": True,
+        "last_success": HOUR_AGO.isoformat(), "stale": False,
+        "failing_datasets": 1, "failing_dataset_keys": ["crm/customers"],
+        "open_incidents": 1, "open_incident_keys": [f"run_failure:tenant={FAILING}"],
+    }
+    assert rows[DISABLED] == {
+        "tenant_id": DISABLED, "name": "Disabled Roofing", "enabled": False, "needs_credentials": False,
+        "last_success": None, "stale": False,  # registered just now: within the SLA
+        "failing_datasets": 0, "failing_dataset_keys": [], "open_incidents": 0, "open_incident_keys": [],
+    }
+
+
+def test_status_table_has_one_line_per_tenant(fleet: None) -> None:
+    lines = _st("status").stdout.splitlines()
+    assert lines[0].split() == ["tenant", "id", "state", "last", "success", "(UTC)", "fresh", "failing", "datasets",
+                                "open", "incidents", "name"]
+    by_tenant = {int(line.split()[0]): line.split() for line in lines[1:5]}
+    assert list(by_tenant) == [HEALTHY, STALE, FAILING, DISABLED]
+    hour, day = f"{HOUR_AGO:%Y-%m-%d %H:%M}".split(), f"{DAY_AGO:%Y-%m-%d %H:%M}".split()
+    assert by_tenant[HEALTHY] == [str(HEALTHY), "enabled", *hour, "ok", "-", "0", "Healthy", "HVAC"]
+    assert by_tenant[STALE] == [str(STALE), "enabled", *day, "STALE", "-", "0", "Stale", "Plumbing"]
+    assert by_tenant[FAILING] == [str(FAILING), "needs", "credentials", *hour, "ok", "1:", "crm/customers", "1",
+                                  "Failing", "Electric"]
+    assert by_tenant[DISABLED] == [str(DISABLED), "disabled", "never", "synced", "ok", "-", "0", "Disabled", "Roofing"]
+    assert lines[-1] == "4 tenants; 1 stale (SLA 6 h); 1 with failing datasets; 1 open incidents"
+
+
+def test_a_warehouse_without_sync_status_shows_every_tenant_never_synced(local_env: Path) -> None:
+    registry = open_registry()
+    registry.add(HEALTHY, "Healthy HVAC", "cid.one", SecretStr("secret-one"), change=TEST_CHANGE)
+    registry.close()
+    rows = json.loads(_st("status", "--json").stdout)
+    assert [(r["tenant_id"], r["last_success"], r["stale"], r["failing_datasets"], r["open_incidents"])
+            for r in rows] == [(HEALTHY, None, False, 0, 0)]
+    assert "never synced" in _st("status").stdout
