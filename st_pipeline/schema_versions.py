@@ -101,6 +101,7 @@ class VersionedSchema:
 
         config = Config()
         config.set_main_option("script_location", str(self.migrations))
+        config.attributes["version_table"] = self.version_table
         if connection is not None:
             config.attributes["connection"] = connection
         return config
@@ -212,3 +213,18 @@ def _describe(engine: sa.Engine) -> str:
     from st_pipeline.database import describe_url
 
     return describe_url(engine)
+
+
+def run_migrations_in_alembic_environment() -> None:
+    """The body of each migrations directory's ``env.py``: run the migrations on the connection that
+    ``VersionedSchema`` handed in, recording the revision in that database's own version table — the
+    warehouse, the registry and Dagster's storage (``alembic_version``) may share one database."""
+    from alembic import context
+
+    config = context.config
+    connection = config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("st_pipeline's migrations run through `st-pipeline db upgrade`, not the alembic command")
+    context.configure(connection=connection, target_metadata=None, version_table=config.attributes["version_table"])
+    with context.begin_transaction():
+        context.run_migrations()

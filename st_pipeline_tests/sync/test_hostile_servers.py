@@ -8,6 +8,7 @@ dataset loads exactly what the simulator holds.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def warehouse(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
 def _client(sim: Simulator, tenant: SimulatedTenant, *, api_url: str | None = None, **changes: object) -> ServiceTitanClient:
     settings = ApiSettings(api_url=api_url or sim.url, auth_url=sim.auth_url, app_key=SecretStr(sim.config.app_key))
     credentials = TenantCredentials(tenant.tenant_id, tenant.client_id, SecretStr(tenant.client_secret))
-    options = ClientOptions(**{**OPTIONS.__dict__, **changes})
+    options = dataclasses.replace(OPTIONS, **changes)
     return ServiceTitanClient(settings, credentials, options=options, limiter=RateLimiter(200))
 
 
