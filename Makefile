@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 export ST_PIPELINE_HOME ?= $(CURDIR)/.st_pipeline
 SIM_PORT ?= 8765
+DEV_PORT ?= 3000
 
-.PHONY: install demo test dev simulator catalogue bench bench-fleet clean
+.PHONY: install demo test dev simulator catalogue bench bench-fleet clean readme
 
 install: $(VENV)/.installed
 
@@ -32,7 +33,7 @@ dev: install
 	test -f $$DAGSTER_HOME/dagster.yaml || { echo "run 'make demo' first"; exit 1; }; \
 	$(BIN)/st-pipeline simulator --port $(SIM_PORT) > $(ST_PIPELINE_HOME)/simulator.log 2>&1 & sim=$$!; \
 	trap "kill $$sim 2>/dev/null || true" EXIT INT TERM; \
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dg dev -w workspace.yaml --port $(DEV_PORT)
 
 ## A simulator in the foreground.
 simulator: install
@@ -53,3 +54,7 @@ bench-fleet: install
 
 clean:
 	rm -rf $(VENV) $(ST_PIPELINE_HOME) .pytest_cache
+
+## Rewrite the README's generated sections (counts, configuration, assets, checks, schedules) from the code.
+readme: install
+	$(BIN)/python -m st_pipeline.defs.readme

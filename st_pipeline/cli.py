@@ -101,6 +101,21 @@ def _registry(settings: Settings) -> Iterator[TenantRegistry]:
         registry.close()
 
 
+@contextmanager
+def _warehouse(settings: Settings) -> Iterator[Any]:
+    """The warehouse engine, its schema created if the database is empty (as a run would) or
+    refused with what to do if it is behind or ahead of this version."""
+    from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
+    from st_pipeline.warehouse.schema import ensure_schema
+
+    engine = create_warehouse_engine(settings.warehouse_database_url)
+    try:
+        ensure_schema(engine, where=describe_url(engine))
+        yield engine
+    finally:
+        engine.dispose()
+
+
 @click.group(cls=_Cli)
 @click.option("--traceback", is_flag=True, help="Show the full traceback of an unexpected error.")
 def main(traceback: bool) -> None:
@@ -227,7 +242,7 @@ def tenant_list() -> None:
         tenants = registry.list()
         rejected = registry.needing_credentials()
     if not tenants:
-        click.echo("no tenants registered; add one with `st-pipeline tenant add`")
+        click.echo(_no_tenants(settings))
         return
     click.echo(f"{'tenant id':>19}  {'state':18}  {'client id':30}  name")
     for t in tenants:
@@ -329,7 +344,6 @@ def tenant_enable(tenant_id: int) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation of --purge-data.")
 def tenant_remove(tenant_id: int, purge_data: bool, yes: bool) -> None:
     """Remove a tenant's credentials and partition; its warehouse data stays unless --purge-data."""
-    from st_pipeline.warehouse.engine import create_warehouse_engine
     from st_pipeline.warehouse.tables import purge_tenant
 
     settings = load_settings()
@@ -347,11 +361,8 @@ def tenant_remove(tenant_id: int, purge_data: bool, yes: bool) -> None:
                     f"Delete every warehouse row of tenant {tenant_id} ({validation.printable(t.name)})? "
                     "This cannot be undone", abort=True,
                 )
-            engine = create_warehouse_engine(settings.warehouse_database_url)
-            try:
+            with _warehouse(settings) as engine:
                 deleted = purge_tenant(engine, tenant_id)
-            finally:
-                engine.dispose()
             note = f"; {sum(deleted.values())} warehouse rows deleted from {len(deleted)} tables"
         registry.remove(tenant_id, change=Change("tenant remove" + (" --purge-data" if purge_data else "")), note=note)
     click.echo(f"tenant {tenant_id} ({validation.printable(t.name)}) removed{note or '; its warehouse data stays'}.")
@@ -382,24 +393,32 @@ def tenant_reset_cursor(tenant_id: int, datasets: tuple[str, ...]) -> None:
     """Forget saved cursors: the next sync of the tenant reads these datasets from the beginning."""
     from st_pipeline.sync.state import reset_cursors
     from st_pipeline.tenants.registry import write_audit
-    from st_pipeline.warehouse.engine import create_warehouse_engine
 
     settings = load_settings()
-    engine = create_warehouse_engine(settings.warehouse_database_url)
-    try:
+    with _warehouse(settings) as engine:
         removed = reset_cursors(engine, tenant_id, datasets or None)
-    finally:
-        engine.dispose()
     with _registry(settings) as registry, registry.engine.begin() as conn:
         write_audit(conn, Change("tenant reset-cursor"), tenant_id,
                     f"{removed} cursor(s) reset: {', '.join(datasets) or 'all datasets'}")
     click.echo(f"{removed} cursor(s) of tenant {tenant_id} reset; the next sync reads them in full.")
 
 
-def _dagster_instance() -> Any:
+def _no_tenants(settings: Settings) -> str:
+    """Say where the registry looked, so state kept elsewhere (another home, a database) is found."""
+    where = (
+        f"in {settings.home} (ST_PIPELINE_HOME; unset, the project's .st_pipeline or else ~/.st_pipeline)"
+        if settings.local_mode
+        else "in the registry database (ST_PIPELINE_REGISTRY_URL)"
+    )
+    return f"no tenants registered {where}; add one with `st-pipeline tenant add`"
+
+
+def _dagster_instance(settings: Settings) -> Any:
+    """The Dagster instance of ``DAGSTER_HOME`` (or the home's own, in local mode: see settings)."""
     import dagster as dg
 
-    return dg.DagsterInstance.get()  # the instance of DAGSTER_HOME
+    assert settings.dagster_home is not None
+    return dg.DagsterInstance.from_config(str(settings.dagster_home))
 
 
 def _partition(settings: Settings, tenant_id: int, *, add: bool) -> None:
@@ -412,7 +431,7 @@ def _partition(settings: Settings, tenant_id: int, *, add: bool) -> None:
         return
     from st_pipeline.defs.partitions import add_tenant_partition, remove_tenant_partition
 
-    with _dagster_instance() as instance:
+    with _dagster_instance(settings) as instance:
         if add:
             changed = add_tenant_partition(instance, tenant_id)
             click.echo(f"Dagster partition {tenant_id} {'added' if changed else 'already present'}.")
@@ -426,7 +445,7 @@ def _partition_state(settings: Settings, tenant_id: int) -> str:
         return "unknown (DAGSTER_HOME is not set)"
     from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
 
-    with _dagster_instance() as instance:
+    with _dagster_instance(settings) as instance:
         present = instance.has_dynamic_partition(TENANT_PARTITIONS_NAME, str(tenant_id))
     return "present" if present else "missing (the onboarding sensor adds it for an enabled tenant)"
 
@@ -497,15 +516,11 @@ def access_revoke(tenant_id: int | None, role: str) -> None:
 def access_list() -> None:
     """Which role reads which tenant."""
     from st_pipeline.warehouse import access as warehouse_access
-    from st_pipeline.warehouse.engine import create_warehouse_engine
 
-    url = load_settings().warehouse_database_url
-    warehouse_access.require_postgresql(url)
-    engine = create_warehouse_engine(url)
-    try:
+    settings = load_settings()
+    warehouse_access.require_postgresql(settings.warehouse_database_url)
+    with _warehouse(settings) as engine:
         grants = warehouse_access.grants(engine)
-    finally:
-        engine.dispose()
     if not grants:
         click.echo("no grants; `st-pipeline access grant --tenant ID --role ROLE` adds one")
         return
@@ -517,15 +532,11 @@ def access_list() -> None:
 def _with_warehouse_and_audit(action: Any, command: str, tenant_id: int | None, detail: str) -> Any:
     from st_pipeline.tenants.registry import write_audit
     from st_pipeline.warehouse.access import require_postgresql
-    from st_pipeline.warehouse.engine import create_warehouse_engine
 
     settings = load_settings()
     require_postgresql(settings.warehouse_database_url)
-    engine = create_warehouse_engine(settings.warehouse_database_url)
-    try:
+    with _warehouse(settings) as engine:
         result = action(engine)
-    finally:
-        engine.dispose()
     with _registry(settings) as registry, registry.engine.begin() as conn:
         write_audit(conn, Change(command), tenant_id, detail)
     return result
@@ -539,13 +550,9 @@ def _with_warehouse_and_audit(action: Any, command: str, tenant_id: int | None, 
 def sync_log(tenant_id: int, runs: int, run_id: str | None, show_all: bool) -> None:
     """What the latest sync of a tenant did: per-run totals, then its datasets (changed, failed, skipped)."""
     from st_pipeline.sync.state import SUCCEEDED, read_log
-    from st_pipeline.warehouse.engine import create_warehouse_engine
 
-    engine = create_warehouse_engine(load_settings().warehouse_database_url)
-    try:
+    with _warehouse(load_settings()) as engine:
         rows = read_log(engine, tenant_id, runs=runs, run_id=run_id)
-    finally:
-        engine.dispose()
     if not rows:
         click.echo(f"no syncs logged for tenant {tenant_id}" + (f" in run {run_id}" if run_id else ""))
         return
@@ -591,16 +598,12 @@ def kpis(tenant_id: int) -> None:
     import sqlalchemy as sa
 
     from st_pipeline.transform.kpis import headline_kpis
-    from st_pipeline.warehouse.engine import create_warehouse_engine
 
-    engine = create_warehouse_engine(load_settings().warehouse_database_url)
-    try:
+    with _warehouse(load_settings()) as engine:
         if "mart_job_conversion" not in sa.inspect(engine).get_table_names():
             raise click.ClickException("no marts built yet: run the servicetitan_sync job for the tenant first")
         with engine.connect() as conn:
             figures = headline_kpis(conn, tenant_id)
-    finally:
-        engine.dispose()
     for label, value in figures.items():
         click.echo(f"{label:34} {value}")
 
@@ -612,20 +615,16 @@ def status(as_json: bool) -> None:
     import json
 
     from st_pipeline.sync.fleet import fleet_status
-    from st_pipeline.warehouse.engine import create_warehouse_engine
 
     settings = load_settings()
     with _registry(settings) as registry:
-        engine = create_warehouse_engine(settings.warehouse_database_url)
-        try:
+        with _warehouse(settings) as engine:
             rows = fleet_status(registry, engine, settings.freshness_sla)
-        finally:
-            engine.dispose()
     if as_json:
         click.echo(json.dumps([row.as_json() for row in rows], indent=2))
         return
     if not rows:
-        click.echo("no tenants registered; add one with `st-pipeline tenant add`")
+        click.echo(_no_tenants(settings))
         return
     click.echo(f"{'tenant id':>19}  {'state':17}  {'last success (UTC)':18}  {'fresh':5}  "
                f"{'failing datasets':34}  {'open incidents':14}  name")
@@ -673,15 +672,8 @@ def endpoints(ctx: click.Context, tenant_id: int | None, module: str | None) -> 
         decision = decisions[dataset.key]
         state = "yes" if decision.enabled else f"no — {decision.why}"
         click.echo(f"{dataset.module:22} {dataset.resource:48} {endpoint.kind:7} {endpoint.cursor_kind:20} {state}")
-    extracted = catalogue.extracted_datasets()
-    kinds = {kind: sum(d.extraction_endpoint.kind == kind for d in extracted) for kind in ("export", "list", "lookup")}
     enabled = sum(decisions[d.key].enabled for d in datasets)
-    click.echo(
-        f"\ncoverage: {len(extracted)} of {len(catalogue.datasets)} datasets extracted "
-        f"({kinds['export']} export feeds, {kinds['list']} paged lists, {kinds['lookup']} lookups); "
-        f"{len(catalogue.datasets) - len(extracted)} excluded with a reason; "
-        f"{len(catalogue.per_parent_endpoints)} per-parent endpoints (notes, contacts of one record, …) not covered"
-    )
+    click.echo(f"\ncoverage: {catalogue.coverage().summary()}")
     if tenant_id is not None or module is not None:
         click.echo(f"enabled here: {enabled} of {len(datasets)} shown")
 

@@ -1,4 +1,4 @@
-"""The Dagster code location: ``dagster dev -m st_pipeline.definitions`` (see workspace.yaml).
+"""The Dagster code location: ``dg dev -w workspace.yaml`` (or ``dg dev`` in the project, see pyproject.toml).
 
 The deployment's configuration is read and validated once, when the code location loads: a wrong
 or missing variable stops it with a message naming the variable.

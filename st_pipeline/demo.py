@@ -7,7 +7,6 @@ warehouse's row counts next to the simulator's.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from st_pipeline.home import create_private_file, ensure_private_dir, secure_home
+from st_pipeline.home import DAGSTER_HOME_NAME, KEY_FILE_NAME, create_private_file, ensure_private_dir, secure_home
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, Dataset, load_catalogue
 from st_pipeline.settings import load_settings
 from st_pipeline.simulator import Simulator, SimulatorConfig
@@ -59,10 +58,10 @@ def prepare_local_environment() -> dict[str, str]:
     home = secure_home(settings.home)
     env: dict[str, str] = {"ST_PIPELINE_HOME": str(home)}
     if settings.secret_keys is None:
-        key_file = home / "secret.key"
+        key_file = home / KEY_FILE_NAME
         create_private_file(key_file, (generate_key() + "\n").encode())
         env["ST_PIPELINE_SECRET_KEYS_FILE"] = str(key_file)
-    dagster_home = ensure_private_dir(settings.dagster_home or home / "dagster")
+    dagster_home = ensure_private_dir(settings.dagster_home or home / DAGSTER_HOME_NAME)
     create_private_file(dagster_home / "dagster.yaml", LOCAL_DAGSTER_YAML.encode())
     env["DAGSTER_HOME"] = str(dagster_home)
     os.environ.update(env)
@@ -130,13 +129,13 @@ def _run_sync_job(engine: sa.Engine, log_path: Path) -> int:
     log = sync_log_table.c
     with engine.connect() as conn:
         before = conn.execute(sa.select(sa.func.coalesce(sa.func.max(log.log_id), 0))).scalar_one()
-    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    dg_command = shutil.which("dg", path=str(Path(sys.executable).parent)) or "dg"
     started = time.monotonic()
     shown: set[int] = set()
     with log_path.open("w") as output:
         run = subprocess.Popen(
-            [dagster, "job", "execute", "-m", "st_pipeline.definitions", "-j", "servicetitan_sync",
-             "--tags", json.dumps({"dagster/partition": str(DEMO_TENANT_ID)})],
+            [dg_command, "launch", "--job", "servicetitan_sync", "--partition", str(DEMO_TENANT_ID),
+             "-m", "st_pipeline.definitions"],
             stdout=output, stderr=subprocess.STDOUT,
         )
         while True:

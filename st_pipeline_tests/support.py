@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import subprocess
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -27,6 +31,31 @@ from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 
 TEST_CHANGE = Change("test", actor="pytest")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    condition: Callable[[], Any], what: str, processes: Sequence[subprocess.Popen], deadline_s: float = 300
+) -> Any:
+    """Poll another process's progress until ``condition()`` is truthy, and return that value; fail if
+    one of ``processes`` died or ``deadline_s`` passed."""
+    import pytest
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        for process in processes:
+            assert process.poll() is None, f"{process.args} exited with {process.returncode}"
+        time.sleep(1)  # waiting on other processes, not synchronising threads
+    pytest.fail(f"timed out waiting for {what}")
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""`st-pipeline status`: the fleet on one screen, and as JSON for scripts.
+"""`st-pipeline status`: the fleet on one screen, and as JSON for scripts; `st-pipeline sync-log`:
+what a tenant's latest runs did.
 
 Four tenants: healthy (synced an hour ago), stale (last success beyond the 6 h SLA), failing (a
 dataset whose latest sync failed, credentials rejected, an open incident) and disabled (never synced).
@@ -17,10 +18,12 @@ from pydantic import SecretStr
 
 from st_pipeline.alerts import Alert, AlertManager
 from st_pipeline.cli import main
+from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import load_settings
+from st_pipeline.sync.state import FAILED, SUCCEEDED, DatasetClose, close_dataset, open_log
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import dataset_status_table
-from st_pipeline_tests.support import TEST_CHANGE, open_registry
+from st_pipeline_tests.support import TEST_CHANGE, open_registry, prepared_warehouse
 
 HEALTHY, STALE, FAILING, DISABLED = 7101, 7102, 7103, 7104
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -127,7 +130,52 @@ def test_a_warehouse_without_sync_status_shows_every_tenant_never_synced(local_e
     registry = open_registry()
     registry.add(HEALTHY, "Healthy HVAC", "cid.one", SecretStr("secret-one"), change=TEST_CHANGE)
     registry.close()
+    # A warehouse nothing has written to yet gets its schema, as a run's would, instead of an SQL error.
+    assert _st("sync-log", "--tenant", str(HEALTHY)).stdout == f"no syncs logged for tenant {HEALTHY}\n"
     rows = json.loads(_st("status", "--json").stdout)
     assert [(r["tenant_id"], r["last_success"], r["stale"], r["failing_datasets"], r["open_incidents"])
             for r in rows] == [(HEALTHY, None, False, 0, 0)]
     assert "never synced" in _st("status").stdout
+
+
+def test_sync_log_shows_the_latest_run_by_default_and_more_on_request(local_env: Path) -> None:
+    catalogue = load_catalogue()
+    customers, jobs = catalogue.dataset("crm/customers"), catalogue.dataset("jpm/jobs")
+    engine = prepared_warehouse(load_settings().warehouse_database_url, [customers, jobs])
+    runs = {
+        "run-a-0000": {customers: DatasetClose(SUCCEEDED, records=40, rows_written=40, requests=1, changed=True),
+                       jobs: DatasetClose(SUCCEEDED, records=25, rows_written=25, requests=1, changed=True)},
+        "run-b-0000": {customers: DatasetClose(FAILED, requests=8, retries=7, error="ServerError: 503 from /customers"),
+                       jobs: DatasetClose(SUCCEEDED, records=3, requests=1)},
+        "run-c-0000": {customers: DatasetClose(SUCCEEDED, records=5, rows_written=2, requests=2, throttled=1,
+                                               changed=True),
+                       jobs: DatasetClose(SUCCEEDED, records=1, requests=1)},
+    }
+    for run_id, closes in runs.items():
+        log_ids = open_log(engine, run_id, HEALTHY, list(closes), {})
+        for dataset, close in closes.items():
+            close_dataset(engine, run_id, HEALTHY, dataset.key, log_ids[dataset.key], close)
+    engine.dispose()
+
+    def headers(output: str) -> list[str]:
+        return [line.split(" — ")[0] + " | " + line.split("; ", 1)[1] for line in output.splitlines()
+                if line.startswith("run ")]
+
+    latest = _st("sync-log", "--tenant", str(HEALTHY)).stdout
+    assert headers(latest) == [
+        "run run-c-0000 | 2 datasets: 2 succeeded; 6 records, 2 rows written, 3 requests, 0 retries, 1 429s"]
+    assert "crm/customers" in latest and "jpm/jobs" not in latest
+    assert "1 datasets succeeded without changes (--all lists them)" in latest
+    assert "jpm/jobs" in _st("sync-log", "--tenant", str(HEALTHY), "--all").stdout
+
+    two = _st("sync-log", "--tenant", str(HEALTHY), "--runs", "2").stdout
+    assert headers(two) == [
+        "run run-c-0000 | 2 datasets: 2 succeeded; 6 records, 2 rows written, 3 requests, 0 retries, 1 429s",
+        "run run-b-0000 | 2 datasets: 1 failed, 1 succeeded; 3 records, 0 rows written, 9 requests, 7 retries, 0 429s",
+    ]
+    assert "ServerError: 503 from /customers" in two
+
+    one = _st("sync-log", "--tenant", str(HEALTHY), "--run", "run-a-0000").stdout
+    assert headers(one) == [
+        "run run-a-0000 | 2 datasets: 2 succeeded; 65 records, 65 rows written, 2 requests, 0 retries, 0 429s"]
+    assert "no syncs logged for tenant 4242" in _st("sync-log", "--tenant", "4242").stdout

@@ -10,10 +10,8 @@ storage, and that no two runs of one tenant overlapped; its databases and proces
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,14 +23,13 @@ import sqlalchemy as sa
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
-from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
+from st_pipeline_tests.support import assert_warehouse_equals_ground_truth, free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TENANTS = [
     SimulatedTenant(tenant_id=9601 + i, client_id=f"cid.prod{i}", client_secret=f"cs1.prod-secret-{i}") for i in range(3)
 ]
-DEADLINE_S = 300
 LOCATION = "st_pipeline"
 BACKFILL = """
 mutation Backfill($params: LaunchBackfillParams!) {
@@ -47,24 +44,6 @@ mutation Backfill($params: LaunchBackfillParams!) {
   }
 }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(condition: Callable[[], bool], what: str, processes: list[subprocess.Popen[bytes]]) -> None:
-    """Poll another process's progress until ``condition`` holds; fail if one of ours died."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        for process in processes:
-            assert process.poll() is None, f"{process.args[0]} exited with {process.returncode}"
-        time.sleep(1)  # waiting on other processes, not synchronising threads
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture()
@@ -119,7 +98,7 @@ def test_production_services_run_a_graphql_backfill_of_three_tenants(
         _cli(env, "tenant", "add", "--tenant", str(tenant.tenant_id), "--name", f"Prod {tenant.tenant_id}",
              "--client-id", tenant.client_id, stdin=tenant.client_secret + "\n")
 
-    grpc_port, web_port = _free_port(), _free_port()
+    grpc_port, web_port = free_port(), free_port()
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
         f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: {LOCATION}\n"
@@ -134,7 +113,7 @@ def test_production_services_run_a_graphql_backfill_of_three_tenants(
                                    env=env, capture_output=True, timeout=60, check=False)
             return check.returncode == 0
 
-        _wait_for(grpc_serving, "the code server", processes)
+        wait_for(grpc_serving, "the code server", processes)
         processes.append(_start(env, str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port),
                                 "-w", str(workspace), log=tmp_path / "webserver.log"))
         processes.append(_start(env, str(BIN / "dagster-daemon"), "run", "-w", str(workspace),
@@ -147,11 +126,11 @@ def test_production_services_run_a_graphql_backfill_of_three_tenants(
             except httpx.HTTPError:
                 return False
 
-        _wait_for(webserver_up, "the webserver", processes)
+        wait_for(webserver_up, "the webserver", processes)
         partitions = [str(t.tenant_id) for t in TENANTS]
         with dg.DagsterInstance.from_config(dagster_home) as instance:
             # The onboarding sensor (run by the daemon) turns registered tenants into partitions.
-            _wait_for(lambda: set(partitions) <= set(instance.get_dynamic_partitions("tenants")),
+            wait_for(lambda: set(partitions) <= set(instance.get_dynamic_partitions("tenants")),
                       "the onboarding sensor to add the three partitions", processes)
             answer = httpx.post(graphql, timeout=60, json={"query": BACKFILL, "variables": {"params": {
                 "selector": {
@@ -175,7 +154,7 @@ def test_production_services_run_a_graphql_backfill_of_three_tenants(
                     r.status in finished for r in runs
                 )
 
-            _wait_for(backfill_done, "the backfill's runs to finish", processes)
+            wait_for(backfill_done, "the backfill's runs to finish", processes)
             runs = backfill_runs()
             assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 3, [(r.run_id, r.status) for r in runs]
             assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(partitions)

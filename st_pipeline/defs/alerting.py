@@ -3,7 +3,7 @@ does not have; one alert per
 incident, a recovery message when it clears (see ``st_pipeline.alerts``).
 
 - Every failed run of this code location alerts, however it was launched (schedule, UI,
-  ``dagster asset materialize``): the run sensors watch every run of the instance and keep ours.
+  ``dg launch``): the run sensors watch every run of the instance and keep ours.
 - Failing checks alert once per tenant, listing every failing check, however many assets fail.
 - Dagster does not alert on a failed asset check by itself, hence ``check_failure_alert_sensor``.
 """
@@ -88,7 +88,13 @@ def tenant_of(run: dg.DagsterRun) -> str | None:
     return run.tags.get(PARTITION_TAG) or run.tags.get(TENANT_TAG)
 
 
-@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=True)
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=True,
+    description="Every failed run of this code location, however launched (schedule, UI, `dg launch`) → "
+    "an alert naming the tenant, the job, the first errors and a link to the run; rejected "
+    "credentials also flag the tenant as needing new ones (schedules skip it until `st-pipeline tenant "
+    "update-credentials`) and alert.",
+)
 def run_failure_alert_sensor(
     context: dg.RunFailureSensorContext, tenant_registry: TenantRegistryResource, alerting: AlertingResource
 ) -> dg.SkipReason | None:
@@ -132,6 +138,8 @@ def run_failure_alert_sensor(
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING,
     monitor_all_code_locations=True,
+    description="A successful run of a tenant resolves its open run-failure and credential incidents, with a "
+    "recovery message.",
 )
 def run_recovery_sensor(
     context: dg.RunStatusSensorContext, tenant_registry: TenantRegistryResource, alerting: AlertingResource
@@ -149,7 +157,12 @@ def run_recovery_sensor(
     return None
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Failing checks → one incident per tenant listing every failing (asset, check), however many; "
+    f"resolved when they all pass again. A failing `{FRESHNESS_CHECK}` check alerts through stale_tenant_sensor "
+    "instead, once per tenant.",
+)
 def check_failure_alert_sensor(
     context: dg.SensorEvaluationContext, tenant_registry: TenantRegistryResource, alerting: AlertingResource
 ) -> dg.SkipReason | None:
@@ -208,7 +221,13 @@ def check_failure_alert_sensor(
     return None
 
 
-@dg.sensor(minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="An enabled tenant whose last successful sync is older than ST_PIPELINE_FRESHNESS_SLA_HOURS → "
+    "an alert; its enabled datasets whose scope it does not grant (403) → one scope_missing alert listing them; "
+    "its enabled datasets of modules it does not have (404) → one module_missing alert; each resolved once "
+    "cleared.",
+)
 def stale_tenant_sensor(
     context: dg.SensorEvaluationContext,
     tenant_registry: TenantRegistryResource,

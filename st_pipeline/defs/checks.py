@@ -45,7 +45,8 @@ PAGING_ERRORS = ("StuckCursorError", "PagingLoopError")
 CHECK_DESCRIPTIONS = {
     SCHEMA_CHECK: "Every record received matched the dataset's record model from the OpenAPI spec; bad records "
     "go to raw_quarantine (WARN), above the quarantine ratio the sync fails (ERROR).",
-    DUPLICATES_CHECK: "No record arrived twice in one sync (harmless for the table, a sign of a feed re-sending).",
+    DUPLICATES_CHECK: "No record arrived twice in one sync; WARN when one did (harmless for the table, a sign of a "
+    "feed re-sending).",
     TOTAL_CHECK: "The records received equal the totalCount the paged list reported (ERROR when the list ran "
     "past its total and was stopped as an endless loop).",
     CURSOR_CHECK: "The export feed's continuation token moved to a new value whenever it said more data was "

@@ -21,6 +21,11 @@ from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.sync.freshness import SyncHistory, assess_datasets
 
 FRESHNESS_CHECK = "freshness"
+FRESHNESS_DESCRIPTION = (
+    "Every enabled tenant that syncs this dataset did so successfully within ST_PIPELINE_FRESHNESS_SLA_HOURS; "
+    "WARN otherwise, naming the stale tenants in its metadata. Judged over all tenants at once (not per "
+    "partition) by freshness_check_schedule."
+)
 
 
 def build_freshness_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinition:
@@ -29,11 +34,10 @@ def build_freshness_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinit
 
     @dg.multi_asset_check(
         name="servicetitan_raw_freshness",
-        specs=[
-            dg.AssetCheckSpec(FRESHNESS_CHECK, asset=key, description="every enabled tenant synced within the SLA")
-            for key in by_key
-        ],
+        specs=[dg.AssetCheckSpec(FRESHNESS_CHECK, asset=key, description=FRESHNESS_DESCRIPTION) for key in by_key],
         can_subset=True,
+        description="The freshness check of every raw asset, judged from one read of the sync status of all "
+        "enabled tenants.",
     )
     def servicetitan_raw_freshness(
         context: dg.AssetCheckExecutionContext,
@@ -92,5 +96,6 @@ def build_freshness_schedule(cron: str) -> dg.ScheduleDefinition:
         job=freshness_job,
         cron_schedule=cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Evaluates the freshness checks of the raw assets.",
+        description="Evaluates the freshness check of every raw asset, on ST_PIPELINE_FRESHNESS_CRON, against "
+        "ST_PIPELINE_FRESHNESS_SLA_HOURS.",
     )

@@ -62,7 +62,11 @@ def prune_dagster_runs(context: dg.OpExecutionContext) -> dg.Output[int]:
     return dg.Output(deleted, metadata={"runs_deleted": deleted, "retention_days": retention.total_seconds() / 86400})
 
 
-@dg.job(name=MAINTENANCE_JOB, description="Sync-log and run retention.")
+@dg.job(
+    name=MAINTENANCE_JOB,
+    description="Retention: deletes sync-log rows older than ST_PIPELINE_SYNC_LOG_RETENTION_DAYS, and finished "
+    "Dagster runs with their event logs older than ST_PIPELINE_RUN_RETENTION_DAYS (never unfinished runs).",
+)
 def maintenance_job() -> None:
     prune_sync_log()
     prune_dagster_runs()
@@ -72,5 +76,7 @@ def build_maintenance_schedule(cron: str) -> dg.ScheduleDefinition:
     """The maintenance job on ``cron`` (``ST_PIPELINE_MAINTENANCE_CRON``)."""
     return dg.ScheduleDefinition(
         name="maintenance_schedule", job=maintenance_job, cron_schedule=cron,
-        default_status=dg.DefaultScheduleStatus.RUNNING, description="Sync-log and run retention, daily.",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Deletes sync-log rows older than ST_PIPELINE_SYNC_LOG_RETENTION_DAYS, and finished Dagster "
+        "runs with their event logs older than ST_PIPELINE_RUN_RETENTION_DAYS, on ST_PIPELINE_MAINTENANCE_CRON.",
     )

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from st_pipeline.defs.checks import selected_checks
+from st_pipeline.defs.columns import table_columns
 from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource, process_cpu_s
@@ -29,7 +30,7 @@ from st_pipeline.transform.build import HubBuild, build_tenant, raw_table_name_f
 from st_pipeline.transform.checks import ERROR_CHECKS, HUB_CHECKS, MART_CHECKS, Verdict, check_hub, check_mart, hub_checks_for
 from st_pipeline.transform.hubs import HUB_TABLES
 from st_pipeline.transform.marts import MARTS, Mart, MartBuild, mart_table
-from st_pipeline.transform.spec import HubTable
+from st_pipeline.transform.spec import Column, HubTable
 from st_pipeline.transform.tables import hub_table
 from st_pipeline.transform.types import column_type_name
 from st_pipeline.warehouse.locks import TenantBusyError, tenant_lock
@@ -37,6 +38,13 @@ from st_pipeline.warehouse.locks import TenantBusyError, tenant_lock
 TENANT_MODELS_KEY = dg.AssetKey(["servicetitan", "tenant_models"])
 FULL_REBUILD_TAG = "st_pipeline/full_rebuild"
 PREVIEW_ROWS = 5
+# The columns every hub table has after its own (``transform.spec.BOOKKEEPING_COLUMNS``), described.
+HUB_BOOKKEEPING = {
+    "tenant_id": "The ServiceTitan tenant the row belongs to (the asset's partition).",
+    "deleted_at": "The raw row's deleted_at: when the record was found gone from ServiceTitan.",
+    "source_modified_on": "The raw row's modified_on.",
+    "built_at": "When the tenant's build wrote the row.",
+}
 
 
 def hub_asset_key(spec: HubTable) -> dg.AssetKey:
@@ -51,12 +59,14 @@ def _hub_key_by_table() -> dict[str, dg.AssetKey]:
     return {spec.table_name: hub_asset_key(spec) for spec in HUB_TABLES}
 
 
-def _column_schema(table: sa.Table, descriptions: dict[str, str]) -> dg.TableSchema:
-    return dg.TableSchema(columns=[
-        dg.TableColumn(name=c.name, type=descriptions.get(c.name) or str(c.type).lower(),
-                       constraints=dg.TableColumnConstraints(nullable=c.nullable is not False))
-        for c in table.columns
-    ])
+def _column_source(spec: HubTable, column: Column) -> str:
+    """Where a hub column is read in its raw table, as a column description."""
+    if column.path == "#":
+        return f"The element's position in the raw payload.{spec.explode}."
+    path = ".".join(column.json_path)
+    if spec.explode and not column.from_parent:
+        path = f"{spec.explode}[].{path}"
+    return f"From the raw payload.{path}."
 
 
 def hub_asset_spec(spec: HubTable) -> dg.AssetSpec:
@@ -64,6 +74,7 @@ def hub_asset_spec(spec: HubTable) -> dg.AssetSpec:
     types = {c.name: column_type_name(c.type) for c in spec.columns}
     types.update(tenant_id="bigint", deleted_at="timestamp (UTC)", source_modified_on="timestamp (UTC)",
                  built_at="timestamp (UTC)")
+    sources = {c.name: c.description or _column_source(spec, c) for c in spec.columns}
     return dg.AssetSpec(
         key=hub_asset_key(spec),
         deps=[raw_asset_key(catalogue.dataset(spec.source))],
@@ -75,7 +86,9 @@ def hub_asset_spec(spec: HubTable) -> dg.AssetSpec:
         partitions_def=tenant_partitions,
         metadata={
             "dagster/table_name": spec.table_name,
-            "dagster/column_schema": _column_schema(hub_table(spec), types),
+            "dagster/column_schema": dg.TableSchema(
+                columns=table_columns(hub_table(spec), types, {**HUB_BOOKKEEPING, **sources})
+            ),
             "source_dataset": spec.source,
         },
     )
@@ -94,18 +107,25 @@ def mart_asset_spec(mart: Mart) -> dg.AssetSpec:
         partitions_def=tenant_partitions,
         metadata={
             "dagster/table_name": mart.table_name,
-            "dagster/column_schema": _column_schema(mart_table(mart), types),
+            "dagster/column_schema": dg.TableSchema(columns=table_columns(mart_table(mart), types)),
         },
     )
 
 
+def _check_description(name: str, text: str) -> str:
+    """A hub or mart check's description, saying what its failure does."""
+    if name in ERROR_CHECKS:
+        return f"{text} A failure is an ERROR: the tenant's build run fails."
+    return f"{text} A failure is a WARN."
+
+
 def model_check_specs() -> list[dg.AssetCheckSpec]:
     specs = [
-        dg.AssetCheckSpec(name=name, asset=hub_asset_key(spec), description=HUB_CHECKS[name])
+        dg.AssetCheckSpec(name=name, asset=hub_asset_key(spec), description=_check_description(name, HUB_CHECKS[name]))
         for spec in HUB_TABLES for name in hub_checks_for(spec)
     ]
     specs += [
-        dg.AssetCheckSpec(name=name, asset=mart_asset_key(mart), description=description)
+        dg.AssetCheckSpec(name=name, asset=mart_asset_key(mart), description=_check_description(name, description))
         for mart in MARTS for name, description in MART_CHECKS.items()
     ]
     return specs

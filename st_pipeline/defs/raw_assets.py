@@ -8,22 +8,77 @@ asset only when that dataset changed. See ``tenant_sync.py`` for why.
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
 from collections.abc import Sequence
+from functools import cache
 
 import dagster as dg
 
+from st_pipeline.defs.columns import table_columns
 from st_pipeline.defs.partitions import tenant_partitions
-from st_pipeline.servicetitan.catalogue import Dataset
-from st_pipeline.warehouse.tables import raw_table_name
+from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
+from st_pipeline.servicetitan.models import field_types
+from st_pipeline.warehouse.tables import raw_table, raw_table_name
 
 TENANT_SYNC_KEY = dg.AssetKey(["servicetitan", "tenant_sync"])
 
+# The asset graph shows only the last part of a key, cut in the middle beyond about 28 characters.
+MAX_NAME_LENGTH = 28
+# Shorter last parts for the resources whose slug is longer (their tables keep the full slug).
+SHORT_NAMES = {
+    "accounting/credit-memos/credit-memo-items": "credit_memo_items",
+    "accounting/inventory-bills/custom-fields": "inventory_bill_custom_fields",
+    "dispatch/arrival-windows/configuration": "arrival_windows_config",
+    "equipmentsystems/installed-equipment/custom-field-types": "equipment_custom_field_types",
+    "jpm/work-breakdown-structure/budget-codes": "work_breakdown_budget_codes",
+    "jpm/work-breakdown-structure/segments": "work_breakdown_segments",
+}
+
+RAW_COLUMN_TYPES = {
+    "modified_on": "timestamp (UTC)",
+    "payload": "json (jsonb on PostgreSQL)",
+    "extracted_at": "timestamp (UTC)",
+    "deleted_at": "timestamp (UTC)",
+}
+RAW_COLUMN_DESCRIPTIONS = {
+    "tenant_id": "The ServiceTitan tenant the record belongs to (the asset's partition).",
+    "id": "The record's id in ServiceTitan (payload.id).",
+    "modified_on": "The record's modifiedOn, when it has one: an older copy of a record never replaces a newer one.",
+    "active": "The record's active flag, when it has one: inactive records are kept.",
+    "payload": "The record exactly as ServiceTitan sent it; its fields follow, as payload.<field>.",
+    "extracted_at": "When the sync last wrote the row: the hub builds read the rows changed since their last build.",
+    "run_id": "The Dagster run that last wrote the row.",
+    "deleted_at": "When a complete read of the dataset no longer returned the record (rows are never removed); "
+    "NULL while ServiceTitan returns it.",
+}
+# For the few datasets whose records carry no id.
+CONTENT_KEY_DESCRIPTION = "A hash of the record's content: these records have no id in ServiceTitan."
+PAYLOAD_FIELD_DESCRIPTION = "A field of the record, inside payload."
+
 
 def raw_asset_key(dataset: Dataset) -> dg.AssetKey:
-    return dg.AssetKey(["servicetitan", "raw", dataset.module.replace("-", "_"), dataset.resource_slug])
+    name = SHORT_NAMES.get(dataset.key, dataset.resource_slug)
+    return dg.AssetKey(["servicetitan", "raw", dataset.module.replace("-", "_"), name])
 
 
 def raw_group_name(dataset: Dataset) -> str:
     return "servicetitan_" + dataset.module.replace("-", "_")
+
+
+@cache
+def _raw_table_columns(keyless: bool) -> tuple[dg.TableColumn, ...]:
+    """The columns every raw table has, read from one of them (defining all 134 at load costs time)."""
+    descriptions = {**RAW_COLUMN_DESCRIPTIONS, **({"id": CONTENT_KEY_DESCRIPTION} if keyless else {})}
+    sample = raw_table(load_catalogue().core_datasets()[0])
+    return tuple(table_columns(sample, RAW_COLUMN_TYPES, descriptions))
+
+
+def raw_column_schema(dataset: Dataset) -> dg.TableSchema:
+    """The raw table's columns, then the fields of the record kept in its ``payload`` column."""
+    fields = [
+        dg.TableColumn(name=f"payload.{name}", type=kind, description=PAYLOAD_FIELD_DESCRIPTION)
+        for name, kind in field_types(dataset.key).items()
+    ]
+    keyless = load_catalogue().key_field(dataset) is None
+    return dg.TableSchema(columns=[*_raw_table_columns(keyless), *fields])
 
 
 def raw_asset_spec(dataset: Dataset) -> dg.AssetSpec:
@@ -43,6 +98,7 @@ def raw_asset_spec(dataset: Dataset) -> dg.AssetSpec:
             "endpoint": endpoint.path,
             "endpoint_kind": endpoint.kind,
             "dagster/table_name": raw_table_name(dataset),
+            "dagster/column_schema": raw_column_schema(dataset),
             "scopes": ", ".join(endpoint.scopes),
         },
     )

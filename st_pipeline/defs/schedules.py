@@ -75,7 +75,12 @@ def tenant_run_requests(
 def build_sync_schedule(cron: str) -> dg.ScheduleDefinition:
     """Incremental sync of every enabled tenant on ``cron`` (``ST_PIPELINE_SYNC_CRON``)."""
 
-    @dg.schedule(job=sync_job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING)
+    @dg.schedule(
+        job=sync_job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Incremental sync of every enabled tenant, on ST_PIPELINE_SYNC_CRON: one run request per "
+        "tenant partition, with a run key per tick; disabled tenants and tenants whose credentials were "
+        "rejected are skipped.",
+    )
     def tenant_sync_schedule(
         context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:
@@ -88,7 +93,11 @@ def build_sync_schedule(cron: str) -> dg.ScheduleDefinition:
 def build_reconcile_schedule(cron: str) -> dg.ScheduleDefinition:
     """Full read of the datasets without export feed on ``cron`` (``ST_PIPELINE_RECONCILE_CRON``)."""
 
-    @dg.schedule(job=reconcile_job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING)
+    @dg.schedule(
+        job=reconcile_job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Nightly full read of every enabled tenant's datasets without export feed, on "
+        "ST_PIPELINE_RECONCILE_CRON; rows gone upstream get deleted_at.",
+    )
     def tenant_reconcile_schedule(
         context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:

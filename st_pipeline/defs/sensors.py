@@ -6,7 +6,7 @@
   partitions (a wrong ``ST_PIPELINE_REGISTRY_URL``, an empty database) raises an alert and changes
   nothing.
 - ``abandoned_run_sensor`` fails a sync run whose process died without anyone noticing (a run of
-  ``dagster asset materialize`` killed with its terminal, a code server killed with its runs): its
+  ``dg launch`` killed with its terminal, a code server killed with its runs): its
   tenant's lock was released, but the run is still STARTED. Marked failed, the run-failure alert
   fires and the tenant's queue frees. (Dagster's own run monitoring, on in ``dagster.yaml``,
   handles runs stuck starting or cancelling, and a run worker killed under a living code server
@@ -35,7 +35,12 @@ SHRINK_RATIO = 0.5
 ABANDONED_AFTER = timedelta(minutes=15)
 
 
-@dg.sensor(job=sync_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    job=sync_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Registry → partitions: adds a partition for each new enabled tenant and requests its first, "
+    "full sync. Never deletes a partition (`st-pipeline tenant remove` does, on purpose); a registry listing "
+    f"fewer tenants than {SHRINK_RATIO:.0%} of the partitions opens a registry_shrank incident and changes nothing.",
+)
 def tenant_onboarding_sensor(
     context: dg.SensorEvaluationContext, tenant_registry: TenantRegistryResource, alerting: AlertingResource
 ) -> dg.SensorResult:
@@ -74,7 +79,11 @@ def tenant_onboarding_sensor(
     )
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A sync run still STARTED whose tenant lock is free (its process is gone) is marked failed, so "
+    "that the failure alerts and the tenant's queue frees.",
+)
 def abandoned_run_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SkipReason | None:
     """A STARTED sync run whose tenant lock is free — the process holding it is gone — is marked failed."""
     records = context.instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))

@@ -146,6 +146,34 @@ class Dataset:
         return self.resource.replace("/", "_").replace("-", "_")
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """How much of the catalogue the pipeline extracts, by the kind of endpoint it reads.
+
+    Counted once here for everything that reports it (``st-pipeline endpoints``, the README).
+    """
+
+    datasets: int
+    extracted: int
+    export_feeds: int
+    paged_lists: int
+    lookups: int
+    per_parent_endpoints: int
+
+    @property
+    def excluded(self) -> int:
+        """Catalogued datasets not extracted (each has its reason in ``EXCLUDED_DATASETS``)."""
+        return self.datasets - self.extracted
+
+    def summary(self) -> str:
+        """One line: what is extracted, how, and what is not."""
+        return (
+            f"{self.extracted} of {self.datasets} datasets extracted ({self.export_feeds} export feeds, "
+            f"{self.paged_lists} paged lists, {self.lookups} lookups); {self.excluded} excluded with a reason; "
+            f"{self.per_parent_endpoints} per-parent endpoints (notes, contacts of one record, …) not covered"
+        )
+
+
 class Catalogue:
     """All catalogued endpoints and the (stripped) record schemas they refer to."""
 
@@ -208,6 +236,27 @@ class Catalogue:
         """
         rest = [d for key, d in self.datasets.items() if key not in CORE_DATASETS and d.excluded_reason is None]
         return self.core_datasets() + rest
+
+    def coverage(self) -> Coverage:
+        """The extracted datasets counted by the kind of endpoint read (see ``Dataset.extraction_endpoint``)."""
+        extracted = self.extracted_datasets()
+        kinds = [dataset.extraction_endpoint.kind for dataset in extracted]
+        return Coverage(
+            datasets=len(self.datasets),
+            extracted=len(extracted),
+            export_feeds=kinds.count("export"),
+            paged_lists=kinds.count("list"),
+            lookups=kinds.count("lookup"),
+            per_parent_endpoints=len(self.per_parent_endpoints),
+        )
+
+    def read_in_full(self) -> list[Dataset]:
+        """Extracted datasets with no incremental cursor: read in full every run."""
+        return [d for d in self.extracted_datasets() if d.extraction_endpoint.cursor_kind == "full refresh"]
+
+    def keyless_datasets(self) -> list[Dataset]:
+        """Extracted datasets whose records carry no ``id`` (keyed by a hash of their content)."""
+        return [d for d in self.extracted_datasets() if self.key_field(d) is None]
 
     def record_schema(self, dataset: Dataset) -> dict[str, Any] | None:
         """The stripped JSON schema of the dataset's records (of its extraction endpoint)."""

@@ -17,11 +17,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Annotated, Any
+from types import NoneType, UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import orjson
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
-from typing_extensions import NotRequired, Required, TypedDict
+from typing_extensions import NotRequired, Required, TypedDict, is_typeddict
 
 from st_pipeline.servicetitan.catalogue import Dataset, Endpoint, load_catalogue
 from st_pipeline.servicetitan.timestamps import parse_timestamp
@@ -127,6 +128,35 @@ def record_model(dataset_key: str) -> Any:
     """The TypedDict of one dataset's records, or None when the catalogue has no schema for it."""
     dataset = load_catalogue().dataset(dataset_key)
     return _record_type(dataset.module, dataset.extraction_endpoint.record_schema)
+
+
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+
+def field_types(dataset_key: str) -> dict[str, str]:
+    """The JSON type of each field of a dataset's records, read from its record model.
+
+    One of integer, number, string, date-time, boolean, object, array, or any (several types, or
+    none known); empty when the catalogue has no schema for the dataset.
+    """
+    model = record_model(dataset_key)
+    if model is None:
+        return {}
+    return {name: _json_type(annotation) for name, annotation in model.__annotations__.items()}
+
+
+def _json_type(annotation: Any) -> str:
+    if annotation == Timestamp:
+        return "date-time"
+    origin = get_origin(annotation)
+    if origin in (Required, NotRequired, Union, UnionType):  # unwrap "may be missing" and "or null"
+        options = [arg for arg in get_args(annotation) if arg is not NoneType]
+        return _json_type(options[0]) if len(options) == 1 else "any"
+    if origin is list:
+        return "array"
+    if origin is dict or is_typeddict(annotation):
+        return "object"
+    return _JSON_TYPES.get(annotation, "any")
 
 
 @cache

@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from st_pipeline_tests.support import free_port
+
 WAIT_S = 5.0
 SMTP_USER = "alerts"
 SMTP_PASSWORD = "smtp-pass-CANARY-91b2"
@@ -240,12 +242,6 @@ def _drain(items: queue.Queue[Any]) -> list[Any]:
             taken.append(items.get_nowait())
         except queue.Empty:
             return taken
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Clock:

@@ -1,4 +1,5 @@
-"""The code location loads and shows one tenant-partitioned raw asset per extracted dataset."""
+"""The code location loads and shows one tenant-partitioned raw asset per extracted dataset, each with
+its table's columns and its record's fields, under a name that fits the asset graph."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import dagster as dg
 
 from st_pipeline.definitions import defs
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
-from st_pipeline.defs.raw_assets import raw_asset_key
+from st_pipeline.defs.raw_assets import MAX_NAME_LENGTH, SHORT_NAMES, raw_asset_key
 from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.warehouse.tables import raw_table_name
 
 
 def test_definitions_load() -> None:
@@ -26,3 +28,45 @@ def test_one_partitioned_raw_asset_per_extracted_dataset() -> None:
         assert partitions.name == TENANT_PARTITIONS_NAME
     assert graph.get(dg.AssetKey(["servicetitan", "raw", "crm", "customers"])).group_name == "servicetitan_crm"
     assert graph.get(dg.AssetKey(["servicetitan", "raw", "payroll", "gross_pay_items"])).group_name == "servicetitan_payroll"
+
+
+def _columns(key: dg.AssetKey) -> dict[str, dg.TableColumn]:
+    schema = defs.resolve_asset_graph().get(key).metadata["dagster/column_schema"]
+    return {column.name: column for column in schema.columns}
+
+
+def test_raw_assets_show_their_table_columns_then_the_fields_of_the_record_in_payload() -> None:
+    catalogue = load_catalogue()
+    customers = _columns(raw_asset_key(catalogue.dataset("crm/customers")))
+    assert list(customers)[:8] == [
+        "tenant_id", "id", "modified_on", "active", "payload", "extracted_at", "run_id", "deleted_at"]
+    for name in ("tenant_id", "id"):
+        assert customers[name].constraints.nullable is False
+        assert customers[name].constraints.other == ["primary key (tenant_id, id)"]
+    assert customers["deleted_at"].constraints.nullable and customers["modified_on"].type == "timestamp (UTC)"
+    assert {name: customers[name].type for name in (
+        "payload.id", "payload.name", "payload.balance", "payload.modifiedOn", "payload.doNotMail",
+        "payload.address", "payload.customFields")} == {
+        "payload.id": "integer", "payload.name": "string", "payload.balance": "number",
+        "payload.modifiedOn": "date-time", "payload.doNotMail": "boolean", "payload.address": "object",
+        "payload.customFields": "array"}
+    assert all(column.description for column in customers.values())
+    assert all("payload" in column.description for name, column in customers.items() if name.startswith("payload."))
+    # Records without an id are keyed by their content.
+    business_hours = _columns(raw_asset_key(catalogue.dataset("dispatch/business-hours")))
+    assert "hash" in business_hours["id"].description
+    for dataset in catalogue.extracted_datasets():  # every dataset with a record schema lists its fields
+        if catalogue.record_schema(dataset):
+            assert any(name.startswith("payload.") for name in _columns(raw_asset_key(dataset))), dataset.key
+
+
+def test_long_resource_names_get_a_short_asset_name_and_keep_their_table() -> None:
+    catalogue = load_catalogue()
+    segments = catalogue.dataset("jpm/work-breakdown-structure/segments")
+    key = raw_asset_key(segments)
+    assert key == dg.AssetKey(["servicetitan", "raw", "jpm", "work_breakdown_segments"])
+    assert defs.resolve_asset_graph().get(key).metadata["dagster/table_name"] == raw_table_name(segments)
+    assert raw_table_name(segments) == "raw_jpm_work_breakdown_structure_segments"
+    # A short name only where the resource's own name does not fit, and only for an extracted dataset.
+    extracted = {d.key: d for d in catalogue.extracted_datasets()}
+    assert all(len(extracted[k].resource_slug) > MAX_NAME_LENGTH >= len(name) for k, name in SHORT_NAMES.items())

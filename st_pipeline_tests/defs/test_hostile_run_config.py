@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from st_pipeline.simulator import Simulator
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A
-from st_pipeline_tests.support import TrapListener, register_tenants
+from st_pipeline_tests.support import TrapListener, free_port, register_tenants, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -52,24 +50,6 @@ mutation($executionParams: ExecutionParams!) {
 RUN_STATUS = """query($runId: ID!) { runOrError(runId: $runId) { __typename ... on Run { status } } }"""
 LOCATIONS = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _poll(condition: Any, what: str, process: subprocess.Popen[bytes]) -> Any:
-    """Poll another process's observable state until ``condition()`` is truthy (bounded)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        assert process.poll() is None, f"the webserver exited while waiting for {what}"
-        time.sleep(0.5)  # polling another process, not synchronising threads
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture()
@@ -103,7 +83,7 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
     deployment_env: dict[str, str], api_env: Simulator, local_env: Path
 ) -> None:
     trap = TrapListener()
-    port = _free_port()
+    port = free_port()
     webserver = subprocess.Popen(
         [shutil.which("dagster-webserver", path=str(BIN)) or "dagster-webserver", "-w", str(REPO_ROOT / "workspace.yaml"),
          "-h", "127.0.0.1", "-p", str(port)],
@@ -126,7 +106,7 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
                 return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
                            for e in entries)
 
-            _poll(location_loaded, "the code location to load", webserver)
+            wait_for(location_loaded, "the code location to load", [webserver], DEADLINE_S)
 
             def launch(run_config: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
                 params = {
@@ -157,10 +137,9 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
             launched = launch({"ops": {TENANT_SYNC_OP: {"config": {"full_refresh": True, "datasets": DATASETS}}}}, tags)
             assert launched["__typename"] == "LaunchRunSuccess", launched
             run_id = launched["run"]["runId"]
-            status = _poll(
-                lambda: (s := query(RUN_STATUS, {"runId": run_id})["runOrError"].get("status")) in (
+            status = wait_for(lambda: (s := query(RUN_STATUS, {"runId": run_id})["runOrError"].get("status")) in (
                     "SUCCESS", "FAILURE", "CANCELED") and s,
-                "the launched run to finish", webserver,
+                "the launched run to finish", [webserver], DEADLINE_S,
             )
             assert status == "SUCCESS"
     finally:

@@ -113,10 +113,7 @@ def test_asset_graph_reads_raw_to_hub_to_mart() -> None:
     schema = graph.get(invoices).metadata["dagster/column_schema"]
     names = [c.name for c in schema.columns]
     assert names[:2] == ["tenant_id", "id"] and "total" in names
-    assert next(c for c in schema.columns if c.name == "total").type == "numeric(19,4)"
-    # A snapshot of the graph's shape: every hub and mart, in its group, partitioned by tenant.
-    groups = {key: graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    assert sorted(k.to_user_string() for k, g in groups.items() if g == "hub") == sorted(
-        f"servicetitan/hub/{spec.name}" for spec in HUB_TABLES)
-    assert sorted(k.to_user_string() for k, g in groups.items() if g == "marts") == sorted(
-        f"servicetitan/mart/{mart.name}" for mart in MARTS)
+    total = next(c for c in schema.columns if c.name == "total")
+    assert total.type == "numeric(19,4)" and total.description == "From the raw payload.total."
+    assert all(c.description for c in schema.columns)
+    # The graph's groups and keys are pinned by the snapshot in test_asset_graph.py.
