@@ -218,6 +218,13 @@ def hub_tables_section() -> str:
     return markdown_table(["hub table", "from", "key"], rows)
 
 
+def alert_kinds_section() -> str:
+    """The kinds of alert incidents st_pipeline opens, and what opens and resolves each."""
+    from st_pipeline.alerts.model import KINDS
+
+    return markdown_table(["kind", "opened when, resolved when"], [(code(kind), what) for kind, what in KINDS.items()])
+
+
 def catalogue_sections() -> dict[str, str]:
     """Every generated section that needs no Dagster, by name."""
     from st_pipeline.settings import ALERTS_TABLE, CONFIGURATION_TABLE
@@ -225,6 +232,7 @@ def catalogue_sections() -> dict[str, str]:
     return {
         "configuration": configuration_section(CONFIGURATION_TABLE),
         "alerts": configuration_section(ALERTS_TABLE),
+        "alert-kinds": alert_kinds_section(),
         "coverage": coverage_section(),
         "read-in-full": read_in_full_section(),
         "raw-tables": raw_tables_section(),

@@ -71,6 +71,20 @@ def test_every_check_schedule_sensor_and_asset_is_listed(defs: dg.Definitions, s
     assert {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()} <= keys
 
 
+def test_every_run_config_field_is_listed_with_its_default(sections: dict[str, str]) -> None:
+    from st_pipeline.defs.models import TenantModelsConfig
+    from st_pipeline.defs.resources import ServiceTitanResource
+    from st_pipeline.defs.tenant_sync import TenantSyncConfig
+
+    rows = {row.split(" | ")[0].strip("| `"): row.split(" | ")[1] for row in sections["run-config"].splitlines()[2:]}
+    for prefix, model in (("resources.servicetitan.config", ServiceTitanResource),
+                          ("ops.servicetitan__tenant_sync.config", TenantSyncConfig),
+                          ("ops.servicetitan__tenant_models.config", TenantModelsConfig)):
+        assert {f"{prefix}.{name}" for name in model.model_fields} <= set(rows)
+    assert rows["resources.servicetitan.config.requests_per_second"] == "`60`"
+    assert rows["ops.servicetitan__tenant_sync.config.full_refresh"] == "`false`"
+
+
 def test_the_cli_reports_the_coverage_the_readme_shows(local_env: Path) -> None:
     result = CliRunner().invoke(st_pipeline, ["endpoints"], prog_name="st-pipeline")
     assert result.exit_code == 0, result.output

@@ -14,7 +14,7 @@ Event = Literal["incident_opened", "incident_resolved"]
 INCIDENT_OPENED: Event = "incident_opened"
 INCIDENT_RESOLVED: Event = "incident_resolved"
 
-# Well-known kinds; callers may use others.
+# Well-known kinds (``KINDS`` below); callers may use others.
 RUN_FAILURE = "run_failure"
 CHECK_FAILURE = "check_failure"
 AUTH_FAILURE = "auth_failure"
@@ -22,6 +22,21 @@ STALE_TENANT = "stale_tenant"
 SCOPE_MISSING = "scope_missing"
 MODULE_MISSING = "module_missing"
 REGISTRY_SHRANK = "registry_shrank"
+
+# The kinds st_pipeline raises: what opens an incident of each, and what resolves it.
+KINDS = {
+    RUN_FAILURE: "a run of this code location failed; resolved by the tenant's next successful run",
+    AUTH_FAILURE: "ServiceTitan rejected a tenant's credentials (its schedules skip it); resolved by a successful "
+    "run after `st-pipeline tenant update-credentials`",
+    CHECK_FAILURE: "asset checks fail for a tenant, every failing (asset, check) in one incident; resolved when "
+    "they all pass",
+    STALE_TENANT: "an enabled tenant has not synced successfully within ST_PIPELINE_FRESHNESS_SLA_HOURS; "
+    "resolved by a successful sync",
+    SCOPE_MISSING: "enabled datasets whose scope the tenant does not grant (403); resolved when none is left",
+    MODULE_MISSING: "enabled datasets of modules the tenant does not have (404); resolved when none is left",
+    REGISTRY_SHRANK: "the registry lists fewer than half as many tenants as there are partitions (the onboarding "
+    "sensor changes nothing meanwhile); resolved when it lists them again",
+}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import annotated_types
 import dagster as dg
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from st_pipeline.defs.checks import DEFAULT_QUARANTINE_ERROR_RATIO
 from st_pipeline.defs.raw_assets import raw_asset_key, raw_group_name
@@ -192,6 +195,57 @@ def schedules_section(defs: dg.Definitions) -> str:
     return markdown_table(["name", "kind", "job", "runs", "starts", "what it does"], rows)
 
 
+# -- run configuration ---------------------------------------------------------------------------------
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return code(str(value).lower())
+    return code(_number(value) if not isinstance(value, list) else value)
+
+
+def _range(field: FieldInfo) -> str:
+    """The bounds pydantic enforces on a field, as ``0 < x ≤ 60``; empty when unbounded."""
+    low = high = ""
+    for bound in field.metadata:
+        if isinstance(bound, annotated_types.Gt):
+            low = f"{_number(bound.gt)} <"
+        elif isinstance(bound, annotated_types.Ge):
+            low = f"{_number(bound.ge)} ≤"
+        elif isinstance(bound, annotated_types.Lt):
+            high = f"< {_number(bound.lt)}"
+        elif isinstance(bound, annotated_types.Le):
+            high = f"≤ {_number(bound.le)}"
+    return " ".join(part for part in (low, "x", high) if part) if low or high else ""
+
+
+def _config_rows(prefix: str, model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
+    return [(code(f"{prefix}.{name}"), _default(field), _range(field), field.description or "")
+            for name, field in model.model_fields.items()]
+
+
+def run_config_section(defs: dg.Definitions) -> str:
+    """What a run may tune: the ServiceTitan resource's fields and the two steps' config, bounded."""
+    from st_pipeline.defs.models import TENANT_MODELS_KEY, TenantModelsConfig
+    from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
+    from st_pipeline.defs.resources import ServiceTitanResource
+    from st_pipeline.defs.tenant_sync import TenantSyncConfig
+
+    rows = [
+        *_config_rows("resources.servicetitan.config", ServiceTitanResource),
+        *_config_rows(f"ops.{TENANT_SYNC_KEY.to_python_identifier()}.config", TenantSyncConfig),
+        *_config_rows(f"ops.{TENANT_MODELS_KEY.to_python_identifier()}.config", TenantModelsConfig),
+    ]
+    return markdown_table(["run config", "default", "range", "meaning"], rows)
+
+
 # -- all sections, and the command ---------------------------------------------------------------------
 
 
@@ -201,6 +255,7 @@ DAGSTER_SECTIONS: dict[str, Callable[[dg.Definitions], str]] = {
     "checks": raw_checks_section,
     "model-checks": model_checks_section,
     "schedules": schedules_section,
+    "run-config": run_config_section,
 }
 
 
