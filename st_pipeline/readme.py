@@ -25,7 +25,6 @@ BEGIN_MARKER = "<!-- generated:{name} (written by `make readme` from the code: e
 END_MARKER = "<!-- end generated:{name} -->"
 
 _BEGIN = re.compile(r"^<!-- generated:(?P<name>[a-z0-9-]+)\b.*-->[ \t]*$", re.MULTILINE)
-_END = "<!-- end generated:{name} -->"
 
 
 class ReadmeError(ValueError):
@@ -43,7 +42,7 @@ def _spans(text: str) -> dict[str, tuple[int, int, int, int]]:
         name = begin.group("name")
         if name in spans:
             raise ReadmeError(f"generated section {name!r} appears twice")
-        end_marker = _END.format(name=name)
+        end_marker = END_MARKER.format(name=name)
         end = text.find(end_marker, begin.end())
         if end < 0:
             raise ReadmeError(f"generated section {name!r} has no `{end_marker}` line")
@@ -127,6 +126,18 @@ def code_list(items: Iterable[object]) -> str:
     return ", ".join(code(item) for item in items)
 
 
+def documented_value(value: object) -> str:
+    """A default as the documentation shows it: ``—`` for none or empty, else inline code
+    (booleans in lower case, whole numbers without a decimal point and with thousands separators)."""
+    if value is None or value in ((), []):
+        return "—"
+    if isinstance(value, bool):
+        return code(str(value).lower())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return code(f"{value:,}" if isinstance(value, int) else value)
+
+
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``1 dataset``, ``2 datasets``."""
     return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
@@ -139,7 +150,8 @@ def configuration_section(table: str) -> str:
     """The variables of one documentation table (``Settings.documented_variables``)."""
     from st_pipeline.settings import Settings
 
-    rows = [(code(v.name), v.meaning, v.default) for v in Settings.documented_variables() if v.table == table]
+    rows = [(code(v.name), v.meaning, v.doc_default or documented_value(v.default))
+            for v in Settings.documented_variables() if v.table == table]
     return markdown_table(["variable", "meaning", "default"], rows)
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from st_pipeline.home import DAGSTER_HOME_NAME, KEY_FILE_NAME, default_home
 from st_pipeline.redaction import register_secret
 from st_pipeline.servicetitan.errors import ConfigurationError
-from st_pipeline.servicetitan.settings import CUSTOM_ENVIRONMENT, ENVIRONMENTS, ApiSettings, check_api_location
+from st_pipeline.servicetitan.settings import CUSTOM_ENVIRONMENT, ApiSettings, check_api_location
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 
@@ -59,11 +59,15 @@ def _variable(
 
 @dataclass(frozen=True)
 class VariableDoc:
-    """One variable as the documentation lists it: name, meaning, default (Markdown), table."""
+    """One variable as the documentation lists it: name, meaning, default, table.
+
+    ``doc_default`` (Markdown) stands in for ``default`` where the value alone says little.
+    """
 
     name: str
     meaning: str
-    default: str
+    default: Any
+    doc_default: str | None
     table: str
 
 
@@ -371,7 +375,7 @@ class Settings(BaseModel):
     @classmethod
     def variables(cls) -> dict[str, str]:
         """Every variable this project reads, with what it means (for documentation and its test)."""
-        return {field.alias: field.description or "" for field in cls.model_fields.values() if field.alias}
+        return {doc.name: doc.meaning for doc in cls.documented_variables()}
 
     @classmethod
     def documented_variables(cls) -> list[VariableDoc]:
@@ -380,10 +384,12 @@ class Settings(BaseModel):
         for field in cls.model_fields.values():
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             if field.alias:
+                doc_default = extra.get("doc_default")
                 docs.append(VariableDoc(
                     name=field.alias,
                     meaning=field.description or "",
-                    default=str(extra.get("doc_default") or _documented_default(field.default)),
+                    default=field.default,
+                    doc_default=str(doc_default) if doc_default is not None else None,
                     table=str(extra.get("doc_table", CONFIGURATION_TABLE)),
                 ))
         return docs
@@ -438,17 +444,6 @@ def _describe(exc: ValidationError) -> str:
     if isinstance(cause, ValueError):
         return f"{variable} {cause}"
     return f"{variable}: {error['msg']}"
-
-
-def _documented_default(value: Any) -> str:
-    """A field default as the documentation shows it: ``—`` for none, else the value in backticks."""
-    if value is None or value == ():
-        return "—"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    if isinstance(value, float) and value.is_integer():
-        return f"`{int(value)}`"
-    return f"`{value}`"
 
 
 def _is_http_url(url: str) -> bool:

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -31,6 +32,24 @@ from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 
 TEST_CHANGE = Change("test", actor="pytest")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Variables that configure st_pipeline, Dagster or ServiceTitan: a test of a new user's setup clears them.
+CONFIGURATION_PREFIXES = ("ST_PIPELINE_", "DAGSTER_", "SERVICETITAN_")
+
+
+def copy_project(destination: Path) -> Path:
+    """A copy of the checkout's sources at ``destination``, without its venv, state, caches or builds."""
+    import shutil
+
+    shutil.copytree(REPO_ROOT, destination, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".st_pipeline", "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist", "tmp*",
+    ))
+    return destination
+
+
+def unconfigured_environment() -> dict[str, str]:
+    """This process's environment without any st_pipeline, Dagster or ServiceTitan variable."""
+    return {name: value for name, value in os.environ.items() if not name.startswith(CONFIGURATION_PREFIXES)}
 
 
 def free_port() -> int:

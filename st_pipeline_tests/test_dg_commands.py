@@ -6,18 +6,17 @@ test, through ``make demo`` and ``make dev``.)
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
+from st_pipeline_tests.support import REPO_ROOT, unconfigured_environment
+
 DG = Path(sys.executable).parent / "dg"
-CLEARED_PREFIXES = ("ST_PIPELINE_", "DAGSTER_", "SERVICETITAN_")
 
 
 def _dg_check_defs(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(DG), "check", "defs"], cwd=PROJECT, env=env, capture_output=True, text=True,
+    return subprocess.run([str(DG), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 
 
@@ -25,7 +24,7 @@ def test_dg_check_defs_loads_the_definitions_and_names_a_wrong_variable(tmp_path
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {name: value for name, value in os.environ.items() if not name.startswith(CLEARED_PREFIXES)}
+    env = unconfigured_environment()
     env.update(DAGSTER_HOME=str(dagster_home), ST_PIPELINE_HOME=str(tmp_path / "home"))
 
     loaded = _dg_check_defs(env)

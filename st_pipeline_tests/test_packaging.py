@@ -4,8 +4,6 @@ outside the checkout."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from st_pipeline_tests.support import copy_project, unconfigured_environment
 
 
 @pytest.mark.timeout(900)
@@ -21,9 +19,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path: Path) 
     # Built from a copy: setuptools' build/ left in the checkout by an earlier build could hide a
     # file that package-data no longer ships.
     source = tmp_path / "source"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".st_pipeline", ".pytest_cache", "tmp*",
-    ))
+    copy_project(source)
     wheels = tmp_path / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(source)],
@@ -55,7 +51,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path: Path) 
     # Outside the checkout, with none of the project's variables: only the wheel can answer.
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ST_PIPELINE", "SERVICETITAN", "DAGSTER"))}
+    env = unconfigured_environment()
     env["ST_PIPELINE_HOME"] = str(tmp_path / "home")
     cli = str(venv / "bin" / "st-pipeline")
     helped = subprocess.run([cli, "--help"], cwd=outside, env=env, capture_output=True, text=True, timeout=120, check=False)

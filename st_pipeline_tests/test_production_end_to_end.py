@@ -23,9 +23,8 @@ import sqlalchemy as sa
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
-from st_pipeline_tests.support import assert_warehouse_equals_ground_truth, free_port, wait_for
+from st_pipeline_tests.support import REPO_ROOT, assert_warehouse_equals_ground_truth, free_port, wait_for
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TENANTS = [
     SimulatedTenant(tenant_id=9601 + i, client_id=f"cid.prod{i}", client_secret=f"cs1.prod-secret-{i}") for i in range(3)

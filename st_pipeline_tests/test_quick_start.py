@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,12 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from st_pipeline_tests.support import free_port, wait_for
+from st_pipeline_tests.support import REPO_ROOT, copy_project, free_port, unconfigured_environment, wait_for
 
-PROJECT = Path(__file__).resolve().parents[1]
 DEMO_TENANT = "1001"
-NOT_COPIED = (".venv", ".st_pipeline", ".git", "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist")
-CLEARED_PREFIXES = ("ST_PIPELINE_", "DAGSTER_", "SERVICETITAN_")
 SYNC_RUNS = """{ runsOrError(filter: {pipelineName: "servicetitan_sync"}) {
   __typename ... on Runs { results { runId status tags { key value } } } } }"""
 CUSTOMERS = """{ assetOrError(assetKey: {path: ["servicetitan", "raw", "crm", "customers"]}) {
@@ -46,7 +42,7 @@ def quick_start_commands(readme: str) -> list[str]:
 
 
 def test_quick_start_commands_are_the_documented_ones() -> None:
-    commands = quick_start_commands((PROJECT / "README.md").read_text())
+    commands = quick_start_commands((REPO_ROOT / "README.md").read_text())
     words = [command.split("#")[0].split() for command in commands]
     assert words[:2] == [["make", "demo"], ["make", "test"]], "the two commands come first"
     assert ["make", "dev"] in words
@@ -58,10 +54,10 @@ def test_quick_start_commands_are_the_documented_ones() -> None:
 def project_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A copy of the project sharing its virtual environment, and a clean environment to run it in."""
     copy = tmp_path / "st_pipeline"
-    shutil.copytree(PROJECT, copy, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    copy_project(copy)
     (copy / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(CLEARED_PREFIXES) and name != "VIRTUAL_ENV"}
+    env = unconfigured_environment()
+    env.pop("VIRTUAL_ENV", None)
     (tmp_path / "user-home").mkdir()
     env.update(HOME=str(tmp_path / "user-home"), SIM_PORT=str(free_port()), DEV_PORT=str(free_port()))
     up_to_date = subprocess.run(["make", "-q", "install"], cwd=copy, env=env, capture_output=True, check=False)

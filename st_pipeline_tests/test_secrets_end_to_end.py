@@ -27,8 +27,8 @@ from st_pipeline.defs.alerting import AlertingResource, run_failure_alert_sensor
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline_tests.alerts.conftest import HttpReceiver
+from st_pipeline_tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 APP_KEY = "ak1.CANARY-app-key-5e7d21"
 FIRST = SimulatedTenant(tenant_id=8801, client_id="cid.canary-one", client_secret="cs1.CANARY-one-4c1f9e2b")

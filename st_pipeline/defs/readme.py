@@ -28,6 +28,7 @@ from st_pipeline.readme import (
     catalogue_sections,
     code,
     code_list,
+    documented_value,
     markdown_table,
     plural,
     replace_sections,
@@ -198,17 +199,8 @@ def schedules_section(defs: dg.Definitions) -> str:
 # -- run configuration ---------------------------------------------------------------------------------
 
 
-def _number(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
-
-
-def _default(field: FieldInfo) -> str:
-    value = field.get_default(call_default_factory=True)
-    if isinstance(value, bool):
-        return code(str(value).lower())
-    return code(_number(value) if not isinstance(value, list) else value)
+def _bound(value: object) -> str:
+    return documented_value(value).strip("`")
 
 
 def _range(field: FieldInfo) -> str:
@@ -216,18 +208,19 @@ def _range(field: FieldInfo) -> str:
     low = high = ""
     for bound in field.metadata:
         if isinstance(bound, annotated_types.Gt):
-            low = f"{_number(bound.gt)} <"
+            low = f"{_bound(bound.gt)} <"
         elif isinstance(bound, annotated_types.Ge):
-            low = f"{_number(bound.ge)} ≤"
+            low = f"{_bound(bound.ge)} ≤"
         elif isinstance(bound, annotated_types.Lt):
-            high = f"< {_number(bound.lt)}"
+            high = f"< {_bound(bound.lt)}"
         elif isinstance(bound, annotated_types.Le):
-            high = f"≤ {_number(bound.le)}"
+            high = f"≤ {_bound(bound.le)}"
     return " ".join(part for part in (low, "x", high) if part) if low or high else ""
 
 
 def _config_rows(prefix: str, model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
-    return [(code(f"{prefix}.{name}"), _default(field), _range(field), field.description or "")
+    return [(code(f"{prefix}.{name}"), documented_value(field.get_default(call_default_factory=True)), _range(field),
+             field.description or "")
             for name, field in model.model_fields.items()]
 
 

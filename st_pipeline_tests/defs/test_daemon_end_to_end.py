@@ -20,8 +20,8 @@ from st_pipeline.demo import LOCAL_DAGSTER_YAML
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline_tests.alerts.conftest import HttpReceiver
+from st_pipeline_tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TENANTS = [
     SimulatedTenant(tenant_id=9901 + i, client_id=f"cid.daemon{i}", client_secret=f"cs1.daemon-secret-{i}")

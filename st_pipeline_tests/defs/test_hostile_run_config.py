@@ -31,9 +31,8 @@ from st_pipeline.simulator import Simulator
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A
-from st_pipeline_tests.support import TrapListener, free_port, register_tenants, wait_for
+from st_pipeline_tests.support import REPO_ROOT, TrapListener, free_port, register_tenants, wait_for
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEADLINE_S = 180
 DATASETS = ["crm/customers", "settings/business-units"]

@@ -26,7 +26,7 @@ from st_pipeline.defs.alerting import (
     run_recovery_sensor,
     stale_tenant_sensor,
 )
-from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
+from st_pipeline.defs.sensors import tenant_onboarding_sensor
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.registry import TenantRegistry

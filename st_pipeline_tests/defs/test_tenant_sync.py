@@ -29,6 +29,7 @@ from st_pipeline.warehouse.tables import raw_table, sync_log_table
 from st_pipeline_tests.alerts.conftest import HttpReceiver
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B, point_at_simulator
 from st_pipeline_tests.support import (
+    REPO_ROOT,
     TEST_CHANGE,
     assert_warehouse_equals_ground_truth,
     deployment,
@@ -41,7 +42,6 @@ from st_pipeline_tests.support import (
     tenant_sync_metadata,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _event_text(instance: dg.DagsterInstance, run_id: str) -> str:
