@@ -6,9 +6,7 @@ or missing variable stops it with a message naming the variable.
 
 import dagster as dg
 
-from st_pipeline.defs.checks import build_raw_checks
 from st_pipeline.defs.freshness import build_freshness_schedule, freshness_checks, freshness_job
-from st_pipeline.defs.raw_assets import raw_asset_specs
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import build_reconcile_schedule, build_sync_schedule, reconcile_job, sync_job
 from st_pipeline.defs.alerting import (
@@ -18,11 +16,10 @@ from st_pipeline.defs.alerting import (
     run_recovery_sensor,
     stale_tenant_sensor,
 )
-from st_pipeline.defs.models import build_model_checks, model_asset_specs, tenant_models
+from st_pipeline.defs.models import tenant_models
 from st_pipeline.defs.maintenance import build_maintenance_schedule, maintenance_job
 from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
 from st_pipeline.defs.tenant_sync import tenant_sync
-from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import Settings, SettingsError, load_settings
 
 
@@ -38,13 +35,13 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     ):
         if not is_valid_cron_string(cron):
             raise SettingsError(f"{variable} is not a cron expression (e.g. '0 * * * *' for hourly)")
-    datasets = load_catalogue().extracted_datasets()
     return dg.Definitions(
-        # A run is one step (the tenant sync): a step subprocess would only add a second interpreter
-        # start and import.
+        # A run is two steps (the tenant sync, then its models): a step subprocess would only add a
+        # second interpreter start and import.
         executor=dg.in_process_executor,
-        assets=[tenant_sync, *raw_asset_specs(datasets), tenant_models, *model_asset_specs()],
-        asset_checks=[build_raw_checks(datasets), build_model_checks(), freshness_checks],
+        # The raw, hub and mart assets, with their checks, are the specs of these two multi-assets.
+        assets=[tenant_sync, tenant_models],
+        asset_checks=[freshness_checks],
         jobs=[sync_job, reconcile_job, freshness_job, maintenance_job],
         schedules=[
             build_sync_schedule(settings.sync_cron),

@@ -138,6 +138,7 @@ def materialize_tenant(
         add_tenant_partition(instance, tenant_id)
         return dg.materialize(
             [tenant_sync],
+            selection=[TENANT_SYNC_KEY],  # as the scheduled run selects it: the whole tenant
             partition_key=str(tenant_id),
             instance=instance,
             resources={

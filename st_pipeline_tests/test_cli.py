@@ -1,4 +1,5 @@
-"""The commands a user types: `st-pipeline tenant add`, then `dagster asset materialize`."""
+"""The commands a user types: `st-pipeline tenant add`, then `dagster asset materialize` (one dataset,
+then the whole tenant)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import Simulator
 from st_pipeline.warehouse.schema import HEAD_REVISION, current_revision
+from st_pipeline.warehouse.tables import sync_log_table
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A
 from st_pipeline_tests.support import assert_warehouse_equals_ground_truth
 
 BIN = Path(sys.executable).parent
+CUSTOMERS = load_catalogue().dataset("crm/customers")
 
 
 def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -44,9 +48,23 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
     listed = _run([st_pipeline, "tenant", "list"], cli_env)
     assert str(TENANT_A.tenant_id) in listed.stdout and "Tenant A" in listed.stdout
 
-    # No `st-pipeline db upgrade`: the first run creates the empty warehouse's schema.
+    # No `st-pipeline db upgrade`: the first run creates the empty warehouse's schema. It syncs one
+    # dataset, as a user re-syncing one would: that dataset exactly, and nothing else.
     assert not (local_env / "warehouse.db").exists()
     dagster = shutil.which("dagster", path=str(BIN))
+    one = _run(
+        [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "servicetitan/raw/crm/customers",
+         "--partition", str(TENANT_A.tenant_id)],
+        cli_env,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    warehouse_url = f"sqlite:///{local_env / 'warehouse.db'}"
+    assert_warehouse_equals_ground_truth(warehouse_url, api_env, TENANT_A.tenant_id, [CUSTOMERS])
+    engine = sa.create_engine(warehouse_url)
+    with engine.connect() as conn:
+        synced = set(conn.execute(sa.select(sync_log_table.c.dataset)).scalars())
+    engine.dispose()
+    assert synced == {CUSTOMERS.key}
     materialized = _run(
         [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "servicetitan/tenant_sync",
          "--partition", str(TENANT_A.tenant_id)],
@@ -57,7 +75,7 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
     assert current_revision(engine) == HEAD_REVISION
     engine.dispose()
     assert_warehouse_equals_ground_truth(f"sqlite:///{local_env / 'warehouse.db'}", api_env, TENANT_A.tenant_id)
-    for output in (added, listed, materialized):
+    for output in (added, listed, one, materialized):
         assert CANARY_SECRET not in output.stdout + output.stderr
 
 

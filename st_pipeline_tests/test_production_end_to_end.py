@@ -1,10 +1,12 @@
 """The production configuration, end to end, without Docker: the repository's dagster.yaml on
 PostgreSQL, ``dagster api grpc``, ``dagster-webserver`` and ``dagster-daemon`` as real processes,
-three tenants onboarded with the CLI against the simulator, and a backfill of their partitions
-launched through the webserver's GraphQL API, as the UI's "Materialize" button would.
+three tenants onboarded with the CLI against the simulator, and backfills launched through the
+webserver's GraphQL API, as the UI launches them: the sync job over the three partitions, then one
+raw asset (``servicetitan/raw/crm/customers``) over the three, which syncs that dataset alone.
 
 It asserts the warehouse rows in PostgreSQL, the runs and materializations in Dagster's PostgreSQL
-storage, and that no two runs of one tenant overlapped; its databases and processes go with it.
+storage, that every raw, hub and mart asset the UI lists can be materialized, and that no two runs
+of one tenant overlapped; its databases and processes go with it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.warehouse.tables import raw_table, sync_log_table
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline_tests.support import REPO_ROOT, assert_warehouse_equals_ground_truth, free_port, wait_for
@@ -43,6 +46,29 @@ mutation Backfill($params: LaunchBackfillParams!) {
   }
 }
 """
+ASSET_NODES = "query { assetNodes { assetKey { path } isExecutable } }"
+CUSTOMERS, LOCATIONS = (load_catalogue().dataset(key) for key in ("crm/customers", "crm/locations"))
+CUSTOMERS_KEY = ["servicetitan", "raw", "crm", "customers"]
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def _launch_backfill(graphql: str, params: dict) -> str:
+    answer = httpx.post(graphql, timeout=60, json={"query": BACKFILL, "variables": {"params": params}}).json()
+    launched = answer["data"]["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def _backfill_runs(instance: dg.DagsterInstance, backfill_id: str) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id})))
+
+
+def _backfill_done(instance: dg.DagsterInstance, backfill_id: str, partitions: list[str]) -> Callable[[], bool]:
+    def done() -> bool:
+        runs = _backfill_runs(instance, backfill_id)
+        return {r.tags["dagster/partition"] for r in runs} == set(partitions) and all(
+            r.status in FINISHED for r in runs)
+    return done
 
 
 @pytest.fixture()
@@ -88,7 +114,7 @@ def _start(env: dict[str, str], *command: str, log: Path) -> subprocess.Popen[by
         return subprocess.Popen(list(command), env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT)
 
 
-def test_production_services_run_a_graphql_backfill_of_three_tenants(
+def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_asset(
     production: tuple[dict[str, str], Simulator, str], tmp_path: Path
 ) -> None:
     env, sim, dagster_home = production
@@ -131,30 +157,15 @@ def test_production_services_run_a_graphql_backfill_of_three_tenants(
             # The onboarding sensor (run by the daemon) turns registered tenants into partitions.
             wait_for(lambda: set(partitions) <= set(instance.get_dynamic_partitions("tenants")),
                       "the onboarding sensor to add the three partitions", processes)
-            answer = httpx.post(graphql, timeout=60, json={"query": BACKFILL, "variables": {"params": {
+            backfill_id = _launch_backfill(graphql, {
                 "selector": {
                     "partitionSetName": "servicetitan_sync_partition_set",
                     "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": LOCATION},
                 },
                 "partitionNames": partitions,
-            }}}).json()
-            launched = answer["data"]["launchPartitionBackfill"]
-            assert launched["__typename"] == "LaunchBackfillSuccess", launched
-            backfill_id = launched["backfillId"]
-
-            def backfill_runs() -> list[dg.DagsterRun]:
-                return list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id})))
-
-            finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-
-            def backfill_done() -> bool:
-                runs = backfill_runs()
-                return {r.tags["dagster/partition"] for r in runs} == set(partitions) and all(
-                    r.status in finished for r in runs
-                )
-
-            wait_for(backfill_done, "the backfill's runs to finish", processes)
-            runs = backfill_runs()
+            })
+            wait_for(_backfill_done(instance, backfill_id, partitions), "the backfill's runs to finish", processes)
+            runs = _backfill_runs(instance, backfill_id)
             assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 3, [(r.run_id, r.status) for r in runs]
             assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(partitions)
             assert {r.job_name for r in runs} == {"servicetitan_sync"}
@@ -171,13 +182,48 @@ def test_production_services_run_a_graphql_backfill_of_three_tenants(
                 assert all(end is not None for _, end in spans)
                 for (_, end), (start, _) in zip(spans, spans[1:]):
                     assert end <= start, f"two runs of tenant {partition} overlapped"
+
+            # Every raw, hub and mart asset the UI lists has a "Materialize" button.
+            nodes = httpx.post(graphql, timeout=60, json={"query": ASSET_NODES}).json()["data"]["assetNodes"]
+            layers = [n for n in nodes if n["assetKey"]["path"][:2] in (
+                ["servicetitan", "raw"], ["servicetitan", "hub"], ["servicetitan", "mart"])]
+            assert len(layers) >= 134 + 24 + 8
+            assert [n["assetKey"]["path"] for n in layers if not n["isExecutable"]] == []
+
+            # One dataset changed for every tenant, another too: a backfill of the first's raw asset
+            # over the three tenants syncs it alone.
+            changed = {t.tenant_id: sim.apply_changes(t.tenant_id, CUSTOMERS.key, updated=2)["updated"] for t in TENANTS}
+            untouched = {t.tenant_id: sim.apply_changes(t.tenant_id, LOCATIONS.key, updated=2)["updated"] for t in TENANTS}
+            one_dataset = _launch_backfill(graphql, {"assetSelection": [{"path": CUSTOMERS_KEY}],
+                                                     "partitionNames": partitions})
+            wait_for(_backfill_done(instance, one_dataset, partitions), "the raw asset's backfill to finish", processes)
+            asset_runs = _backfill_runs(instance, one_dataset)
+            assert [r.status for r in asset_runs] == [dg.DagsterRunStatus.SUCCESS] * 3, [
+                (r.run_id, r.status) for r in asset_runs]
+            for run in asset_runs:
+                events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                assert {e.dagster_event.asset_key for e in events} == {dg.AssetKey(CUSTOMERS_KEY)}
         for tenant in TENANTS:
-            assert_warehouse_equals_ground_truth(env["ST_PIPELINE_WAREHOUSE_URL"], sim, tenant.tenant_id)
+            assert_warehouse_equals_ground_truth(env["ST_PIPELINE_WAREHOUSE_URL"], sim, tenant.tenant_id,
+                                                 [d for d in load_catalogue().extracted_datasets() if d != LOCATIONS])
         engine = sa.create_engine(env["ST_PIPELINE_WAREHOUSE_URL"])
+        customers, locations = raw_table(CUSTOMERS), raw_table(LOCATIONS)
         with engine.connect() as conn:
             hubs = conn.execute(sa.text("select count(distinct tenant_id) from hub_customers")).scalar_one()
+            synced = set(conn.execute(sa.select(sync_log_table.c.dataset).where(
+                sync_log_table.c.run_id.in_([r.run_id for r in asset_runs]))).scalars())
+            for tenant in TENANTS:
+                truth = {r["id"]: r for r in sim.ground_truth(tenant.tenant_id, LOCATIONS.key)}
+                stored = dict(conn.execute(sa.select(locations.c.id, locations.c.payload).where(
+                    locations.c.tenant_id == tenant.tenant_id, locations.c.id.in_(untouched[tenant.tenant_id]))).all())
+                assert all(stored[i] != truth[i] for i in untouched[tenant.tenant_id])  # not synced again
+                stored = dict(conn.execute(sa.select(customers.c.id, customers.c.payload).where(
+                    customers.c.tenant_id == tenant.tenant_id, customers.c.id.in_(changed[tenant.tenant_id]))).all())
+                truth = {r["id"]: r for r in sim.ground_truth(tenant.tenant_id, CUSTOMERS.key)}
+                assert all(stored[i] == truth[i] for i in changed[tenant.tenant_id])
         engine.dispose()
         assert hubs == 3
+        assert synced == {CUSTOMERS.key}
         assert len(load_catalogue().extracted_datasets()) > 100
     finally:
         for process in reversed(processes):

@@ -32,6 +32,7 @@ from st_pipeline.alerts import (
     dagster_run_link,
 )
 from st_pipeline.defs.freshness import FRESHNESS_CHECK
+from st_pipeline.defs.raw_assets import is_pipeline_asset
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import OUR_JOBS, TENANT_TAG
 from st_pipeline.servicetitan.catalogue import load_catalogue
@@ -76,7 +77,7 @@ class AlertingResource(dg.ConfigurableResource):
 
 def is_our_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     """A run of this code location's jobs, or one that executed its assets (UI, CLI, tests)."""
-    if run.job_name in OUR_JOBS or any(key.path[:1] == ["servicetitan"] for key in run.asset_selection or ()):
+    if run.job_name in OUR_JOBS or any(map(is_pipeline_asset, run.asset_selection or ())):
         return True
     if run.execution_plan_snapshot_id is None:
         return False

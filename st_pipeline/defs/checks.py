@@ -1,9 +1,11 @@
-"""Asset checks on the raw assets: what each sync of a dataset observed, judged.
+"""Asset checks on the raw assets: what each sync of a dataset observed, judged, per tenant.
 
 Per dataset:
 
 - ``schema_conformance``: records quarantined by validation. None: pass. Some, but at most
   ``quarantine_error_ratio`` of the records: WARN. More: ERROR, and the tenant's sync run fails.
+  It is a blocking check: a run that materializes the raw asset and fails it builds nothing
+  downstream of it (the hub tables and marts).
 - ``no_duplicate_ids``: records that arrived more than once in one sync — harmless for the data
   (upserts), a sign of a feed re-sending: WARN.
 - ``count_matches_total`` (paged lists): records received versus the ``totalCount`` the list
@@ -12,23 +14,25 @@ Per dataset:
 - ``cursor_advances`` (export feeds): ERROR when the feed said it had more data but handed back a
   continuation token it had given before (or ran past the page ceiling).
 
-The tenant sync reports these results, for its tenant's partition, only for the datasets where
-it saw something to judge (rows written, records quarantined, an error, a total that disagrees): a
-sync that finds nothing new judges nothing. Executing the checks (from the UI) judges again the
-latest sync of every enabled tenant, from the sync log.
+The checks are partitioned by tenant, like their assets: each tenant's result is its own, so one
+tenant passing never hides another's failure. They belong to the tenant sync's multi-asset: a run
+that materializes a raw asset judges its checks; the whole-tenant sync reports results only for
+the datasets where it saw something to judge (rows written, records quarantined, an error, a
+total that disagrees). Executing a check alone judges again the tenant's latest sync of the
+dataset, from the sync log.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
+from st_pipeline.defs.partitions import tenant_check_spec
 from st_pipeline.defs.raw_assets import raw_asset_key
-from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import Dataset
 from st_pipeline.sync.extract import ExtractResult
 from st_pipeline.sync.state import NOT_LOADABLE
@@ -44,7 +48,8 @@ PAGING_ERRORS = ("StuckCursorError", "PagingLoopError")
 
 CHECK_DESCRIPTIONS = {
     SCHEMA_CHECK: "Every record received matched the dataset's record model from the OpenAPI spec; bad records "
-    "go to raw_quarantine (WARN), above the quarantine ratio the sync fails (ERROR).",
+    "go to raw_quarantine (WARN), above the quarantine ratio the sync fails (ERROR) and, blocking, holds back "
+    "the hub tables built from it.",
     DUPLICATES_CHECK: "No record arrived twice in one sync; WARN when one did (harmless for the table, a sign of a "
     "feed re-sending).",
     TOTAL_CHECK: "The records received equal the totalCount the paged list reported (ERROR when the list ran "
@@ -64,10 +69,14 @@ def check_names(dataset: Dataset) -> list[str]:
     return names
 
 
+# Checks whose ERROR holds back what is built from the asset (Dagster's blocking checks).
+BLOCKING_CHECKS = frozenset({SCHEMA_CHECK})
+
+
 def raw_check_specs(datasets: Sequence[Dataset]) -> list[dg.AssetCheckSpec]:
-    """The checks of each raw asset."""
+    """The checks of each raw asset, partitioned by tenant."""
     return [
-        dg.AssetCheckSpec(name=name, asset=raw_asset_key(dataset), description=CHECK_DESCRIPTIONS[name])
+        tenant_check_spec(name, raw_asset_key(dataset), CHECK_DESCRIPTIONS[name], blocking=name in BLOCKING_CHECKS)
         for dataset in datasets
         for name in check_names(dataset)
     ]
@@ -153,73 +162,29 @@ def judge(dataset: Dataset, outcome: Outcome, quarantine_error_ratio: float) -> 
 
 
 def check_evaluation(dataset: Dataset, verdict: Judgement, partition: str) -> dg.AssetCheckEvaluation:
-    """A verdict as the event a tenant sync reports for its partition."""
+    """A verdict as the event a whole-tenant sync reports for its partition (the check was not planned)."""
     return dg.AssetCheckEvaluation(
         asset_key=raw_asset_key(dataset), check_name=verdict.check_name, passed=verdict.passed,
         severity=verdict.severity, description=verdict.description, metadata=verdict.metadata, partition=partition,
     )
 
 
-def selected_checks(context: dg.AssetCheckExecutionContext) -> dict[dg.AssetKey, set[str]]:
-    """The checks a run of a multi-asset check was asked for, by asset."""
-    selected: dict[dg.AssetKey, set[str]] = {}
-    for check_key in context.selected_asset_check_keys:
-        selected.setdefault(check_key.asset_key, set()).add(check_key.name)
-    return selected
-
-
-def build_raw_checks(datasets: Sequence[Dataset]) -> dg.AssetChecksDefinition:
-    """The raw checks, executable on demand: the latest sync of every enabled tenant, judged again."""
-    by_key = {raw_asset_key(dataset): dataset for dataset in datasets}
-
-    @dg.multi_asset_check(
-        name="servicetitan_raw_checks",
-        specs=raw_check_specs(datasets),
-        can_subset=True,
-        description="Judges again the latest sync of each dataset for every enabled tenant (the tenant sync "
-        "reports the same checks per tenant as it goes).",
+def check_result(dataset: Dataset, verdict: Judgement) -> dg.AssetCheckResult:
+    """A verdict as the result of a check the run planned (its partition is the run's)."""
+    return dg.AssetCheckResult(
+        asset_key=raw_asset_key(dataset), check_name=verdict.check_name, passed=verdict.passed,
+        severity=verdict.severity, description=verdict.description, metadata=verdict.metadata,
     )
-    def servicetitan_raw_checks(
-        context: dg.AssetCheckExecutionContext, tenant_registry: TenantRegistryResource, warehouse: WarehouseResource
-    ) -> Iterator[dg.AssetCheckResult]:
-        selected = selected_checks(context)
-        tenants = [t.tenant_id for t in tenant_registry.registry().list(enabled_only=True)]
-        latest = _latest_outcomes(warehouse.engine(), tenants, [by_key[key].key for key in selected])
-        for asset_key, names in selected.items():
-            dataset = by_key[asset_key]
-            failing: dict[str, list[int]] = {name: [] for name in names}
-            worst: dict[str, dg.AssetCheckSeverity] = {name: dg.AssetCheckSeverity.WARN for name in names}
-            judged = 0
-            for tenant_id, outcome in latest.get(dataset.key, {}).items():
-                judged += 1
-                for verdict in judge(dataset, outcome, DEFAULT_QUARANTINE_ERROR_RATIO):
-                    if verdict.check_name in names and not verdict.passed:
-                        failing[verdict.check_name].append(tenant_id)
-                        if verdict.severity == dg.AssetCheckSeverity.ERROR:
-                            worst[verdict.check_name] = dg.AssetCheckSeverity.ERROR
-            for name in sorted(names):
-                tenants_failing = sorted(failing[name])
-                yield dg.AssetCheckResult(
-                    asset_key=asset_key, check_name=name, passed=not tenants_failing, severity=worst[name],
-                    description=(f"latest syncs of {judged} tenants judged" if not tenants_failing
-                                 else f"fails for tenants {', '.join(map(str, tenants_failing[:20]))}"),
-                    metadata={"tenants_judged": judged, "failing_tenants": len(tenants_failing)},
-                )
-
-    return servicetitan_raw_checks
 
 
-def _latest_outcomes(engine: sa.Engine, tenants: list[int], dataset_keys: list[str]) -> dict[str, dict[int, Outcome]]:
-    """The latest sync-log row of each (tenant, dataset), through the status table's last run."""
-    if not tenants or not dataset_keys:
+def latest_outcomes(engine: sa.Engine, tenant_id: int, dataset_keys: list[str]) -> dict[str, Outcome]:
+    """The tenant's latest sync of each dataset, as its sync-log row recorded it."""
+    if not dataset_keys:
         return {}
     log, status = sync_log_table.c, dataset_status_table.c
     query = sa.select(sync_log_table).join(
         dataset_status_table,
         sa.and_(status.tenant_id == log.tenant_id, status.dataset == log.dataset, status.last_run_id == log.run_id),
-    ).where(log.tenant_id.in_(tenants), log.dataset.in_(dataset_keys))
-    outcomes: dict[str, dict[int, Outcome]] = {}
+    ).where(log.tenant_id == tenant_id, log.dataset.in_(dataset_keys))
     with engine.connect() as conn:
-        for row in conn.execute(query):
-            outcomes.setdefault(row.dataset, {})[row.tenant_id] = Outcome.from_log(row)
-    return outcomes
+        return {row.dataset: Outcome.from_log(row) for row in conn.execute(query)}

@@ -1,14 +1,22 @@
-"""Hub tables and KPI marts in Dagster: declared per table, built per tenant by one asset.
+"""Hub tables and KPI marts in Dagster: one subsettable multi-asset, beside ``servicetitan/tenant_models``.
 
-``servicetitan/tenant_models`` runs right after the tenant sync, in the same run (the sync job
-selects both): a scheduled sync leaves the tenant's hub tables and marts current with no other
-step, no sensor and no daemon-side evaluation. It is built the way the tenant sync is, and for
-the same reason: a run plans one asset, and the hub and mart assets (declared beside it, each
-with its column schema) get a materialization, with their checks, only when they changed. An
-hourly run that changed nothing costs a count per hub table.
+Every hub table and mart is executable: "Materialize" on ``servicetitan/mart/revenue_by_business_unit``
+for a tenant brings the hub tables it reads up to date from the raw tables (incrementally, from the
+raw rows changed since their last build), then builds it; a hub table builds from its raw table. A
+build also takes along every mart that reads a hub table it builds (a hub table's changes are taken
+up once, so a mart left out would never see them: ``transform.build.build_plan``), reported when
+it changed. A hub table whose raw table was never synced for the tenant fails its materialization,
+naming the raw asset to materialize first; a mart builds from the hub tables that exist and names
+the missing ones.
 
-A raw dataset that was not synced for the tenant (scope not granted, disabled) leaves its hub
-tables as they are; the build says which, and the marts build from what exists.
+``servicetitan/tenant_models`` runs right after the tenant sync, in the same run (the sync job selects
+both): a scheduled sync leaves the tenant's hub tables and marts current with no other step, no
+sensor and no daemon-side evaluation. It is built the way the tenant sync is, and for the same
+reason: a run plans one asset, and the hub and mart assets get a materialization, with their
+checks, only when they changed. An hourly run that changed nothing costs a count per hub table.
+
+Every build holds the tenant's lock, so no sync writes the tenant's raw rows while its hub tables
+read them.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
@@ -20,22 +28,23 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from st_pipeline.defs.checks import selected_checks
 from st_pipeline.defs.columns import table_columns
-from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
+from st_pipeline.defs.partitions import tenant_check_spec, tenant_id_of, tenant_partitions
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
-from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource, process_cpu_s
+from st_pipeline.defs.resources import WarehouseResource, process_cpu_s
 from st_pipeline.servicetitan.catalogue import load_catalogue
-from st_pipeline.transform.build import HubBuild, build_tenant, raw_table_name_for
+from st_pipeline.transform.build import HubBuild, TenantBuild, build_plan, build_tenant, raw_table_name_for
 from st_pipeline.transform.checks import ERROR_CHECKS, HUB_CHECKS, MART_CHECKS, Verdict, check_hub, check_mart, hub_checks_for
 from st_pipeline.transform.hubs import HUB_TABLES
-from st_pipeline.transform.marts import MARTS, Mart, MartBuild, mart_table
+from st_pipeline.transform.marts import MARTS, Mart, MartBuild, current_mart, mart_table
 from st_pipeline.transform.spec import Column, HubTable
 from st_pipeline.transform.tables import hub_table
 from st_pipeline.transform.types import column_type_name
 from st_pipeline.warehouse.locks import TenantBusyError, tenant_lock
 
 TENANT_MODELS_KEY = dg.AssetKey(["servicetitan", "tenant_models"])
+# The op of the models' multi-asset, as run config addresses it (``ops.servicetitan__tenant_models``).
+TENANT_MODELS_OP = TENANT_MODELS_KEY.to_python_identifier()
 FULL_REBUILD_TAG = "st_pipeline/full_rebuild"
 PREVIEW_ROWS = 5
 # The columns every hub table has after its own (``transform.spec.BOOKKEEPING_COLUMNS``), described.
@@ -77,11 +86,13 @@ def hub_asset_spec(spec: HubTable) -> dg.AssetSpec:
     sources = {c.name: c.description or _column_source(spec, c) for c in spec.columns}
     return dg.AssetSpec(
         key=hub_asset_key(spec),
-        deps=[raw_asset_key(catalogue.dataset(spec.source))],
+        deps=[raw_asset_key(catalogue.dataset(spec.source)), TENANT_MODELS_KEY],
         group_name="hub",
         description=f"{spec.description} Table {spec.table_name}, key ({', '.join(spec.primary_key)}), built from "
         f"{spec.source}" + (f" (one row per element of its `{spec.explode}`)" if spec.explode else "")
-        + " by servicetitan/tenant_models.",
+        + ". Materialize it to build it for a tenant from its raw table; servicetitan/tenant_models builds it "
+        "after each sync and reports it when it changed.",
+        skippable=True,
         kinds={"table"},
         partitions_def=tenant_partitions,
         metadata={
@@ -102,7 +113,9 @@ def mart_asset_spec(mart: Mart) -> dg.AssetSpec:
         key=mart_asset_key(mart),
         deps=[hubs[name] for name in mart.reads],
         group_name="marts",
-        description=f"{mart.description} Table {mart.table_name}, key ({', '.join(mart.key)}).",
+        description=f"{mart.description} Table {mart.table_name}, key ({', '.join(mart.key)}). Materialize it to "
+        "build it for a tenant, with the hub tables it reads brought up to date first.",
+        skippable=True,
         kinds={"table"},
         partitions_def=tenant_partitions,
         metadata={
@@ -115,17 +128,18 @@ def mart_asset_spec(mart: Mart) -> dg.AssetSpec:
 def _check_description(name: str, text: str) -> str:
     """A hub or mart check's description, saying what its failure does."""
     if name in ERROR_CHECKS:
-        return f"{text} A failure is an ERROR: the tenant's build run fails."
+        return f"{text} A failure is an ERROR: the tenant's build fails."
     return f"{text} A failure is a WARN."
 
 
 def model_check_specs() -> list[dg.AssetCheckSpec]:
+    """The checks of every hub table and mart, partitioned by tenant."""
     specs = [
-        dg.AssetCheckSpec(name=name, asset=hub_asset_key(spec), description=_check_description(name, HUB_CHECKS[name]))
+        tenant_check_spec(name, hub_asset_key(spec), _check_description(name, HUB_CHECKS[name]))
         for spec in HUB_TABLES for name in hub_checks_for(spec)
     ]
     specs += [
-        dg.AssetCheckSpec(name=name, asset=mart_asset_key(mart), description=_check_description(name, description))
+        tenant_check_spec(name, mart_asset_key(mart), _check_description(name, description))
         for mart in MARTS for name, description in MART_CHECKS.items()
     ]
     return specs
@@ -135,8 +149,8 @@ class TenantModelsConfig(dg.Config):
     """Run config of a tenant's hub and mart build (all optional: incremental)."""
 
     full_rebuild: bool = Field(
-        default=False, description="Rebuild every hub table and mart of the tenant from its raw tables "
-        "(also: tag st_pipeline/full_rebuild=true). Gives the same tables as the incremental builds.",
+        default=False, description="Build the run's hub tables and marts in full from the raw tables (also: tag "
+        "st_pipeline/full_rebuild=true). Gives the same tables as the incremental builds.",
     )
     lock_wait_s: float = Field(default=10.0, ge=0, le=3600, description="How long to wait for the tenant's lock.")
 
@@ -146,6 +160,14 @@ def _evaluation(key: dg.AssetKey, verdict: Verdict, partition: str) -> dg.AssetC
         asset_key=key, check_name=verdict.check_name, passed=verdict.passed,
         severity=dg.AssetCheckSeverity.ERROR if verdict.is_error else dg.AssetCheckSeverity.WARN,
         description=verdict.description, metadata=verdict.metadata, partition=partition,
+    )
+
+
+def _result(key: dg.AssetKey, verdict: Verdict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=key, check_name=verdict.check_name, passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.ERROR if verdict.is_error else dg.AssetCheckSeverity.WARN,
+        description=verdict.description, metadata=verdict.metadata,
     )
 
 
@@ -175,58 +197,128 @@ def _hub_metadata(hub: HubBuild, warehouse: str, preview: str) -> dict[str, Any]
 
 
 def _mart_metadata(built: MartBuild, warehouse: str, preview: str) -> dict[str, Any]:
-    return {"dagster/row_count": built.row_count, **built.headline, "warehouse": warehouse,
+    return {"dagster/row_count": built.row_count, "build": built.mode, **built.headline, "warehouse": warehouse,
             "preview": dg.MetadataValue.md(preview)}
 
 
-@dg.asset(
+HUBS_BY_KEY = {hub_asset_key(spec): spec for spec in HUB_TABLES}
+MARTS_BY_KEY = {mart_asset_key(mart): mart for mart in MARTS}
+TENANT_MODELS_SPEC = dg.AssetSpec(
     key=TENANT_MODELS_KEY,
     deps=[TENANT_SYNC_KEY],
-    partitions_def=tenant_partitions,
     group_name="servicetitan",
     kinds={"sql"},
+    partitions_def=tenant_partitions,
     description=(
         "Builds one tenant's hub tables (typed rows from the raw JSON) and KPI marts inside the warehouse, "
         "right after its sync: incrementally, from the raw rows changed since the last build. Each hub table "
         "or mart that changed is reported as a materialization, with its checks and a preview."
     ),
 )
+
+
+class _ModelsRun:
+    """One run's build of a tenant's models: what it selected, and how it reports each table."""
+
+    def __init__(self, context: dg.AssetExecutionContext, conn: sa.Connection, tenant_id: int, warehouse: str,
+                 full: bool) -> None:
+        self.context, self.conn, self.tenant_id, self.warehouse, self.full = context, conn, tenant_id, warehouse, full
+        self.partition = context.partition_key
+        self.failures: list[str] = []
+
+    def _planned(self, key: dg.AssetKey) -> bool:
+        return key in self.context.selected_asset_keys
+
+    def _verdicts(self, key: dg.AssetKey, table: str, verdicts: list[Verdict]
+                  ) -> Iterator[dg.AssetCheckResult]:
+        """Planned checks as results, the others (of a table the run did not plan) as events."""
+        planned = self._planned(key)
+        for verdict in verdicts:
+            if planned:
+                if dg.AssetCheckKey(key, verdict.check_name) not in self.context.selected_asset_check_keys:
+                    continue
+                yield _result(key, verdict)
+            else:
+                self.context.log_event(_evaluation(key, verdict, self.partition))
+            if not verdict.passed and verdict.is_error:
+                self.failures.append(f"{table}: {verdict.check_name} ({verdict.description})")
+
+    def hub(self, hub: HubBuild) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        spec = next(s for s in HUB_TABLES if s.table_name == hub.table)
+        key = hub_asset_key(spec)
+        if hub.mode == "missing_source":
+            if self._planned(key):
+                raw = raw_asset_key(load_catalogue().dataset(spec.source))
+                self.failures.append(
+                    f"{spec.table_name} is built from {raw.to_user_string()}, which has not been synced for tenant "
+                    f"{self.tenant_id} (never synced, turned off, or its scope is not granted): materialize that raw "
+                    "asset for this partition first (`st-pipeline tenant test` lists the granted scopes)"
+                )
+            return
+        if not (self._planned(key) or hub.changed or (self.full and hub.mode == "full")):
+            return
+        metadata = _hub_metadata(hub, self.warehouse, _preview(self.conn, hub_table(spec), self.tenant_id))
+        if self._planned(key):
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        else:
+            self.context.log_event(dg.AssetMaterialization(asset_key=key, partition=self.partition, metadata=metadata))
+        yield from self._verdicts(key, spec.table_name,
+                                  check_hub(self.conn, spec, self.tenant_id, raw_table_name_for(spec)))
+
+    def mart(self, mart: Mart, built: MartBuild) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        key = mart_asset_key(mart)
+        metadata = _mart_metadata(built, self.warehouse, _preview(self.conn, mart_table(mart), self.tenant_id))
+        if self._planned(key):
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        else:
+            self.context.log_event(dg.AssetMaterialization(asset_key=key, partition=self.partition, metadata=metadata))
+        yield from self._verdicts(key, mart.table_name, check_mart(self.conn, mart, self.tenant_id))
+
+    def report(self, built: TenantBuild) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Every hub table and mart the build touched, and the planned ones it found current."""
+        for hub in built.hubs:
+            yield from self.hub(hub)
+        rebuilt = {m.table for m in built.marts}
+        for mart_built in built.marts:
+            yield from self.mart(next(m for m in MARTS if m.table_name == mart_built.table), mart_built)
+        for key in sorted(self.context.selected_asset_keys & set(MARTS_BY_KEY), key=lambda k: k.to_user_string()):
+            mart = MARTS_BY_KEY[key]
+            if mart.table_name not in rebuilt:  # nothing it reads changed: as it stands
+                yield from self.mart(mart, current_mart(self.conn, mart, self.tenant_id))
+
+
+@dg.multi_asset(
+    name=TENANT_MODELS_OP,
+    specs=[TENANT_MODELS_SPEC, *(hub_asset_spec(spec) for spec in HUB_TABLES), *(mart_asset_spec(m) for m in MARTS)],
+    check_specs=model_check_specs(),
+    can_subset=True,
+    partitions_def=tenant_partitions,
+    description="Builds a tenant's hub tables and marts in the warehouse: the selected ones (and what they need), "
+    "or with servicetitan/tenant_models all of them.",
+)
 def tenant_models(
     context: dg.AssetExecutionContext, config: TenantModelsConfig, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     partition = context.partition_key
     tenant_id = tenant_id_of(partition)
     engine, warehouse_name = warehouse.current_engine()
+    if not context.selected_asset_keys:  # checks alone: judge the tables as they stand
+        yield from _check_current(context, engine, tenant_id)
+        return
+    whole_tenant = TENANT_MODELS_KEY in context.selected_asset_keys
+    if whole_tenant:
+        hubs, marts = HUB_TABLES, MARTS
+    else:
+        selected = context.selected_asset_keys
+        hubs, marts = build_plan([HUBS_BY_KEY[k] for k in selected if k in HUBS_BY_KEY],
+                                 [MARTS_BY_KEY[k] for k in selected if k in MARTS_BY_KEY])
     full = config.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
-    failures: list[str] = []
     try:
         with tenant_lock(engine, tenant_id, context.run_id, wait_s=config.lock_wait_s):
-            built = build_tenant(engine, tenant_id, context.run_id, full=full)
+            built = build_tenant(engine, tenant_id, context.run_id, full=full, hubs=hubs, marts=marts)
             with engine.connect() as conn:
-                for hub in built.hubs:
-                    if not (hub.changed or (full and hub.mode == "full")):
-                        continue
-                    spec = next(s for s in HUB_TABLES if s.table_name == hub.table)
-                    key = hub_asset_key(spec)
-                    context.log_event(dg.AssetMaterialization(
-                        asset_key=key, partition=partition,
-                        metadata=_hub_metadata(hub, warehouse_name, _preview(conn, hub_table(spec), tenant_id)),
-                    ))
-                    for verdict in check_hub(conn, spec, tenant_id, raw_table_name_for(spec)):
-                        context.log_event(_evaluation(key, verdict, partition))
-                        if not verdict.passed and verdict.is_error:
-                            failures.append(f"{spec.table_name}: {verdict.check_name} ({verdict.description})")
-                for mart_built in built.marts:
-                    mart = next(m for m in MARTS if m.table_name == mart_built.table)
-                    key = mart_asset_key(mart)
-                    context.log_event(dg.AssetMaterialization(
-                        asset_key=key, partition=partition,
-                        metadata=_mart_metadata(mart_built, warehouse_name, _preview(conn, mart_table(mart), tenant_id)),
-                    ))
-                    for verdict in check_mart(conn, mart, tenant_id):
-                        context.log_event(_evaluation(key, verdict, partition))
-                        if not verdict.passed and verdict.is_error:
-                            failures.append(f"{mart.table_name}: {verdict.check_name} ({verdict.description})")
+                run = _ModelsRun(context, conn, tenant_id, warehouse_name, full)
+                yield from run.report(built)
     except TenantBusyError as exc:
         raise dg.Failure(str(exc), metadata={"error_type": "TenantBusyError", "tenant_id": tenant_id}) from None
     missing = [h for h in built.hubs if h.mode == "missing_source"]
@@ -235,15 +327,18 @@ def tenant_models(
             f"tenant {tenant_id}: {len(missing)} hub tables have no synced source and were left as they are: "
             + ", ".join(f"{h.table} ({h.note})" for h in missing)
         )
-    if failures:
-        raise dg.Failure(f"{len(failures)} checks failed for tenant {tenant_id}: " + "; ".join(failures[:5]))
+    if run.failures:
+        raise dg.Failure(f"{len(run.failures)} hub or mart checks or builds failed for tenant {tenant_id}: "
+                         + "; ".join(run.failures[:5]))
     reprocessed = sum(h.source_rows_changed for h in built.hubs)
     total = sum(h.source_rows_total for h in built.hubs)
     context.log.info(
         f"tenant {tenant_id}: {len(built.changed_tables)} hub tables changed, {len(built.marts)} marts rebuilt, "
         f"{reprocessed} of {total} raw rows reprocessed in {built.duration_s:.2f} s"
     )
-    return dg.MaterializeResult(metadata={
+    if not whole_tenant:
+        return
+    yield dg.MaterializeResult(asset_key=TENANT_MODELS_KEY, metadata={
         "hubs_changed": len(built.changed_tables),
         "marts_rebuilt": len(built.marts),
         "source_rows_reprocessed": reprocessed,
@@ -259,53 +354,26 @@ def tenant_models(
     })
 
 
-def build_model_checks() -> dg.AssetChecksDefinition:
-    """The hub and mart checks, executable on demand: every enabled tenant, judged again."""
-    hubs = {hub_asset_key(spec): spec for spec in HUB_TABLES}
-    marts = {mart_asset_key(mart): mart for mart in MARTS}
-
-    @dg.multi_asset_check(
-        name="servicetitan_model_checks", specs=model_check_specs(), can_subset=True,
-        description="Runs the hub and mart checks for every enabled tenant (the tenant build reports the same "
-        "checks per tenant for the tables it changed).",
-    )
-    def servicetitan_model_checks(
-        context: dg.AssetCheckExecutionContext, tenant_registry: TenantRegistryResource, warehouse: WarehouseResource
-    ) -> Iterator[dg.AssetCheckResult]:
-        selected = selected_checks(context)
-        tenants = [t.tenant_id for t in tenant_registry.registry().list(enabled_only=True)]
-        engine = warehouse.engine()
-        existing = set(sa.inspect(engine).get_table_names())
-        with engine.connect() as conn:
-            for key, names in selected.items():
-                failing: dict[str, list[str]] = {name: [] for name in names}
-                judged = 0
-                for tenant_id in tenants:
-                    if key in hubs:
-                        spec = hubs[key]
-                        raw = raw_table_name_for(spec)
-                        if spec.table_name not in existing or raw not in existing:
-                            continue
-                        verdicts = check_hub(conn, spec, tenant_id, raw)
-                    else:
-                        if marts[key].table_name not in existing:
-                            continue
-                        verdicts = check_mart(conn, marts[key], tenant_id)
-                    judged += 1
-                    for verdict in verdicts:
-                        if verdict.check_name in names and not verdict.passed:
-                            failing[verdict.check_name].append(f"{tenant_id} ({verdict.description})")
-                for name in sorted(names):
-                    bad = failing[name]
-                    yield dg.AssetCheckResult(
-                        asset_key=key, check_name=name, passed=not bad,
-                        severity=dg.AssetCheckSeverity.ERROR if name in ERROR_CHECKS else dg.AssetCheckSeverity.WARN,
-                        description=f"{judged} tenants checked" if not bad else "fails for tenants " + "; ".join(bad[:20]),
-                        metadata={"tenants_checked": judged, "failing_tenants": len(bad)},
-                    )
-
-    return servicetitan_model_checks
-
-
-def model_asset_specs() -> list[dg.AssetSpec]:
-    return [*(hub_asset_spec(spec) for spec in HUB_TABLES), *(mart_asset_spec(mart) for mart in MARTS)]
+def _check_current(context: dg.AssetExecutionContext, engine: sa.Engine, tenant_id: int
+                   ) -> Iterator[dg.AssetCheckResult]:
+    """The selected hub and mart checks, run on the tenant's tables as they stand."""
+    existing = set(sa.inspect(engine).get_table_names())
+    by_asset: dict[dg.AssetKey, set[str]] = {}
+    for check in context.selected_asset_check_keys:
+        by_asset.setdefault(check.asset_key, set()).add(check.name)
+    with engine.connect() as conn:
+        for key, names in sorted(by_asset.items(), key=lambda item: item[0].to_user_string()):
+            if key in HUBS_BY_KEY:
+                spec = HUBS_BY_KEY[key]
+                raw = raw_table_name_for(spec)
+                ready = spec.table_name in existing and raw in existing
+                verdicts = check_hub(conn, spec, tenant_id, raw) if ready else []
+            else:
+                mart = MARTS_BY_KEY[key]
+                ready = mart.table_name in existing
+                verdicts = check_mart(conn, mart, tenant_id) if ready else []
+            if not ready:
+                context.log.info(f"{key.to_user_string()} has not been built yet: nothing to check")
+            for verdict in verdicts:
+                if verdict.check_name in names:
+                    yield _result(key, verdict)

@@ -1,8 +1,9 @@
-"""Raw assets: one per ServiceTitan dataset, partitioned by tenant, filled by the tenant sync.
+"""Raw assets: one per ServiceTitan dataset, partitioned by tenant, synced by the tenant sync's step.
 
-They are declared, not computed: ``servicetitan/tenant_sync`` extracts every dataset of a tenant in
-one step (one token, one connection pool, one rate limiter) and reports a materialization of a raw
-asset only when that dataset changed. See ``tenant_sync.py`` for why.
+The specs here belong to the subsettable multi-asset of ``tenant_sync.py``, beside
+``servicetitan/tenant_sync``: materializing one raw asset syncs that dataset for the tenant; the
+scheduled run, which selects only ``servicetitan/tenant_sync``, syncs them all and reports a raw
+asset when its dataset changed. See ``tenant_sync.py`` for why.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
@@ -19,6 +20,15 @@ from st_pipeline.servicetitan.models import field_types
 from st_pipeline.warehouse.tables import raw_table, raw_table_name
 
 TENANT_SYNC_KEY = dg.AssetKey(["servicetitan", "tenant_sync"])
+
+
+def is_pipeline_asset(key: dg.AssetKey) -> bool:
+    """Whether an asset key is one of this project's (every key starts with ``servicetitan``)."""
+    return key.path[:1] == TENANT_SYNC_KEY.path[:1]
+
+
+# The op of the tenant sync's multi-asset, as run config addresses it (``ops.servicetitan__tenant_sync``).
+TENANT_SYNC_OP = TENANT_SYNC_KEY.to_python_identifier()
 
 # The asset graph shows only the last part of a key, cut in the middle beyond about 28 characters.
 MAX_NAME_LENGTH = 28
@@ -89,9 +99,11 @@ def raw_asset_spec(dataset: Dataset) -> dg.AssetSpec:
         group_name=raw_group_name(dataset),
         description=(
             f"ServiceTitan {dataset.key} records of one tenant as received, one row per record in table "
-            f"{raw_table_name(dataset)}, from the {endpoint.kind} endpoint {endpoint.path}. Materialized by "
-            "servicetitan/tenant_sync when the dataset changed."
+            f"{raw_table_name(dataset)}, from the {endpoint.kind} endpoint {endpoint.path}. Materialize it to sync "
+            "this dataset for a tenant; the hourly sync of the whole tenant reports it when it changed, and lists "
+            "when it was last checked in servicetitan/tenant_sync's `datasets` table."
         ),
+        skippable=True,  # not granted, not available or disabled for a tenant: nothing to report
         kinds={"servicetitan", "table"},
         partitions_def=tenant_partitions,
         metadata={

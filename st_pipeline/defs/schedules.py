@@ -14,7 +14,7 @@ import dagster as dg
 
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
 from st_pipeline.defs.models import TENANT_MODELS_KEY
-from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
+from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, TENANT_SYNC_OP
 from st_pipeline.defs.resources import TenantRegistryResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
 
@@ -24,8 +24,6 @@ SYNC_JOB, RECONCILE_JOB, FRESHNESS_JOB, MAINTENANCE_JOB = (
 )
 # The jobs of this code location (alert sensors watch their runs, however they were launched).
 OUR_JOBS = frozenset({SYNC_JOB, RECONCILE_JOB, FRESHNESS_JOB, MAINTENANCE_JOB})
-# The op of the tenant-sync asset, as run config addresses it.
-TENANT_SYNC_OP = TENANT_SYNC_KEY.to_python_identifier()
 
 # A sync run also brings the tenant's hub tables and marts up to date (see ``models.py``).
 sync_job = dg.define_asset_job(

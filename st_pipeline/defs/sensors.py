@@ -22,7 +22,7 @@ import dagster as dg
 from st_pipeline.alerts import REGISTRY_SHRANK, Alert
 from st_pipeline.defs.alerting import PARTITION_TAG, AlertingResource
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
-from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
+from st_pipeline.defs.raw_assets import is_pipeline_asset
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import RECONCILE_JOB, SYNC_JOB, TENANT_TAG, sync_job
 from st_pipeline.defs.tenant_sync import FULL_REFRESH_TAG
@@ -79,6 +79,12 @@ def tenant_onboarding_sensor(
     )
 
 
+def takes_tenant_lock(run: dg.DagsterRun) -> bool:
+    """A run that holds its tenant's lock while it works: a sync or reconciliation, or a run of any of
+    the tenant-partitioned assets (raw, hub and mart assets sync or build under the lock)."""
+    return run.job_name in (SYNC_JOB, RECONCILE_JOB) or any(map(is_pipeline_asset, run.asset_selection or ()))
+
+
 @dg.sensor(
     minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
     description="A sync run still STARTED whose tenant lock is free (its process is gone) is marked failed, so "
@@ -93,8 +99,7 @@ def abandoned_run_sensor(context: dg.SensorEvaluationContext, warehouse: Warehou
     for record in records:
         run = record.dagster_run
         tenant = run.tags.get(PARTITION_TAG) or run.tags.get(TENANT_TAG)
-        syncs = run.job_name in (SYNC_JOB, RECONCILE_JOB) or TENANT_SYNC_KEY in (run.asset_selection or ())
-        if not (syncs and tenant and tenant.isdigit()):
+        if not (takes_tenant_lock(run) and tenant and tenant.isdigit()):
             continue
         tenant_id = int(tenant)
         holder = lock_holder(engine, tenant_id)

@@ -194,16 +194,30 @@ def _bookkeeping(conn: sa.Connection) -> None:
         conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
 
 
-def latest_statuses(engine: sa.Engine, tenant_id: int) -> dict[str, str]:
-    """The status of each dataset's latest sync for the tenant (from ``st_dataset_status``)."""
+@dataclass(frozen=True)
+class DatasetStatus:
+    """Where one (tenant, dataset) stands, as ``st_dataset_status`` keeps it."""
+
+    last_status: str | None
+    last_ended_at: datetime | None
+    last_success_at: datetime | None
+    last_changed_at: datetime | None
+    row_count: int
+
+
+def dataset_statuses(engine: sa.Engine, tenant_id: int) -> dict[str, DatasetStatus]:
+    """Where each dataset of the tenant stands (one indexed read of ``st_dataset_status``)."""
     status = dataset_status_table.c
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(status.dataset, status.last_status).where(
-                status.tenant_id == tenant_id, status.last_status.is_not(None)
-            )
-        ).all()
-    return {row.dataset: row.last_status for row in rows}
+        rows = conn.execute(sa.select(
+            status.dataset, status.last_status, status.last_ended_at, status.last_success_at, status.last_changed_at,
+            status.row_count,
+        ).where(status.tenant_id == tenant_id)).all()
+    return {
+        row.dataset: DatasetStatus(row.last_status, row.last_ended_at, row.last_success_at, row.last_changed_at,
+                                   row.row_count)
+        for row in rows
+    }
 
 
 def row_counts(engine: sa.Engine, tenant_id: int, dataset_keys: Iterable[str] | None = None) -> dict[str, int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -184,6 +185,19 @@ def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *,
     return HubBuild(spec.table_name, mode, changed, total, deleted, inserted, row_count, time.monotonic() - started)
 
 
+def build_plan(hubs: Iterable[HubTable], marts: Iterable[Mart]) -> tuple[tuple[HubTable, ...], tuple[Mart, ...]]:
+    """What building some hub tables and marts of a tenant takes, in build order.
+
+    The hub tables the marts read are built first (from the raw rows changed since their last
+    build), and so is every mart that reads a hub table being built: a hub table's changes are
+    taken up once, so a mart left out would never see them.
+    """
+    wanted_hubs = {spec.table_name for spec in hubs} | {name for mart in marts for name in mart.reads}
+    wanted_marts = {mart.name for mart in marts} | {m.name for m in MARTS if wanted_hubs & set(m.reads)}
+    return (tuple(spec for spec in HUB_TABLES if spec.table_name in wanted_hubs),
+            tuple(mart for mart in MARTS if mart.name in wanted_marts))
+
+
 def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool = False,
                  hubs: tuple[HubTable, ...] = HUB_TABLES, marts: tuple[Mart, ...] = MARTS,
                  as_of: date | None = None) -> TenantBuild:
@@ -193,10 +207,11 @@ def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool =
     links on the hub tables both before and after they changed — unless it is new, its definition
     changed, a hub table it reads was built in full, or ``full``: then in full. ``as_of``
     (default: today, UTC) is the day receivables are aged on; a ``daily`` mart's first build of a
-    day is a full one.
+    day is a full one. ``hubs`` and ``marts`` build only some of them (see ``build_plan``); every
+    hub and mart table is created either way.
     """
     started = time.monotonic()
-    existing = _ensure_tables(engine, hubs, marts, run_id)
+    existing = _ensure_tables(engine, HUB_TABLES, MARTS, run_id)
     result = TenantBuild(tenant_id)
     with engine.connect() as conn:
         states = {row.table_name: row for row in conn.execute(

@@ -462,7 +462,8 @@ class MartBuild:
     table: str
     row_count: int
     headline: dict[str, float]
-    mode: str = "full"  # "full", or "incremental": the facts of ``entities`` entities, ``groups`` rows re-summed
+    # "full"; "incremental": the facts of ``entities`` entities, ``groups`` rows re-summed; "unchanged"
+    mode: str = "full"
     entities: int = 0
     groups: int = 0
 
@@ -578,6 +579,11 @@ def build_mart(conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, 
     for temporary in ("st_delta", "st_change"):
         conn.execute(sa.text(f"DROP TABLE {temporary}"))
     return _finish(conn, mart, tenant_id, build)
+
+
+def current_mart(conn: sa.Connection, mart: Mart, tenant_id: int) -> MartBuild:
+    """A mart as it stands for the tenant (nothing it reads changed): its rows and headline figures."""
+    return _finish(conn, mart, tenant_id, MartBuild(mart.table_name, 0, {}, mode="unchanged"))
 
 
 def analyze(conn: sa.Connection, table: str) -> None:

@@ -1,8 +1,8 @@
 """What the Dagster UI's catalog shows, pinned: a snapshot of the asset graph, and descriptions everywhere.
 
 ``asset_graph.snapshot.json`` (beside this file) holds one line per asset: its key, group, whether
-it is partitioned, its checks and the first sentence of its description; then the names of the
-jobs, schedules and sensors. Renaming, adding, removing or regrouping an asset, rewording the start
+it is partitioned, whether it can be materialized, its checks and the first sentence of its
+description; then the names of the jobs, schedules and sensors. Renaming, adding, removing or regrouping an asset, rewording the start
 of its description or changing its checks fails ``test_the_asset_graph_matches_its_snapshot`` with
 a diff. When the change is meant, rewrite the snapshot and commit it with the change::
 
@@ -51,6 +51,7 @@ def graph_entries(definitions: dg.Definitions) -> dict[str, list[Any]]:
             "key": key.to_user_string(),
             "group": graph.get(key).group_name,
             "partitioned": graph.get(key).partitions_def is not None,
+            "executable": graph.get(key).is_executable,
             "checks": sorted(checks.get(key, [])),
             "description": summary(graph.get(key).description),
         }
@@ -117,11 +118,14 @@ def test_every_check_definition_job_schedule_and_sensor_has_a_description() -> N
     repository = defs.get_repository_def()
     described = {
         **{f"checks {c.node_def.name}": c.node_def.description for c in repository.asset_checks_defs_by_key.values()},
+        **{f"assets {a.node_def.name}": a.node_def.description for a in repository.assets_defs_by_key.values()
+           if a.is_executable},
         **{f"job {job.name}": job.description for job in _jobs(repository)},
         **{f"schedule {s.name}": s.description for s in repository.schedule_defs},
         **{f"sensor {s.name}": s.description for s in repository.sensor_defs},
     }
-    assert len(described) >= 4 + 4 + 6 + 3
+    # The freshness checks, the sync's and the models' multi-assets, 4 jobs, 6 schedules, 3 sensors.
+    assert len(described) >= 1 + 2 + 4 + 6 + 3
     missing = sorted(name for name, description in described.items() if not (description or "").strip())
     assert not missing, f"without a description: {missing}"
 
