@@ -199,7 +199,6 @@ class DatasetStatus:
     """Where one (tenant, dataset) stands, as ``st_dataset_status`` keeps it."""
 
     last_status: str | None
-    last_ended_at: datetime | None
     last_success_at: datetime | None
     last_changed_at: datetime | None
     row_count: int
@@ -210,11 +209,11 @@ def dataset_statuses(engine: sa.Engine, tenant_id: int) -> dict[str, DatasetStat
     status = dataset_status_table.c
     with engine.connect() as conn:
         rows = conn.execute(sa.select(
-            status.dataset, status.last_status, status.last_ended_at, status.last_success_at, status.last_changed_at,
+            status.dataset, status.last_status, status.last_success_at, status.last_changed_at,
             status.row_count,
         ).where(status.tenant_id == tenant_id)).all()
     return {
-        row.dataset: DatasetStatus(row.last_status, row.last_ended_at, row.last_success_at, row.last_changed_at,
+        row.dataset: DatasetStatus(row.last_status, row.last_success_at, row.last_changed_at,
                                    row.row_count)
         for row in rows
     }
