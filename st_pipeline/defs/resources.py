@@ -40,8 +40,9 @@ class ServiceTitanResource(dg.ConfigurableResource):
         default=100.0, gt=0, le=600, description="Longest wait for one step of a request (connect, each read), in seconds."
     )
     request_deadline_s: float = Field(
-        default=300.0, gt=0, le=3600,
-        description="Longest time one request may take as a whole (a body that drips in is cut off), in seconds.",
+        default=120.0, gt=0, le=3600,
+        description="Longest time one request may take as a whole, in seconds (a body that drips in is cut off; "
+        "a request cut off is tried once more). ServiceTitan's servers give up after 100 s.",
     )
     max_response_mb: float = Field(
         default=64.0, gt=0, le=1024, description="Largest response accepted; a larger one fails that dataset, unread."
@@ -58,6 +59,11 @@ class ServiceTitanResource(dg.ConfigurableResource):
         default=300.0, ge=1, le=3600,
         description="Longest Retry-After honoured; a 429 asking for more fails that dataset for this run.",
     )
+    throttle_budget_s: float = Field(
+        default=900.0, ge=1, le=86_400,
+        description="Seconds of 429 pauses one dataset may be asked for in one run; throttling within it is "
+        "pacing, not failure (no retry attempts used), past it the dataset resumes next run.",
+    )
 
     def client(self, credentials: TenantCredentials, settings: Settings | None = None) -> ServiceTitanClient:
         """A client for one tenant with its own connection pool and token cache."""
@@ -71,6 +77,7 @@ class ServiceTitanResource(dg.ConfigurableResource):
             circuit_failure_threshold=self.circuit_failure_threshold,
             max_connections=max(16, 2 * self.concurrency),
             max_retry_after_s=self.max_retry_after_s,
+            throttle_budget_s=self.throttle_budget_s,
         )
         return ServiceTitanClient((settings or load_settings()).api(), credentials, options=options)
 

@@ -84,6 +84,7 @@ class TokenProvider:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
+        self._issued_at = 0.0
         self._failure: ServiceTitanError | None = None
         self.token_requests = 0
         self.token_retries = 0
@@ -92,12 +93,16 @@ class TokenProvider:
     def tenant_id(self) -> int:
         return self._credentials.tenant_id
 
-    def token(self) -> str:
-        """A valid access token, fetched only when none is cached or it is about to expire."""
+    def token(self, issued_after: float | None = None) -> str:
+        """A valid access token, fetched only when none is cached, it is about to expire, or it was
+        issued before ``issued_after`` (a request refused with 401 then gets a token issued after
+        the refusal, not one another thread fetched just before it)."""
         with self._lock:
             if self._failure is not None:
                 raise self._failure
-            if self._token is None or self._clock() >= self._expires_at - self._refresh_margin_s:
+            stale = issued_after is not None and self._issued_at < issued_after
+            if self._token is None or stale or self._clock() >= self._expires_at - self._refresh_margin_s:
+                issued_at = self._clock()
                 try:
                     self._token, lifetime = with_retries(
                         self._fetch, self._bounds.retry, clock=self._clock, pause=self._pause, rng=self._rng,
@@ -109,6 +114,7 @@ class TokenProvider:
                     )
                     raise self._failure from None
                 self._expires_at = self._clock() + lifetime
+                self._issued_at = issued_at
             return self._token
 
     def invalidate(self, rejected_token: str | None = None) -> None:

@@ -59,6 +59,7 @@ class Page:
     has_more: bool
     continue_from: str | None = None  # export feeds: the token to resume after this page
     total_count: int | None = None  # paged lists asked with includeTotal
+    page_size: int | None = None  # paged lists: the page size the server says it served
     validated: bool = False  # every record already passed its record model while decoding
 
 
@@ -75,6 +76,7 @@ class RequestStats:
     by_endpoint: dict[str, int] = field(default_factory=dict)
     retries_by_endpoint: dict[str, int] = field(default_factory=dict)
     throttled_by_endpoint: dict[str, int] = field(default_factory=dict)
+    throttle_wait_s_by_endpoint: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, name: str, endpoint: Endpoint | None = None, amount: int = 1) -> None:
@@ -85,19 +87,29 @@ class RequestStats:
             if endpoint is not None and per_endpoint is not None:
                 per_endpoint[endpoint.dataset_key] = per_endpoint.get(endpoint.dataset_key, 0) + amount
 
+    def add_throttle_wait(self, endpoint: Endpoint, seconds: float) -> float:
+        """Count a 429's pause against its dataset; returns the dataset's pauses so far in this run."""
+        with self._lock:
+            total = self.throttle_wait_s_by_endpoint.get(endpoint.dataset_key, 0.0) + seconds
+            self.throttle_wait_s_by_endpoint[endpoint.dataset_key] = total
+            return total
+
 
 @dataclass(frozen=True)
 class ClientOptions:
     """Tunables of a client; the defaults suit ServiceTitan's published limits.
 
     Every wait is bounded: ``timeout_s`` per socket operation, ``request_deadline_s`` per request
-    as a whole (a body that drips in never ends otherwise), ``max_retry_after_s`` per server-asked
-    pause, ``retry`` per request in attempts and time, ``max_pages`` per dataset and run.
+    as a whole (a body that drips in never ends otherwise; a request that ran into it is tried once
+    more, not again), ``max_retry_after_s`` per server-asked pause, ``throttle_budget_s`` per
+    dataset and run for all the pauses its 429s ask for, ``retry`` per request in attempts and time
+    (failures only: 429 pacing does not count), ``max_pages`` per dataset and run.
     """
 
     requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     timeout_s: float = 100.0
-    request_deadline_s: float = 300.0
+    # ServiceTitan's gateway gives up on a request after 100 s; past that a response is not coming.
+    request_deadline_s: float = 120.0
     retry: RetryPolicy = RetryPolicy()
     circuit_failure_threshold: int = 10
     circuit_cooldown_s: float = 30.0
@@ -105,6 +117,9 @@ class ClientOptions:
     # The longest Retry-After the client honours; a 429 asking for more fails that request at once
     # (the other datasets go on) instead of pausing every thread of the tenant.
     max_retry_after_s: float = 300.0
+    # Seconds of 429 pauses one dataset may be asked for in one run before it stops (and resumes
+    # from its cursor next run): throttling slows a sync down, this bounds how far.
+    throttle_budget_s: float = 900.0
     max_response_bytes: int = 64 * 1024 * 1024
     # Pages one dataset may read in one run when the list gives no total (export feeds always):
     # 20,000 pages of 5,000 records is 100 million records, past any tenant's table.
@@ -114,6 +129,11 @@ class ClientOptions:
 # A 401 is answered with a fresh token; one more 401 after that gets one more fresh token before the
 # credentials are blamed (a token can be revoked between issue and use, e.g. by a rotation).
 _FRESH_TOKENS_PER_REQUEST = 2
+# A request that ran into the request deadline is tried this many more times: a server that did not
+# answer well past its own timeout will not answer the same request the next time either.
+_RETRIES_AFTER_DEADLINE = 1
+# The least pause a 429 costs, also when it asks for none: "Retry-After: 0" must not be a busy loop.
+_MIN_THROTTLE_PAUSE_S = 0.1
 # Pages a list may run past the last page its total implies (records added while paging), before
 # the client calls it a loop: this many, or a tenth of the pages, whichever is more.
 _PAGES_PAST_TOTAL = 2
@@ -195,22 +215,28 @@ class ServiceTitanClient:
     def request(self, endpoint: Endpoint, params: dict[str, Any] | None = None) -> tuple[Any, bool]:
         """GET an endpoint of this tenant; returns the decoded body and whether its records are valid.
 
-        Paced by the shared rate limiter; 429, 5xx, timeouts, dropped connections and truncated
-        JSON are retried with backoff (bounded in attempts and time); a 401 is answered with a
-        fresh token, twice at most; 400/403/404 and responses no retry can fix fail at once.
+        Paced by the shared rate limiter. A 429 asking for a wait within ``max_retry_after_s`` is
+        pacing: the request waits and goes again, within the dataset's ``throttle_budget_s``. 5xx,
+        timeouts, dropped connections and truncated JSON are retried with backoff (bounded in
+        attempts and time; a request that ran into ``request_deadline_s`` once more at most); a 401
+        is answered with a fresh token, twice at most; 400/403/404 and responses no retry can fix
+        fail at once.
         """
         url = self.settings.api_url + endpoint.url_path(self.tenant_id)
         refusals = 0  # consecutive 401s
+        deadlines_passed = 0
 
         def attempt() -> tuple[Any, bool]:
-            nonlocal refusals
+            nonlocal refusals, deadlines_passed
             if self._cancelled.is_set():
                 raise RequestCancelled("the tenant's run is stopping", tenant_id=self.tenant_id, endpoint=endpoint.path)
             self.breaker.before_request(endpoint.path)
-            self.limiter.acquire()
-            token = self.tokens.token()
+            sent_at = self.limiter.acquire()
+            # After a 401 the retry fetches a token of its own, right before sending: a token another
+            # thread fetched a while ago may have been revoked since, which says nothing of the credentials.
+            token = self.tokens.token(issued_after=self._clock() if refusals else None)
             try:
-                result = self._attempt(endpoint, url, params, token)
+                result = self._attempt(endpoint, url, params, token, sent_at)
             except _Unauthorized as refusal:
                 refusals += 1
                 if refusals > _FRESH_TOKENS_PER_REQUEST:
@@ -220,8 +246,20 @@ class ServiceTitanClient:
                 raise RetryableFailure(
                     AuthenticationError(f"refused with HTTP 401 ({refusal.title})", tenant_id=self.tenant_id,
                                         endpoint=endpoint.path),
-                    wait_s=0.0,
+                    wait_s=0.0, counted=False,
                 ) from None
+            except _DeadlinePassed as passed:
+                refusals = 0
+                deadlines_passed += 1
+                if deadlines_passed > _RETRIES_AFTER_DEADLINE:
+                    error = passed.error
+                    raise type(error)(
+                        f"{error.detail}, {deadlines_passed} times; ServiceTitan's own servers give up after "
+                        "100 s, so this request will not be answered — the dataset stops here and the next run "
+                        "tries again (raise request_deadline_s only for a slow network)",
+                        tenant_id=error.tenant_id, endpoint=error.endpoint,
+                    ) from None
+                raise
             except RetryableFailure:
                 refusals = 0
                 raise
@@ -248,7 +286,7 @@ class ServiceTitanClient:
         )
 
     def _attempt(
-        self, endpoint: Endpoint, url: str, params: dict[str, Any] | None, token: str
+        self, endpoint: Endpoint, url: str, params: dict[str, Any] | None, token: str, sent_at: float
     ) -> tuple[Any, bool]:
         headers = {"ST-App-Key": self.settings.app_key.get_secret_value(), "Authorization": f"Bearer {token}"}
         where = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
@@ -272,8 +310,9 @@ class ServiceTitanClient:
                 raise ConfigurationError(f"{self.settings.api_url} cannot be used: {cause}", **where) from None
             if deadline.passed:
                 reason = f"no complete response within {options.request_deadline_s:.0f} s (request_deadline_s)"
-            else:
-                reason = f"no response ({type(exc).__name__})"
+                self.breaker.record_failure(reason)
+                raise _DeadlinePassed(ServerError(reason, **where)) from None
+            reason = f"no response ({type(exc).__name__})"
             self.breaker.record_failure(reason)
             raise RetryableFailure(ServerError(reason, **where)) from None
         if status == 200:
@@ -298,14 +337,28 @@ class ServiceTitanClient:
             self.stats.count("throttled", endpoint)
             cap = options.max_retry_after_s
             if wait is not None and wait > cap:
-                self.limiter.throttled(1.0)  # slow down, but do not stop every thread for that long
+                self.limiter.throttled(1.0, sent_at)  # slow down, but do not stop every thread for that long
                 raise RateLimitedError(
                     f"ServiceTitan asked to wait {wait:.0f} s before retrying, more than the {cap:.0f} s this client "
                     "waits (max_retry_after_s); this dataset stops here and resumes from its cursor on the next run",
                     **where,
                 )
-            self.limiter.throttled(wait if wait is not None else 1.0)
-            raise RetryableFailure(RateLimitedError(f"rate limited ({title})", **where), wait_s=wait)
+            if wait is None:  # no wait asked for: an ordinary failed attempt, with the policy's backoff
+                self.limiter.throttled(1.0, sent_at)
+                raise RetryableFailure(RateLimitedError(f"rate limited ({title})", **where))
+            wait = max(wait, _MIN_THROTTLE_PAUSE_S)
+            self.limiter.throttled(wait, sent_at)
+            waited = self.stats.add_throttle_wait(endpoint, wait)
+            budget = options.throttle_budget_s
+            if waited > budget:
+                raise RateLimitedError(
+                    f"ServiceTitan kept throttling this dataset: its 429s asked for {waited:.0f} s of pauses in this "
+                    f"run, past the {budget:.0f} s allowed (throttle_budget_s); this dataset stops here and resumes "
+                    "from its cursor on the next run — fewer concurrent runs on the same application key, or a "
+                    "larger throttle_budget_s, let it finish",
+                    **where,
+                )
+            raise RetryableFailure(RateLimitedError(f"rate limited ({title})", **where), wait_s=wait, counted=False)
         if status >= 500:
             self.breaker.record_failure(f"HTTP {status}")
             raise RetryableFailure(ServerError(f"ServiceTitan answered HTTP {status} ({title})", **where))
@@ -333,11 +386,15 @@ class ServiceTitanClient:
         """Follow an export feed from ``from_token`` (or the beginning) until ``hasMore`` is false.
 
         A feed that hands back a token it gave before (with or without records) would be read
-        forever: it stops with ``StuckCursorError`` after yielding that page, as does a feed past
-        ``max_pages``; every page before is kept and the cursor stays where it was committed.
+        forever: it stops with ``StuckCursorError`` after yielding that page; a feed that hands out
+        new tokens but the same records again (see ``_LoopGuard``), or runs past ``max_pages``,
+        stops with ``PagingLoopError``. Every page before is kept and the cursor stays where it was
+        committed.
         """
         token = from_token
         seen_tokens = {from_token} if from_token else set()
+        # includeRecentChanges may send the same records on consecutive requests, ServiceTitan says.
+        guard = _LoopGuard(self.tenant_id, endpoint, repeats_allowed=include_recent_changes)
         number = 0
         while True:
             params: dict[str, Any] = {}
@@ -371,6 +428,7 @@ class ServiceTitanClient:
                     tenant_id=self.tenant_id,
                     endpoint=endpoint.path,
                 )
+            guard.check(page)
             seen_tokens.add(page.continue_from)
             token = page.continue_from
 
@@ -387,7 +445,9 @@ class ServiceTitanClient:
         """Read a paged list until ``hasMore`` is false, in page order.
 
         When the first page reports a total, the remaining pages are fetched a few at a time in
-        parallel (still yielded in order, so memory stays bounded).
+        parallel (still yielded in order, so memory stays bounded). Paging that would not end stops
+        with ``PagingLoopError`` as soon as it shows (see ``_LoopGuard``), and in any case past the
+        pages its total implies (plus a little slack) or ``max_pages``.
         """
         size = min(page_size or MAX_PAGE_SIZE, endpoint.page_size_max or MAX_PAGE_SIZE)
         query: dict[str, Any] = {**endpoint.fixed_params, **(params or {})}
@@ -408,10 +468,19 @@ class ServiceTitanClient:
         yield first
         if not first.has_more:
             return
-        self._check_progress(endpoint, first)
+        guard = _LoopGuard(self.tenant_id, endpoint, requested_size=size)
+        guard.check(first)
         number = 1
         ceiling = self.options.max_pages
         last = max(2, math.ceil(first.total_count / size)) if first.total_count is not None else 0
+        if last > ceiling:
+            raise PagingLoopError(
+                f"the list reports a total of {first.total_count} records: more than {ceiling} pages (max_pages) "
+                f"of {size}; a total no tenant has — stopped after page 1 instead of reading on; raise max_pages "
+                "if the tenant really holds that many",
+                tenant_id=self.tenant_id,
+                endpoint=endpoint.path,
+            )
         if last:
             ceiling = min(ceiling, last + max(_PAGES_PAST_TOTAL, last // 10))
         if parallel and last:
@@ -419,7 +488,7 @@ class ServiceTitanClient:
             for page in self._fetch_in_parallel(fetch, range(2, last + 1)):
                 yield page
                 if page.has_more:
-                    self._check_progress(endpoint, page)
+                    guard.check(page)
             if not page.has_more:
                 return
             number = last  # the total was understated: go on page by page, nothing is skipped
@@ -440,17 +509,7 @@ class ServiceTitanClient:
             yield page
             if not page.has_more:
                 return
-            self._check_progress(endpoint, page)
-
-    def _check_progress(self, endpoint: Endpoint, page: Page) -> None:
-        """A page that says more is waiting must bring records; an empty one would repeat forever."""
-        if not page.records:
-            raise PagingLoopError(
-                f"page {page.number} of the list is empty but says it has more; reading on could loop forever "
-                "— stopped, nothing after this was read",
-                tenant_id=self.tenant_id,
-                endpoint=endpoint.path,
-            )
+            guard.check(page)
 
     def _fetch_in_parallel(self, fetch: Callable[[int], Page], numbers: range) -> Iterator[Page]:
         pool = self._pages_pool()
@@ -525,12 +584,80 @@ class ServiceTitanClient:
                 "list response lacks a boolean hasMore", tenant_id=self.tenant_id, endpoint=endpoint.path
             )
         total = body.get("totalCount")
+        served_size = body.get("pageSize")
         return Page(
             records=_records(body.get("data"), self.tenant_id, endpoint),
             number=number,
             has_more=body["hasMore"],
             total_count=total if isinstance(total, int) else None,
+            page_size=served_size if isinstance(served_size, int) and served_size > 0 else None,
         )
+
+
+class _LoopGuard:
+    """Sees paging that will not end, from the pages that say more is waiting, in order.
+
+    Each is a loop after two pages, long before ``max_pages``:
+
+    - the same page twice in a row (the same record ids, or the same records where they have none);
+    - a list page that is empty, or a second list page in a row shorter than the page size (one
+      short page is let through: the server may serve fewer than it was asked for once).
+
+    ``requested_size`` is the page size asked for (lists; ``None`` for export feeds, whose pages
+    vary in size); a list page that says it served a smaller page size is measured against that.
+    """
+
+    def __init__(
+        self, tenant_id: int, endpoint: Endpoint, *, requested_size: int | None = None, repeats_allowed: bool = False
+    ) -> None:
+        self._where = {"tenant_id": tenant_id, "endpoint": endpoint.path}
+        self._requested_size = requested_size
+        self._repeats_allowed = repeats_allowed
+        self._previous: object = None
+        self._short_in_a_row = 0
+
+    def check(self, page: Page) -> None:
+        """Raise ``PagingLoopError`` if ``page`` (which says more is waiting) shows a loop."""
+        identity = _page_identity(page.records)
+        if identity == self._previous and not self._repeats_allowed:
+            raise PagingLoopError(
+                f"page {page.number} repeats page {page.number - 1} ({len(page.records)} records, the same ids) and "
+                "still says more is waiting; reading on would loop forever — stopped, nothing after this was read",
+                **self._where,
+            )
+        self._previous = identity
+        if self._requested_size is not None:
+            self._check_size(page, self._requested_size)
+
+    def _check_size(self, page: Page, requested: int) -> None:
+        size = min(requested, page.page_size or requested)
+        if not page.records:
+            raise PagingLoopError(
+                f"page {page.number} of the list is empty but says it has more; reading on could loop forever "
+                "— stopped, nothing after this was read",
+                **self._where,
+            )
+        if len(page.records) >= size:
+            self._short_in_a_row = 0
+            return
+        self._short_in_a_row += 1
+        if self._short_in_a_row >= 2:
+            raise PagingLoopError(
+                f"pages {page.number - 1} and {page.number} hold fewer records than the page size of {size} "
+                f"({len(page.records)} on page {page.number}) and still say more is waiting; a list that pages "
+                "like this does not end — stopped, nothing after this was read",
+                **self._where,
+            )
+
+
+def _page_identity(records: list[dict[str, Any]]) -> object:
+    """What makes a page the same page again: its record ids in order, or its records if any has no id."""
+    ids = tuple(record.get("id") for record in records)
+    return list(records) if None in ids else ids
+
+
+class _DeadlinePassed(RetryableFailure):
+    """Internal: the request ran into ``request_deadline_s`` (retried, but only once)."""
 
 
 class _Unauthorized(Exception):

@@ -1,9 +1,20 @@
-"""One request budget per (application key, tenant), shared by every endpoint of a run.
+"""One request budget per (application key, tenant), shared by every endpoint and run of a process.
 
-ServiceTitan allows 60 requests per second per application per tenant. The limiter spaces
-requests evenly at that rate with a small burst allowance (a GCRA), so the server's bucket never
-runs dry. A 429 pauses every caller until its ``Retry-After`` has passed and lowers the rate;
-the rate then climbs back a little with each successful request.
+ServiceTitan allows 60 requests per second per application per tenant, but the same application
+key may be used elsewhere too (another integration, another deployment), and ServiceTitan may
+throttle harder than it publishes. So the published limit is where the limiter starts, not a
+promise: it spaces requests evenly at its current rate with a small burst allowance (a GCRA), and
+converges on the rate the server actually grants with AIMD, as TCP does with its window:
+
+- a 429 pauses every caller until its ``Retry-After`` has passed and cuts the rate to
+  ``_CUT_FACTOR`` of itself, once per congestion episode: requests sent before the last cut were
+  paced at the old rate, so their 429s say nothing new and do not cut again;
+- each successful request raises the rate by ``_RECOVERY_PER_SUCCESS`` of itself, back up to the
+  configured rate, so the limiter probes for spare capacity slowly (about 140 requests to climb
+  back from one cut) and the share of 429s stays at a few percent when the server grants less.
+
+The limiter is shared by every thread of a tenant's run and kept for the life of the process, so a
+later run of the same app key and tenant starts at the rate the last one learned.
 """
 
 from __future__ import annotations
@@ -14,9 +25,10 @@ import time
 from collections.abc import Callable
 
 DEFAULT_REQUESTS_PER_SECOND = 60.0
-# After a 429 the rate is multiplied by this; each success then adds back a small step.
-_BACKOFF_FACTOR = 0.75
-_RECOVERY_STEP = 0.02
+_CUT_FACTOR = 0.7
+_RECOVERY_PER_SUCCESS = 0.0025
+# The rate is never cut below this share of the configured rate (1 request/s at 60).
+_FLOOR_SHARE = 1 / 60
 
 
 class RateLimiter:
@@ -40,11 +52,12 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._tat = 0.0  # theoretical arrival time of the next request
         self._paused_until = 0.0
-        self.waited_s = 0.0
+        self._last_cut_at = float("-inf")
         self.throttle_events = 0
+        self.cuts = 0
 
     def acquire(self) -> float:
-        """Wait for a slot; returns the seconds waited."""
+        """Wait for a slot; returns the moment (on the limiter's clock) the request may go."""
         with self._lock:
             now = self._clock()
             interval = 1.0 / self.rate
@@ -53,24 +66,28 @@ class RateLimiter:
             send_at = max(start, tat - (self._burst - 1) * interval)
             self._tat = tat + interval
             wait = send_at - now
-            self.waited_s += wait
         if wait > 0:
             self._sleep(wait)
-        return wait
+        return send_at
 
-    def throttled(self, retry_after_s: float) -> None:
-        """A 429 arrived: nobody sends before ``retry_after_s`` from now, and the rate drops."""
+    def throttled(self, retry_after_s: float, sent_at: float | None = None) -> None:
+        """A 429 arrived for a request sent at ``sent_at`` (``None``: unknown, taken as sent now):
+        nobody sends before ``retry_after_s`` from now, and the rate is cut unless the request left
+        before the last cut."""
         with self._lock:
             now = self._clock()
             self._paused_until = max(self._paused_until, now + retry_after_s)
-            self.rate = max(self.configured_rate * 0.05, self.rate * _BACKOFF_FACTOR)
             self.throttle_events += 1
+            if sent_at is None or sent_at >= self._last_cut_at:
+                self.rate = max(self.configured_rate * _FLOOR_SHARE, self.rate * _CUT_FACTOR)
+                self._last_cut_at = now
+                self.cuts += 1
 
     def succeeded(self) -> None:
-        """A request went through: recover part of the rate lost to earlier 429s."""
+        """A request went through: probe for a little more of the rate lost to earlier 429s."""
         if self.rate < self.configured_rate:
             with self._lock:
-                self.rate = min(self.configured_rate, self.rate + self.configured_rate * _RECOVERY_STEP)
+                self.rate = min(self.configured_rate, self.rate * (1 + _RECOVERY_PER_SUCCESS))
 
 
 _limiters: dict[tuple[str, int], RateLimiter] = {}

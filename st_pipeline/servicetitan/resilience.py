@@ -48,12 +48,18 @@ def retry_after_s(header: str | None, title: str | None) -> float | None:
 
 class RetryableFailure(Exception):
     """Raised by one attempt that failed in a way another attempt may fix; ``wait_s`` is the wait
-    the server asked for (``None``: the policy's backoff)."""
+    the server asked for (``None``: the policy's backoff).
 
-    def __init__(self, error: ServiceTitanError, wait_s: float | None = None) -> None:
+    ``counted`` false marks an answer that is not a failure of the request but part of talking to
+    the server: a 429 asking for a wait within bounds (pacing), a 401 answered by a fresh token.
+    It uses up neither attempts nor the policy's time; the caller bounds those answers itself.
+    """
+
+    def __init__(self, error: ServiceTitanError, wait_s: float | None = None, *, counted: bool = True) -> None:
         super().__init__(str(error))
         self.error = error
         self.wait_s = wait_s
+        self.counted = counted
 
 
 def with_retries(
@@ -66,24 +72,33 @@ def with_retries(
     on_retry: Callable[[], None] | None = None,
 ) -> T:
     """``attempt()`` until it returns, retrying each ``RetryableFailure`` within ``policy``'s bounds
-    (attempts and elapsed time); past them the failure's error is raised, saying how many attempts
-    were made. Any other exception ends at once."""
-    deadline = clock() + policy.max_elapsed_s
+    (attempts, and time spent on counted failures and their backoff); past them the failure's error
+    is raised, saying how many attempts were made. Uncounted failures are retried after their wait
+    without using up either bound. Any other exception ends at once."""
+    spent = 0.0  # seconds of counted failures and their backoff
     attempts = 0
     while True:
-        attempts += 1
+        started = clock()
         try:
             return attempt()
         except RetryableFailure as failure:
             error = failure.error
+            if not failure.counted:
+                if on_retry is not None:
+                    on_retry()
+                pause(failure.wait_s or 0.0)
+                continue
+            attempts += 1
+            spent += clock() - started
             wait = failure.wait_s if failure.wait_s is not None else policy.backoff_s(attempts, rng)
-            if attempts >= policy.max_attempts or clock() + wait > deadline:
+            if attempts >= policy.max_attempts or spent + wait > policy.max_elapsed_s:
                 raise type(error)(
                     f"{error.detail} — gave up after {attempts} attempts", tenant_id=error.tenant_id,
                     endpoint=error.endpoint,
                 ) from None
             if on_retry is not None:
                 on_retry()
+            spent += wait
             pause(wait)
 
 

@@ -16,6 +16,7 @@ class SimulatedTenant:
     client_id: str
     client_secret: str = field(repr=False)  # kept out of reprs, tracebacks and logs
     scale: float | None = None  # None → SimulatorConfig.scale
+    rate_limit_per_s: float | None = None  # None → SimulatorConfig.rate_limit_per_s
 
 
 @dataclass
@@ -31,7 +32,11 @@ class SimulatorConfig:
     * ``latency_s`` delays every API and token response (in the request's own thread, so
       concurrent requests overlap as they would over a network);
     * ``rate_limit_per_s`` limits API requests per (app key, tenant) with a token bucket of one
-      second's capacity; excess requests get 429 with ``Retry-After`` (see ``ratelimit``);
+      second's capacity; excess requests get 429 with ``Retry-After`` (see ``ratelimit``); a
+      tenant's own ``rate_limit_per_s`` overrides it (as when its app key is shared with another
+      integration);
+    * ``revoke_tokens_every_s``: every access token issued is revoked this often (real time),
+      so the next request with one gets 401;
     * ``faults`` injects faults at random but reproducibly from ``seed`` (see ``FaultPlan``);
     * ``revoked_tenants`` start with their credentials revoked (see
       ``Simulator.revoke_credentials``).
@@ -48,6 +53,7 @@ class SimulatorConfig:
     rate_limit_per_s: float | None = None
     faults: FaultPlan | None = None
     revoked_tenants: tuple[int, ...] = ()
+    revoke_tokens_every_s: float | None = None
 
     def __post_init__(self) -> None:
         ids = [tenant.tenant_id for tenant in self.tenants]
@@ -66,8 +72,11 @@ class SimulatorConfig:
             self.datasets = tuple(self.datasets)
         if self.latency_s < 0:
             raise ValueError("latency_s must not be negative")
-        if self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0:
+        limits = [self.rate_limit_per_s, *(t.rate_limit_per_s for t in self.tenants)]
+        if any(limit is not None and limit <= 0 for limit in limits):
             raise ValueError("rate_limit_per_s must be positive (or None for no limit)")
+        if self.revoke_tokens_every_s is not None and self.revoke_tokens_every_s <= 0:
+            raise ValueError("revoke_tokens_every_s must be positive (or None)")
         self.revoked_tenants = tuple(self.revoked_tenants)
         unknown = sorted(set(self.revoked_tenants) - set(ids))
         if unknown:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -241,21 +242,27 @@ def export_body(
     batch_size: int,
     *,
     repeat_cursor: bool = False,
+    same_page: bool = False,
 ) -> bytes:
     """``{"hasMore", "continueFrom", "data"}``: the next batch of the feed after ``from``.
 
     With ``repeat_cursor`` a request with a ``from`` value is answered as if it had none (the
     feed's first batch), but with ``hasMore`` true and that same ``from`` value as
-    ``continueFrom``: a cursor that never moves although every answer carries records.
+    ``continueFrom``: a cursor that never moves although every answer carries records. With
+    ``same_page`` such a request gets the first batch and ``hasMore`` true too, but a new
+    ``continueFrom`` every time: a cursor that moves while the records do not.
     """
     raw_from = query.get("from")
     after = _export_start(raw_from)
     # Two export feeds declare an ``active`` filter; by default every feed returns all rows.
     active = _active_filter(query, _declared(endpoint) & {"active"}, None)
-    repeat = repeat_cursor and raw_from is not None and raw_from.strip() != ""
+    repeat = (repeat_cursor or same_page) and raw_from is not None and raw_from.strip() != ""
     start = _START if repeat else after
     records, position, has_more = store.export_batch(start, batch_size, active)
-    cursor = dumps(raw_from) if repeat else f'"{encode_position(position)}"'
+    if repeat and not repeat_cursor:
+        cursor = f'"loop-{hashlib.sha256(str(raw_from).encode()).hexdigest()[:16]}"'
+    else:
+        cursor = dumps(raw_from) if repeat else f'"{encode_position(position)}"'
     head = (
         f'{{"hasMore":{"true" if has_more or repeat else "false"},'
         f'"continueFrom":{cursor},"data":['
@@ -270,11 +277,15 @@ def list_body(
     query: Query,
     *,
     endless_has_more: bool = False,
+    same_page: bool = False,
+    short_pages: bool = False,
 ) -> bytes:
     """``{"page", "pageSize", "hasMore", "totalCount", "data"}`` for one page of a list.
 
     With ``endless_has_more`` every page says ``hasMore`` true, and a page past the end carries
-    the records of the last real page again (``totalCount`` stays the true count).
+    the records of the last real page again (``totalCount`` stays the true count). With
+    ``same_page`` every page is the first page and says ``hasMore`` true; with ``short_pages``
+    page *n* holds just the *n*-th record (round the records again) and says ``hasMore`` true.
     """
     maximum = min(int(endpoint.page_size_max or MAX_PAGE_SIZE), MAX_PAGE_SIZE)
     page = _int_param(query, "page", 1, 1, None)
@@ -283,9 +294,12 @@ def list_body(
     row_filter = _list_filter(query, endpoint, default_active=True)
     order, descending = _order(query, endpoint)
     matching = store.select(order, descending, row_filter, row_filter.predicate())
-    start = (page - 1) * page_size
+    start = 0 if same_page else (page - 1) * page_size
     records = matching[start : start + page_size]
-    has_more = start + page_size < len(matching)
+    has_more = start + page_size < len(matching) or same_page
+    if short_pages:
+        records = [matching[(page - 1) % len(matching)]] if matching else []
+        has_more = True
     if endless_has_more:
         has_more = True
         if not records and matching:

@@ -39,6 +39,8 @@ class Quirks:
     total_count_offset: int = 0
     repeat_cursor: bool = False
     endless_has_more: bool = False
+    same_page: bool = False
+    short_pages: bool = False
     deep_json_depth: int = 0
     padding_bytes: int = 0
     drip_bytes_per_s: float | None = None

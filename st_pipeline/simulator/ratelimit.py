@@ -39,20 +39,23 @@ class RateLimiter:
         self._buckets: dict[Hashable, list[float]] = {}  # key → [tokens, refilled at]
         self._lock = threading.Lock()
 
-    def admit(self, key: Hashable) -> Admission:
-        """Take a token from ``key``'s bucket if there is one."""
+    def admit(self, key: Hashable, rate: float | None = None) -> Admission:
+        """Take a token from ``key``'s bucket if there is one; ``rate`` replaces the limiter's
+        own for this key (a tenant limited harder than the rest)."""
+        rate = self.rate if rate is None else rate
+        capacity = max(1.0, rate)
         with self._lock:
             now = self.clock()
             bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = self._buckets[key] = [self.capacity, now]
-            tokens = min(self.capacity, bucket[0] + max(0.0, now - bucket[1]) * self.rate)
+                bucket = self._buckets[key] = [capacity, now]
+            tokens = min(capacity, bucket[0] + max(0.0, now - bucket[1]) * rate)
             bucket[1] = now
             if tokens >= 1.0:
                 bucket[0] = tokens - 1.0
                 return Admission(True, now)
             bucket[0] = tokens
-            wait = math.ceil((1.0 - tokens) / self.rate)
+            wait = math.ceil((1.0 - tokens) / rate)
             return Admission(False, now, max(1, wait))
 
     def reset(self) -> None:

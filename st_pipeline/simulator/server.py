@@ -114,9 +114,12 @@ class Simulator:
         """The planned faults (``config.faults``), or ``None``."""
         self.set_fault_plan(config.faults)
         self.rate_limiter: RateLimiter | None = None
-        """The rate limit (``config.rate_limit_per_s``), or ``None``."""
-        if config.rate_limit_per_s is not None:
-            self.rate_limiter = RateLimiter(config.rate_limit_per_s)
+        """The rate limit (``config.rate_limit_per_s``, or a tenant's own), or ``None``."""
+        tenant_limits = {t.tenant_id: t.rate_limit_per_s for t in config.tenants if t.rate_limit_per_s is not None}
+        self._tenant_rate_limits: dict[int, float] = tenant_limits
+        if config.rate_limit_per_s is not None or tenant_limits:
+            self.rate_limiter = RateLimiter(config.rate_limit_per_s or min(tenant_limits.values()))
+        self._stopping = threading.Event()  # ends the token revoker
         self._tenants = {tenant.tenant_id: tenant for tenant in config.tenants}
         self._clients = {tenant.client_id: tenant for tenant in config.tenants}
         self._revoked: frozenset[int] = frozenset(config.revoked_tenants)  # replaced, not changed
@@ -149,6 +152,12 @@ class Simulator:
             daemon=True,
         )
         self._thread.start()
+        if self.config.revoke_tokens_every_s is not None:
+            self._stopping.clear()
+            threading.Thread(
+                target=self._revoke_tokens_forever, args=(self.config.revoke_tokens_every_s,),
+                name="st-simulator:token-revoker", daemon=True,
+            ).start()
         return self
 
     def stop(self) -> None:
@@ -156,6 +165,7 @@ class Simulator:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping.set()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -497,11 +507,12 @@ class Simulator:
             batch_size = self.config.export_batch_size
             body = feeds.export_body(
                 store, endpoint, route.shape, params, batch_size,
-                repeat_cursor=quirks.repeat_cursor,
+                repeat_cursor=quirks.repeat_cursor, same_page=quirks.same_page,
             )
         elif endpoint.kind == "list":
             body = feeds.list_body(
-                store, endpoint, route.shape, params, endless_has_more=quirks.endless_has_more
+                store, endpoint, route.shape, params, endless_has_more=quirks.endless_has_more,
+                same_page=quirks.same_page, short_pages=quirks.short_pages,
             )
         else:
             body = feeds.lookup_body(store, endpoint, route.shape, params)
@@ -535,6 +546,8 @@ class Simulator:
         total_count_offset: int = 0,
         repeat_cursor: bool = False,
         endless_has_more: bool = False,
+        same_page: bool = False,
+        short_pages: bool = False,
         deep_json_depth: int = 0,
         padding_bytes: int = 0,
         drip_bytes_per_s: float | None = None,
@@ -550,6 +563,11 @@ class Simulator:
           without ``from`` are answered normally); ``stuck_cursor`` wins over it;
         * ``endless_has_more`` (paged lists): every page says ``hasMore`` true; pages past the
           end repeat the last real page's records; ``totalCount`` stays true;
+        * ``same_page``: every page says more is waiting and holds the first page's records
+          again; an export feed hands out a new ``continueFrom`` each time (requests without
+          ``from`` are answered normally);
+        * ``short_pages`` (paged lists): page *n* holds only the *n*-th record and says
+          ``hasMore`` true, however far past the end;
         * ``total_count_offset`` (paged lists): ``totalCount`` (when asked for) is off by this;
         * ``deep_json_depth``: valid JSON whose ``data`` is arrays nested this deep (a lookup's
           bare array gets such an element first);
@@ -570,6 +588,8 @@ class Simulator:
             total_count_offset=total_count_offset,
             repeat_cursor=repeat_cursor,
             endless_has_more=endless_has_more,
+            same_page=same_page,
+            short_pages=short_pages,
             deep_json_depth=deep_json_depth,
             padding_bytes=padding_bytes,
             drip_bytes_per_s=drip_bytes_per_s,
@@ -577,13 +597,22 @@ class Simulator:
         )
         self._quirks = {**self._quirks, (tenant_id, key): quirks}
 
+    def _revoke_tokens_forever(self, interval_s: float) -> None:
+        """Revoke every token each ``interval_s`` (``config.revoke_tokens_every_s``) until stopped."""
+        while not self._stopping.wait(interval_s):
+            self.tokens.expire()
+
     def _admit(self, app_key: str, tenant_id: int) -> None:
         """Apply the rate limit to an authorized request; raises the 429 when over it."""
         limiter = self.rate_limiter
         if limiter is None:
             self.stats.record_accepted(tenant_id, time.monotonic())
             return
-        admission = limiter.admit((app_key, tenant_id))
+        rate = self._tenant_rate_limits.get(tenant_id, self.config.rate_limit_per_s)
+        if rate is None:  # limits set for other tenants only
+            self.stats.record_accepted(tenant_id, time.monotonic())
+            return
+        admission = limiter.admit((app_key, tenant_id), rate)
         if not admission.allowed:
             self.stats.record_throttled(tenant_id)
             wait = admission.retry_after_s

@@ -27,6 +27,7 @@ class SimulatorStats:
         self._api_requests: Counter[int | None] = Counter()
         self._statuses: Counter[int] = Counter()
         self._throttled: Counter[int] = Counter()
+        self._admissions: dict[int, list[bool]] = {}  # per tenant, in order: admitted (True) or 429
         self._injected: dict[int | None, Counter[str]] = {}
         self._recent: dict[int, deque[float]] = {}  # accepted requests of the last second
         self._peak_per_second: Counter[int] = Counter()
@@ -50,10 +51,12 @@ class SimulatorStats:
         """A request refused by the rate limit (not an injected 429)."""
         with self._lock:
             self._throttled[tenant_id] += 1
+            self._admissions.setdefault(tenant_id, []).append(False)
 
     def record_accepted(self, tenant_id: int, now: float) -> None:
         """An authorized request let through by the rate limit at ``now`` (seconds)."""
         with self._lock:
+            self._admissions.setdefault(tenant_id, []).append(True)
             recent = self._recent.get(tenant_id)
             if recent is None:
                 recent = self._recent[tenant_id] = deque()
@@ -85,6 +88,12 @@ class SimulatorStats:
         """Token requests of all tenants (including ones with unknown clients)."""
         with self._lock:
             return sum(self._token_requests.values())
+
+    def admissions_for(self, tenant_id: int) -> list[bool]:
+        """The rate limit's answers to a tenant's authorized requests, in order: ``True`` admitted,
+        ``False`` refused with 429."""
+        with self._lock:
+            return list(self._admissions.get(tenant_id, ()))
 
     def token_requests_for(self, tenant_id: int) -> int:
         with self._lock:

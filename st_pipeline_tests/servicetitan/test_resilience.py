@@ -54,8 +54,8 @@ def test_limiter_spaces_requests_at_the_configured_rate() -> None:
 def test_limiter_burst_then_steady_rate() -> None:
     fake = FakeTime()
     limiter = RateLimiter(10, burst=5, clock=fake.clock, sleep=fake.sleep)
-    waits = [limiter.acquire() for _ in range(15)]
-    assert waits[:5] == [0, 0, 0, 0, 0]
+    sent = [limiter.acquire() for _ in range(15)]
+    assert sent[:5] == [100.0] * 5  # the burst goes at once
     assert fake.now - 100.0 == pytest.approx(1.0)  # 15 requests: 5 at once, then 10 at 0.1 s
 
 
@@ -64,12 +64,26 @@ def test_429_pauses_every_caller_and_slows_the_rate() -> None:
     limiter = RateLimiter(60, burst=1, clock=fake.clock, sleep=fake.sleep)
     limiter.acquire()
     limiter.throttled(3.0)
-    assert limiter.rate < 60
+    assert limiter.rate == pytest.approx(42)  # cut by 30%
     limiter.acquire()
     assert fake.now >= 103.0
     for _ in range(200):
         limiter.succeeded()
     assert limiter.rate == 60
+
+
+def test_429s_of_requests_sent_before_a_cut_do_not_cut_again() -> None:
+    """Eight threads' requests in flight all meet the same empty bucket: one congestion episode, one cut."""
+    fake = FakeTime()
+    limiter = RateLimiter(60, clock=fake.clock, sleep=fake.sleep)
+    in_flight = [limiter.acquire() for _ in range(8)]
+    fake.now += 0.01
+    for sent_at in in_flight:
+        limiter.throttled(1.0, sent_at)
+    assert limiter.cuts == 1 and limiter.throttle_events == 8
+    assert limiter.rate == pytest.approx(42)
+    limiter.throttled(1.0, limiter.acquire())  # sent after the cut, at the new rate: cut again
+    assert limiter.cuts == 2 and limiter.rate == pytest.approx(42 * 0.7)
 
 
 def test_shared_limiter_is_one_per_app_key_and_tenant() -> None:
@@ -171,10 +185,24 @@ def test_retries_are_bounded_in_count(fresh_simulator: Simulator) -> None:
 def test_retries_are_bounded_in_time(fresh_simulator: Simulator) -> None:
     fake = FakeTime()
     with _client(fresh_simulator, fake, retry=RetryPolicy(max_attempts=100, max_elapsed_s=20)) as client:
-        fresh_simulator.inject_faults(429, count=50, tenant_id=TENANT_A.tenant_id, retry_after_s=8)
-        with pytest.raises(RateLimitedError, match="gave up after 3 attempts"):
+        fresh_simulator.inject_faults(503, count=500, tenant_id=TENANT_A.tenant_id)
+        with pytest.raises(ServerError, match="gave up after"):
             next(client.iter_list(CUSTOMERS.list, page_size=10))
     assert sum(fake.sleeps) <= 20
+
+
+def test_throttling_is_pacing_bounded_by_the_dataset_throttle_budget(fresh_simulator: Simulator) -> None:
+    """Twelve 429s asking for 8 s each: more than the 4 attempts allowed, yet no failure — until the
+    dataset's pauses pass its throttle budget."""
+    fake = FakeTime()
+    with _client(fresh_simulator, fake, retry=RetryPolicy(max_attempts=4), throttle_budget_s=100) as client:
+        fresh_simulator.inject_faults(429, count=12, tenant_id=TENANT_A.tenant_id, retry_after_s=8)
+        page = next(client.iter_list(CUSTOMERS.list, page_size=10))
+        assert len(page.records) == 10 and client.stats.throttled == 12
+        fresh_simulator.inject_faults(429, count=50, tenant_id=TENANT_A.tenant_id, retry_after_s=8)
+        with pytest.raises(RateLimitedError, match=r"asked for 104 s of pauses.*100 s allowed \(throttle_budget_s\)"):
+            next(client.iter_list(CUSTOMERS.list, page_size=10))
+    assert client.stats.throttled == 13
 
 
 def test_circuit_breaker_stops_hammering(fresh_simulator: Simulator) -> None:

@@ -7,6 +7,7 @@ client that really paces itself gets every answer without a single 429.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -58,3 +59,50 @@ def test_a_sync_demanding_more_than_the_limit_is_never_throttled(tmp_path: Path)
 
 def _settings(sim: Simulator) -> ApiSettings:
     return ApiSettings(api_url=sim.url, auth_url=sim.auth_url, app_key=SecretStr(sim.config.app_key))
+
+
+# A server granting 5 requests/s where 60 are published (its app key shared with another
+# integration), revoking every token each second: pacing, not failure.
+THROTTLED_TENANTS = [
+    SimulatedTenant(tenant_id=6304 + n, client_id=f"cid.throttled-{n}", client_secret=f"cs1.throttled-{n}",
+                    rate_limit_per_s=5)
+    for n in range(2)
+]
+
+
+def test_a_server_granting_a_twelfth_of_the_limit_is_converged_on_and_every_dataset_is_exact(tmp_path: Path) -> None:
+    config = SimulatorConfig(
+        tenants=THROTTLED_TENANTS, seed=13, scale=0.04, export_batch_size=3, datasets=CORE_DATASETS,
+        revoke_tokens_every_s=1.0,
+    )
+    with Simulator(config) as sim:
+        engines = {t.tenant_id: prepared_warehouse(f"sqlite:///{tmp_path / f'{t.tenant_id}.db'}", DATASETS)
+                   for t in THROTTLED_TENANTS}
+        try:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                runs = {t.tenant_id: pool.submit(_sync_throttled, sim, t, engines[t.tenant_id]) for t in THROTTLED_TENANTS}
+                results = {tenant_id: run.result() for tenant_id, run in runs.items()}
+            for tenant in THROTTLED_TENANTS:
+                failed = [(r.dataset.key, str(r.error)) for r in results[tenant.tenant_id] if not r.succeeded]
+                assert failed == [] and len(results[tenant.tenant_id]) == len(DATASETS)
+                url = f"sqlite:///{tmp_path / f'{tenant.tenant_id}.db'}"
+                assert_warehouse_equals_ground_truth(url, sim, tenant.tenant_id, DATASETS)
+                answers = sim.stats.admissions_for(tenant.tenant_id)
+                assert sim.stats.token_requests_for(tenant.tenant_id) > 5  # the premise: tokens kept being revoked
+                assert answers.count(False) > 0  # the premise: the server did throttle
+                steady = answers[len(answers) // 2:]
+                share = steady.count(False) / len(steady)
+                print(f"tenant {tenant.tenant_id}: {len(answers)} requests, {answers.count(False)} answered 429 "
+                      f"({answers.count(False) / len(answers):.1%}); second half {share:.1%}")
+                assert share < 0.05
+        finally:
+            for engine in engines.values():
+                engine.dispose()
+
+
+def _sync_throttled(sim: Simulator, tenant: SimulatedTenant, engine) -> list:
+    credentials = TenantCredentials(tenant.tenant_id, tenant.client_id, SecretStr(tenant.client_secret))
+    # Production defaults, except the retry backoff (short, so the test is quick).
+    options = ClientOptions(retry=RetryPolicy(base_delay_s=0.05, max_delay_s=0.5))
+    with ServiceTitanClient(_settings(sim), credentials, options=options) as client:
+        return list(sync_tenant(client, engine, DATASETS, run_id=f"throttled-{tenant.tenant_id}"))
