@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $@
 
 ## Run the whole pipeline against the embedded simulator into a local SQLite warehouse.
@@ -57,4 +57,4 @@ clean:
 
 ## Rewrite the README's generated sections (counts, configuration, assets, checks, schedules) from the code.
 readme: install
-	$(BIN)/python -m st_pipeline.defs.readme
+	$(BIN)/python -m tools.readme

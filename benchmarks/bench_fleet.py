@@ -83,8 +83,22 @@ def postmaster_pid() -> int:
 
 
 def start_simulator(tenants: list[int], scale: float) -> tuple[subprocess.Popen[str], str, dict[int, tuple[str, str]]]:
-    args = [sys.executable, "-m", "st_pipeline.simulator", "--port", "0", "--seed", "21", "--scale", str(scale),
-            "--datasets", "all", "--rate-limit", "60", *(arg for t in tenants for arg in ("--tenant", str(t)))]
+    args = [
+        sys.executable,
+        "-m",
+        "st_pipeline.simulator",
+        "--port",
+        "0",
+        "--seed",
+        "21",
+        "--scale",
+        str(scale),
+        "--datasets",
+        "all",
+        "--rate-limit",
+        "60",
+        *(arg for t in tenants for arg in ("--tenant", str(t))),
+    ]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     url, credentials = "", {}
     assert process.stdout is not None
@@ -125,26 +139,48 @@ def main(argv: list[str] | None = None) -> int:
         env = {
             **os.environ,
             "DAGSTER_HOME": str(dagster_home),
-            "DAGSTER_PG_HOST": base.host or "127.0.0.1", "DAGSTER_PG_PORT": str(base.port or 5432),
-            "DAGSTER_PG_USER": base.username or "postgres", "DAGSTER_PG_PASSWORD": base.password or "",
+            "DAGSTER_PG_HOST": base.host or "127.0.0.1",
+            "DAGSTER_PG_PORT": str(base.port or 5432),
+            "DAGSTER_PG_USER": base.username or "postgres",
+            "DAGSTER_PG_PASSWORD": base.password or "",
             "DAGSTER_PG_DB": names["dagster"],
             "ST_PIPELINE_WAREHOUSE_URL": base.set(database=names["warehouse"]).render_as_string(hide_password=False),
             "ST_PIPELINE_REGISTRY_URL": base.set(database=names["registry"]).render_as_string(hide_password=False),
             "ST_PIPELINE_HOME": str(workdir / "home"),
-            "SERVICETITAN_ENVIRONMENT": "custom", "SERVICETITAN_API_URL": api_url,
-            "SERVICETITAN_AUTH_URL": api_url + "/connect/token", "SERVICETITAN_APP_KEY": "ak1.simulator",
+            "SERVICETITAN_ENVIRONMENT": "custom",
+            "SERVICETITAN_API_URL": api_url,
+            "SERVICETITAN_AUTH_URL": api_url + "/connect/token",
+            "SERVICETITAN_APP_KEY": "ak1.simulator",
             # The ticks are the benchmark's; no schedule of the code location fires during it.
-            "ST_PIPELINE_SYNC_CRON": "0 0 1 1 *", "ST_PIPELINE_RECONCILE_CRON": "0 0 1 1 *",
-            "ST_PIPELINE_FRESHNESS_CRON": "0 0 1 1 *", "ST_PIPELINE_MAINTENANCE_CRON": "0 0 1 1 *",
+            "ST_PIPELINE_SYNC_CRON": "0 0 1 1 *",
+            "ST_PIPELINE_RECONCILE_CRON": "0 0 1 1 *",
+            "ST_PIPELINE_FRESHNESS_CRON": "0 0 1 1 *",
+            "ST_PIPELINE_MAINTENANCE_CRON": "0 0 1 1 *",
         }
         env["ST_PIPELINE_SECRET_KEYS"] = _run(env, "st-pipeline", "keys", "generate").strip()
         _run(env, "st-pipeline", "db", "upgrade")
         for tenant in tenants:
             client_id, secret = credentials[tenant]
-            _run(env, "st-pipeline", "tenant", "add", "--tenant", str(tenant), "--name", f"Fleet {tenant}",
-                 "--client-id", client_id, stdin=secret + "\n")
-        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                                  env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _run(
+                env,
+                "st-pipeline",
+                "tenant",
+                "add",
+                "--tenant",
+                str(tenant),
+                "--name",
+                f"Fleet {tenant}",
+                "--client-id",
+                client_id,
+                stdin=secret + "\n",
+            )
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         postmaster = postmaster_pid()
         dagster_db = sa.create_engine(env["ST_PIPELINE_WAREHOUSE_URL"].rsplit("/", 1)[0] + "/" + names["dagster"])
         results = []
@@ -155,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         ):
             if change:
                 for tenant in tenants:
-                    request = urllib.request.Request(f"{api_url}/_simulator/tenants/{tenant}/changes?fraction={change}",
-                                                     method="POST")
+                    request = urllib.request.Request(
+                        f"{api_url}/_simulator/tenants/{tenant}/changes?fraction={change}", method="POST"
+                    )
                     urllib.request.urlopen(request, timeout=60).read()  # loopback simulator
             results.append(_tick(label, tags, tenants, env, daemon.pid, postmaster, dagster_db))
             print(_line(results[-1]), flush=True)
@@ -164,11 +201,17 @@ def main(argv: list[str] | None = None) -> int:
         quiet = results[-1]
         per_core_client = 3600 / quiet["client_cpu_s_per_run"]
         per_core_all = 3600 / (quiet["client_cpu_s_per_run"] + quiet["postgres_cpu_s_per_run"])
-        summary = {"tenants": args.tenants, "scale": args.scale, "ticks": results,
-                   "tenants_per_core_hour_client": round(per_core_client),
-                   "tenants_per_core_hour_with_postgres": round(per_core_all)}
-        print(f"\none core syncs about {per_core_client:.0f} unchanged tenants an hour (Dagster processes), "
-              f"{per_core_all:.0f} counting the PostgreSQL server too")
+        summary = {
+            "tenants": args.tenants,
+            "scale": args.scale,
+            "ticks": results,
+            "tenants_per_core_hour_client": round(per_core_client),
+            "tenants_per_core_hour_with_postgres": round(per_core_all),
+        }
+        print(
+            f"\none core syncs about {per_core_client:.0f} unchanged tenants an hour (Dagster processes), "
+            f"{per_core_all:.0f} counting the PostgreSQL server too"
+        )
         if args.json:
             args.json.write_text(json.dumps(summary, indent=2))
         return 0
@@ -188,22 +231,46 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(env: dict[str, str], command: str, *args: str, stdin: str = "") -> str:
-    done = subprocess.run([str(BIN / command), *args], env=env, cwd=REPO, input=stdin, capture_output=True,
-                          text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [str(BIN / command), *args],
+        env=env,
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{command} {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
     return done.stdout
 
 
-def _tick(label: str, tags: dict[str, str], tenants: list[int], env: dict[str, str], daemon_pid: int,
-          postmaster: int, dagster_db: sa.Engine) -> dict[str, Any]:
+def _tick(
+    label: str,
+    tags: dict[str, str],
+    tenants: list[int],
+    env: dict[str, str],
+    daemon_pid: int,
+    postmaster: int,
+    dagster_db: sa.Engine,
+) -> dict[str, Any]:
     """One backfill of every tenant partition, measured until its last run ends."""
     with dagster_db.connect() as conn:
         events_before = conn.execute(sa.text("SELECT count(*) FROM event_logs")).scalar_one()
     client_before, postgres_before = cpu_seconds(daemon_pid), cpu_seconds(postmaster)
     started = time.monotonic()
-    backfill_args = ["job", "backfill", "-w", str(REPO / "workspace.yaml"), "-j", "servicetitan_sync",
-                     "--partitions", ",".join(map(str, tenants)), "--noprompt"]
+    backfill_args = [
+        "job",
+        "backfill",
+        "-w",
+        str(REPO / "workspace.yaml"),
+        "-j",
+        "servicetitan_sync",
+        "--partitions",
+        ",".join(map(str, tenants)),
+        "--noprompt",
+    ]
     if tags:
         backfill_args += ["--tags", json.dumps(tags)]
     output = _run(env, "dagster", *backfill_args)
@@ -218,8 +285,11 @@ def _tick(label: str, tags: dict[str, str], tenants: list[int], env: dict[str, s
         deadline = time.monotonic() + TICK_DEADLINE_S
         while time.monotonic() < deadline:
             runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-            done = [r for r in runs if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
-                                                    dg.DagsterRunStatus.CANCELED)]
+            done = [
+                r
+                for r in runs
+                if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+            ]
             if len(runs) == len(tenants) and len(done) == len(runs):
                 break
             time.sleep(1)  # polling the daemon's progress, bounded by the deadline
@@ -249,21 +319,30 @@ def _tick(label: str, tags: dict[str, str], tenants: list[int], env: dict[str, s
     with dagster_db.connect() as conn:
         events = conn.execute(sa.text("SELECT count(*) FROM event_logs")).scalar_one() - events_before
     return {
-        "tick": label, "runs": len(runs), "failed": len(failed), "wall_s": round(wall, 1),
-        "client_cpu_s": round(client, 1), "client_cpu_s_per_run": round(client / len(runs), 2),
+        "tick": label,
+        "runs": len(runs),
+        "failed": len(failed),
+        "wall_s": round(wall, 1),
+        "client_cpu_s": round(client, 1),
+        "client_cpu_s_per_run": round(client / len(runs), 2),
         "run_worker_cpu_s_median": round(sorted(worker_cpu)[len(worker_cpu) // 2], 2) if worker_cpu else None,
         "run_worker_cpu_s_max": round(max(worker_cpu), 2) if worker_cpu else None,
-        "postgres_cpu_s": round(postgres, 1), "postgres_cpu_s_per_run": round(postgres / len(runs), 2),
-        "events": events, "events_per_run": round(events / len(runs)), "failures": failures,
+        "postgres_cpu_s": round(postgres, 1),
+        "postgres_cpu_s_per_run": round(postgres / len(runs), 2),
+        "events": events,
+        "events_per_run": round(events / len(runs)),
+        "failures": failures,
     }
 
 
 def _line(result: dict[str, Any]) -> str:
-    return (f"{result['tick']:24} {result['runs']} runs ({result['failed']} failed) in {result['wall_s']} s; "
-            f"Dagster processes {result['client_cpu_s_per_run']} CPU-s per run (run worker: median "
-            f"{result['run_worker_cpu_s_median']}, max {result['run_worker_cpu_s_max']}), PostgreSQL "
-            f"{result['postgres_cpu_s_per_run']} CPU-s per run; {result['events_per_run']} events per run"
-            + "".join(f"\n    failed: {message}" for message in result["failures"]))
+    return (
+        f"{result['tick']:24} {result['runs']} runs ({result['failed']} failed) in {result['wall_s']} s; "
+        f"Dagster processes {result['client_cpu_s_per_run']} CPU-s per run (run worker: median "
+        f"{result['run_worker_cpu_s_median']}, max {result['run_worker_cpu_s_max']}), PostgreSQL "
+        f"{result['postgres_cpu_s_per_run']} CPU-s per run; {result['events_per_run']} events per run"
+        + "".join(f"\n    failed: {message}" for message in result["failures"])
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,21 @@ class SimulatorProcess:
 
 def start_simulator(records: int, setting: str) -> SimulatorProcess:
     scale = records / CORE_RECORDS_AT_SCALE_1
-    args = [sys.executable, "-m", "st_pipeline.simulator", "--port", "0", "--seed", "11", "--scale", f"{scale:.4f}",
-            "--tenant", str(TENANT_ID), "--datasets", "core"]
+    args = [
+        sys.executable,
+        "-m",
+        "st_pipeline.simulator",
+        "--port",
+        "0",
+        "--seed",
+        "11",
+        "--scale",
+        f"{scale:.4f}",
+        "--tenant",
+        str(TENANT_ID),
+        "--datasets",
+        "core",
+    ]
     if SETTINGS[setting]["latency_ms"]:
         args += ["--latency-ms", str(SETTINGS[setting]["latency_ms"])]
     if SETTINGS[setting]["rate_limit"]:
@@ -105,7 +118,9 @@ def child(args: argparse.Namespace) -> None:
     engine = create_warehouse_engine(args.warehouse_url)
     upgrade(engine)
     ensure_raw_tables(engine, datasets)
-    settings = ApiSettings(api_url=args.api_url, auth_url=args.api_url + "/connect/token", app_key=SecretStr("ak1.simulator"))
+    settings = ApiSettings(
+        api_url=args.api_url, auth_url=args.api_url + "/connect/token", app_key=SecretStr("ak1.simulator")
+    )
     credentials = TenantCredentials(TENANT_ID, args.client_id, SecretStr(args.client_secret))
     rate = args.client_rate or 1e9
     started_wall, started_cpu = time.perf_counter(), time.process_time()
@@ -114,15 +129,29 @@ def child(args: argparse.Namespace) -> None:
         for result in sync_tenant(client, engine, datasets, run_id="bench"):
             if result.error:
                 raise result.error
-            per_dataset[result.dataset.key] = {"records": result.records, "pages": result.pages,
-                                               "rows_written": result.rows_written, "kind": result.dataset.extraction_endpoint.kind}
+            per_dataset[result.dataset.key] = {
+                "records": result.records,
+                "pages": result.pages,
+                "rows_written": result.rows_written,
+                "kind": result.dataset.extraction_endpoint.kind,
+            }
         stats = client.stats
     wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
-    print(json.dumps({
-        "wall_s": wall, "cpu_s": cpu, "records": stats.records, "requests": stats.requests,
-        "retries": stats.retries, "throttled": stats.throttled, "token_requests": client.tokens.token_requests,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "datasets": per_dataset,
-    }))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "records": stats.records,
+                "requests": stats.requests,
+                "retries": stats.retries,
+                "throttled": stats.throttled,
+                "token_requests": client.tokens.token_requests,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "datasets": per_dataset,
+            }
+        )
+    )
 
 
 def run_one(records: int, warehouse: str, setting: str, workdir: Path, incremental: bool = False) -> dict[str, Any]:
@@ -133,7 +162,9 @@ def run_one(records: int, warehouse: str, setting: str, workdir: Path, increment
         result = _child_sync(sim, url, setting)
         result["simulator"] = sim.stats()
         if incremental:
-            request = urllib.request.Request(sim.url + f"/_simulator/tenants/{TENANT_ID}/changes?fraction=0.01", method="POST")
+            request = urllib.request.Request(
+                sim.url + f"/_simulator/tenants/{TENANT_ID}/changes?fraction=0.01", method="POST"
+            )
             with urllib.request.urlopen(request, timeout=600) as response:  # loopback only
                 changed = json.loads(response.read())
             again = _child_sync(sim, url, setting)
@@ -149,9 +180,24 @@ def run_one(records: int, warehouse: str, setting: str, workdir: Path, increment
 def _child_sync(sim: SimulatorProcess, url: str, setting: str) -> dict[str, Any]:
     rate = SETTINGS[setting]["rate_limit"]
     completed = subprocess.run(
-        [sys.executable, __file__, "--child", "--api-url", sim.url, "--client-id", sim.client_id,
-         "--client-secret", sim.client_secret, "--warehouse-url", url, "--client-rate", str(rate or 0)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--api-url",
+            sim.url,
+            "--client-id",
+            sim.client_id,
+            "--client-secret",
+            sim.client_secret,
+            "--warehouse-url",
+            url,
+            "--client-rate",
+            str(rate or 0),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -170,10 +216,12 @@ def lower_bound_s(result: dict[str, Any], setting: str) -> float:
 
 def _row(result: dict[str, Any]) -> str:
     sim = result["simulator"]
-    return (f"| {result['records']:,} | {result['warehouse']} | ({result['setting']}) | {result['wall_s']:.1f} | "
-            f"{result['cpu_s']:.1f} | {result['requests'] / result['wall_s']:.1f} | "
-            f"{result['records'] / result['wall_s']:,.0f} | {result['peak_rss_mb']:.0f} | "
-            f"{sim.get('throttled', '?')} | {result['token_requests']} |")
+    return (
+        f"| {result['records']:,} | {result['warehouse']} | ({result['setting']}) | {result['wall_s']:.1f} | "
+        f"{result['cpu_s']:.1f} | {result['requests'] / result['wall_s']:.1f} | "
+        f"{result['records'] / result['wall_s']:,.0f} | {result['peak_rss_mb']:.0f} | "
+        f"{sim.get('throttled', '?')} | {result['token_requests']} |"
+    )
 
 
 def main() -> None:
@@ -182,8 +230,11 @@ def main() -> None:
     parser.add_argument("--warehouse", nargs="*", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
     parser.add_argument("--setting", nargs="*", default=["a", "b"], choices=["a", "b"])
     parser.add_argument("--json", type=Path, help="also write every result to this file")
-    parser.add_argument("--incremental", action="store_true",
-                        help="after each full sync in setting (a), change 1%% of the records and sync again")
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="after each full sync in setting (a), change 1%% of the records and sync again",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--api-url", help=argparse.SUPPRESS)
     parser.add_argument("--client-id", help=argparse.SUPPRESS)
@@ -196,7 +247,10 @@ def main() -> None:
         return
     workdir = Path(os.environ.get("ST_BENCH_DIR", "/tmp"))
     results = []
-    print("| records | warehouse | setting | wall s | CPU s | requests/s | records/s | peak RSS MB | 429s | token requests |")
+    columns = (
+        "records | warehouse | setting | wall s | CPU s | requests/s | records/s | peak RSS MB | 429s | token requests"
+    )
+    print(f"| {columns} |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for records in args.records:
         for warehouse in args.warehouse:
@@ -208,18 +262,24 @@ def main() -> None:
                 print(_row(result), flush=True)
                 if "incremental" in result:
                     again = result["incremental"]
-                    print(f"|  | {warehouse} | (a) 1% incremental: {again['changed_records']:,} records changed | "
-                          f"{again['wall_s']:.2f} | {again['cpu_s']:.2f} | {again['requests']} requests = "
-                          f"{again['requests'] / result['requests']:.1%} of the full sync's {result['requests']} | "
-                          f"{again['records']:,} records read | wall {again['wall_s'] / result['wall_s']:.1%} of full |  |  |  |",
-                          flush=True)
+                    print(
+                        f"|  | {warehouse} | (a) 1% incremental: {again['changed_records']:,} records changed | "
+                        f"{again['wall_s']:.2f} | {again['cpu_s']:.2f} | {again['requests']} requests = "
+                        f"{again['requests'] / result['requests']:.1%} of the full sync's {result['requests']} | "
+                        f"{again['records']:,} records read | "
+                        f"wall {again['wall_s'] / result['wall_s']:.1%} of full |  |  |  |",
+                        flush=True,
+                    )
             if "b" in by_setting:
                 b = by_setting["b"]
                 bound = lower_bound_s(b, "b")
                 reference = max(bound, by_setting["a"]["wall_s"]) if "a" in by_setting else bound
                 b["lower_bound_s"], b["ratio"] = bound, b["wall_s"] / reference
-                print(f"|  | {warehouse} | (b) ratio | {b['ratio']:.2f} = {b['wall_s']:.1f} s / max(lower bound "
-                      f"{bound:.1f} s, (a) {by_setting.get('a', {}).get('wall_s', 0):.1f} s) |  |  |  |  |  |  |", flush=True)
+                print(
+                    f"|  | {warehouse} | (b) ratio | {b['ratio']:.2f} = {b['wall_s']:.1f} s / max(lower bound "
+                    f"{bound:.1f} s, (a) {by_setting.get('a', {}).get('wall_s', 0):.1f} s) |  |  |  |  |  |  |",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

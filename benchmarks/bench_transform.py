@@ -40,11 +40,13 @@ def _build(url: str, full: bool) -> dict[str, Any]:
         engine.dispose()
     hubs = [h for h in built.hubs if h.mode != "missing_source"]
     return {
-        "wall_s": wall, "cpu_s": cpu,
+        "wall_s": wall,
+        "cpu_s": cpu,
         "raw_rows": sum(h.source_rows_total for h in hubs),
         "reprocessed": sum(h.source_rows_changed for h in hubs),
         "hub_rows_written": sum(h.rows_inserted for h in hubs),
-        "hub_tables": len(hubs), "marts": len(built.marts),
+        "hub_tables": len(hubs),
+        "marts": len(built.marts),
     }
 
 
@@ -54,7 +56,9 @@ def run_one(records: int, warehouse: str, workdir: Path) -> dict[str, Any]:
     try:
         _child_sync(sim, url, "a")
         full = _build(url, full=True)
-        request = urllib.request.Request(sim.url + f"/_simulator/tenants/{TENANT_ID}/changes?fraction=0.01", method="POST")
+        request = urllib.request.Request(
+            sim.url + f"/_simulator/tenants/{TENANT_ID}/changes?fraction=0.01", method="POST"
+        )
         with urllib.request.urlopen(request, timeout=600) as response:  # loopback only
             changed = sum(json.loads(response.read()).values())
         _child_sync(sim, url, "a")
@@ -62,8 +66,13 @@ def run_one(records: int, warehouse: str, workdir: Path) -> dict[str, Any]:
     finally:
         sim.stop()
         cleanup()
-    return {"records": records, "warehouse": warehouse, "changed_records": changed, "full": full,
-            "incremental": incremental}
+    return {
+        "records": records,
+        "warehouse": warehouse,
+        "changed_records": changed,
+        "full": full,
+        "incremental": incremental,
+    }
 
 
 def main() -> None:
@@ -74,18 +83,26 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(os.environ.get("ST_BENCH_DIR", "/tmp"))
     results = []
-    print("| records | warehouse | full build s (CPU s) | raw rows/s | hub rows | 1% changed records | incremental s (CPU s) | reprocessed rows | incremental / full time |")
+    columns = (
+        "records | warehouse | full build s (CPU s) | raw rows/s | hub rows | 1% changed records | "
+        "incremental s (CPU s) | reprocessed rows | incremental / full time"
+    )
+    print(f"| {columns} |")
     print("|---|---|---|---|---|---|---|---|---|")
     for records in args.records:
         for warehouse in args.warehouse:
             result = run_one(records, warehouse, workdir)
             results.append(result)
             full, incremental = result["full"], result["incremental"]
-            print(f"| {records:,} | {warehouse} | {full['wall_s']:.1f} ({full['cpu_s']:.1f}) | "
-                  f"{full['raw_rows'] / full['wall_s']:,.0f} | {full['hub_rows_written']:,} | {result['changed_records']:,} | "
-                  f"{incremental['wall_s']:.2f} ({incremental['cpu_s']:.2f}) | {incremental['reprocessed']:,} "
-                  f"({incremental['reprocessed'] / incremental['raw_rows']:.1%}) | "
-                  f"{incremental['wall_s'] / full['wall_s']:.1%} |", flush=True)
+            print(
+                f"| {records:,} | {warehouse} | {full['wall_s']:.1f} ({full['cpu_s']:.1f}) | "
+                f"{full['raw_rows'] / full['wall_s']:,.0f} | {full['hub_rows_written']:,} | "
+                f"{result['changed_records']:,} | "
+                f"{incremental['wall_s']:.2f} ({incremental['cpu_s']:.2f}) | {incremental['reprocessed']:,} "
+                f"({incremental['reprocessed'] / incremental['raw_rows']:.1%}) | "
+                f"{incremental['wall_s'] / full['wall_s']:.1%} |",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

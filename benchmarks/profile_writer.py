@@ -22,8 +22,7 @@ from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import Simulator, SimulatorConfig
 from st_pipeline.sync.extract import sync_tenant
 from st_pipeline.warehouse.engine import create_warehouse_engine
-from st_pipeline.warehouse.schema import upgrade
-from st_pipeline.warehouse.schema import ensure_raw_tables
+from st_pipeline.warehouse.schema import ensure_raw_tables, upgrade
 
 
 def main() -> None:

@@ -40,8 +40,14 @@ _EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
 class _Cli(click.Group):
     """A click group whose errors are one line each (see the module docstring)."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
@@ -55,8 +61,10 @@ class _Cli(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, redacted
             if "--traceback" in argv:
                 raise
-            message = str(exc) if isinstance(exc, _EXPECTED_ERRORS + _more_expected_errors()) else (
-                f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)"
+            message = (
+                str(exc)
+                if isinstance(exc, _EXPECTED_ERRORS + _more_expected_errors())
+                else (f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)")
             )
             code = _error(message)
         sys.exit(code if isinstance(code, int) else 0)
@@ -201,8 +209,13 @@ def tenant_add(tenant_id: int, name: str, client_id: str, client_secret_env: str
         secret = _read_secret(client_secret_env)
         try:
             stored = add_tenant(
-                registry, settings.api(), tenant_id=tenant_id, name=name, client_id=client_id,
-                client_secret=secret, change=Change("tenant add"),
+                registry,
+                settings.api(),
+                tenant_id=tenant_id,
+                name=name,
+                client_id=client_id,
+                client_secret=secret,
+                change=Change("tenant add"),
             )
         except ServiceTitanError as exc:
             raise click.ClickException(f"{exc}; nothing was stored") from None
@@ -226,7 +239,11 @@ def tenant_update_credentials(tenant_id: int, client_id: str | None, client_secr
         secret = _read_secret(client_secret_env)
         try:
             stored = update_credentials(
-                registry, settings.api(), tenant_id=tenant_id, client_secret=secret, client_id=client_id,
+                registry,
+                settings.api(),
+                tenant_id=tenant_id,
+                client_secret=secret,
+                client_id=client_id,
                 change=Change("tenant update-credentials"),
             )
         except ServiceTitanError as exc:
@@ -247,7 +264,9 @@ def tenant_list() -> None:
     click.echo(f"{'tenant id':>19}  {'state':18}  {'client id':30}  name")
     for t in tenants:
         state = "needs credentials" if t.tenant_id in rejected else ("enabled" if t.enabled else "disabled")
-        click.echo(f"{t.tenant_id:>19}  {state:18}  {validation.printable(t.client_id):30}  {validation.printable(t.name)}")
+        click.echo(
+            f"{t.tenant_id:>19}  {state:18}  {validation.printable(t.client_id):30}  {validation.printable(t.name)}"
+        )
 
 
 @tenant.command("show")
@@ -264,8 +283,11 @@ def tenant_show(tenant_id: int) -> None:
             key = registry.secret_key_id(tenant_id) or "none of the configured keys decrypts it"
         except SecretKeyError as exc:
             key = f"unknown ({exc})"
-        flags = [f for f in EndpointSelection(registry.engine, settings.disabled_endpoints).flags()
-                 if f.tenant_id == tenant_id]
+        flags = [
+            f
+            for f in EndpointSelection(registry.engine, settings.disabled_endpoints).flags()
+            if f.tenant_id == tenant_id
+        ]
         history = registry.history(tenant_id, limit=5)
     rows = [
         ("name", validation.printable(t.name)),
@@ -274,9 +296,14 @@ def tenant_show(tenant_id: int) -> None:
         ("credentials", f"rejected by ServiceTitan: {rejected}" if rejected else "not rejected"),
         ("secret key id", key),
         ("registered", f"{t.created_at:%Y-%m-%d %H:%M} UTC, updated {t.updated_at:%Y-%m-%d %H:%M} UTC"),
-        ("endpoint flags", "; ".join(
-            f"{f.target} {'enabled' if f.enabled else 'disabled'}" + (f" ({f.reason})" if f.reason else "")
-            for f in flags) or "none"),
+        (
+            "endpoint flags",
+            "; ".join(
+                f"{f.target} {'enabled' if f.enabled else 'disabled'}" + (f" ({f.reason})" if f.reason else "")
+                for f in flags
+            )
+            or "none",
+        ),
         ("partition", _partition_state(settings, tenant_id)),
     ]
     click.echo(f"tenant {t.tenant_id}")
@@ -302,8 +329,10 @@ def tenant_test(tenant_id: int) -> None:
         decisions = EndpointSelection(registry.engine, settings.disabled_endpoints).decide(datasets, tenant_id)
     enabled = [d for d in datasets if decisions[d.key].enabled]
     report = probe_tenant(settings.api(), credentials, enabled)
-    click.echo(f"tenant {tenant_id}: token issued; tenant id confirmed; {report.scopes_probed} scope sets probed "
-               f"for {len(enabled)} enabled datasets.")
+    click.echo(
+        f"tenant {tenant_id}: token issued; tenant id confirmed; {report.scopes_probed} scope sets probed "
+        f"for {len(enabled)} enabled datasets."
+    )
     for scope, keys_ in sorted(report.denied.items()):
         click.echo(f"  scope {scope} not granted: {', '.join(sorted(set(keys_)))}")
     if report.not_found:
@@ -313,8 +342,10 @@ def tenant_test(tenant_id: int) -> None:
     if report.all_granted:
         click.echo("  every probed scope is granted.")
     else:
-        click.echo("  syncs skip these datasets; ask the tenant's admin for the scopes, or turn them off with "
-                   f"`st-pipeline endpoints disable TARGET --tenant {tenant_id}`.")
+        click.echo(
+            "  syncs skip these datasets; ask the tenant's admin for the scopes, or turn them off with "
+            f"`st-pipeline endpoints disable TARGET --tenant {tenant_id}`."
+        )
 
 
 @tenant.command("disable")
@@ -325,7 +356,9 @@ def tenant_disable(tenant_id: int, reason: str | None) -> None:
     settings = load_settings()
     with _registry(settings) as registry:
         registry.set_enabled(tenant_id, False, change=Change("tenant disable"), reason=reason)
-    click.echo(f"tenant {tenant_id} disabled: schedules skip it; `st-pipeline tenant enable --tenant {tenant_id}` resumes.")
+    click.echo(
+        f"tenant {tenant_id} disabled: schedules skip it; `st-pipeline tenant enable --tenant {tenant_id}` resumes."
+    )
 
 
 @tenant.command("enable")
@@ -359,7 +392,8 @@ def tenant_remove(tenant_id: int, purge_data: bool, yes: bool) -> None:
                     )
                 click.confirm(
                     f"Delete every warehouse row of tenant {tenant_id} ({validation.printable(t.name)})? "
-                    "This cannot be undone", abort=True,
+                    "This cannot be undone",
+                    abort=True,
                 )
             with _warehouse(settings) as engine:
                 deleted = purge_tenant(engine, tenant_id)
@@ -398,8 +432,12 @@ def tenant_reset_cursor(tenant_id: int, datasets: tuple[str, ...]) -> None:
     with _warehouse(settings) as engine:
         removed = reset_cursors(engine, tenant_id, datasets or None)
     with _registry(settings) as registry, registry.engine.begin() as conn:
-        write_audit(conn, Change("tenant reset-cursor"), tenant_id,
-                    f"{removed} cursor(s) reset: {', '.join(datasets) or 'all datasets'}")
+        write_audit(
+            conn,
+            Change("tenant reset-cursor"),
+            tenant_id,
+            f"{removed} cursor(s) reset: {', '.join(datasets) or 'all datasets'}",
+        )
     click.echo(f"{removed} cursor(s) of tenant {tenant_id} reset; the next sync reads them in full.")
 
 
@@ -495,8 +533,12 @@ def access_grant(tenant_id: int, role: str) -> None:
     """Let ROLE read the rows of the tenant in every raw (and later hub and mart) table."""
     from st_pipeline.warehouse import access as warehouse_access
 
-    _with_warehouse_and_audit(lambda engine: warehouse_access.grant(engine, role, tenant_id),
-                              "access grant", tenant_id, f"role {role!r} may read this tenant's rows")
+    _with_warehouse_and_audit(
+        lambda engine: warehouse_access.grant(engine, role, tenant_id),
+        "access grant",
+        tenant_id,
+        f"role {role!r} may read this tenant's rows",
+    )
     click.echo(f"role {role} can read tenant {tenant_id}'s rows.")
 
 
@@ -507,8 +549,12 @@ def access_revoke(tenant_id: int | None, role: str) -> None:
     """Take back ROLE's access to one tenant, or to all."""
     from st_pipeline.warehouse import access as warehouse_access
 
-    removed = _with_warehouse_and_audit(lambda engine: warehouse_access.revoke(engine, role, tenant_id),
-                                        "access revoke", tenant_id, f"role {role!r} access revoked")
+    removed = _with_warehouse_and_audit(
+        lambda engine: warehouse_access.revoke(engine, role, tenant_id),
+        "access revoke",
+        tenant_id,
+        f"role {role!r} access revoked",
+    )
     click.echo(f"{removed} grant(s) of role {role} revoked.")
 
 
@@ -568,8 +614,10 @@ def sync_log(tenant_id: int, runs: int, run_id: str | None, show_all: bool) -> N
         began = min(row.started_at for row in run_rows)
         ended = max((row.ended_at for row in run_rows if row.ended_at), default=None)
         took = f", {(ended - began).total_seconds():.1f} s" if ended else ", still running"
-        total = {name: sum(getattr(row, name) for row in run_rows)
-                 for name in ("records", "rows_written", "requests", "retries", "throttled")}
+        total = {
+            name: sum(getattr(row, name) for row in run_rows)
+            for name in ("records", "rows_written", "requests", "retries", "throttled")
+        }
         click.echo(
             f"run {run} — {began:%Y-%m-%d %H:%M:%S} UTC{took}; {len(run_rows)} datasets: "
             + ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
@@ -578,8 +626,10 @@ def sync_log(tenant_id: int, runs: int, run_id: str | None, show_all: bool) -> N
         )
         shown = [row for row in run_rows if show_all or row.status != SUCCEEDED or row.rows_written or row.quarantined]
         if shown:
-            click.echo(f"  {'dataset':44} {'status':11} {'records':>8} {'written':>8} {'requests':>8} "
-                       f"{'retries':>7} {'429s':>4} {'seconds':>7}  cursor after / error")
+            click.echo(
+                f"  {'dataset':44} {'status':11} {'records':>8} {'written':>8} {'requests':>8} "
+                f"{'retries':>7} {'429s':>4} {'seconds':>7}  cursor after / error"
+            )
         for row in sorted(shown, key=lambda r: r.dataset):
             tail = row.error or row.cursor_after or ""
             seconds = f"{row.duration_s:.2f}" if row.duration_s is not None else "-"
@@ -626,18 +676,24 @@ def status(as_json: bool) -> None:
     if not rows:
         click.echo(_no_tenants(settings))
         return
-    click.echo(f"{'tenant id':>19}  {'state':17}  {'last success (UTC)':18}  {'fresh':5}  "
-               f"{'failing datasets':34}  {'open incidents':14}  name")
+    click.echo(
+        f"{'tenant id':>19}  {'state':17}  {'last success (UTC)':18}  {'fresh':5}  "
+        f"{'failing datasets':34}  {'open incidents':14}  name"
+    )
     for row in rows:
         state = "needs credentials" if row.needs_credentials else ("enabled" if row.enabled else "disabled")
         last = f"{row.last_success:%Y-%m-%d %H:%M}" if row.last_success else "never synced"
         failing = _first_few(row.failing_datasets)
-        click.echo(f"{row.tenant_id:>19}  {state:17}  {last:18}  {'STALE' if row.stale else 'ok':5}  "
-                   f"{failing:34}  {len(row.open_incidents):<14}  {validation.printable(row.name)}")
+        click.echo(
+            f"{row.tenant_id:>19}  {state:17}  {last:18}  {'STALE' if row.stale else 'ok':5}  "
+            f"{failing:34}  {len(row.open_incidents):<14}  {validation.printable(row.name)}"
+        )
     sla = settings.freshness_sla.total_seconds() / 3600
-    click.echo(f"\n{len(rows)} tenants; {sum(r.stale for r in rows)} stale (SLA {sla:g} h); "
-               f"{sum(bool(r.failing_datasets) for r in rows)} with failing datasets; "
-               f"{sum(len(r.open_incidents) for r in rows)} open incidents")
+    click.echo(
+        f"\n{len(rows)} tenants; {sum(r.stale for r in rows)} stale (SLA {sla:g} h); "
+        f"{sum(bool(r.failing_datasets) for r in rows)} with failing datasets; "
+        f"{sum(len(r.open_incidents) for r in rows)} open incidents"
+    )
 
 
 def _first_few(keys: list[str], shown: int = 2) -> str:

@@ -6,10 +6,19 @@
 - Statement errors never echo their parameters (``hide_parameters``): a failing insert cannot
   print a secret, encrypted or not.
 - An unreachable or unusable database fails at once, in one line naming the variable.
+
+And one way to make processes sharing a database take turns (``exclusive_lock``): a tenant's
+sync, a schema change.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -54,3 +63,84 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+# How often a process waiting for an ``exclusive_lock`` tries again; the wait itself is the caller's.
+LOCK_RETRY_INTERVAL_S = 0.5
+
+
+def advisory_key(name: str) -> int:
+    """A signed 64-bit PostgreSQL advisory-lock key for ``name``, unlikely to meet another application's."""
+    digest = hashlib.blake2b(f"st_pipeline.{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def exclusive_lock(engine: sa.Engine, name: str, *, wait_s: float, busy: Callable[[], Exception]) -> Iterator[None]:
+    """Be the only process holding lock ``name`` of this database for the block.
+
+    PostgreSQL: a session-level advisory lock (``advisory_key(name)``) on a connection held for the
+    block. SQLite: an exclusive ``flock`` on a file beside the database (``:`` in the name
+    becomes ``-``). Both vanish with the
+    process, so a killed holder never blocks anyone. Waits at most ``wait_s``, then raises
+    ``busy()``. Not re-entrant.
+    """
+    acquire = (
+        _postgres_lock(engine, advisory_key(name)) if engine.dialect.name == "postgresql" else _file_lock(engine, name)
+    )
+    with acquire as try_lock:
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while not try_lock():
+            if time.monotonic() >= deadline:
+                raise busy()
+            time.sleep(LOCK_RETRY_INTERVAL_S)  # waiting on another process's lock, bounded by wait_s
+        yield
+
+
+def lock_file_is_held(engine: sa.Engine, name: str) -> bool:
+    """SQLite: whether another process holds lock ``name`` (tried and released at once)."""
+    with _file_lock(engine, name) as try_lock:
+        return not try_lock()
+
+
+@contextmanager
+def _postgres_lock(engine: sa.Engine, key: int) -> Iterator[Callable[[], bool]]:
+    conn = engine.connect()
+    held = False
+
+    def try_lock() -> bool:
+        nonlocal held
+        held = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one())
+        conn.commit()
+        return held
+
+    try:
+        yield try_lock
+    finally:
+        try:
+            if held:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.commit()
+        finally:
+            conn.close()
+
+
+@contextmanager
+def _file_lock(engine: sa.Engine, name: str) -> Iterator[Callable[[], bool]]:
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield lambda: True  # one process, one connection: nothing to share the database with
+        return
+    fd = os.open(Path(f"{database}.{name.replace(':', '-')}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+
+    def try_lock() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    try:
+        yield try_lock
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -6,9 +6,6 @@ or missing variable stops it with a message naming the variable.
 
 import dagster as dg
 
-from st_pipeline.defs.freshness import build_freshness_schedule, freshness_checks, freshness_job
-from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
-from st_pipeline.defs.schedules import build_reconcile_schedule, build_sync_schedule, reconcile_job, sync_job
 from st_pipeline.defs.alerting import (
     AlertingResource,
     check_failure_alert_sensor,
@@ -16,8 +13,11 @@ from st_pipeline.defs.alerting import (
     run_recovery_sensor,
     stale_tenant_sensor,
 )
-from st_pipeline.defs.models import tenant_models
+from st_pipeline.defs.freshness import build_freshness_schedule, freshness_checks, freshness_job
 from st_pipeline.defs.maintenance import build_maintenance_schedule, maintenance_job
+from st_pipeline.defs.models import tenant_models
+from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
+from st_pipeline.defs.schedules import build_reconcile_schedule, build_sync_schedule, reconcile_job, sync_job
 from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
 from st_pipeline.defs.tenant_sync import tenant_sync
 from st_pipeline.settings import Settings, SettingsError, load_settings

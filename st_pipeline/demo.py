@@ -21,12 +21,12 @@ from st_pipeline.home import DAGSTER_HOME_NAME, KEY_FILE_NAME, create_private_fi
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, Dataset, load_catalogue
 from st_pipeline.settings import load_settings
 from st_pipeline.simulator import Simulator, SimulatorConfig
+from st_pipeline.sync.state import RUNNING
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline.tenants.onboarding import add_tenant
 from st_pipeline.tenants.registry import Change, TenantRegistry
 from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
 from st_pipeline.warehouse.schema import upgrade
-from st_pipeline.sync.state import RUNNING
 from st_pipeline.warehouse.tables import raw_table, sync_log_table
 
 DEMO_TENANT_ID = 1001
@@ -106,8 +106,10 @@ def run_demo(*, port: int, scale: float) -> int:
         engine = create_warehouse_engine(settings.warehouse_database_url)
         upgrade(engine)  # what `st-pipeline db upgrade` does
         log_path = Path(env["ST_PIPELINE_HOME"]) / "demo-run.log"
-        print(f"tenant {DEMO_TENANT_ID} registered; running the servicetitan_sync job for it "
-              f"(Dagster's log: {log_path}) …")
+        print(
+            f"tenant {DEMO_TENANT_ID} registered; running the servicetitan_sync job for it "
+            f"(Dagster's log: {log_path}) …"
+        )
         returncode = _run_sync_job(engine, log_path)
         if returncode != 0:
             engine.dispose()
@@ -134,9 +136,18 @@ def _run_sync_job(engine: sa.Engine, log_path: Path) -> int:
     shown: set[int] = set()
     with log_path.open("w") as output:
         run = subprocess.Popen(
-            [dg_command, "launch", "--job", "servicetitan_sync", "--partition", str(DEMO_TENANT_ID),
-             "-m", "st_pipeline.definitions"],
-            stdout=output, stderr=subprocess.STDOUT,
+            [
+                dg_command,
+                "launch",
+                "--job",
+                "servicetitan_sync",
+                "--partition",
+                str(DEMO_TENANT_ID),
+                "-m",
+                "st_pipeline.definitions",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
         while True:
             finished = run.poll() is not None  # read once more after the run ends
@@ -154,11 +165,14 @@ def _run_sync_job(engine: sa.Engine, log_path: Path) -> int:
             time.sleep(0.5)  # a progress display polling the sync log, bounded by the run itself
     with engine.connect() as conn:
         totals = conn.execute(
-            sa.select(sa.func.count(), sa.func.sum(log.records), sa.func.sum(log.rows_written), sa.func.sum(log.requests))
-            .where(log.log_id > before)
+            sa.select(
+                sa.func.count(), sa.func.sum(log.records), sa.func.sum(log.rows_written), sa.func.sum(log.requests)
+            ).where(log.log_id > before)
         ).one()
-    print(f"\n{totals[0]} datasets synced in {time.monotonic() - started:.1f} s: {totals[1] or 0} records received, "
-          f"{totals[2] or 0} rows written, {totals[3] or 0} API requests")
+    print(
+        f"\n{totals[0]} datasets synced in {time.monotonic() - started:.1f} s: {totals[1] or 0} records received, "
+        f"{totals[2] or 0} rows written, {totals[3] or 0} API requests"
+    )
     return run.returncode
 
 

@@ -18,14 +18,15 @@ loads Alembic only when it has a schema to create (a test keeps the constant equ
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from st_pipeline.warehouse.locks import schema_change_lock
+from st_pipeline.database import exclusive_lock
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -33,6 +34,31 @@ if TYPE_CHECKING:
 UPGRADE_COMMAND = "`st-pipeline db upgrade`"
 
 _ALEMBIC_RUNS = threading.Lock()  # one Alembic run at a time in this process (see ``_migrate``)
+
+
+SCHEMA_CHANGE_WAIT_S = 300.0
+
+
+@contextmanager
+def schema_change_lock(
+    engine: sa.Engine, wait_s: float = SCHEMA_CHANGE_WAIT_S, *, database: str = "warehouse"
+) -> Iterator[None]:
+    """Be the only process changing the database's tables for the block (wrap the transaction in it).
+
+    Runs of different tenants create tables on demand, and the first use of an empty warehouse or
+    registry creates its schema; without this, two first runs at once both see a table missing and
+    the second's CREATE fails. Inspect inside the block. Waits at most ``wait_s``. ``database``
+    names it in the timeout message. Not re-entrant: never call it inside itself.
+    """
+
+    def busy() -> Exception:
+        return TimeoutError(
+            f"another process kept the {database}'s schema-change lock for {wait_s:.0f} s (creating "
+            "tables); retry the run, and look for a stuck st-pipeline process if it happens again"
+        )
+
+    with exclusive_lock(engine, "schema", wait_s=wait_s, busy=busy):
+        yield
 
 
 class SchemaOutOfDateError(RuntimeError):

@@ -78,15 +78,20 @@ class Settings(BaseModel):
 
     # -- ServiceTitan ----------------------------------------------------------------------------
     servicetitan_environment: Literal["production", "integration", "custom"] = _variable(
-        "SERVICETITAN_ENVIRONMENT", "production",
+        "SERVICETITAN_ENVIRONMENT",
+        "production",
         "`production` or `integration` (ServiceTitan's own URLs), or `custom` to allow the two URLs below on purpose",
     )
     servicetitan_api_url: str | None = _variable(
-        "SERVICETITAN_API_URL", None, "API base URL; another host than ServiceTitan's only with `custom`",
+        "SERVICETITAN_API_URL",
+        None,
+        "API base URL; another host than ServiceTitan's only with `custom`",
         doc_default="the environment's",
     )
     servicetitan_auth_url: str | None = _variable(
-        "SERVICETITAN_AUTH_URL", None, "token URL; another host than ServiceTitan's only with `custom`",
+        "SERVICETITAN_AUTH_URL",
+        None,
+        "token URL; another host than ServiceTitan's only with `custom`",
         doc_default="the environment's",
     )
     servicetitan_app_key: SecretStr | None = _variable(
@@ -95,56 +100,71 @@ class Settings(BaseModel):
 
     # -- state -------------------------------------------------------------------------------------
     home: Path = _variable(
-        "ST_PIPELINE_HOME", Path("~/.st_pipeline"),
+        "ST_PIPELINE_HOME",
+        Path("~/.st_pipeline"),
         "local state directory (owner-only): the SQLite databases of local mode, the demo's key file and "
         "Dagster instance",
         doc_default="the nearest `.st_pipeline` of the current directory or its parents (the project's, as "
         "`make demo` fills it), else `~/.st_pipeline`",
     )
     warehouse_url: str | None = _variable(
-        "ST_PIPELINE_WAREHOUSE_URL", None, "SQLAlchemy URL of the warehouse (SQLite or PostgreSQL)",
+        "ST_PIPELINE_WAREHOUSE_URL",
+        None,
+        "SQLAlchemy URL of the warehouse (SQLite or PostgreSQL)",
         doc_default="`sqlite:///$ST_PIPELINE_HOME/warehouse.db`",
     )
     registry_url: str | None = _variable(
-        "ST_PIPELINE_REGISTRY_URL", None, "SQLAlchemy URL of the tenant registry; must differ from the warehouse's",
+        "ST_PIPELINE_REGISTRY_URL",
+        None,
+        "SQLAlchemy URL of the tenant registry; must differ from the warehouse's",
         doc_default="`sqlite:///$ST_PIPELINE_HOME/registry.db`",
     )
     secret_keys: SecretStr | None = _variable(
-        "ST_PIPELINE_SECRET_KEYS", None,
+        "ST_PIPELINE_SECRET_KEYS",
+        None,
         "comma-separated Fernet keys encrypting tenant client secrets; the first encrypts, all decrypt (rotation)",
         doc_default="required for tenants",
     )
     secret_keys_file: Path | None = _variable(
-        "ST_PIPELINE_SECRET_KEYS_FILE", None,
+        "ST_PIPELINE_SECRET_KEYS_FILE",
+        None,
         "a file (mode 600) holding those keys, one per line",
         doc_default="in local mode, `secret.key` in the home if it exists",
     )
     dagster_home: Path | None = _variable(
-        "DAGSTER_HOME", None,
+        "DAGSTER_HOME",
+        None,
         "the Dagster instance directory (the CLI adds and removes tenant partitions there)",
         doc_default="in local mode, `dagster/` in the home if it holds a `dagster.yaml`",
     )
 
     # -- what runs, and when -------------------------------------------------------------------
     disabled_endpoints: tuple[str, ...] = _variable(
-        "ST_PIPELINE_DISABLED_ENDPOINTS", (),
+        "ST_PIPELINE_DISABLED_ENDPOINTS",
+        (),
         "modules or datasets not extracted unless a flag enables them, e.g. `payroll,crm/leads`",
     )
     sync_cron: str = _variable("ST_PIPELINE_SYNC_CRON", "0 * * * *", "when the sync schedule runs")
     reconcile_cron: str = _variable("ST_PIPELINE_RECONCILE_CRON", "30 2 * * *", "when the reconciliation schedule runs")
     freshness_cron: str = _variable("ST_PIPELINE_FRESHNESS_CRON", "15 * * * *", "when the freshness checks run")
     freshness_sla_hours: float = _variable(
-        "ST_PIPELINE_FRESHNESS_SLA_HOURS", 6.0,
+        "ST_PIPELINE_FRESHNESS_SLA_HOURS",
+        6.0,
         "a dataset or tenant not synced successfully for this long is stale (freshness checks warn, the tenant "
-        "is alerted)", ge=0,
+        "is alerted)",
+        ge=0,
     )
     sync_log_retention_days: float = _variable(
-        "ST_PIPELINE_SYNC_LOG_RETENTION_DAYS", 90.0, "sync-log rows older than this are deleted by the maintenance job",
+        "ST_PIPELINE_SYNC_LOG_RETENTION_DAYS",
+        90.0,
+        "sync-log rows older than this are deleted by the maintenance job",
         gt=0,
     )
     run_retention_days: float = _variable(
-        "ST_PIPELINE_RUN_RETENTION_DAYS", 90.0,
-        "finished Dagster runs (and their event logs) older than this are deleted by the maintenance job", gt=0,
+        "ST_PIPELINE_RUN_RETENTION_DAYS",
+        90.0,
+        "finished Dagster runs (and their event logs) older than this are deleted by the maintenance job",
+        gt=0,
     )
     maintenance_cron: str = _variable(
         "ST_PIPELINE_MAINTENANCE_CRON", "45 3 * * *", "when the maintenance job (sync-log and run retention) runs"
@@ -155,12 +175,16 @@ class Settings(BaseModel):
         "ST_PIPELINE_ALERT_SLACK_WEBHOOK_URL", None, "Slack incoming webhook", table=ALERTS_TABLE
     )
     alert_webhook_url: SecretStr | None = _variable(
-        "ST_PIPELINE_ALERT_WEBHOOK_URL", None,
+        "ST_PIPELINE_ALERT_WEBHOOK_URL",
+        None,
         "generic JSON webhook: `{event, incident_key, kind, title, reason, tenant_id, asset, run_id, link, "
-        "opened_at, resolved_at}`", table=ALERTS_TABLE,
+        "opened_at, resolved_at}`",
+        table=ALERTS_TABLE,
     )
     alert_smtp_host: str | None = _variable(
-        "ST_PIPELINE_ALERT_SMTP_HOST", None, "SMTP relay for email alerts (email is sent only when set)",
+        "ST_PIPELINE_ALERT_SMTP_HOST",
+        None,
+        "SMTP relay for email alerts (email is sent only when set)",
         table=ALERTS_TABLE,
     )
     alert_smtp_port: int = _variable("ST_PIPELINE_ALERT_SMTP_PORT", 25, "SMTP port", ge=1, le=65535, table=ALERTS_TABLE)
@@ -174,7 +198,8 @@ class Settings(BaseModel):
         "ST_PIPELINE_ALERT_SMTP_STARTTLS", False, "upgrade the SMTP connection to TLS", table=ALERTS_TABLE
     )
     alert_smtp_ca_file: Path | None = _variable(
-        "ST_PIPELINE_ALERT_SMTP_CA_FILE", None,
+        "ST_PIPELINE_ALERT_SMTP_CA_FILE",
+        None,
         "a PEM bundle to trust instead of the system CAs, for a relay with a private CA (needs STARTTLS)",
         table=ALERTS_TABLE,
     )
@@ -254,8 +279,13 @@ class Settings(BaseModel):
             except ConfigurationError as exc:
                 raise _Invalid(exc.detail) from None
         self._check_alerts()
-        for secret in (self.servicetitan_app_key, self.secret_keys, self.alert_slack_webhook_url,
-                       self.alert_webhook_url, self.alert_smtp_password):
+        for secret in (
+            self.servicetitan_app_key,
+            self.secret_keys,
+            self.alert_slack_webhook_url,
+            self.alert_webhook_url,
+            self.alert_smtp_password,
+        ):
             register_secret(secret)
         return self
 
@@ -283,7 +313,9 @@ class Settings(BaseModel):
         if self.alert_email_from is None:
             raise _Invalid("ST_PIPELINE_ALERT_EMAIL_FROM is missing: email alerts need a sender address")
         if not self.alert_email_to:
-            raise _Invalid("ST_PIPELINE_ALERT_EMAIL_TO is missing: email alerts need comma-separated recipient addresses")
+            raise _Invalid(
+                "ST_PIPELINE_ALERT_EMAIL_TO is missing: email alerts need comma-separated recipient addresses"
+            )
         if (self.alert_smtp_user is None) != (self.alert_smtp_password is None):
             missing, given = (
                 ("ST_PIPELINE_ALERT_SMTP_PASSWORD", "ST_PIPELINE_ALERT_SMTP_USER")
@@ -385,13 +417,15 @@ class Settings(BaseModel):
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             if field.alias:
                 doc_default = extra.get("doc_default")
-                docs.append(VariableDoc(
-                    name=field.alias,
-                    meaning=field.description or "",
-                    default=field.default,
-                    doc_default=str(doc_default) if doc_default is not None else None,
-                    table=str(extra.get("doc_table", CONFIGURATION_TABLE)),
-                ))
+                docs.append(
+                    VariableDoc(
+                        name=field.alias,
+                        meaning=field.description or "",
+                        default=field.default,
+                        doc_default=str(doc_default) if doc_default is not None else None,
+                        table=str(extra.get("doc_table", CONFIGURATION_TABLE)),
+                    )
+                )
         return docs
 
 

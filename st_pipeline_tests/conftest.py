@@ -21,7 +21,9 @@ from st_pipeline_tests.alerts.conftest import HttpReceiver
 # A secret that must never show up anywhere but the encrypted registry and the simulator.
 CANARY_SECRET = "cs1.CANARY-7f3e9a1c-never-log-me"
 TENANT_A = SimulatedTenant(tenant_id=4101, client_id="cid.tenant-a", client_secret=CANARY_SECRET)
-TENANT_B = SimulatedTenant(tenant_id=4202, client_id="cid.tenant-b", client_secret="cs1.second-tenant-secret", scale=0.03)
+TENANT_B = SimulatedTenant(
+    tenant_id=4202, client_id="cid.tenant-b", client_secret="cs1.second-tenant-secret", scale=0.03
+)
 
 POSTGRES_ADMIN_URL = os.environ.get("ST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -41,9 +41,21 @@ def copy_project(destination: Path) -> Path:
     """A copy of the checkout's sources at ``destination``, without its venv, state, caches or builds."""
     import shutil
 
-    shutil.copytree(REPO_ROOT, destination, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".st_pipeline", "__pycache__", ".pytest_cache", "*.egg-info", "build", "dist", "tmp*",
-    ))
+    shutil.copytree(
+        REPO_ROOT,
+        destination,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            ".st_pipeline",
+            "__pycache__",
+            ".pytest_cache",
+            "*.egg-info",
+            "build",
+            "dist",
+            "tmp*",
+        ),
+    )
     return destination
 
 
@@ -258,12 +270,11 @@ class TrapListener:
         return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
 
     def _serve(self) -> None:
-        import socket
 
         while not self._stop.is_set():
             try:
                 conn, _ = self._socket.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -38,8 +38,17 @@ def cli_env(local_env: Path, api_env: Simulator) -> dict[str, str]:
 def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: Simulator, local_env: Path) -> None:
     st_pipeline = str(BIN / "st-pipeline")
     added = _run(
-        [st_pipeline, "tenant", "add", "--tenant", str(TENANT_A.tenant_id), "--name", "Tenant A",
-         "--client-id", TENANT_A.client_id],
+        [
+            st_pipeline,
+            "tenant",
+            "add",
+            "--tenant",
+            str(TENANT_A.tenant_id),
+            "--name",
+            "Tenant A",
+            "--client-id",
+            TENANT_A.client_id,
+        ],
         cli_env,
         stdin=CANARY_SECRET + "\n",
     )
@@ -53,8 +62,17 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
     assert not (local_env / "warehouse.db").exists()
     dagster = shutil.which("dagster", path=str(BIN))
     one = _run(
-        [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "servicetitan/raw/crm/customers",
-         "--partition", str(TENANT_A.tenant_id)],
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "st_pipeline.definitions",
+            "--select",
+            "servicetitan/raw/crm/customers",
+            "--partition",
+            str(TENANT_A.tenant_id),
+        ],
         cli_env,
     )
     assert one.returncode == 0, one.stderr[-3000:]
@@ -66,8 +84,17 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
     engine.dispose()
     assert synced == {CUSTOMERS.key}
     materialized = _run(
-        [dagster, "asset", "materialize", "-m", "st_pipeline.definitions", "--select", "servicetitan/tenant_sync",
-         "--partition", str(TENANT_A.tenant_id)],
+        [
+            dagster,
+            "asset",
+            "materialize",
+            "-m",
+            "st_pipeline.definitions",
+            "--select",
+            "servicetitan/tenant_sync",
+            "--partition",
+            str(TENANT_A.tenant_id),
+        ],
         cli_env,
     )
     assert materialized.returncode == 0, materialized.stderr[-3000:]
@@ -84,8 +111,19 @@ def test_tenant_add_with_wrong_secret_is_clear_and_stores_nothing(cli_env: dict[
     wrong = "cs1.WRONG-" + CANARY_SECRET
     env = {**cli_env, "TENANT_SECRET": wrong}
     added = _run(
-        [st_pipeline, "tenant", "add", "--tenant", str(TENANT_A.tenant_id), "--name", "Tenant A",
-         "--client-id", TENANT_A.client_id, "--client-secret-env", "TENANT_SECRET"],
+        [
+            st_pipeline,
+            "tenant",
+            "add",
+            "--tenant",
+            str(TENANT_A.tenant_id),
+            "--name",
+            "Tenant A",
+            "--client-id",
+            TENANT_A.client_id,
+            "--client-secret-env",
+            "TENANT_SECRET",
+        ],
         env,
     )
     assert added.returncode == 1
@@ -116,7 +154,9 @@ def test_endpoints_lists_the_catalogue_and_flags_change_it(cli_env: dict[str, st
     images = next(line for line in listed.stdout.splitlines() if line.split()[:2] == ["pricebook", "images"])
     assert "not extracted" in images
 
-    disabled = _run([st_pipeline, "endpoints", "disable", "payroll", "--tenant", "42", "--reason", "no scopes"], cli_env)
+    disabled = _run(
+        [st_pipeline, "endpoints", "disable", "payroll", "--tenant", "42", "--reason", "no scopes"], cli_env
+    )
     assert disabled.returncode == 0 and "payroll disabled for tenant 42" in disabled.stdout
     for_tenant = _run([st_pipeline, "endpoints", "--tenant", "42", "--module", "payroll"], cli_env)
     assert all("no scopes" in line for line in for_tenant.stdout.splitlines()[1:] if line.startswith("payroll"))

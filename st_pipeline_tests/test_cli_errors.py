@@ -53,8 +53,11 @@ ADD = ["tenant", "add", "--name", "Beta Plumbing", "--client-id", "cid.beta"]
 @pytest.mark.parametrize(
     ("args", "code", "fragments"),
     [
-        (["tenant", "add", "--tenant", "0", "--name", "x", "--client-id", "cid.x"], 2,
-         ["Invalid value for '--tenant'", "between 1 and 9223372036854775807"]),
+        (
+            ["tenant", "add", "--tenant", "0", "--name", "x", "--client-id", "cid.x"],
+            2,
+            ["Invalid value for '--tenant'", "between 1 and 9223372036854775807"],
+        ),
         (["tenant", "add", "--tenant", "-7", "--name", "x", "--client-id", "cid.x"], 2, ["positive whole number"]),
         (["tenant", "add", "--tenant", str(2**70), "--name", "x", "--client-id", "cid.x"], 2, ["between 1 and"]),
         (["tenant", "add", "--tenant", "12abc", "--name", "x", "--client-id", "cid.x"], 2, ["positive whole number"]),
@@ -63,8 +66,11 @@ ADD = ["tenant", "add", "--name", "Beta Plumbing", "--client-id", "cid.beta"]
         (["tenant", "add", "--tenant", "5", "--name", "gnp\u202eexe.pdf", "--client-id", "cid.x"], 1, ["printable"]),
         (["tenant", "add", "--tenant", "5", "--name", "N" * 201, "--client-id", "cid.x"], 1, ["at most 200"]),
         (["tenant", "add", "--tenant", "5", "--name", "Fine", "--client-id", "cid x"], 1, ["client id"]),
-        (["tenant", "add", "--tenant", str(TENANT), "--name", "Again", "--client-id", "cid.again"], 1,
-         ["tenant 4101 is already registered (Acme Heating)", "update-credentials --tenant 4101"]),
+        (
+            ["tenant", "add", "--tenant", str(TENANT), "--name", "Again", "--client-id", "cid.again"],
+            1,
+            ["tenant 4101 is already registered (Acme Heating)", "update-credentials --tenant 4101"],
+        ),
         ([*ADD, "--tenant", "5", "--client-secret-env", "NOT_SET_ANYWHERE"], 2, ["NOT_SET_ANYWHERE is not set"]),
         (["tenant", "show", "--tenant", "999"], 1, ["tenant 999 is not registered"]),
         (["tenant", "disable", "--tenant", "999"], 1, ["tenant 999 is not registered"]),
@@ -87,25 +93,58 @@ def test_bad_arguments(home: Path, args: list[str], code: int, fragments: list[s
 @pytest.mark.parametrize(
     ("environ", "args", "fragments"),
     [
-        ({"ST_PIPELINE_REGISTRY_URL": "definitely not a url"}, ["tenant", "list"],
-         ["ST_PIPELINE_REGISTRY_URL is not a database URL"]),
-        ({"ST_PIPELINE_REGISTRY_URL": "postgresql://st:pw-CANARY-db@127.0.0.1:1/registry",
-          "ST_PIPELINE_WAREHOUSE_URL": "postgresql://st@127.0.0.1:1/warehouse"}, ["tenant", "list"],
-         ["cannot open ST_PIPELINE_REGISTRY_URL", "127.0.0.1:1"]),
-        ({"ST_PIPELINE_WAREHOUSE_URL": "postgresql://st@127.0.0.1:1/warehouse"}, ["tenant", "list"],
-         ["ST_PIPELINE_REGISTRY_URL is not set but ST_PIPELINE_WAREHOUSE_URL is", "local mode"]),
-        ({"ST_PIPELINE_REGISTRY_URL": "postgresql://st@127.0.0.1:1/registry"}, ["db", "upgrade"],
-         ["ST_PIPELINE_WAREHOUSE_URL is not set but ST_PIPELINE_REGISTRY_URL is"]),
-        ({"ST_PIPELINE_WAREHOUSE_URL": "oracle://x@h/db"}, ["db", "upgrade"], ["ST_PIPELINE_WAREHOUSE_URL", "supported"]),
-        ({"SERVICETITAN_AUTH_URL": "http://collector.example/connect/token"}, ADD + ["--tenant", "5"],
-         ["SERVICETITAN_AUTH_URL", "SERVICETITAN_ENVIRONMENT=custom"]),
-        ({"SERVICETITAN_ENVIRONMENT": "custom", "SERVICETITAN_API_URL": "https://api.example",
-          "SERVICETITAN_AUTH_URL": "http://collector.example/connect/token"}, ADD + ["--tenant", "5"],
-         ["SERVICETITAN_AUTH_URL uses plain http://", "in clear"]),
-        ({"ST_PIPELINE_SECRET_KEYS": generate_key()}, ["keys", "rotate"],
-         ["tenant 4101's stored client secret cannot be decrypted", "ST_PIPELINE_SECRET_KEYS"]),
-        ({"ST_PIPELINE_SECRET_KEYS": generate_key()}, ["tenant", "test", "--tenant", str(TENANT)],
-         ["tenant 4101", "ST_PIPELINE_SECRET_KEYS"]),
+        (
+            {"ST_PIPELINE_REGISTRY_URL": "definitely not a url"},
+            ["tenant", "list"],
+            ["ST_PIPELINE_REGISTRY_URL is not a database URL"],
+        ),
+        (
+            {
+                "ST_PIPELINE_REGISTRY_URL": "postgresql://st:pw-CANARY-db@127.0.0.1:1/registry",
+                "ST_PIPELINE_WAREHOUSE_URL": "postgresql://st@127.0.0.1:1/warehouse",
+            },
+            ["tenant", "list"],
+            ["cannot open ST_PIPELINE_REGISTRY_URL", "127.0.0.1:1"],
+        ),
+        (
+            {"ST_PIPELINE_WAREHOUSE_URL": "postgresql://st@127.0.0.1:1/warehouse"},
+            ["tenant", "list"],
+            ["ST_PIPELINE_REGISTRY_URL is not set but ST_PIPELINE_WAREHOUSE_URL is", "local mode"],
+        ),
+        (
+            {"ST_PIPELINE_REGISTRY_URL": "postgresql://st@127.0.0.1:1/registry"},
+            ["db", "upgrade"],
+            ["ST_PIPELINE_WAREHOUSE_URL is not set but ST_PIPELINE_REGISTRY_URL is"],
+        ),
+        (
+            {"ST_PIPELINE_WAREHOUSE_URL": "oracle://x@h/db"},
+            ["db", "upgrade"],
+            ["ST_PIPELINE_WAREHOUSE_URL", "supported"],
+        ),
+        (
+            {"SERVICETITAN_AUTH_URL": "http://collector.example/connect/token"},
+            ADD + ["--tenant", "5"],
+            ["SERVICETITAN_AUTH_URL", "SERVICETITAN_ENVIRONMENT=custom"],
+        ),
+        (
+            {
+                "SERVICETITAN_ENVIRONMENT": "custom",
+                "SERVICETITAN_API_URL": "https://api.example",
+                "SERVICETITAN_AUTH_URL": "http://collector.example/connect/token",
+            },
+            ADD + ["--tenant", "5"],
+            ["SERVICETITAN_AUTH_URL uses plain http://", "in clear"],
+        ),
+        (
+            {"ST_PIPELINE_SECRET_KEYS": generate_key()},
+            ["keys", "rotate"],
+            ["tenant 4101's stored client secret cannot be decrypted", "ST_PIPELINE_SECRET_KEYS"],
+        ),
+        (
+            {"ST_PIPELINE_SECRET_KEYS": generate_key()},
+            ["tenant", "test", "--tenant", str(TENANT)],
+            ["tenant 4101", "ST_PIPELINE_SECRET_KEYS"],
+        ),
         ({"ST_PIPELINE_SECRET_KEYS": "not-a-key"}, ADD + ["--tenant", "5"], ["invalid key (#1): not a Fernet key"]),
         ({"ST_PIPELINE_SECRET_KEYS": ""}, ADD + ["--tenant", "5"], ["no encryption key", "ST_PIPELINE_SECRET_KEYS"]),
         ({"ST_PIPELINE_SYNC_CRON": "x"}, ["tenant", "list"], []),  # read only by the code location: no error here
@@ -157,7 +196,10 @@ def test_a_name_too_long_for_postgresql_is_refused_before_the_database(home: Pat
 def test_a_broken_registry_file_is_one_redacted_line_and_a_traceback_on_request(home: Path) -> None:
     broken = home.parent / "broken.db"
     broken.write_bytes(b"this is not a database, password=hunter2-CANARY " * 100)
-    environ = {"ST_PIPELINE_REGISTRY_URL": f"sqlite:///{broken}", "ST_PIPELINE_WAREHOUSE_URL": f"sqlite:///{home / 'w.db'}"}
+    environ = {
+        "ST_PIPELINE_REGISTRY_URL": f"sqlite:///{broken}",
+        "ST_PIPELINE_WAREHOUSE_URL": f"sqlite:///{home / 'w.db'}",
+    }
     result = _run(["tenant", "list"], env=environ)
     _assert_one_line_error(result, 1, "cannot open ST_PIPELINE_REGISTRY_URL")
     assert "hunter2" not in result.stderr

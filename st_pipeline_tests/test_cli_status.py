@@ -41,17 +41,35 @@ def _st(*args: str) -> Result:
 def _register() -> None:
     registry = open_registry()
     try:
-        for tenant_id, name in ((HEALTHY, "Healthy HVAC"), (STALE, "Stale Plumbing"),
-                                (FAILING, "Failing Electric"), (DISABLED, "Disabled Roofing")):
+        for tenant_id, name in (
+            (HEALTHY, "Healthy HVAC"),
+            (STALE, "Stale Plumbing"),
+            (FAILING, "Failing Electric"),
+            (DISABLED, "Disabled Roofing"),
+        ):
             registry.add(tenant_id, name, f"cid.{tenant_id}", SecretStr(f"secret-{tenant_id}"), change=TEST_CHANGE)
         registry.set_enabled(DISABLED, False, change=TEST_CHANGE, reason="contract paused")
         registry.flag_needs_credentials(FAILING, "401 from the token endpoint", change=TEST_CHANGE)
         alerts = AlertManager(registry.engine, channels=[])
-        alerts.open(Alert(incident_key=f"run_failure:tenant={FAILING}", kind="run_failure",
-                          title="sync failed", reason="crm/customers failed", tenant_id=FAILING))
+        alerts.open(
+            Alert(
+                incident_key=f"run_failure:tenant={FAILING}",
+                kind="run_failure",
+                title="sync failed",
+                reason="crm/customers failed",
+                tenant_id=FAILING,
+            )
+        )
         # Resolved: not open any more, so not counted.
-        alerts.open(Alert(incident_key=f"auth_failure:tenant={FAILING}", kind="auth_failure",
-                          title="credentials", reason="401", tenant_id=FAILING))
+        alerts.open(
+            Alert(
+                incident_key=f"auth_failure:tenant={FAILING}",
+                kind="auth_failure",
+                title="credentials",
+                reason="401",
+                tenant_id=FAILING,
+            )
+        )
         alerts.resolve(f"auth_failure:tenant={FAILING}")
     finally:
         registry.close()
@@ -62,19 +80,28 @@ def _statuses() -> None:
     upgrade(engine)
 
     def row(tenant_id: int, dataset: str, status: str, ended: datetime, success: datetime | None) -> dict:
-        return {"tenant_id": tenant_id, "dataset": dataset, "row_count": 0, "last_status": status,
-                "last_ended_at": ended, "last_success_at": success}
+        return {
+            "tenant_id": tenant_id,
+            "dataset": dataset,
+            "row_count": 0,
+            "last_status": status,
+            "last_ended_at": ended,
+            "last_success_at": success,
+        }
 
     with engine.begin() as conn:
-        conn.execute(dataset_status_table.insert(), [
-            row(HEALTHY, "crm/customers", "succeeded", HOUR_AGO, HOUR_AGO),
-            row(HEALTHY, "jpm/jobs", "succeeded", TWO_HOURS_AGO, TWO_HOURS_AGO),
-            row(STALE, "crm/customers", "succeeded", DAY_AGO, DAY_AGO),
-            # Failed before, succeeded since: not failing.
-            row(STALE, "jpm/jobs", "succeeded", DAY_AGO, DAY_AGO),
-            row(FAILING, "crm/customers", "failed", HOUR_AGO, TWO_HOURS_AGO),
-            row(FAILING, "jpm/jobs", "succeeded", HOUR_AGO, HOUR_AGO),
-        ])
+        conn.execute(
+            dataset_status_table.insert(),
+            [
+                row(HEALTHY, "crm/customers", "succeeded", HOUR_AGO, HOUR_AGO),
+                row(HEALTHY, "jpm/jobs", "succeeded", TWO_HOURS_AGO, TWO_HOURS_AGO),
+                row(STALE, "crm/customers", "succeeded", DAY_AGO, DAY_AGO),
+                # Failed before, succeeded since: not failing.
+                row(STALE, "jpm/jobs", "succeeded", DAY_AGO, DAY_AGO),
+                row(FAILING, "crm/customers", "failed", HOUR_AGO, TWO_HOURS_AGO),
+                row(FAILING, "jpm/jobs", "succeeded", HOUR_AGO, HOUR_AGO),
+            ],
+        )
     engine.dispose()
 
 
@@ -89,39 +116,88 @@ def test_status_json_gives_each_tenants_state(fleet: None) -> None:
     rows = {r["tenant_id"]: r for r in json.loads(_st("status", "--json").stdout)}
     assert list(rows) == [HEALTHY, STALE, FAILING, DISABLED]
     assert rows[HEALTHY] == {
-        "tenant_id": HEALTHY, "name": "Healthy HVAC", "enabled": True, "needs_credentials": False,
-        "last_success": HOUR_AGO.isoformat(), "stale": False,
-        "failing_datasets": 0, "failing_dataset_keys": [], "open_incidents": 0, "open_incident_keys": [],
+        "tenant_id": HEALTHY,
+        "name": "Healthy HVAC",
+        "enabled": True,
+        "needs_credentials": False,
+        "last_success": HOUR_AGO.isoformat(),
+        "stale": False,
+        "failing_datasets": 0,
+        "failing_dataset_keys": [],
+        "open_incidents": 0,
+        "open_incident_keys": [],
     }
     assert rows[STALE] == {
-        "tenant_id": STALE, "name": "Stale Plumbing", "enabled": True, "needs_credentials": False,
-        "last_success": DAY_AGO.isoformat(), "stale": True,
-        "failing_datasets": 0, "failing_dataset_keys": [], "open_incidents": 0, "open_incident_keys": [],
+        "tenant_id": STALE,
+        "name": "Stale Plumbing",
+        "enabled": True,
+        "needs_credentials": False,
+        "last_success": DAY_AGO.isoformat(),
+        "stale": True,
+        "failing_datasets": 0,
+        "failing_dataset_keys": [],
+        "open_incidents": 0,
+        "open_incident_keys": [],
     }
     assert rows[FAILING] == {
-        "tenant_id": FAILING, "name": "Failing Electric", "enabled": True, "needs_credentials": True,
-        "last_success": HOUR_AGO.isoformat(), "stale": False,
-        "failing_datasets": 1, "failing_dataset_keys": ["crm/customers"],
-        "open_incidents": 1, "open_incident_keys": [f"run_failure:tenant={FAILING}"],
+        "tenant_id": FAILING,
+        "name": "Failing Electric",
+        "enabled": True,
+        "needs_credentials": True,
+        "last_success": HOUR_AGO.isoformat(),
+        "stale": False,
+        "failing_datasets": 1,
+        "failing_dataset_keys": ["crm/customers"],
+        "open_incidents": 1,
+        "open_incident_keys": [f"run_failure:tenant={FAILING}"],
     }
     assert rows[DISABLED] == {
-        "tenant_id": DISABLED, "name": "Disabled Roofing", "enabled": False, "needs_credentials": False,
-        "last_success": None, "stale": False,  # registered just now: within the SLA
-        "failing_datasets": 0, "failing_dataset_keys": [], "open_incidents": 0, "open_incident_keys": [],
+        "tenant_id": DISABLED,
+        "name": "Disabled Roofing",
+        "enabled": False,
+        "needs_credentials": False,
+        "last_success": None,
+        "stale": False,  # registered just now: within the SLA
+        "failing_datasets": 0,
+        "failing_dataset_keys": [],
+        "open_incidents": 0,
+        "open_incident_keys": [],
     }
 
 
 def test_status_table_has_one_line_per_tenant(fleet: None) -> None:
     lines = _st("status").stdout.splitlines()
-    assert lines[0].split() == ["tenant", "id", "state", "last", "success", "(UTC)", "fresh", "failing", "datasets",
-                                "open", "incidents", "name"]
+    assert lines[0].split() == [
+        "tenant",
+        "id",
+        "state",
+        "last",
+        "success",
+        "(UTC)",
+        "fresh",
+        "failing",
+        "datasets",
+        "open",
+        "incidents",
+        "name",
+    ]
     by_tenant = {int(line.split()[0]): line.split() for line in lines[1:5]}
     assert list(by_tenant) == [HEALTHY, STALE, FAILING, DISABLED]
     hour, day = f"{HOUR_AGO:%Y-%m-%d %H:%M}".split(), f"{DAY_AGO:%Y-%m-%d %H:%M}".split()
     assert by_tenant[HEALTHY] == [str(HEALTHY), "enabled", *hour, "ok", "-", "0", "Healthy", "HVAC"]
     assert by_tenant[STALE] == [str(STALE), "enabled", *day, "STALE", "-", "0", "Stale", "Plumbing"]
-    assert by_tenant[FAILING] == [str(FAILING), "needs", "credentials", *hour, "ok", "1:", "crm/customers", "1",
-                                  "Failing", "Electric"]
+    assert by_tenant[FAILING] == [
+        str(FAILING),
+        "needs",
+        "credentials",
+        *hour,
+        "ok",
+        "1:",
+        "crm/customers",
+        "1",
+        "Failing",
+        "Electric",
+    ]
     assert by_tenant[DISABLED] == [str(DISABLED), "disabled", "never", "synced", "ok", "-", "0", "Disabled", "Roofing"]
     assert lines[-1] == "4 tenants; 1 stale (SLA 6 h); 1 with failing datasets; 1 open incidents"
 
@@ -133,8 +209,9 @@ def test_a_warehouse_without_sync_status_shows_every_tenant_never_synced(local_e
     # A warehouse nothing has written to yet gets its schema, as a run's would, instead of an SQL error.
     assert _st("sync-log", "--tenant", str(HEALTHY)).stdout == f"no syncs logged for tenant {HEALTHY}\n"
     rows = json.loads(_st("status", "--json").stdout)
-    assert [(r["tenant_id"], r["last_success"], r["stale"], r["failing_datasets"], r["open_incidents"])
-            for r in rows] == [(HEALTHY, None, False, 0, 0)]
+    assert [
+        (r["tenant_id"], r["last_success"], r["stale"], r["failing_datasets"], r["open_incidents"]) for r in rows
+    ] == [(HEALTHY, None, False, 0, 0)]
     assert "never synced" in _st("status").stdout
 
 
@@ -143,13 +220,18 @@ def test_sync_log_shows_the_latest_run_by_default_and_more_on_request(local_env:
     customers, jobs = catalogue.dataset("crm/customers"), catalogue.dataset("jpm/jobs")
     engine = prepared_warehouse(load_settings().warehouse_database_url, [customers, jobs])
     runs = {
-        "run-a-0000": {customers: DatasetClose(SUCCEEDED, records=40, rows_written=40, requests=1, changed=True),
-                       jobs: DatasetClose(SUCCEEDED, records=25, rows_written=25, requests=1, changed=True)},
-        "run-b-0000": {customers: DatasetClose(FAILED, requests=8, retries=7, error="ServerError: 503 from /customers"),
-                       jobs: DatasetClose(SUCCEEDED, records=3, requests=1)},
-        "run-c-0000": {customers: DatasetClose(SUCCEEDED, records=5, rows_written=2, requests=2, throttled=1,
-                                               changed=True),
-                       jobs: DatasetClose(SUCCEEDED, records=1, requests=1)},
+        "run-a-0000": {
+            customers: DatasetClose(SUCCEEDED, records=40, rows_written=40, requests=1, changed=True),
+            jobs: DatasetClose(SUCCEEDED, records=25, rows_written=25, requests=1, changed=True),
+        },
+        "run-b-0000": {
+            customers: DatasetClose(FAILED, requests=8, retries=7, error="ServerError: 503 from /customers"),
+            jobs: DatasetClose(SUCCEEDED, records=3, requests=1),
+        },
+        "run-c-0000": {
+            customers: DatasetClose(SUCCEEDED, records=5, rows_written=2, requests=2, throttled=1, changed=True),
+            jobs: DatasetClose(SUCCEEDED, records=1, requests=1),
+        },
     }
     for run_id, closes in runs.items():
         log_ids = open_log(engine, run_id, HEALTHY, list(closes), {})
@@ -158,12 +240,16 @@ def test_sync_log_shows_the_latest_run_by_default_and_more_on_request(local_env:
     engine.dispose()
 
     def headers(output: str) -> list[str]:
-        return [line.split(" — ")[0] + " | " + line.split("; ", 1)[1] for line in output.splitlines()
-                if line.startswith("run ")]
+        return [
+            line.split(" — ")[0] + " | " + line.split("; ", 1)[1]
+            for line in output.splitlines()
+            if line.startswith("run ")
+        ]
 
     latest = _st("sync-log", "--tenant", str(HEALTHY)).stdout
     assert headers(latest) == [
-        "run run-c-0000 | 2 datasets: 2 succeeded; 6 records, 2 rows written, 3 requests, 0 retries, 1 429s"]
+        "run run-c-0000 | 2 datasets: 2 succeeded; 6 records, 2 rows written, 3 requests, 0 retries, 1 429s"
+    ]
     assert "crm/customers" in latest and "jpm/jobs" not in latest
     assert "1 datasets succeeded without changes (--all lists them)" in latest
     assert "jpm/jobs" in _st("sync-log", "--tenant", str(HEALTHY), "--all").stdout
@@ -177,5 +263,6 @@ def test_sync_log_shows_the_latest_run_by_default_and_more_on_request(local_env:
 
     one = _st("sync-log", "--tenant", str(HEALTHY), "--run", "run-a-0000").stdout
     assert headers(one) == [
-        "run run-a-0000 | 2 datasets: 2 succeeded; 65 records, 65 rows written, 2 requests, 0 retries, 0 429s"]
+        "run run-a-0000 | 2 datasets: 2 succeeded; 65 records, 65 rows written, 2 requests, 0 retries, 0 429s"
+    ]
     assert "no syncs logged for tenant 4242" in _st("sync-log", "--tenant", "4242").stdout

@@ -61,8 +61,9 @@ def _rows(warehouse: Path, tenant_id: int) -> dict[str, int]:
     engine = sa.create_engine(f"sqlite:///{warehouse}")
     with engine.connect() as conn:
         counts = {
-            table.name: conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id))
-            .scalar_one()
+            table.name: conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
+            ).scalar_one()
             for table in (raw_table(CUSTOMERS), sync_log_table)
         }
     engine.dispose()
@@ -76,8 +77,17 @@ def _mode(path: Path) -> int:
 def test_a_tenants_life_from_the_command_line(deployment: Simulator, tmp_path: Path) -> None:
     home = tmp_path / "fresh" / "home"
     for tenant in (ONE, TWO):
-        added = _st("tenant", "add", "--tenant", str(tenant.tenant_id), "--name", f"Life {tenant.tenant_id}",
-                    "--client-id", tenant.client_id, stdin=tenant.client_secret + "\n")
+        added = _st(
+            "tenant",
+            "add",
+            "--tenant",
+            str(tenant.tenant_id),
+            "--name",
+            f"Life {tenant.tenant_id}",
+            "--client-id",
+            tenant.client_id,
+            stdin=tenant.client_secret + "\n",
+        )
         assert f"Dagster partition {tenant.tenant_id} added" in added.stdout
     assert _partitions() == [str(ONE.tenant_id), str(TWO.tenant_id)]
     _st("db", "upgrade")
@@ -141,14 +151,20 @@ def test_a_tenants_life_from_the_command_line(deployment: Simulator, tmp_path: P
 
 def _scheduled() -> list[str]:
     schedule = build_sync_schedule("0 * * * *")
-    with dg.DagsterInstance.get() as instance, dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 12, 1, 10, tzinfo=UTC),
-        resources={"tenant_registry": TenantRegistryResource()},
-    ) as context:
+    with (
+        dg.DagsterInstance.get() as instance,
+        dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 12, 1, 10, tzinfo=UTC),
+            resources={"tenant_registry": TenantRegistryResource()},
+        ) as context,
+    ):
         return [r.partition_key for r in schedule(context) if isinstance(r, dg.RunRequest)]
 
 
-def test_the_demo_creates_its_state_owner_only(tmp_path: Path, local_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_demo_creates_its_state_owner_only(
+    tmp_path: Path, local_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "demo" / "state"
     monkeypatch.setenv("ST_PIPELINE_HOME", str(home))
     monkeypatch.delenv("ST_PIPELINE_SECRET_KEYS")

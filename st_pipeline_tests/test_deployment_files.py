@@ -35,20 +35,39 @@ HELM_VALUES = ROOT / "deploy" / "helm" / "values.yaml"
 DOCKERFILES = (DOCKER / "Dockerfile.user-code", DOCKER / "Dockerfile.dagster")
 
 # Variables of the compose deployment itself, not of st_pipeline (whose variables are Settings.variables()).
-COMPOSE_ONLY = frozenset({
-    "POSTGRES_PASSWORD",
-    "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB",
-    "PROXY_BIND_ADDRESS", "PROXY_OPERATOR_USER", "PROXY_OPERATOR_PASSWORD_HASH",
-    "PROXY_VIEWER_USER", "PROXY_VIEWER_PASSWORD_HASH",
-    "OIDC_ISSUER_URL", "OIDC_REDIRECT_URL", "OIDC_EMAIL_DOMAIN", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET",
-    "OIDC_COOKIE_SECRET",
-    "IMAGE_TAG",
-})
+COMPOSE_ONLY = frozenset(
+    {
+        "POSTGRES_PASSWORD",
+        "DAGSTER_PG_HOST",
+        "DAGSTER_PG_PORT",
+        "DAGSTER_PG_USER",
+        "DAGSTER_PG_PASSWORD",
+        "DAGSTER_PG_DB",
+        "PROXY_BIND_ADDRESS",
+        "PROXY_OPERATOR_USER",
+        "PROXY_OPERATOR_PASSWORD_HASH",
+        "PROXY_VIEWER_USER",
+        "PROXY_VIEWER_PASSWORD_HASH",
+        "OIDC_ISSUER_URL",
+        "OIDC_REDIRECT_URL",
+        "OIDC_EMAIL_DOMAIN",
+        "OIDC_CLIENT_ID",
+        "OIDC_CLIENT_SECRET",
+        "OIDC_COOKIE_SECRET",
+        "IMAGE_TAG",
+    }
+)
 DAGSTER_PG = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
-COMPOSE_SECRETS = frozenset({
-    "POSTGRES_PASSWORD", "DAGSTER_PG_PASSWORD", "PROXY_OPERATOR_PASSWORD_HASH", "PROXY_VIEWER_PASSWORD_HASH",
-    "OIDC_CLIENT_SECRET", "OIDC_COOKIE_SECRET",
-})
+COMPOSE_SECRETS = frozenset(
+    {
+        "POSTGRES_PASSWORD",
+        "DAGSTER_PG_PASSWORD",
+        "PROXY_OPERATOR_PASSWORD_HASH",
+        "PROXY_VIEWER_PASSWORD_HASH",
+        "OIDC_CLIENT_SECRET",
+        "OIDC_COOKIE_SECRET",
+    }
+)
 SERVICES = {"postgres", "user_code", "dagster_webserver", "dagster_webserver_readonly", "dagster_daemon", "proxy"}
 PROXIES = {"proxy", "oauth2_proxy"}
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -83,8 +102,11 @@ def parse_env_file(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def settings_secrets() -> set[str]:
-    return {field.alias for field in Settings.model_fields.values()
-            if field.alias and SecretStr in getattr(field.annotation, "__args__", (field.annotation,))}
+    return {
+        field.alias
+        for field in Settings.model_fields.values()
+        if field.alias and SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
+    }
 
 
 def dagster_pg_env(example: Mapping[str, str]) -> dict[str, str]:
@@ -117,10 +139,21 @@ def pip_install_violations(dockerfile: str, extras: set[str]) -> list[str]:
             tokens = shlex.split(command)
             if "pip" not in [Path(token).name for token in tokens[:4]] or "install" not in tokens:
                 continue
-            for token in tokens[tokens.index("install") + 1:]:
+            for token in tokens[tokens.index("install") + 1 :]:
                 if token.startswith("-"):
-                    if token.split("=")[0] in {"-r", "--requirement", "-c", "--constraint", "-i", "--index-url",
-                                               "--extra-index-url", "-f", "--find-links", "-e", "--editable"}:
+                    if token.split("=")[0] in {
+                        "-r",
+                        "--requirement",
+                        "-c",
+                        "--constraint",
+                        "-i",
+                        "--index-url",
+                        "--extra-index-url",
+                        "-f",
+                        "--find-links",
+                        "-e",
+                        "--editable",
+                    }:
                         violations.append(token)
                     continue
                 match = re.fullmatch(r"(.+?)(?:\[([\w,-]+)\])?", token)
@@ -228,7 +261,9 @@ def test_env_example_database_urls_use_the_login_and_databases_compose_creates()
         url = sa.make_url(example[name])
         assert url.get_backend_name() == "postgresql"
         assert (url.host, str(url.port), url.username, url.password) == (
-            example["DAGSTER_PG_HOST"], example["DAGSTER_PG_PORT"], example["DAGSTER_PG_USER"],
+            example["DAGSTER_PG_HOST"],
+            example["DAGSTER_PG_PORT"],
+            example["DAGSTER_PG_USER"],
             example["DAGSTER_PG_PASSWORD"],
         ), f"{name} must use the DAGSTER_PG_* login of docker/.env.example"
         assert url.database in created and url.database != example["DAGSTER_PG_DB"]
@@ -251,7 +286,11 @@ def compose_config() -> dict[str, Any]:
     environ = {name: value for name, value in os.environ.items() if name not in example}
     result = subprocess.run(
         [binary, "-f", str(COMPOSE_FILE.relative_to(ROOT)), "--env-file", str(ENV_EXAMPLE.relative_to(ROOT)), "config"],
-        cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     return yaml.safe_load(result.stdout)
@@ -285,8 +324,11 @@ def test_compose_config_has_the_services_and_only_the_proxy_publishes(compose_co
 
 def test_compose_docker_socket_only_where_runs_are_started_or_stopped(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
-    with_socket = {name for name, service in services.items()
-                   if any(DOCKER_SOCKET in (source, target) for source, target in _mounts(service))}
+    with_socket = {
+        name
+        for name, service in services.items()
+        if any(DOCKER_SOCKET in (source, target) for source, target in _mounts(service))
+    }
     assert "dagster_daemon" in with_socket
     assert with_socket <= {"dagster_daemon", "dagster_webserver"}, f"{sorted(with_socket)} mount the Docker socket"
 
@@ -295,7 +337,16 @@ def test_compose_commands_env_and_run_containers(compose_config: dict[str, Any])
     services = compose_config["services"]
     settings = set(Settings.variables())
     assert _command(services["user_code"]) == [
-        "dagster", "api", "grpc", "-m", "st_pipeline.definitions", "-h", "0.0.0.0", "-p", "4000"]
+        "dagster",
+        "api",
+        "grpc",
+        "-m",
+        "st_pipeline.definitions",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        "4000",
+    ]
     operator, viewer = _command(services["dagster_webserver"]), _command(services["dagster_webserver_readonly"])
     assert operator[:2] == ["dagster-webserver", "-h"] and "--read-only" not in operator
     assert viewer[:2] == ["dagster-webserver", "-h"] and "--read-only" in viewer
@@ -325,7 +376,8 @@ def test_compose_commands_env_and_run_containers(compose_config: dict[str, Any])
     assert compose_config["volumes"]["dagster_storage"]["name"] == run_volume
     for name in ("dagster_webserver", "dagster_webserver_readonly"):
         assert ("dagster_storage", run_target) in _mounts(services[name]) or (run_volume, run_target) in _mounts(
-            services[name])
+            services[name]
+        )
 
 
 def test_compose_postgres_creates_the_databases_with_a_health_check() -> None:
@@ -352,27 +404,44 @@ def test_postgres_init_script_runs_and_keeps_the_registry_private(admin_engine: 
             pytest.fail("psql is not installed")
         pytest.skip("psql is not installed")
     prefix = f"st_pipeline_test_{uuid.uuid4().hex[:8]}_"
-    script = re.sub(r"\bDATABASE (dagster|warehouse|registry)\b", rf"DATABASE {prefix}\1",
-                    (DOCKER / "postgres-init.sql").read_text())
+    script = re.sub(
+        r"\bDATABASE (dagster|warehouse|registry)\b",
+        rf"DATABASE {prefix}\1",
+        (DOCKER / "postgres-init.sql").read_text(),
+    )
     login, outsider = f"{prefix}login", f"{prefix}outsider"
     admin_url = sa.make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         result = subprocess.run(
-            [psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q", admin_url], input=script, capture_output=True,
-            text=True, timeout=60,
+            [psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "-q", admin_url],
+            input=script,
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={**os.environ, "DAGSTER_PG_USER": login, "DAGSTER_PG_PASSWORD": "it's a secret"},
         )
         assert result.returncode == 0, result.stderr
         with admin_engine.connect() as conn:
             conn.execute(sa.text(f'CREATE ROLE "{outsider}" LOGIN'))
-            owners = dict(conn.execute(sa.text(
-                "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE datname LIKE :p"),
-                {"p": prefix + "%"}).tuples().all())
+            owners = dict(
+                conn.execute(
+                    sa.text("SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE datname LIKE :p"),
+                    {"p": prefix + "%"},
+                )
+                .tuples()
+                .all()
+            )
             assert owners == {f"{prefix}{name}": login for name in ("dagster", "warehouse", "registry")}
-            assert conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"), {"r": login}).scalar() is False
-            connect = {name: conn.execute(sa.text("SELECT has_database_privilege(:r, :d, 'CONNECT')"),
-                                          {"r": outsider, "d": prefix + name}).scalar()
-                       for name in ("dagster", "warehouse", "registry")}
+            assert (
+                conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"), {"r": login}).scalar()
+                is False
+            )
+            connect = {
+                name: conn.execute(
+                    sa.text("SELECT has_database_privilege(:r, :d, 'CONNECT')"), {"r": outsider, "d": prefix + name}
+                ).scalar()
+                for name in ("dagster", "warehouse", "registry")
+            }
             assert connect == {"dagster": False, "warehouse": True, "registry": False}
     finally:
         with admin_engine.connect() as conn:
@@ -390,9 +459,13 @@ def test_pip_install_checker_bites() -> None:
     assert pip_install_violations(base + "RUN pip install /tmp/src && rm -rf /tmp/src\n", {"docker"}) == []
     assert pip_install_violations(base + 'RUN pip install "/tmp/src[docker]"\n', {"docker"}) == []
     assert pip_install_violations(base + "RUN pip install /tmp/src requests\n", {"docker"}) == ["requests"]
-    assert pip_install_violations(base + "RUN pip install /tmp/src \\\n    && pip install dagster-aws\n",
-                                  {"docker"}) == ["dagster-aws"]
-    assert pip_install_violations(base + "RUN pip install -r requirements.txt\n", {"docker"}) == ["-r", "requirements.txt"]
+    assert pip_install_violations(
+        base + "RUN pip install /tmp/src \\\n    && pip install dagster-aws\n", {"docker"}
+    ) == ["dagster-aws"]
+    assert pip_install_violations(base + "RUN pip install -r requirements.txt\n", {"docker"}) == [
+        "-r",
+        "requirements.txt",
+    ]
     assert pip_install_violations(base + 'RUN python -m pip install "/tmp/src[aws]"\n', {"docker"}) == ["/tmp/src[aws]"]
 
 
@@ -422,7 +495,9 @@ def test_dockerfiles_serve_the_code_location_and_carry_the_instance() -> None:
     assert re.search(r"^COPY docker/dagster\.yaml docker/workspace\.yaml \"\$DAGSTER_HOME/\"$", dagster, re.M)
     assert re.search(r"^COPY docker/dagster\.yaml \"\$DAGSTER_HOME/dagster\.yaml\"$", user_code, re.M)
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
-    assert workspace == {"load_from": [{"grpc_server": {"host": "user_code", "port": 4000, "location_name": "st_pipeline"}}]}
+    assert workspace == {
+        "load_from": [{"grpc_server": {"host": "user_code", "port": 4000, "location_name": "st_pipeline"}}]
+    }
 
 
 def test_docker_extra_pins_the_dagster_family() -> None:
@@ -465,12 +540,28 @@ def test_caddyfile_passes_caddys_own_validation(tmp_path: Path) -> None:
         if os.environ.get("CI"):
             pytest.fail("caddy is not installed: .ci/run installs Debian's caddy")
         pytest.skip("caddy is not installed (apt-get install caddy)")
-    hashed = subprocess.run([binary, "hash-password", "--plaintext", "not-a-real-password"],
-                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-    env = {**os.environ, "PROXY_OPERATOR_USER": "operator", "PROXY_VIEWER_USER": "viewer",
-           "PROXY_OPERATOR_PASSWORD_HASH": hashed, "PROXY_VIEWER_PASSWORD_HASH": hashed}
-    result = subprocess.run([binary, "adapt", "--config", str(DOCKER / "Caddyfile"), "--validate"],
-                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    hashed = subprocess.run(
+        [binary, "hash-password", "--plaintext", "not-a-real-password"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    env = {
+        **os.environ,
+        "PROXY_OPERATOR_USER": "operator",
+        "PROXY_VIEWER_USER": "viewer",
+        "PROXY_OPERATOR_PASSWORD_HASH": hashed,
+        "PROXY_VIEWER_PASSWORD_HASH": hashed,
+    }
+    result = subprocess.run(
+        [binary, "adapt", "--config", str(DOCKER / "Caddyfile"), "--validate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     adapted = json.loads(result.stdout)
     routes = json.dumps(adapted["apps"]["http"]["servers"])
@@ -493,10 +584,12 @@ def test_instance_file_passes_dagsters_schema_and_matches_the_root_instance() ->
 
     runs = config["concurrency"]["runs"]
     assert runs["tag_concurrency_limits"] == [
-        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
     root_queue = root_run_queue()
     assert {key: runs[key] for key in ("max_concurrent_runs", "tag_concurrency_limits")} == {
-        key: root_queue[key] for key in ("max_concurrent_runs", "tag_concurrency_limits")}
+        key: root_queue[key] for key in ("max_concurrent_runs", "tag_concurrency_limits")
+    }
     assert config["run_retries"] == {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}
     assert {"schedule", "sensor"} <= set(config["retention"])
     assert config["telemetry"] == {"enabled": False}
@@ -528,7 +621,8 @@ def test_instance_file_runs_one_run_per_tenant_and_retries_only_crashes(tmp_path
         queue = instance.get_concurrency_config().run_queue_config
         assert queue is not None and queue.max_concurrent_runs == 8
         assert queue.tag_concurrency_limits == [
-            {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+            {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        ]
         assert isinstance(instance.run_launcher, DockerRunLauncher)
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert instance.run_retries_retry_on_asset_or_op_failure is False
@@ -570,7 +664,8 @@ def test_helm_values_carry_the_same_instance_settings_as_compose(tmp_path: Path)
     assert values["dagsterDaemon"]["runRetries"]["enabled"] is False
     assert values["retention"]["enabled"] is True and values["telemetry"]["enabled"] is False
     assert {kind: values["retention"][kind]["purgeAfterDays"] for kind in ("schedule", "sensor")} == {
-        kind: compose_instance["retention"][kind]["purge_after_days"] for kind in ("schedule", "sensor")}
+        kind: compose_instance["retention"][kind]["purge_after_days"] for kind in ("schedule", "sensor")
+    }
     (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(extra))
     dagster_instance_config(str(tmp_path))  # Dagster's instance schema accepts the extra blocks
 

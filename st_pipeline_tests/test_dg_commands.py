@@ -16,8 +16,9 @@ DG = Path(sys.executable).parent / "dg"
 
 
 def _dg_check_defs(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(DG), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [str(DG), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_dg_check_defs_loads_the_definitions_and_names_a_wrong_variable(tmp_path: Path) -> None:

@@ -23,7 +23,10 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path: Path) 
     wheels = tmp_path / "dist"
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(source)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert built.returncode == 0, built.stderr
     [wheel] = wheels.glob("st_pipeline-*.whl")
@@ -45,7 +48,10 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path: Path) 
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     installed = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert installed.returncode == 0, installed.stderr
     # Outside the checkout, with none of the project's variables: only the wheel can answer.
@@ -54,13 +60,29 @@ def test_the_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path: Path) 
     env = unconfigured_environment()
     env["ST_PIPELINE_HOME"] = str(tmp_path / "home")
     cli = str(venv / "bin" / "st-pipeline")
-    helped = subprocess.run([cli, "--help"], cwd=outside, env=env, capture_output=True, text=True, timeout=120, check=False)
+    helped = subprocess.run(
+        [cli, "--help"], cwd=outside, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert helped.returncode == 0, helped.stderr
     assert "demo" in helped.stdout and "tenant" in helped.stdout
-    demo = subprocess.run([cli, "demo", "--port", "0", "--scale", "0.05"], cwd=outside, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    demo = subprocess.run(
+        [cli, "demo", "--port", "0", "--scale", "0.05"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     assert "all counts equal the simulator's" in demo.stdout
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import st_pipeline; print(st_pipeline.__file__)"],
-                           cwd=outside, env=env, capture_output=True, text=True, timeout=60, check=True)
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import st_pipeline; print(st_pipeline.__file__)"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert where.stdout.startswith(str(venv)), where.stdout  # the wheel's copy ran, not the checkout's

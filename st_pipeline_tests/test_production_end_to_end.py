@@ -23,14 +23,15 @@ import pytest
 import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import load_catalogue
-from st_pipeline.warehouse.tables import raw_table, sync_log_table
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
+from st_pipeline.warehouse.tables import raw_table, sync_log_table
 from st_pipeline_tests.support import REPO_ROOT, assert_warehouse_equals_ground_truth, free_port, wait_for
 
 BIN = Path(sys.executable).parent
 TENANTS = [
-    SimulatedTenant(tenant_id=9601 + i, client_id=f"cid.prod{i}", client_secret=f"cs1.prod-secret-{i}") for i in range(3)
+    SimulatedTenant(tenant_id=9601 + i, client_id=f"cid.prod{i}", client_secret=f"cs1.prod-secret-{i}")
+    for i in range(3)
 ]
 LOCATION = "st_pipeline"
 BACKFILL = """
@@ -67,7 +68,9 @@ def _backfill_done(instance: dg.DagsterInstance, backfill_id: str, partitions: l
     def done() -> bool:
         runs = _backfill_runs(instance, backfill_id)
         return {r.tags["dagster/partition"] for r in runs} == set(partitions) and all(
-            r.status in FINISHED for r in runs)
+            r.status in FINISHED for r in runs
+        )
+
     return done
 
 
@@ -104,8 +107,15 @@ def production(
 
 
 def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
-    done = subprocess.run([str(BIN / "st-pipeline"), *args], input=stdin, env=env, capture_output=True, text=True,
-                          timeout=180, check=False)
+    done = subprocess.run(
+        [str(BIN / "st-pipeline"), *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -120,29 +130,70 @@ def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_ass
     env, sim, dagster_home = production
     _cli(env, "db", "upgrade")
     for tenant in TENANTS:
-        _cli(env, "tenant", "add", "--tenant", str(tenant.tenant_id), "--name", f"Prod {tenant.tenant_id}",
-             "--client-id", tenant.client_id, stdin=tenant.client_secret + "\n")
+        _cli(
+            env,
+            "tenant",
+            "add",
+            "--tenant",
+            str(tenant.tenant_id),
+            "--name",
+            f"Prod {tenant.tenant_id}",
+            "--client-id",
+            tenant.client_id,
+            stdin=tenant.client_secret + "\n",
+        )
 
     grpc_port, web_port = free_port(), free_port()
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
-        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc_port}\n      location_name: {LOCATION}\n"
+        "load_from:\n  - grpc_server:\n      host: 127.0.0.1\n"
+        f"      port: {grpc_port}\n      location_name: {LOCATION}\n"
     )
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        processes.append(_start(env, str(BIN / "dagster"), "api", "grpc", "-m", "st_pipeline.definitions",
-                                "-h", "127.0.0.1", "-p", str(grpc_port), log=tmp_path / "grpc.log"))
+        processes.append(
+            _start(
+                env,
+                str(BIN / "dagster"),
+                "api",
+                "grpc",
+                "-m",
+                "st_pipeline.definitions",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(grpc_port),
+                log=tmp_path / "grpc.log",
+            )
+        )
 
         def grpc_serving() -> bool:
-            check = subprocess.run([str(BIN / "dagster"), "api", "grpc-health-check", "--port", str(grpc_port)],
-                                   env=env, capture_output=True, timeout=60, check=False)
+            check = subprocess.run(
+                [str(BIN / "dagster"), "api", "grpc-health-check", "--port", str(grpc_port)],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
             return check.returncode == 0
 
         wait_for(grpc_serving, "the code server", processes)
-        processes.append(_start(env, str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(web_port),
-                                "-w", str(workspace), log=tmp_path / "webserver.log"))
-        processes.append(_start(env, str(BIN / "dagster-daemon"), "run", "-w", str(workspace),
-                                log=tmp_path / "daemon.log"))
+        processes.append(
+            _start(
+                env,
+                str(BIN / "dagster-webserver"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(web_port),
+                "-w",
+                str(workspace),
+                log=tmp_path / "webserver.log",
+            )
+        )
+        processes.append(
+            _start(env, str(BIN / "dagster-daemon"), "run", "-w", str(workspace), log=tmp_path / "daemon.log")
+        )
         graphql = f"http://127.0.0.1:{web_port}/graphql"
 
         def webserver_up() -> bool:
@@ -155,15 +206,21 @@ def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_ass
         partitions = [str(t.tenant_id) for t in TENANTS]
         with dg.DagsterInstance.from_config(dagster_home) as instance:
             # The onboarding sensor (run by the daemon) turns registered tenants into partitions.
-            wait_for(lambda: set(partitions) <= set(instance.get_dynamic_partitions("tenants")),
-                      "the onboarding sensor to add the three partitions", processes)
-            backfill_id = _launch_backfill(graphql, {
-                "selector": {
-                    "partitionSetName": "servicetitan_sync_partition_set",
-                    "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": LOCATION},
+            wait_for(
+                lambda: set(partitions) <= set(instance.get_dynamic_partitions("tenants")),
+                "the onboarding sensor to add the three partitions",
+                processes,
+            )
+            backfill_id = _launch_backfill(
+                graphql,
+                {
+                    "selector": {
+                        "partitionSetName": "servicetitan_sync_partition_set",
+                        "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": LOCATION},
+                    },
+                    "partitionNames": partitions,
                 },
-                "partitionNames": partitions,
-            })
+            )
             wait_for(_backfill_done(instance, backfill_id, partitions), "the backfill's runs to finish", processes)
             runs = _backfill_runs(instance, backfill_id)
             assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 3, [(r.run_id, r.status) for r in runs]
@@ -180,45 +237,74 @@ def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_ass
                 records = instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/partition": partition}))
                 spans = sorted((r.start_time, r.end_time) for r in records if r.start_time is not None)
                 assert all(end is not None for _, end in spans)
-                for (_, end), (start, _) in zip(spans, spans[1:]):
+                for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
                     assert end <= start, f"two runs of tenant {partition} overlapped"
 
             # Every raw, hub and mart asset the UI lists has a "Materialize" button.
             nodes = httpx.post(graphql, timeout=60, json={"query": ASSET_NODES}).json()["data"]["assetNodes"]
-            layers = [n for n in nodes if n["assetKey"]["path"][:2] in (
-                ["servicetitan", "raw"], ["servicetitan", "hub"], ["servicetitan", "mart"])]
+            layers = [
+                n
+                for n in nodes
+                if n["assetKey"]["path"][:2]
+                in (["servicetitan", "raw"], ["servicetitan", "hub"], ["servicetitan", "mart"])
+            ]
             assert len(layers) >= 134 + 24 + 8
             assert [n["assetKey"]["path"] for n in layers if not n["isExecutable"]] == []
 
             # One dataset changed for every tenant, another too: a backfill of the first's raw asset
             # over the three tenants syncs it alone.
-            changed = {t.tenant_id: sim.apply_changes(t.tenant_id, CUSTOMERS.key, updated=2)["updated"] for t in TENANTS}
-            untouched = {t.tenant_id: sim.apply_changes(t.tenant_id, LOCATIONS.key, updated=2)["updated"] for t in TENANTS}
-            one_dataset = _launch_backfill(graphql, {"assetSelection": [{"path": CUSTOMERS_KEY}],
-                                                     "partitionNames": partitions})
+            changed = {
+                t.tenant_id: sim.apply_changes(t.tenant_id, CUSTOMERS.key, updated=2)["updated"] for t in TENANTS
+            }
+            untouched = {
+                t.tenant_id: sim.apply_changes(t.tenant_id, LOCATIONS.key, updated=2)["updated"] for t in TENANTS
+            }
+            one_dataset = _launch_backfill(
+                graphql, {"assetSelection": [{"path": CUSTOMERS_KEY}], "partitionNames": partitions}
+            )
             wait_for(_backfill_done(instance, one_dataset, partitions), "the raw asset's backfill to finish", processes)
             asset_runs = _backfill_runs(instance, one_dataset)
             assert [r.status for r in asset_runs] == [dg.DagsterRunStatus.SUCCESS] * 3, [
-                (r.run_id, r.status) for r in asset_runs]
+                (r.run_id, r.status) for r in asset_runs
+            ]
             for run in asset_runs:
                 events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
                 assert {e.dagster_event.asset_key for e in events} == {dg.AssetKey(CUSTOMERS_KEY)}
         for tenant in TENANTS:
-            assert_warehouse_equals_ground_truth(env["ST_PIPELINE_WAREHOUSE_URL"], sim, tenant.tenant_id,
-                                                 [d for d in load_catalogue().extracted_datasets() if d != LOCATIONS])
+            assert_warehouse_equals_ground_truth(
+                env["ST_PIPELINE_WAREHOUSE_URL"],
+                sim,
+                tenant.tenant_id,
+                [d for d in load_catalogue().extracted_datasets() if d != LOCATIONS],
+            )
         engine = sa.create_engine(env["ST_PIPELINE_WAREHOUSE_URL"])
         customers, locations = raw_table(CUSTOMERS), raw_table(LOCATIONS)
         with engine.connect() as conn:
             hubs = conn.execute(sa.text("select count(distinct tenant_id) from hub_customers")).scalar_one()
-            synced = set(conn.execute(sa.select(sync_log_table.c.dataset).where(
-                sync_log_table.c.run_id.in_([r.run_id for r in asset_runs]))).scalars())
+            synced = set(
+                conn.execute(
+                    sa.select(sync_log_table.c.dataset).where(
+                        sync_log_table.c.run_id.in_([r.run_id for r in asset_runs])
+                    )
+                ).scalars()
+            )
             for tenant in TENANTS:
                 truth = {r["id"]: r for r in sim.ground_truth(tenant.tenant_id, LOCATIONS.key)}
-                stored = dict(conn.execute(sa.select(locations.c.id, locations.c.payload).where(
-                    locations.c.tenant_id == tenant.tenant_id, locations.c.id.in_(untouched[tenant.tenant_id]))).all())
+                stored = dict(
+                    conn.execute(
+                        sa.select(locations.c.id, locations.c.payload).where(
+                            locations.c.tenant_id == tenant.tenant_id, locations.c.id.in_(untouched[tenant.tenant_id])
+                        )
+                    ).all()
+                )
                 assert all(stored[i] != truth[i] for i in untouched[tenant.tenant_id])  # not synced again
-                stored = dict(conn.execute(sa.select(customers.c.id, customers.c.payload).where(
-                    customers.c.tenant_id == tenant.tenant_id, customers.c.id.in_(changed[tenant.tenant_id]))).all())
+                stored = dict(
+                    conn.execute(
+                        sa.select(customers.c.id, customers.c.payload).where(
+                            customers.c.tenant_id == tenant.tenant_id, customers.c.id.in_(changed[tenant.tenant_id])
+                        )
+                    ).all()
+                )
                 truth = {r["id"]: r for r in sim.ground_truth(tenant.tenant_id, CUSTOMERS.key)}
                 assert all(stored[i] == truth[i] for i in changed[tenant.tenant_id])
         engine.dispose()

@@ -66,9 +66,12 @@ def project_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _run(command: str, copy: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(["bash", "-c", command], cwd=copy, env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, f"`{command}` failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=copy, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, (
+        f"`{command}` failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return done.stdout
 
 
@@ -109,9 +112,11 @@ def _check_make_dev_shows_the_demo_run(copy: Path, env: dict[str, str], run_id: 
     port = env["DEV_PORT"]
     log = copy / "make-dev.log"
     with log.open("wb") as out:
-        dev = subprocess.Popen(["bash", "-c", "make dev"], cwd=copy, env=env, stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+        dev = subprocess.Popen(
+            ["bash", "-c", "make dev"], cwd=copy, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
+
         def location_loaded() -> bool:
             try:
                 entries = _graphql(port, LOCATION)["workspaceOrError"]["locationEntries"]

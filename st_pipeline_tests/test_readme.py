@@ -10,8 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from st_pipeline.cli import main as st_pipeline
-from st_pipeline.defs import readme as defs_readme
-from st_pipeline.readme import (
+from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.settings import Settings
+from tools.readme import generate
+from tools.readme.markdown import (
     BEGIN_MARKER,
     END_MARKER,
     README_PATH,
@@ -20,13 +22,11 @@ from st_pipeline.readme import (
     replace_sections,
     stale_sections,
 )
-from st_pipeline.servicetitan.catalogue import load_catalogue
-from st_pipeline.settings import Settings
 
 
 @pytest.fixture(scope="module")
 def defs() -> dg.Definitions:
-    return defs_readme.default_definitions()
+    return generate.default_definitions()
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def _readme(*sections: tuple[str, str]) -> str:
 
 
 def test_generated_sections_equal_what_the_code_renders(defs: dg.Definitions) -> None:
-    stale = stale_sections(README_PATH.read_text(encoding="utf-8"), defs_readme.render_sections(defs))
+    stale = stale_sections(README_PATH.read_text(encoding="utf-8"), generate.render_sections(defs))
     assert not stale, (
         f"README.md's generated sections {', '.join(stale)} differ from the code; run `make readme`.\n\n"
         + "\n\n".join(stale.values())
@@ -63,7 +63,7 @@ def test_every_variable_is_in_exactly_one_generated_table(sections: dict[str, st
 
 def test_every_check_schedule_sensor_and_asset_is_listed(defs: dg.Definitions, sections: dict[str, str]) -> None:
     checks = set(_row_names(sections["checks"]) + _row_names(sections["model-checks"]))
-    assert {spec.name for spec in defs_readme.check_specs(defs)} <= checks
+    assert {spec.name for spec in generate.check_specs(defs)} <= checks
     automations = set(_row_names(sections["schedules"]))
     assert {schedule.name for schedule in defs.schedules or ()} <= automations
     assert {sensor.name for sensor in defs.sensors or ()} <= automations
@@ -77,9 +77,11 @@ def test_every_run_config_field_is_listed_with_its_default(sections: dict[str, s
     from st_pipeline.defs.tenant_sync import TenantSyncConfig
 
     rows = {row.split(" | ")[0].strip("| `"): row.split(" | ")[1] for row in sections["run-config"].splitlines()[2:]}
-    for prefix, model in (("resources.servicetitan.config", ServiceTitanResource),
-                          ("ops.servicetitan__tenant_sync.config", TenantSyncConfig),
-                          ("ops.servicetitan__tenant_models.config", TenantModelsConfig)):
+    for prefix, model in (
+        ("resources.servicetitan.config", ServiceTitanResource),
+        ("ops.servicetitan__tenant_sync.config", TenantSyncConfig),
+        ("ops.servicetitan__tenant_models.config", TenantModelsConfig),
+    ):
         assert {f"{prefix}.{name}" for name in model.model_fields} <= set(rows)
     assert rows["resources.servicetitan.config.requests_per_second"] == "`60`"
     assert rows["ops.servicetitan__tenant_sync.config.full_refresh"] == "`false`"
@@ -125,14 +127,15 @@ def test_broken_markers_are_refused(text: str, rendered: dict[str, str], message
         replace_sections(text, rendered)
 
 
-def test_the_command_checks_then_rewrites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_checks_then_rewrites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(_readme(("coverage", "134 of 147"), ("checks", "same")))
-    monkeypatch.setattr(defs_readme, "render_sections", lambda: {"coverage": "135 of 148", "checks": "same"})
-    assert defs_readme.main(["--check"], readme=readme) == 1
+    monkeypatch.setattr(generate, "render_sections", lambda: {"coverage": "135 of 148", "checks": "same"})
+    assert generate.main(["--check"], readme=readme) == 1
     output = capsys.readouterr()
     assert "sections out of date: coverage; run `make readme`" in output.err and "+135 of 148" in output.out
-    assert defs_readme.main([], readme=readme) == 0
+    assert generate.main([], readme=readme) == 0
     assert read_sections(readme.read_text()) == {"coverage": "135 of 148", "checks": "same"}
-    assert defs_readme.main(["--check"], readme=readme) == 0
+    assert generate.main(["--check"], readme=readme) == 0

@@ -119,7 +119,11 @@ def test_secrets_loaded_the_production_way_are_redacted_from_logs_alerts_and_err
     env = {**os.environ, "SERVICETITAN_APP_KEY": LOADED_APP_KEY}
     done = subprocess.run(
         [sys.executable, "-c", _PRODUCTION_LOAD, str(LOADED_TENANT.tenant_id), text],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 1, done.stderr[-3000:]
     out = json.loads(done.stdout.splitlines()[0])

@@ -20,10 +20,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from st_pipeline.defs.alerting import AlertingResource, run_failure_alert_sensor
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
 from st_pipeline.defs.resources import TenantRegistryResource
 from st_pipeline.defs.schedules import TENANT_SYNC_OP
-from st_pipeline.defs.alerting import AlertingResource, run_failure_alert_sensor
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline_tests.alerts.conftest import HttpReceiver
@@ -44,10 +44,19 @@ class Operator:
         self.env = env
         self.outputs: list[str] = []
 
-    def run(self, *args: str, stdin: str = "", env: dict[str, str] | None = None, keep: bool = True,
-            expect: int = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(list(args), input=stdin, env={**self.env, **(env or {})}, cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=300, check=False)
+    def run(
+        self, *args: str, stdin: str = "", env: dict[str, str] | None = None, keep: bool = True, expect: int = 0
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            list(args),
+            input=stdin,
+            env={**self.env, **(env or {})},
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == expect, (args, done.stdout[-2000:], done.stderr[-3000:])
         if keep:
             self.outputs.append(done.stdout + done.stderr)
@@ -57,16 +66,32 @@ class Operator:
         return self.run(str(BIN / "st-pipeline"), *args, **kwargs)  # type: ignore[arg-type]
 
     def materialize(self, tenant_id: int, expect: int = 0, env: dict[str, str] | None = None) -> None:
-        self.run(str(BIN / "dagster"), "asset", "materialize", "-m", "st_pipeline.definitions", "--select",
-                 TENANT_SYNC_KEY.to_user_string(), "--partition", str(tenant_id), "--config-json", ONLY,
-                 expect=expect, env=env)
+        self.run(
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "st_pipeline.definitions",
+            "--select",
+            TENANT_SYNC_KEY.to_user_string(),
+            "--partition",
+            str(tenant_id),
+            "--config-json",
+            ONLY,
+            expect=expect,
+            env=env,
+        )
 
 
 def _postgres_instance(dagster_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     url = sa.make_url(postgres_url)
-    for name, value in (("DAGSTER_PG_HOST", url.host or "127.0.0.1"), ("DAGSTER_PG_PORT", str(url.port or 5432)),
-                        ("DAGSTER_PG_USER", url.username or "postgres"), ("DAGSTER_PG_PASSWORD", url.password or ""),
-                        ("DAGSTER_PG_DB", url.database or "")):
+    for name, value in (
+        ("DAGSTER_PG_HOST", url.host or "127.0.0.1"),
+        ("DAGSTER_PG_PORT", str(url.port or 5432)),
+        ("DAGSTER_PG_USER", url.username or "postgres"),
+        ("DAGSTER_PG_PASSWORD", url.password or ""),
+        ("DAGSTER_PG_DB", url.database or ""),
+    ):
         monkeypatch.setenv(name, value)
     (dagster_home / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
 
@@ -83,13 +108,18 @@ def _postgres_text(url: str) -> str:
 
 
 def _file_bytes(*roots: Path) -> dict[str, bytes]:
-    return {str(p): p.read_bytes() for root in roots for p in ([root] if root.is_file() else root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p): p.read_bytes() for root in roots for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
 def test_no_secret_leaks_anywhere_over_a_tenants_life(
-    storage: str, local_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: HttpReceiver,
+    storage: str,
+    local_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver: HttpReceiver,
     request: pytest.FixtureRequest,
 ) -> None:
     first_key, second_key = os.environ["ST_PIPELINE_SECRET_KEYS"], generate_key()
@@ -101,17 +131,41 @@ def test_no_secret_leaks_anywhere_over_a_tenants_life(
     if pg_url:
         _postgres_instance(dagster_home, pg_url, monkeypatch)
     with Simulator(config) as sim:
-        for name, value in (("SERVICETITAN_ENVIRONMENT", "custom"), ("SERVICETITAN_API_URL", sim.url),
-                            ("SERVICETITAN_AUTH_URL", sim.auth_url), ("SERVICETITAN_APP_KEY", APP_KEY),
-                            ("DAGSTER_HOME", str(dagster_home))):
+        for name, value in (
+            ("SERVICETITAN_ENVIRONMENT", "custom"),
+            ("SERVICETITAN_API_URL", sim.url),
+            ("SERVICETITAN_AUTH_URL", sim.auth_url),
+            ("SERVICETITAN_APP_KEY", APP_KEY),
+            ("DAGSTER_HOME", str(dagster_home)),
+        ):
             monkeypatch.setenv(name, value)
         op = Operator(dict(os.environ))
 
         # Onboarding: one secret on standard input, one from a variable.
-        op.st("tenant", "add", "--tenant", str(FIRST.tenant_id), "--name", "Canary One", "--client-id",
-              FIRST.client_id, stdin=FIRST.client_secret + "\n")
-        op.st("tenant", "add", "--tenant", str(SECOND.tenant_id), "--name", "Canary Two", "--client-id",
-              SECOND.client_id, "--client-secret-env", "TENANT_TWO_SECRET", env={"TENANT_TWO_SECRET": SECOND.client_secret})
+        op.st(
+            "tenant",
+            "add",
+            "--tenant",
+            str(FIRST.tenant_id),
+            "--name",
+            "Canary One",
+            "--client-id",
+            FIRST.client_id,
+            stdin=FIRST.client_secret + "\n",
+        )
+        op.st(
+            "tenant",
+            "add",
+            "--tenant",
+            str(SECOND.tenant_id),
+            "--name",
+            "Canary Two",
+            "--client-id",
+            SECOND.client_id,
+            "--client-secret-env",
+            "TENANT_TWO_SECRET",
+            env={"TENANT_TWO_SECRET": SECOND.client_secret},
+        )
         op.st("db", "upgrade")
         op.materialize(FIRST.tenant_id)
         op.materialize(SECOND.tenant_id)
@@ -122,11 +176,17 @@ def test_no_secret_leaks_anywhere_over_a_tenants_life(
         op.st("tenant", "test", "--tenant", str(SECOND.tenant_id), expect=1)
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             [failed] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
-            failure = next(e for e in instance.all_logs(failed.run_id)
-                           if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+            failure = next(
+                e
+                for e in instance.all_logs(failed.run_id)
+                if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+            )
             with dg.build_run_status_sensor_context(
-                sensor_name="run_failure_alert_sensor", dagster_event=failure.dagster_event, dagster_instance=instance,
-                dagster_run=failed, resources={"tenant_registry": TenantRegistryResource(), "alerting": AlertingResource()},
+                sensor_name="run_failure_alert_sensor",
+                dagster_event=failure.dagster_event,
+                dagster_instance=instance,
+                dagster_run=failed,
+                resources={"tenant_registry": TenantRegistryResource(), "alerting": AlertingResource()},
             ).for_run_failure() as context:
                 run_failure_alert_sensor(context)
         alerts = [r.body.decode() for r in receiver.drain()]
@@ -143,18 +203,29 @@ def test_no_secret_leaks_anywhere_over_a_tenants_life(
         new_only = {"ST_PIPELINE_SECRET_KEYS": second_key}
         op.materialize(FIRST.tenant_id, env=new_only)
         op.materialize(SECOND.tenant_id, env=new_only)
-        old_only = op.st("tenant", "test", "--tenant", str(FIRST.tenant_id), env={"ST_PIPELINE_SECRET_KEYS": first_key},
-                         expect=1)
+        old_only = op.st(
+            "tenant", "test", "--tenant", str(FIRST.tenant_id), env={"ST_PIPELINE_SECRET_KEYS": first_key}, expect=1
+        )
         assert "cannot be decrypted" in old_only.stderr and len(old_only.stderr.splitlines()) == 1
-        for args in (("tenant", "list"), ("tenant", "show", "--tenant", str(SECOND.tenant_id)), ("tenant", "history"),
-                     ("sync-log", "--tenant", str(FIRST.tenant_id))):
+        for args in (
+            ("tenant", "list"),
+            ("tenant", "show", "--tenant", str(SECOND.tenant_id)),
+            ("tenant", "history"),
+            ("sync-log", "--tenant", str(FIRST.tenant_id)),
+        ):
             op.st(*args, env=new_only)
         tokens = sim.issued_tokens()
 
     assert len(tokens) >= 6  # a token per run and per verification, at least
     canaries = {
-        FIRST.client_secret, SECOND.client_secret, RENEWED_SECRET, APP_KEY, first_key, second_key,
-        generated.stdout.strip(), *tokens,
+        FIRST.client_secret,
+        SECOND.client_secret,
+        RENEWED_SECRET,
+        APP_KEY,
+        first_key,
+        second_key,
+        generated.stdout.strip(),
+        *tokens,
     }
     places: dict[str, str] = {
         "command output": "\n".join(op.outputs),

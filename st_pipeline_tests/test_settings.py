@@ -72,11 +72,21 @@ def test_local_mode_uses_the_homes_key_file_and_dagster_instance(tmp_path: Path)
     local = load_settings({"ST_PIPELINE_HOME": str(home)})
     assert (local.secret_keys_file, local.dagster_home) == (home / "secret.key", home / "dagster")
     assert local.encryption_keys()[0] == "ST_PIPELINE_SECRET_KEYS_FILE"
-    explicit = load_settings({"ST_PIPELINE_HOME": str(home), "ST_PIPELINE_SECRET_KEYS": generate_key(),
-                              "DAGSTER_HOME": str(tmp_path / "other")})
+    explicit = load_settings(
+        {
+            "ST_PIPELINE_HOME": str(home),
+            "ST_PIPELINE_SECRET_KEYS": generate_key(),
+            "DAGSTER_HOME": str(tmp_path / "other"),
+        }
+    )
     assert (explicit.secret_keys_file, explicit.dagster_home) == (None, tmp_path / "other")
-    deployed = load_settings({"ST_PIPELINE_HOME": str(home), "ST_PIPELINE_WAREHOUSE_URL": "postgresql://db/w",
-                              "ST_PIPELINE_REGISTRY_URL": "postgresql://db/r"})
+    deployed = load_settings(
+        {
+            "ST_PIPELINE_HOME": str(home),
+            "ST_PIPELINE_WAREHOUSE_URL": "postgresql://db/w",
+            "ST_PIPELINE_REGISTRY_URL": "postgresql://db/r",
+        }
+    )
     assert (deployed.secret_keys_file, deployed.dagster_home) == (None, None), "a deployment names its own"
 
 
@@ -91,7 +101,11 @@ def test_integration_and_custom_locations() -> None:
 @pytest.mark.parametrize(
     ("environ", "variable", "what"),
     [
-        ({"SERVICETITAN_AUTH_URL": "https://collector.example/token"}, "SERVICETITAN_AUTH_URL", "SERVICETITAN_ENVIRONMENT=custom"),
+        (
+            {"SERVICETITAN_AUTH_URL": "https://collector.example/token"},
+            "SERVICETITAN_AUTH_URL",
+            "SERVICETITAN_ENVIRONMENT=custom",
+        ),
         ({"SERVICETITAN_API_URL": "http://127.0.0.1:9/"}, "SERVICETITAN_API_URL", "not a ServiceTitan host"),
         ({**CUSTOM, "SERVICETITAN_AUTH_URL": "http://collector.example/token"}, "SERVICETITAN_AUTH_URL", "in clear"),
         ({**CUSTOM, "SERVICETITAN_API_URL": ""}, "SERVICETITAN_API_URL", "required"),
@@ -99,14 +113,23 @@ def test_integration_and_custom_locations() -> None:
         ({"ST_PIPELINE_WAREHOUSE_URL": "not a url CANARY-pw"}, "ST_PIPELINE_WAREHOUSE_URL", "not a database URL"),
         ({"ST_PIPELINE_REGISTRY_URL": "mysql://u:CANARY-pw@h/db"}, "ST_PIPELINE_REGISTRY_URL", "supported"),
         ({"ST_PIPELINE_WAREHOUSE_URL": "postgresql://u:CANARY-pw@h/wh"}, "ST_PIPELINE_REGISTRY_URL", "local mode"),
-        ({"ST_PIPELINE_WAREHOUSE_URL": "postgresql://h/x", "ST_PIPELINE_REGISTRY_URL": "postgresql://h/x"},
-         "ST_PIPELINE_REGISTRY_URL", "another database"),
+        (
+            {"ST_PIPELINE_WAREHOUSE_URL": "postgresql://h/x", "ST_PIPELINE_REGISTRY_URL": "postgresql://h/x"},
+            "ST_PIPELINE_REGISTRY_URL",
+            "another database",
+        ),
         ({"ST_PIPELINE_FRESHNESS_SLA_HOURS": "six"}, "ST_PIPELINE_FRESHNESS_SLA_HOURS", "number"),
         ({"ST_PIPELINE_FRESHNESS_SLA_HOURS": "-1"}, "ST_PIPELINE_FRESHNESS_SLA_HOURS", "greater than or equal"),
-        ({"ST_PIPELINE_ALERT_SMTP_PORT": "70000", "ST_PIPELINE_ALERT_SMTP_HOST": "h"}, "ST_PIPELINE_ALERT_SMTP_PORT", ""),
+        (
+            {"ST_PIPELINE_ALERT_SMTP_PORT": "70000", "ST_PIPELINE_ALERT_SMTP_HOST": "h"},
+            "ST_PIPELINE_ALERT_SMTP_PORT",
+            "",
+        ),
     ],
 )
-def test_a_wrong_variable_is_named_and_its_value_never_echoed(environ: dict[str, str], variable: str, what: str) -> None:
+def test_a_wrong_variable_is_named_and_its_value_never_echoed(
+    environ: dict[str, str], variable: str, what: str
+) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings(environ)
     message = str(raised.value)
@@ -120,12 +143,19 @@ def test_a_missing_app_key_is_explained_when_the_api_is_needed() -> None:
 
 
 def test_secrets_read_are_known_to_the_redactor() -> None:
-    settings = load_settings({**CUSTOM, "SERVICETITAN_APP_KEY": "plain-app-key-canary-7731",
-                              "ST_PIPELINE_ALERT_SMTP_HOST": "smtp.example.test",
-                              "ST_PIPELINE_ALERT_EMAIL_FROM": "a@example.test", "ST_PIPELINE_ALERT_EMAIL_TO": "b@example.test",
-                              "ST_PIPELINE_ALERT_SMTP_USER": "alerts", "ST_PIPELINE_ALERT_SMTP_PASSWORD": "plain-smtp-pw-canary",
-                              "ST_PIPELINE_WAREHOUSE_URL": "postgresql://etl:plain-db-pw-canary@db/wh",
-                              "ST_PIPELINE_REGISTRY_URL": "postgresql://etl@db/registry"})
+    settings = load_settings(
+        {
+            **CUSTOM,
+            "SERVICETITAN_APP_KEY": "plain-app-key-canary-7731",
+            "ST_PIPELINE_ALERT_SMTP_HOST": "smtp.example.test",
+            "ST_PIPELINE_ALERT_EMAIL_FROM": "a@example.test",
+            "ST_PIPELINE_ALERT_EMAIL_TO": "b@example.test",
+            "ST_PIPELINE_ALERT_SMTP_USER": "alerts",
+            "ST_PIPELINE_ALERT_SMTP_PASSWORD": "plain-smtp-pw-canary",
+            "ST_PIPELINE_WAREHOUSE_URL": "postgresql://etl:plain-db-pw-canary@db/wh",
+            "ST_PIPELINE_REGISTRY_URL": "postgresql://etl@db/registry",
+        }
+    )
     text = "plain-app-key-canary-7731 plain-smtp-pw-canary plain-db-pw-canary"
     assert redact(text) == "[redacted] [redacted] [redacted]"
     assert settings.alert_email_to == ("b@example.test",)
@@ -134,12 +164,16 @@ def test_secrets_read_are_known_to_the_redactor() -> None:
 def test_keys_from_the_variable_or_a_private_file(tmp_path: Path) -> None:
     first, second = generate_key(), generate_key()
     assert load_settings({"ST_PIPELINE_SECRET_KEYS": f"{first}, {second}"}).encryption_keys() == (
-        "ST_PIPELINE_SECRET_KEYS", [first, second])
+        "ST_PIPELINE_SECRET_KEYS",
+        [first, second],
+    )
     key_file = tmp_path / "keys"
     key_file.write_text(f"{first}\n\n{second}\n")
     key_file.chmod(0o600)
     assert load_settings({"ST_PIPELINE_SECRET_KEYS_FILE": str(key_file)}).encryption_keys() == (
-        "ST_PIPELINE_SECRET_KEYS_FILE", [first, second])
+        "ST_PIPELINE_SECRET_KEYS_FILE",
+        [first, second],
+    )
 
 
 @pytest.mark.parametrize(

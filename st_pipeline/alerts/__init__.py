@@ -9,6 +9,7 @@ generic JSON webhook, email (``channels_from_settings``). Every outgoing text pa
 from st_pipeline.alerts.channels import Channel
 from st_pipeline.alerts.config import channels_from_settings, dagster_run_link
 from st_pipeline.alerts.errors import AlertDeliveryError, AlertError
+from st_pipeline.alerts.failing_checks import CheckVerdict, FailingCheck, FailingChecks
 from st_pipeline.alerts.incidents import Incident, incidents_table
 from st_pipeline.alerts.mail import EmailChannel
 from st_pipeline.alerts.manager import AlertManager
@@ -17,15 +18,14 @@ from st_pipeline.alerts.model import (
     CHECK_FAILURE,
     INCIDENT_OPENED,
     INCIDENT_RESOLVED,
+    MODULE_MISSING,
     REGISTRY_SHRANK,
     RUN_FAILURE,
-    MODULE_MISSING,
     SCOPE_MISSING,
     STALE_TENANT,
     Alert,
     AlertMessage,
 )
-from st_pipeline.alerts.failing_checks import CheckVerdict, FailingCheck, FailingChecks
 from st_pipeline.alerts.webhooks import JsonWebhookChannel, SlackWebhookChannel
 
 __all__ = [

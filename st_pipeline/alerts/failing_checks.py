@@ -69,7 +69,8 @@ class FailingChecks:
             for verdict in verdicts:
                 tenants.add(verdict.tenant_id)
                 where = sa.and_(
-                    table.c.tenant_id == verdict.tenant_id, table.c.asset == verdict.asset,
+                    table.c.tenant_id == verdict.tenant_id,
+                    table.c.asset == verdict.asset,
                     table.c.check_name == verdict.check_name,
                 )
                 if verdict.passed:
@@ -77,10 +78,15 @@ class FailingChecks:
                     continue
                 values = {"severity": verdict.severity, "description": verdict.description, "run_id": verdict.run_id}
                 if not conn.execute(table.update().where(where).values(**values)).rowcount:
-                    conn.execute(table.insert().values(
-                        tenant_id=verdict.tenant_id, asset=verdict.asset, check_name=verdict.check_name, since=now,
-                        **values,
-                    ))
+                    conn.execute(
+                        table.insert().values(
+                            tenant_id=verdict.tenant_id,
+                            asset=verdict.asset,
+                            check_name=verdict.check_name,
+                            since=now,
+                            **values,
+                        )
+                    )
         return tenants
 
     def failing(self, tenant_id: int) -> list[FailingCheck]:
@@ -88,7 +94,9 @@ class FailingChecks:
         table = failing_checks_table
         with self.engine.connect() as conn:
             rows = conn.execute(
-                table.select().where(table.c.tenant_id == tenant_id).order_by(table.c.since, table.c.asset, table.c.check_name)
+                table.select()
+                .where(table.c.tenant_id == tenant_id)
+                .order_by(table.c.since, table.c.asset, table.c.check_name)
             )
             return [
                 FailingCheck(row.asset, row.check_name, row.severity, row.description, row.run_id, row.since)

@@ -100,9 +100,7 @@ class AlertManager:
                 ).rowcount
                 if not closed:
                     return False
-                row = conn.execute(
-                    incidents_table.select().where(incidents_table.c.incident_key == incident_key)
-                ).one()
+                row = conn.execute(incidents_table.select().where(incidents_table.c.incident_key == incident_key)).one()
             incident = Incident.from_row(row)
             recovery = AlertMessage(
                 event=INCIDENT_RESOLVED,

@@ -90,7 +90,8 @@ def tenant_of(run: dg.DagsterRun) -> str | None:
 
 
 @dg.run_failure_sensor(
-    default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=True,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    monitor_all_code_locations=True,
     description="Every failed run of this code location, however launched (schedule, UI, `dg launch`) → "
     "an alert naming the tenant, the job, the first errors and a link to the run; rejected "
     "credentials also flag the tenant as needing new ones (schedules skip it until `st-pipeline tenant "
@@ -121,23 +122,36 @@ def run_failure_alert_sensor(
         tenant_registry.registry().flag_needs_credentials(
             int(tenant), reason[:500], change=Change("run_failure_alert_sensor", actor=SENSOR_ACTOR)
         )
-        manager.open(Alert(
-            incident_key=f"{AUTH_FAILURE}:tenant={tenant}", kind=AUTH_FAILURE,
-            title=f"tenant {tenant}: ServiceTitan rejected its credentials; syncs paused",
-            reason=reason + f"\nStore new credentials with `st-pipeline tenant update-credentials --tenant {tenant}`; "
-            "schedules resume then.",
-            tenant_id=int(tenant), run_id=run.run_id, link=link,
-        ))
-    manager.open(Alert(
-        incident_key=f"{RUN_FAILURE}:tenant={tenant}:job={run.job_name}", kind=RUN_FAILURE,
-        title=f"{run.job_name} failed for tenant {tenant}" if tenant else f"{run.job_name} failed",
-        reason=reason, tenant_id=int(tenant) if tenant and tenant.isdigit() else None, run_id=run.run_id, link=link,
-    ))
+        manager.open(
+            Alert(
+                incident_key=f"{AUTH_FAILURE}:tenant={tenant}",
+                kind=AUTH_FAILURE,
+                title=f"tenant {tenant}: ServiceTitan rejected its credentials; syncs paused",
+                reason=reason
+                + f"\nStore new credentials with `st-pipeline tenant update-credentials --tenant {tenant}`; "
+                "schedules resume then.",
+                tenant_id=int(tenant),
+                run_id=run.run_id,
+                link=link,
+            )
+        )
+    manager.open(
+        Alert(
+            incident_key=f"{RUN_FAILURE}:tenant={tenant}:job={run.job_name}",
+            kind=RUN_FAILURE,
+            title=f"{run.job_name} failed for tenant {tenant}" if tenant else f"{run.job_name} failed",
+            reason=reason,
+            tenant_id=int(tenant) if tenant and tenant.isdigit() else None,
+            run_id=run.run_id,
+            link=link,
+        )
+    )
     return None
 
 
 @dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS, default_status=dg.DefaultSensorStatus.RUNNING,
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     monitor_all_code_locations=True,
     description="A successful run of a tenant resolves its open run-failure and credential incidents, with a "
     "recovery message.",
@@ -159,7 +173,8 @@ def run_recovery_sensor(
 
 
 @dg.sensor(
-    minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Failing checks → one incident per tenant listing every failing (asset, check), however many; "
     f"resolved when they all pass again. A failing `{FRESHNESS_CHECK}` check alerts through stale_tenant_sensor "
     "instead, once per tenant.",
@@ -192,11 +207,17 @@ def check_failure_alert_sensor(
             tenant = evaluation.partition or run_record.dagster_run.tags.get(PARTITION_TAG)
             if evaluation.check_name == FRESHNESS_CHECK or not (tenant and tenant.isdigit()):
                 continue  # freshness alerts once per tenant (stale_tenant_sensor); fleet-wide checks have no tenant
-            verdicts.append(CheckVerdict(
-                tenant_id=int(tenant), asset=evaluation.asset_key.to_user_string(), check_name=evaluation.check_name,
-                passed=evaluation.passed, severity=evaluation.severity.value, description=evaluation.description,
-                run_id=run_id,
-            ))
+            verdicts.append(
+                CheckVerdict(
+                    tenant_id=int(tenant),
+                    asset=evaluation.asset_key.to_user_string(),
+                    check_name=evaluation.check_name,
+                    passed=evaluation.passed,
+                    severity=evaluation.severity.value,
+                    description=evaluation.description,
+                    run_id=run_id,
+                )
+            )
         for tenant_id in failing.record(verdicts):
             touched[tenant_id] = run_id
         context.update_cursor(run_record.update_timestamp.isoformat())
@@ -208,22 +229,31 @@ def check_failure_alert_sensor(
             manager.resolve(key, f"every check passed again (run {run_id})")
             continue
         errors = sum(check.severity == "ERROR" for check in checks)
-        lines = [f"- {c.asset}: {c.check_name} ({c.severity}){': ' + c.description if c.description else ''}"
-                 for c in checks[:LISTED]]
+        lines = [
+            f"- {c.asset}: {c.check_name} ({c.severity}){': ' + c.description if c.description else ''}"
+            for c in checks[:LISTED]
+        ]
         if len(checks) > LISTED:
             lines.append(f"- and {len(checks) - LISTED} more")
         assets = len({check.asset for check in checks})
-        manager.open(Alert(
-            incident_key=key, kind=CHECK_FAILURE,
-            title=f"tenant {tenant_id}: {len(checks)} checks failing on {assets} assets"
-            + (f" ({errors} ERROR)" if errors else ""),
-            reason="\n".join(lines), tenant_id=tenant_id, run_id=run_id, link=alerting.run_link(run_id),
-        ))
+        manager.open(
+            Alert(
+                incident_key=key,
+                kind=CHECK_FAILURE,
+                title=f"tenant {tenant_id}: {len(checks)} checks failing on {assets} assets"
+                + (f" ({errors} ERROR)" if errors else ""),
+                reason="\n".join(lines),
+                tenant_id=tenant_id,
+                run_id=run_id,
+                link=alerting.run_link(run_id),
+            )
+        )
     return None
 
 
 @dg.sensor(
-    minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="An enabled tenant whose last successful sync is older than ST_PIPELINE_FRESHNESS_SLA_HOURS → "
     "an alert; its enabled datasets whose scope it does not grant (403) → one scope_missing alert listing them; "
     "its enabled datasets of modules it does not have (404) → one module_missing alert; each resolved once "
@@ -255,11 +285,15 @@ def stale_tenant_sensor(
         key = f"{STALE_TENANT}:tenant={tenant.tenant_id}"
         if tenant_is_stale(history, tenant, sla, now):
             what = f"last successful sync {synced:%Y-%m-%d %H:%M} UTC" if synced else "never synced successfully"
-            manager.open(Alert(
-                incident_key=key, kind=STALE_TENANT,
-                title=f"tenant {tenant.tenant_id} ({tenant.name}) is stale",
-                reason=f"{what}; the freshness SLA is {sla}", tenant_id=tenant.tenant_id,
-            ))
+            manager.open(
+                Alert(
+                    incident_key=key,
+                    kind=STALE_TENANT,
+                    title=f"tenant {tenant.tenant_id} ({tenant.name}) is stale",
+                    reason=f"{what}; the freshness SLA is {sla}",
+                    tenant_id=tenant.tenant_id,
+                )
+            )
         else:
             manager.resolve(key, f"synced at {synced:%Y-%m-%d %H:%M} UTC" if synced else None)
         enabled = selection.decide(datasets, tenant.tenant_id)
@@ -272,14 +306,17 @@ def _alert_unloadable(manager: Any, history: SyncHistory, tenant: Any, enabled: 
     """One incident per tenant for its enabled datasets whose latest sync had ``status``: not granted
     (403, ``scope_missing``) or not available (404, ``module_missing``); resolved when none is left."""
     datasets = sorted(
-        dataset for (tenant_id, dataset), latest in history.latest_status.items()
+        dataset
+        for (tenant_id, dataset), latest in history.latest_status.items()
         if tenant_id == tenant.tenant_id and latest == status and dataset in enabled and enabled[dataset].enabled
     )
     tid = tenant.tenant_id
     kind = SCOPE_MISSING if status == SKIPPED else MODULE_MISSING
     key = f"{kind}:tenant={tid}"
     if not datasets:
-        manager.resolve(key, "every enabled dataset is granted" if status == SKIPPED else "every enabled dataset is available")
+        manager.resolve(
+            key, "every enabled dataset is granted" if status == SKIPPED else "every enabled dataset is available"
+        )
         return
     shown = ", ".join(datasets[:LISTED]) + (f" and {len(datasets) - LISTED} more" if len(datasets) > LISTED else "")
     if status == SKIPPED:

@@ -98,17 +98,26 @@ class Outcome:
     @classmethod
     def of(cls, result: ExtractResult) -> "Outcome":
         return cls(
-            records=result.records, quarantined=result.quarantined, duplicates=result.duplicates,
-            reported_total=result.reported_total, status=result.status,
+            records=result.records,
+            quarantined=result.quarantined,
+            duplicates=result.duplicates,
+            reported_total=result.reported_total,
+            status=result.status,
             error=str(result.error) if result.error else None,
-            error_kind=type(result.error).__name__ if result.error else None, cursor=result.cursor,
+            error_kind=type(result.error).__name__ if result.error else None,
+            cursor=result.cursor,
         )
 
     @classmethod
     def from_log(cls, row: Any) -> "Outcome":
         return cls(
-            records=row.records, quarantined=row.quarantined, duplicates=row.duplicates,
-            reported_total=row.reported_total, status=row.status, error=row.error, error_kind=row.error_kind,
+            records=row.records,
+            quarantined=row.quarantined,
+            duplicates=row.duplicates,
+            reported_total=row.reported_total,
+            status=row.status,
+            error=row.error,
+            error_kind=row.error_kind,
             cursor=row.cursor_after,
         )
 
@@ -130,8 +139,15 @@ def judge(dataset: Dataset, outcome: Outcome, quarantine_error_ratio: float) -> 
     if outcome.error_kind in PAGING_ERRORS:  # a feed or list that would have been read forever
         name = CURSOR_CHECK if CURSOR_CHECK in names else TOTAL_CHECK
         if name in names:
-            return [Judgement(name, False, dg.AssetCheckSeverity.ERROR, outcome.error,
-                              {"cursor": outcome.cursor or "", "records": outcome.records})]
+            return [
+                Judgement(
+                    name,
+                    False,
+                    dg.AssetCheckSeverity.ERROR,
+                    outcome.error,
+                    {"cursor": outcome.cursor or "", "records": outcome.records},
+                )
+            ]
     if outcome.error is not None or outcome.status in NOT_LOADABLE:
         return []  # nothing was observed that the checks could judge; the run failure says why
     ratio = outcome.quarantined / outcome.records if outcome.records else 0.0
@@ -140,22 +156,37 @@ def judge(dataset: Dataset, outcome: Outcome, quarantine_error_ratio: float) -> 
             SCHEMA_CHECK,
             outcome.quarantined == 0,
             dg.AssetCheckSeverity.ERROR if ratio > quarantine_error_ratio else dg.AssetCheckSeverity.WARN,
-            "every record matched its model" if not outcome.quarantined
+            "every record matched its model"
+            if not outcome.quarantined
             else f"{outcome.quarantined} of {outcome.records} records quarantined (see raw_quarantine)",
-            {"quarantined": outcome.quarantined, "records": outcome.records, "ratio": round(ratio, 6),
-             "error_above_ratio": quarantine_error_ratio},
+            {
+                "quarantined": outcome.quarantined,
+                "records": outcome.records,
+                "ratio": round(ratio, 6),
+                "error_above_ratio": quarantine_error_ratio,
+            },
         ),
-        Judgement(DUPLICATES_CHECK, outcome.duplicates == 0, metadata={"duplicates": outcome.duplicates,
-                                                                         "records": outcome.records}),
+        Judgement(
+            DUPLICATES_CHECK,
+            outcome.duplicates == 0,
+            metadata={"duplicates": outcome.duplicates, "records": outcome.records},
+        ),
     ]
     if TOTAL_CHECK in names:
         matches = outcome.reported_total is None or outcome.reported_total == outcome.records
-        verdicts.append(Judgement(
-            TOTAL_CHECK, matches,
-            description=None if matches else f"received {outcome.records} records, the list reported {outcome.reported_total}",
-            metadata={"received": outcome.records,
-                      "reported_total": outcome.reported_total if outcome.reported_total is not None else -1},
-        ))
+        verdicts.append(
+            Judgement(
+                TOTAL_CHECK,
+                matches,
+                description=None
+                if matches
+                else f"received {outcome.records} records, the list reported {outcome.reported_total}",
+                metadata={
+                    "received": outcome.records,
+                    "reported_total": outcome.reported_total if outcome.reported_total is not None else -1,
+                },
+            )
+        )
     if CURSOR_CHECK in names:
         verdicts.append(Judgement(CURSOR_CHECK, True, metadata={"cursor": outcome.cursor or ""}))
     return verdicts
@@ -164,16 +195,25 @@ def judge(dataset: Dataset, outcome: Outcome, quarantine_error_ratio: float) -> 
 def check_evaluation(dataset: Dataset, verdict: Judgement, partition: str) -> dg.AssetCheckEvaluation:
     """A verdict as the event a whole-tenant sync reports for its partition (the check was not planned)."""
     return dg.AssetCheckEvaluation(
-        asset_key=raw_asset_key(dataset), check_name=verdict.check_name, passed=verdict.passed,
-        severity=verdict.severity, description=verdict.description, metadata=verdict.metadata, partition=partition,
+        asset_key=raw_asset_key(dataset),
+        check_name=verdict.check_name,
+        passed=verdict.passed,
+        severity=verdict.severity,
+        description=verdict.description,
+        metadata=verdict.metadata,
+        partition=partition,
     )
 
 
 def check_result(dataset: Dataset, verdict: Judgement) -> dg.AssetCheckResult:
     """A verdict as the result of a check the run planned (its partition is the run's)."""
     return dg.AssetCheckResult(
-        asset_key=raw_asset_key(dataset), check_name=verdict.check_name, passed=verdict.passed,
-        severity=verdict.severity, description=verdict.description, metadata=verdict.metadata,
+        asset_key=raw_asset_key(dataset),
+        check_name=verdict.check_name,
+        passed=verdict.passed,
+        severity=verdict.severity,
+        description=verdict.description,
+        metadata=verdict.metadata,
     )
 
 
@@ -182,9 +222,13 @@ def latest_outcomes(engine: sa.Engine, tenant_id: int, dataset_keys: list[str]) 
     if not dataset_keys:
         return {}
     log, status = sync_log_table.c, dataset_status_table.c
-    query = sa.select(sync_log_table).join(
-        dataset_status_table,
-        sa.and_(status.tenant_id == log.tenant_id, status.dataset == log.dataset, status.last_run_id == log.run_id),
-    ).where(log.tenant_id == tenant_id, log.dataset.in_(dataset_keys))
+    query = (
+        sa.select(sync_log_table)
+        .join(
+            dataset_status_table,
+            sa.and_(status.tenant_id == log.tenant_id, status.dataset == log.dataset, status.last_run_id == log.run_id),
+        )
+        .where(log.tenant_id == tenant_id, log.dataset.in_(dataset_keys))
+    )
     with engine.connect() as conn:
         return {row.dataset: Outcome.from_log(row) for row in conn.execute(query)}

@@ -88,7 +88,6 @@ freshness_job = dg.define_asset_job(
 )
 
 
-
 def build_freshness_schedule(cron: str) -> dg.ScheduleDefinition:
     """The freshness checks on ``cron`` (``ST_PIPELINE_FRESHNESS_CRON``)."""
     return dg.ScheduleDefinition(

@@ -75,7 +75,9 @@ def maintenance_job() -> None:
 def build_maintenance_schedule(cron: str) -> dg.ScheduleDefinition:
     """The maintenance job on ``cron`` (``ST_PIPELINE_MAINTENANCE_CRON``)."""
     return dg.ScheduleDefinition(
-        name="maintenance_schedule", job=maintenance_job, cron_schedule=cron,
+        name="maintenance_schedule",
+        job=maintenance_job,
+        cron_schedule=cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Deletes sync-log rows older than ST_PIPELINE_SYNC_LOG_RETENTION_DAYS, and finished Dagster "
         "runs with their event logs older than ST_PIPELINE_RUN_RETENTION_DAYS, on ST_PIPELINE_MAINTENANCE_CRON.",

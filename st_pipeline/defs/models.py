@@ -34,7 +34,15 @@ from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.defs.resources import WarehouseResource, process_cpu_s
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.transform.build import HubBuild, TenantBuild, build_plan, build_tenant, raw_table_name_for
-from st_pipeline.transform.checks import ERROR_CHECKS, HUB_CHECKS, MART_CHECKS, Verdict, check_hub, check_mart, hub_checks_for
+from st_pipeline.transform.checks import (
+    ERROR_CHECKS,
+    HUB_CHECKS,
+    MART_CHECKS,
+    Verdict,
+    check_hub,
+    check_mart,
+    hub_checks_for,
+)
 from st_pipeline.transform.hubs import HUB_TABLES
 from st_pipeline.transform.marts import MARTS, Mart, MartBuild, current_mart, mart_table
 from st_pipeline.transform.spec import Column, HubTable
@@ -81,15 +89,20 @@ def _column_source(spec: HubTable, column: Column) -> str:
 def hub_asset_spec(spec: HubTable) -> dg.AssetSpec:
     catalogue = load_catalogue()
     types = {c.name: column_type_name(c.type) for c in spec.columns}
-    types.update(tenant_id="bigint", deleted_at="timestamp (UTC)", source_modified_on="timestamp (UTC)",
-                 built_at="timestamp (UTC)")
+    types.update(
+        tenant_id="bigint",
+        deleted_at="timestamp (UTC)",
+        source_modified_on="timestamp (UTC)",
+        built_at="timestamp (UTC)",
+    )
     sources = {c.name: c.description or _column_source(spec, c) for c in spec.columns}
     return dg.AssetSpec(
         key=hub_asset_key(spec),
         deps=[raw_asset_key(catalogue.dataset(spec.source)), TENANT_MODELS_KEY],
         group_name="hub",
         description=f"{spec.description} Table {spec.table_name}, key ({', '.join(spec.primary_key)}), built from "
-        f"{spec.source}" + (f" (one row per element of its `{spec.explode}`)" if spec.explode else "")
+        f"{spec.source}"
+        + (f" (one row per element of its `{spec.explode}`)" if spec.explode else "")
         + ". Materialize it to build it for a tenant from its raw table; servicetitan/tenant_models builds it "
         "after each sync and reports it when it changed.",
         skippable=True,
@@ -136,11 +149,13 @@ def model_check_specs() -> list[dg.AssetCheckSpec]:
     """The checks of every hub table and mart, partitioned by tenant."""
     specs = [
         tenant_check_spec(name, hub_asset_key(spec), _check_description(name, HUB_CHECKS[name]))
-        for spec in HUB_TABLES for name in hub_checks_for(spec)
+        for spec in HUB_TABLES
+        for name in hub_checks_for(spec)
     ]
     specs += [
         tenant_check_spec(name, mart_asset_key(mart), _check_description(name, description))
-        for mart in MARTS for name, description in MART_CHECKS.items()
+        for mart in MARTS
+        for name, description in MART_CHECKS.items()
     ]
     return specs
 
@@ -149,7 +164,8 @@ class TenantModelsConfig(dg.Config):
     """Run config of a tenant's hub and mart build (all optional: incremental)."""
 
     full_rebuild: bool = Field(
-        default=False, description="Build the run's hub tables and marts in full from the raw tables (also: tag "
+        default=False,
+        description="Build the run's hub tables and marts in full from the raw tables (also: tag "
         "st_pipeline/full_rebuild=true). Gives the same tables as the incremental builds.",
     )
     lock_wait_s: float = Field(default=10.0, ge=0, le=3600, description="How long to wait for the tenant's lock.")
@@ -157,17 +173,24 @@ class TenantModelsConfig(dg.Config):
 
 def _evaluation(key: dg.AssetKey, verdict: Verdict, partition: str) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
-        asset_key=key, check_name=verdict.check_name, passed=verdict.passed,
+        asset_key=key,
+        check_name=verdict.check_name,
+        passed=verdict.passed,
         severity=dg.AssetCheckSeverity.ERROR if verdict.is_error else dg.AssetCheckSeverity.WARN,
-        description=verdict.description, metadata=verdict.metadata, partition=partition,
+        description=verdict.description,
+        metadata=verdict.metadata,
+        partition=partition,
     )
 
 
 def _result(key: dg.AssetKey, verdict: Verdict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        asset_key=key, check_name=verdict.check_name, passed=verdict.passed,
+        asset_key=key,
+        check_name=verdict.check_name,
+        passed=verdict.passed,
         severity=dg.AssetCheckSeverity.ERROR if verdict.is_error else dg.AssetCheckSeverity.WARN,
-        description=verdict.description, metadata=verdict.metadata,
+        description=verdict.description,
+        metadata=verdict.metadata,
     )
 
 
@@ -197,8 +220,13 @@ def _hub_metadata(hub: HubBuild, warehouse: str, preview: str) -> dict[str, Any]
 
 
 def _mart_metadata(built: MartBuild, warehouse: str, preview: str) -> dict[str, Any]:
-    return {"dagster/row_count": built.row_count, "build": built.mode, **built.headline, "warehouse": warehouse,
-            "preview": dg.MetadataValue.md(preview)}
+    return {
+        "dagster/row_count": built.row_count,
+        "build": built.mode,
+        **built.headline,
+        "warehouse": warehouse,
+        "preview": dg.MetadataValue.md(preview),
+    }
 
 
 HUBS_BY_KEY = {hub_asset_key(spec): spec for spec in HUB_TABLES}
@@ -220,8 +248,9 @@ TENANT_MODELS_SPEC = dg.AssetSpec(
 class _ModelsRun:
     """One run's build of a tenant's models: what it selected, and how it reports each table."""
 
-    def __init__(self, context: dg.AssetExecutionContext, conn: sa.Connection, tenant_id: int, warehouse: str,
-                 full: bool) -> None:
+    def __init__(
+        self, context: dg.AssetExecutionContext, conn: sa.Connection, tenant_id: int, warehouse: str, full: bool
+    ) -> None:
         self.context, self.conn, self.tenant_id, self.warehouse, self.full = context, conn, tenant_id, warehouse, full
         self.partition = context.partition_key
         self.failures: list[str] = []
@@ -229,8 +258,7 @@ class _ModelsRun:
     def _planned(self, key: dg.AssetKey) -> bool:
         return key in self.context.selected_asset_keys
 
-    def _verdicts(self, key: dg.AssetKey, table: str, verdicts: list[Verdict]
-                  ) -> Iterator[dg.AssetCheckResult]:
+    def _verdicts(self, key: dg.AssetKey, table: str, verdicts: list[Verdict]) -> Iterator[dg.AssetCheckResult]:
         """Planned checks as results, the others (of a table the run did not plan) as events."""
         planned = self._planned(key)
         for verdict in verdicts:
@@ -262,8 +290,9 @@ class _ModelsRun:
             yield dg.MaterializeResult(asset_key=key, metadata=metadata)
         else:
             self.context.log_event(dg.AssetMaterialization(asset_key=key, partition=self.partition, metadata=metadata))
-        yield from self._verdicts(key, spec.table_name,
-                                  check_hub(self.conn, spec, self.tenant_id, raw_table_name_for(spec)))
+        yield from self._verdicts(
+            key, spec.table_name, check_hub(self.conn, spec, self.tenant_id, raw_table_name_for(spec))
+        )
 
     def mart(self, mart: Mart, built: MartBuild) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         key = mart_asset_key(mart)
@@ -310,8 +339,10 @@ def tenant_models(
         hubs, marts = HUB_TABLES, MARTS
     else:
         selected = context.selected_asset_keys
-        hubs, marts = build_plan([HUBS_BY_KEY[k] for k in selected if k in HUBS_BY_KEY],
-                                 [MARTS_BY_KEY[k] for k in selected if k in MARTS_BY_KEY])
+        hubs, marts = build_plan(
+            [HUBS_BY_KEY[k] for k in selected if k in HUBS_BY_KEY],
+            [MARTS_BY_KEY[k] for k in selected if k in MARTS_BY_KEY],
+        )
     full = config.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
     try:
         with tenant_lock(engine, tenant_id, context.run_id, wait_s=config.lock_wait_s):
@@ -328,8 +359,10 @@ def tenant_models(
             + ", ".join(f"{h.table} ({h.note})" for h in missing)
         )
     if run.failures:
-        raise dg.Failure(f"{len(run.failures)} hub or mart checks or builds failed for tenant {tenant_id}: "
-                         + "; ".join(run.failures[:5]))
+        raise dg.Failure(
+            f"{len(run.failures)} hub or mart checks or builds failed for tenant {tenant_id}: "
+            + "; ".join(run.failures[:5])
+        )
     reprocessed = sum(h.source_rows_changed for h in built.hubs)
     total = sum(h.source_rows_total for h in built.hubs)
     context.log.info(
@@ -338,24 +371,28 @@ def tenant_models(
     )
     if not whole_tenant:
         return
-    yield dg.MaterializeResult(asset_key=TENANT_MODELS_KEY, metadata={
-        "hubs_changed": len(built.changed_tables),
-        "marts_rebuilt": len(built.marts),
-        "source_rows_reprocessed": reprocessed,
-        "source_rows_total": total,
-        "share_reprocessed": round(reprocessed / total, 6) if total else 0.0,
-        "rows_inserted": sum(h.rows_inserted for h in built.hubs),
-        "rows_deleted": sum(h.rows_deleted for h in built.hubs),
-        "build": "full" if full else "incremental",
-        "duration_s": round(built.duration_s, 3),
-        "missing_sources": ", ".join(h.table for h in missing) or "none",
-        "warehouse": warehouse_name,
-        "process_cpu_s": round(process_cpu_s(), 2),
-    })
+    yield dg.MaterializeResult(
+        asset_key=TENANT_MODELS_KEY,
+        metadata={
+            "hubs_changed": len(built.changed_tables),
+            "marts_rebuilt": len(built.marts),
+            "source_rows_reprocessed": reprocessed,
+            "source_rows_total": total,
+            "share_reprocessed": round(reprocessed / total, 6) if total else 0.0,
+            "rows_inserted": sum(h.rows_inserted for h in built.hubs),
+            "rows_deleted": sum(h.rows_deleted for h in built.hubs),
+            "build": "full" if full else "incremental",
+            "duration_s": round(built.duration_s, 3),
+            "missing_sources": ", ".join(h.table for h in missing) or "none",
+            "warehouse": warehouse_name,
+            "process_cpu_s": round(process_cpu_s(), 2),
+        },
+    )
 
 
-def _check_current(context: dg.AssetExecutionContext, engine: sa.Engine, tenant_id: int
-                   ) -> Iterator[dg.AssetCheckResult]:
+def _check_current(
+    context: dg.AssetExecutionContext, engine: sa.Engine, tenant_id: int
+) -> Iterator[dg.AssetCheckResult]:
     """The selected hub and mart checks, run on the tenant's tables as they stand."""
     existing = set(sa.inspect(engine).get_table_names())
     by_asset: dict[dg.AssetKey, set[str]] = {}

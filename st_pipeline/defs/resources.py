@@ -13,6 +13,8 @@ The registry and warehouse resources open their database once per run or sensor 
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
+import warnings
+
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
@@ -32,15 +34,22 @@ class ServiceTitanResource(dg.ConfigurableResource):
     """How a run talks to ServiceTitan (where it talks to is deployment configuration)."""
 
     requests_per_second: float = Field(
-        default=DEFAULT_REQUESTS_PER_SECOND, gt=0, le=DEFAULT_REQUESTS_PER_SECOND,
+        default=DEFAULT_REQUESTS_PER_SECOND,
+        gt=0,
+        le=DEFAULT_REQUESTS_PER_SECOND,
         description="Requests per second to ServiceTitan for this tenant, at most its published limit of 60.",
     )
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=32, description="Datasets fetched at once.")
     timeout_s: float = Field(
-        default=100.0, gt=0, le=600, description="Longest wait for one step of a request (connect, each read), in seconds."
+        default=100.0,
+        gt=0,
+        le=600,
+        description="Longest wait for one step of a request (connect, each read), in seconds.",
     )
     request_deadline_s: float = Field(
-        default=120.0, gt=0, le=3600,
+        default=120.0,
+        gt=0,
+        le=3600,
         description="Longest time one request may take as a whole, in seconds (a body that drips in is cut off; "
         "a request cut off is tried once more). ServiceTitan's servers give up after 100 s.",
     )
@@ -48,19 +57,34 @@ class ServiceTitanResource(dg.ConfigurableResource):
         default=64.0, gt=0, le=1024, description="Largest response accepted; a larger one fails that dataset, unread."
     )
     max_pages: int = Field(
-        default=20_000, ge=1, le=1_000_000,
+        default=20_000,
+        ge=1,
+        le=1_000_000,
         description="Most pages of one dataset in one run when no total bounds it (export feeds resume next run).",
     )
     max_retry_attempts: int = Field(default=8, ge=1, le=20, description="Attempts per request before giving up.")
-    circuit_failure_threshold: int = Field(
-        default=10, ge=1, le=1000, description="Consecutive failures that stop the tenant's requests for a while."
+    stop_after_consecutive_failures: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Consecutive failed requests (each already retried) that stop the tenant's requests for this run.",
+    )
+    circuit_failure_threshold: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Deprecated name of stop_after_consecutive_failures (removed in 0.3); used when set.",
     )
     max_retry_after_s: float = Field(
-        default=300.0, ge=1, le=3600,
+        default=300.0,
+        ge=1,
+        le=3600,
         description="Longest Retry-After honoured; a 429 asking for more fails that dataset for this run.",
     )
     throttle_budget_s: float = Field(
-        default=900.0, ge=1, le=86_400,
+        default=900.0,
+        ge=1,
+        le=86_400,
         description="Seconds of 429 pauses one dataset may be asked for in one run; throttling within it is "
         "pacing, not failure (no retry attempts used), past it the dataset resumes next run.",
     )
@@ -74,12 +98,23 @@ class ServiceTitanResource(dg.ConfigurableResource):
             max_response_bytes=int(self.max_response_mb * 1024 * 1024),
             max_pages=self.max_pages,
             retry=RetryPolicy(max_attempts=self.max_retry_attempts),
-            circuit_failure_threshold=self.circuit_failure_threshold,
+            stop_after_consecutive_failures=self._consecutive_failure_limit(),
             max_connections=max(16, 2 * self.concurrency),
             max_retry_after_s=self.max_retry_after_s,
             throttle_budget_s=self.throttle_budget_s,
         )
         return ServiceTitanClient((settings or load_settings()).api(), credentials, options=options)
+
+    def _consecutive_failure_limit(self) -> int:
+        if self.circuit_failure_threshold is None:
+            return self.stop_after_consecutive_failures
+        warnings.warn(
+            "resources.servicetitan.config.circuit_failure_threshold is deprecated and goes in 0.3: set "
+            "stop_after_consecutive_failures instead",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return self.circuit_failure_threshold
 
 
 class TenantRegistryResource(dg.ConfigurableResource):

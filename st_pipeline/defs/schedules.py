@@ -12,15 +12,18 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
 from st_pipeline.defs.models import TENANT_MODELS_KEY
+from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, TENANT_SYNC_OP
 from st_pipeline.defs.resources import TenantRegistryResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
 
 TENANT_TAG = "st_pipeline/tenant"
 SYNC_JOB, RECONCILE_JOB, FRESHNESS_JOB, MAINTENANCE_JOB = (
-    "servicetitan_sync", "servicetitan_reconcile", "servicetitan_freshness", "servicetitan_maintenance",
+    "servicetitan_sync",
+    "servicetitan_reconcile",
+    "servicetitan_freshness",
+    "servicetitan_maintenance",
 )
 # The jobs of this code location (alert sensors watch their runs, however they were launched).
 OUR_JOBS = frozenset({SYNC_JOB, RECONCILE_JOB, FRESHNESS_JOB, MAINTENANCE_JOB})
@@ -53,7 +56,7 @@ def tenant_run_requests(
     partitions = set(context.instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME))
     tenant_registry = registry.registry()
     rejected = tenant_registry.needing_credentials()
-    tick = (context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual")
+    tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "manual"
     requested = 0
     for tenant in tenant_registry.list():
         key = str(tenant.tenant_id)
@@ -74,7 +77,9 @@ def build_sync_schedule(cron: str) -> dg.ScheduleDefinition:
     """Incremental sync of every enabled tenant on ``cron`` (``ST_PIPELINE_SYNC_CRON``)."""
 
     @dg.schedule(
-        job=sync_job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING,
+        job=sync_job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Incremental sync of every enabled tenant, on ST_PIPELINE_SYNC_CRON: one run request per "
         "tenant partition, with a run key per tick; disabled tenants and tenants whose credentials were "
         "rejected are skipped.",
@@ -92,7 +97,9 @@ def build_reconcile_schedule(cron: str) -> dg.ScheduleDefinition:
     """Full read of the datasets without export feed on ``cron`` (``ST_PIPELINE_RECONCILE_CRON``)."""
 
     @dg.schedule(
-        job=reconcile_job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING,
+        job=reconcile_job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Nightly full read of every enabled tenant's datasets without export feed, on "
         "ST_PIPELINE_RECONCILE_CRON; rows gone upstream get deleted_at.",
     )

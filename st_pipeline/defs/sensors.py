@@ -36,7 +36,9 @@ ABANDONED_AFTER = timedelta(minutes=15)
 
 
 @dg.sensor(
-    job=sync_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+    job=sync_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registry → partitions: adds a partition for each new enabled tenant and requests its first, "
     "full sync. Never deletes a partition (`st-pipeline tenant remove` does, on purpose); a registry listing "
     f"fewer tenants than {SHRINK_RATIO:.0%} of the partitions opens a registry_shrank incident and changes nothing.",
@@ -51,15 +53,18 @@ def tenant_onboarding_sensor(
     orphans = sorted(existing - set(tenants))
     manager = alerting.manager(tenant_registry)
     if len(existing) >= 2 and len(tenants) < SHRINK_RATIO * len(existing):
-        manager.open(Alert(
-            incident_key=REGISTRY_SHRANK, kind=REGISTRY_SHRANK,
-            title=f"the tenant registry lists {len(tenants)} tenants for {len(existing)} tenant partitions",
-            reason=(
-                "Nothing was changed: no partition is removed and no run is requested. Check that "
-                "ST_PIPELINE_REGISTRY_URL names the right database for every Dagster process. Tenants are "
-                "removed on purpose with `st-pipeline tenant remove`."
-            ),
-        ))
+        manager.open(
+            Alert(
+                incident_key=REGISTRY_SHRANK,
+                kind=REGISTRY_SHRANK,
+                title=f"the tenant registry lists {len(tenants)} tenants for {len(existing)} tenant partitions",
+                reason=(
+                    "Nothing was changed: no partition is removed and no run is requested. Check that "
+                    "ST_PIPELINE_REGISTRY_URL names the right database for every Dagster process. Tenants are "
+                    "removed on purpose with `st-pipeline tenant remove`."
+                ),
+            )
+        )
         return dg.SensorResult(skip_reason=dg.SkipReason("the registry lists far fewer tenants than partitions"))
     manager.resolve(REGISTRY_SHRANK, f"the registry lists {len(tenants)} tenants")
     if orphans:
@@ -86,7 +91,8 @@ def takes_tenant_lock(run: dg.DagsterRun) -> bool:
 
 
 @dg.sensor(
-    minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="A sync run still STARTED whose tenant lock is free (its process is gone) is marked failed, so "
     "that the failure alerts and the tenant's queue frees.",
 )

@@ -58,7 +58,12 @@ FULL_REFRESH_TAG = "st_pipeline/full_refresh"
 FIRST_ERRORS = 5
 # What became of each dataset in a run, as the summary's ``datasets`` table says it.
 CHANGED, UNCHANGED, FIRST_SYNC, NOT_GRANTED, NOT_AVAILABLE, FAILED = (
-    "changed", "unchanged", "first sync", "not granted", "not available", "failed",
+    "changed",
+    "unchanged",
+    "first sync",
+    "not granted",
+    "not available",
+    "failed",
 )
 
 TENANT_SYNC_SPEC = dg.AssetSpec(
@@ -80,7 +85,8 @@ class TenantSyncConfig(dg.Config):
     """Run config of a tenant sync (all optional: an incremental sync of what the run selected)."""
 
     full_refresh: bool = Field(
-        default=False, description="Read every selected dataset from the beginning (also: tag st_pipeline/full_refresh=true)."
+        default=False,
+        description="Read every selected dataset from the beginning (also: tag st_pipeline/full_refresh=true).",
     )
     reconcile_deletes: bool = Field(
         default=False, description="Lists without export feed: read fully and flag rows gone upstream (deleted_at)."
@@ -91,7 +97,9 @@ class TenantSyncConfig(dg.Config):
         "crm/customers, payroll); empty: all. Raw assets a run selects are synced as well.",
     )
     quarantine_error_ratio: float = Field(
-        default=DEFAULT_QUARANTINE_ERROR_RATIO, ge=0, le=1,
+        default=DEFAULT_QUARANTINE_ERROR_RATIO,
+        ge=0,
+        le=1,
         description="schema_conformance is an ERROR (and the run fails) above this share of quarantined records.",
     )
     lock_wait_s: float = Field(
@@ -189,7 +197,9 @@ class _SyncRun:
             return
         previous = self.before.get(key)
         first = result.error is None and (previous is None or previous.last_success_at is None)
-        self.outcomes[key] = FAILED if result.error else (CHANGED if result.changed else (FIRST_SYNC if first else UNCHANGED))
+        self.outcomes[key] = (
+            FAILED if result.error else (CHANGED if result.changed else (FIRST_SYNC if first else UNCHANGED))
+        )
         if self.planned(result.dataset):
             yield from self._results(result)
         elif result.changed or self.full_refresh or first:
@@ -230,10 +240,13 @@ class _SyncRun:
         """A dataset the run did not plan, that changed: its materialization and check results as events."""
         if result.error is None:
             self.reported += 1
-            self.context.log_event(dg.AssetMaterialization(
-                asset_key=raw_asset_key(result.dataset), partition=self.partition,
-                metadata=self._materialization_metadata(result),
-            ))
+            self.context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=raw_asset_key(result.dataset),
+                    partition=self.partition,
+                    metadata=self._materialization_metadata(result),
+                )
+            )
         for verdict in self._verdicts(result):
             self.context.log_event(check_evaluation(result.dataset, verdict, self.partition))
             self._fails_run(result, verdict, blocked_by_dagster=False)
@@ -241,12 +254,19 @@ class _SyncRun:
     def _observe_unavailable(self, result: ExtractResult) -> None:
         """A dataset the tenant does not have (404): an observation on its raw asset, once."""
         endpoint = result.dataset.extraction_endpoint
-        self.context.log_event(dg.AssetObservation(
-            asset_key=raw_asset_key(result.dataset), partition=self.partition,
-            description=f"not available for this tenant: it does not have the {endpoint.module} module",
-            metadata={"available": False, "module": endpoint.module, "endpoint": endpoint.path,
-                      "reason": redact(result.error.detail if result.error else "")},
-        ))
+        self.context.log_event(
+            dg.AssetObservation(
+                asset_key=raw_asset_key(result.dataset),
+                partition=self.partition,
+                description=f"not available for this tenant: it does not have the {endpoint.module} module",
+                metadata={
+                    "available": False,
+                    "module": endpoint.module,
+                    "endpoint": endpoint.path,
+                    "reason": redact(result.error.detail if result.error else ""),
+                },
+            )
+        )
 
 
 def datasets_table(outcomes: dict[str, str], statuses: dict[str, DatasetStatus]) -> dg.TableMetadataValue:
@@ -255,21 +275,37 @@ def datasets_table(outcomes: dict[str, str], statuses: dict[str, DatasetStatus])
     for key, outcome in sorted(outcomes.items()):
         status = statuses.get(key)
         changed = status.last_changed_at if status is not None else None
-        records.append(dg.TableRecord({
-            "dataset": key, "this_run": outcome, "rows": status.row_count if status is not None else 0,
-            "last_changed": changed.strftime("%Y-%m-%d %H:%M UTC") if changed else "never",
-        }))
-    return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=[
-        dg.TableColumn("dataset", "string", description="The ServiceTitan dataset (its raw asset's table)."),
-        dg.TableColumn("this_run", "string", description="changed, unchanged (checked, nothing new), first sync, "
-                       "not granted, not available or failed."),
-        dg.TableColumn("rows", "int", description="The tenant's rows in the raw table."),
-        dg.TableColumn("last_changed", "string", description="When a sync last changed the dataset's rows."),
-    ]))
+        records.append(
+            dg.TableRecord(
+                {
+                    "dataset": key,
+                    "this_run": outcome,
+                    "rows": status.row_count if status is not None else 0,
+                    "last_changed": changed.strftime("%Y-%m-%d %H:%M UTC") if changed else "never",
+                }
+            )
+        )
+    return dg.MetadataValue.table(
+        records,
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("dataset", "string", description="The ServiceTitan dataset (its raw asset's table)."),
+                dg.TableColumn(
+                    "this_run",
+                    "string",
+                    description="changed, unchanged (checked, nothing new), first sync, "
+                    "not granted, not available or failed.",
+                ),
+                dg.TableColumn("rows", "int", description="The tenant's rows in the raw table."),
+                dg.TableColumn("last_changed", "string", description="When a sync last changed the dataset's rows."),
+            ]
+        ),
+    )
 
 
-def _requested(context: dg.AssetExecutionContext, config: TenantSyncConfig, by_key: dict[dg.AssetKey, Dataset]
-               ) -> list[Dataset]:
+def _requested(
+    context: dg.AssetExecutionContext, config: TenantSyncConfig, by_key: dict[dg.AssetKey, Dataset]
+) -> list[Dataset]:
     """The datasets a run syncs: the raw assets it selected, and (with the summary) the configured ones."""
     chosen = {by_key[key].key for key in context.selected_asset_keys if key in by_key}
     if TENANT_SYNC_KEY in context.selected_asset_keys:
@@ -305,8 +341,12 @@ def build_tenant_sync(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
     return tenant_sync
 
 
-def _judge_latest(context: dg.AssetExecutionContext, config: TenantSyncConfig, warehouse: WarehouseResource,
-                  by_key: dict[dg.AssetKey, Dataset]) -> Iterator[dg.AssetCheckResult]:
+def _judge_latest(
+    context: dg.AssetExecutionContext,
+    config: TenantSyncConfig,
+    warehouse: WarehouseResource,
+    by_key: dict[dg.AssetKey, Dataset],
+) -> Iterator[dg.AssetCheckResult]:
     """The selected checks, judged on the tenant's latest sync of each dataset (from the sync log)."""
     tenant_id = tenant_id_of(context.partition_key)
     engine, _ = warehouse.current_engine()
@@ -338,7 +378,7 @@ def _sync(
         client = servicetitan.client(credentials, tenant_registry.settings)  # URL rules checked here
     except (UnknownTenantError, SecretKeyError, SettingsError, ServiceTitanError) as exc:
         raise dg.Failure(
-            redact(str(exc)), metadata={"error_type": type(exc).__name__, "tenant_id": tenant_id}, allow_retries=False
+            redact(str(exc)), metadata={"error_type": type(exc).__name__, "tenant_id": tenant_id}
         ) from None
     decisions = tenant_registry.endpoint_selection().decide(requested, tenant_id)
     selected = [d for d in requested if decisions[d.key].enabled]
@@ -351,8 +391,8 @@ def _sync(
         if not selected:
             raise dg.Failure(
                 f"every dataset this run selected is turned off for tenant {tenant_id}: {', '.join(disabled)}; "
-                f"`st-pipeline endpoints --tenant {tenant_id}` shows why, `st-pipeline endpoints enable TARGET` turns one on",
-                allow_retries=False,
+                f"`st-pipeline endpoints --tenant {tenant_id}` shows why, "
+                "`st-pipeline endpoints enable TARGET` turns one on"
             )
     full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
     options = SyncOptions(full_refresh=full_refresh, reconcile_deletes=config.reconcile_deletes)
@@ -363,7 +403,11 @@ def _sync(
         try:
             with tenant_lock(engine, tenant_id, context.run_id, wait_s=config.lock_wait_s):
                 for result in sync_tenant(
-                    client, engine, selected, run_id=context.run_id, concurrency=servicetitan.concurrency,
+                    client,
+                    engine,
+                    selected,
+                    run_id=context.run_id,
+                    concurrency=servicetitan.concurrency,
                     options=options,
                 ):
                     records += result.records
@@ -373,8 +417,7 @@ def _sync(
             raise dg.Failure(str(exc), metadata={"error_type": "TenantBusyError", "tenant_id": tenant_id}) from None
         except ServiceTitanError as exc:
             raise dg.Failure(
-                redact(str(exc)), metadata={"error_type": type(exc).__name__, "tenant_id": tenant_id},
-                allow_retries=not exc.fatal_for_tenant,
+                redact(str(exc)), metadata={"error_type": type(exc).__name__, "tenant_id": tenant_id}
             ) from None
         finally:
             stats = client.stats
@@ -386,7 +429,6 @@ def _sync(
             f"every one of the {len(selected)} datasets answered 404 for tenant {tenant_id}: the tenant id is "
             f"probably wrong — check it with `st-pipeline tenant test --tenant {tenant_id}`",
             metadata={"error_type": "NotFoundError", "tenant_id": tenant_id},
-            allow_retries=False,
         )
     if unavailable:
         modules = sorted({r.dataset.extraction_endpoint.module for r in unavailable})
@@ -431,7 +473,9 @@ def _sync(
             "token_requests": token_requests,
             "duration_s": round(duration, 3),
             "process_cpu_s": round(process_cpu_s(), 2),
-            "sync": "full refresh" if full_refresh else ("reconciliation" if config.reconcile_deletes else "incremental"),
+            "sync": "full refresh"
+            if full_refresh
+            else ("reconciliation" if config.reconcile_deletes else "incremental"),
             "changed": _listing(changed),
             "not_granted": _listing(skipped),
             "not_available": _listing([r.dataset.key for r in unavailable]),

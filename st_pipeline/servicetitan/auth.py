@@ -105,12 +105,18 @@ class TokenProvider:
                 issued_at = self._clock()
                 try:
                     self._token, lifetime = with_retries(
-                        self._fetch, self._bounds.retry, clock=self._clock, pause=self._pause, rng=self._rng,
+                        self._fetch,
+                        self._bounds.retry,
+                        clock=self._clock,
+                        pause=self._pause,
+                        rng=self._rng,
                         on_retry=self._count_retry,
                     )
                 except ServiceTitanError as exc:
-                    self._failure = exc if exc.fatal_for_tenant else TokenUnavailableError(
-                        exc.detail, tenant_id=exc.tenant_id, endpoint=exc.endpoint
+                    self._failure = (
+                        exc
+                        if exc.fatal_for_tenant
+                        else TokenUnavailableError(exc.detail, tenant_id=exc.tenant_id, endpoint=exc.endpoint)
                     )
                     raise self._failure from None
                 self._expires_at = self._clock() + lifetime
@@ -144,11 +150,16 @@ class TokenProvider:
         except httpx.TransportError as exc:
             cause = unhealable_cause(exc)
             if cause is not None:
-                raise ConfigurationError(f"the token endpoint {self._auth_url} cannot be used: {cause}", **where) from None
-            raise RetryableFailure(ServerError(
-                f"no answer from the token endpoint {self._auth_url} ({type(exc).__name__}); check "
-                "SERVICETITAN_AUTH_URL / SERVICETITAN_ENVIRONMENT and the network", **where,
-            )) from None
+                raise ConfigurationError(
+                    f"the token endpoint {self._auth_url} cannot be used: {cause}", **where
+                ) from None
+            raise RetryableFailure(
+                ServerError(
+                    f"no answer from the token endpoint {self._auth_url} ({type(exc).__name__}); check "
+                    "SERVICETITAN_AUTH_URL / SERVICETITAN_ENVIRONMENT and the network",
+                    **where,
+                )
+            ) from None
         except ResponseTooLarge:
             raise RetryableFailure(BadResponseError("the token endpoint sent an oversized answer", **where)) from None
         body = _json_object(content)
@@ -177,9 +188,9 @@ class TokenProvider:
             raise TokenUnavailableError(f"the token endpoint answered HTTP {status}", **where)
         token, lifetime = body.get("access_token"), body.get("expires_in")
         if not isinstance(token, str) or not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool):
-            raise RetryableFailure(BadResponseError(
-                "the token endpoint's answer lacks access_token or expires_in", **where
-            ))
+            raise RetryableFailure(
+                BadResponseError("the token endpoint's answer lacks access_token or expires_in", **where)
+            )
         register_secret(token)
         return token, float(lifetime)
 

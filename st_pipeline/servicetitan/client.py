@@ -1,6 +1,6 @@
-"""The HTTP client of one tenant: paced, retried, circuit-broken requests; export feeds; paged lists.
+"""The HTTP client of one tenant: paced and retried requests; export feeds; paged lists.
 
-One client serves one tenant run: one connection pool, one token cache, one circuit breaker, and
+One client serves one tenant run: one connection pool, one token cache, one consecutive-failure stop, and
 the process-wide rate limiter of (app key, tenant). It is safe to use from several threads, which
 is how a run extracts a tenant's endpoints concurrently.
 """
@@ -38,10 +38,22 @@ from st_pipeline.servicetitan.errors import (
     StuckCursorError,
     UnusableResponseError,
 )
-from st_pipeline.servicetitan.http import ResponseTooLarge, deadline_bound_client, read_limited, request_deadline, unhealable_cause
+from st_pipeline.servicetitan.http import (
+    ResponseTooLarge,
+    deadline_bound_client,
+    read_limited,
+    request_deadline,
+    unhealable_cause,
+)
 from st_pipeline.servicetitan.models import UnusableBody, decode_response
 from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND, RateLimiter, shared_limiter
-from st_pipeline.servicetitan.resilience import CircuitBreaker, RetryableFailure, RetryPolicy, retry_after_s, with_retries
+from st_pipeline.servicetitan.resilience import (
+    ConsecutiveFailureStop,
+    RetryableFailure,
+    RetryPolicy,
+    retry_after_s,
+    with_retries,
+)
 from st_pipeline.servicetitan.settings import ApiSettings, assert_may_carry_secret
 
 # The largest page ServiceTitan serves on its paged list endpoints.
@@ -82,8 +94,11 @@ class RequestStats:
     def count(self, name: str, endpoint: Endpoint | None = None, amount: int = 1) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
-            per_endpoint = {"requests": self.by_endpoint, "retries": self.retries_by_endpoint,
-                            "throttled": self.throttled_by_endpoint}.get(name)
+            per_endpoint = {
+                "requests": self.by_endpoint,
+                "retries": self.retries_by_endpoint,
+                "throttled": self.throttled_by_endpoint,
+            }.get(name)
             if endpoint is not None and per_endpoint is not None:
                 per_endpoint[endpoint.dataset_key] = per_endpoint.get(endpoint.dataset_key, 0) + amount
 
@@ -111,8 +126,7 @@ class ClientOptions:
     # ServiceTitan's gateway gives up on a request after 100 s; past that a response is not coming.
     request_deadline_s: float = 120.0
     retry: RetryPolicy = RetryPolicy()
-    circuit_failure_threshold: int = 10
-    circuit_cooldown_s: float = 30.0
+    stop_after_consecutive_failures: int = 10
     max_connections: int = 16
     # The longest Retry-After the client honours; a 429 asking for more fails that request at once
     # (the other datasets go on) instead of pausing every thread of the tenant.
@@ -165,21 +179,21 @@ class ServiceTitanClient:
         self._cancelled = threading.Event()
         self._sleep = sleep or self._cancellable_sleep
         self.tokens = TokenProvider(
-            credentials, settings.auth_url, self._http, clock=clock, pause=self._sleep,
+            credentials,
+            settings.auth_url,
+            self._http,
+            clock=clock,
+            pause=self._sleep,
             bounds=TokenRequestBounds(
-                retry=options.retry, request_deadline_s=min(options.request_deadline_s, 60.0),
+                retry=options.retry,
+                request_deadline_s=min(options.request_deadline_s, 60.0),
                 max_retry_after_s=options.max_retry_after_s,
             ),
         )
         self.limiter = limiter or shared_limiter(
             settings.app_key.get_secret_value(), credentials.tenant_id, options.requests_per_second
         )
-        self.breaker = CircuitBreaker(
-            credentials.tenant_id,
-            failure_threshold=options.circuit_failure_threshold,
-            cooldown_s=options.circuit_cooldown_s,
-            clock=clock,
-        )
+        self.failure_stop = ConsecutiveFailureStop(credentials.tenant_id, limit=options.stop_after_consecutive_failures)
         self.stats = RequestStats()
         self._clock = clock
         self._rng = random.Random()
@@ -208,10 +222,6 @@ class ServiceTitanClient:
 
     # -- requests -------------------------------------------------------------------------
 
-    def get_json(self, endpoint: Endpoint, params: dict[str, Any] | None = None) -> Any:
-        """GET an endpoint of this tenant and return its decoded JSON body (see ``request``)."""
-        return self.request(endpoint, params)[0]
-
     def request(self, endpoint: Endpoint, params: dict[str, Any] | None = None) -> tuple[Any, bool]:
         """GET an endpoint of this tenant; returns the decoded body and whether its records are valid.
 
@@ -230,7 +240,7 @@ class ServiceTitanClient:
             nonlocal refusals, deadlines_passed
             if self._cancelled.is_set():
                 raise RequestCancelled("the tenant's run is stopping", tenant_id=self.tenant_id, endpoint=endpoint.path)
-            self.breaker.before_request(endpoint.path)
+            self.failure_stop.before_request(endpoint.path)
             sent_at = self.limiter.acquire()
             # After a 401 the retry fetches a token of its own, right before sending: a token another
             # thread fetched a while ago may have been revoked since, which says nothing of the credentials.
@@ -244,9 +254,11 @@ class ServiceTitanClient:
                 self.tokens.invalidate(token)
                 self.stats.count("reauthentications")
                 raise RetryableFailure(
-                    AuthenticationError(f"refused with HTTP 401 ({refusal.title})", tenant_id=self.tenant_id,
-                                        endpoint=endpoint.path),
-                    wait_s=0.0, counted=False,
+                    AuthenticationError(
+                        f"refused with HTTP 401 ({refusal.title})", tenant_id=self.tenant_id, endpoint=endpoint.path
+                    ),
+                    wait_s=0.0,
+                    counted=False,
                 ) from None
             except _DeadlinePassed as passed:
                 refusals = 0
@@ -257,7 +269,8 @@ class ServiceTitanClient:
                         f"{error.detail}, {deadlines_passed} times; ServiceTitan's own servers give up after "
                         "100 s, so this request will not be answered — the dataset stops here and the next run "
                         "tries again (raise request_deadline_s only for a slow network)",
-                        tenant_id=error.tenant_id, endpoint=error.endpoint,
+                        tenant_id=error.tenant_id,
+                        endpoint=error.endpoint,
                     ) from None
                 raise
             except RetryableFailure:
@@ -266,7 +279,11 @@ class ServiceTitanClient:
             return result
 
         return with_retries(
-            attempt, self.options.retry, clock=self._clock, pause=self._sleep, rng=self._rng,
+            attempt,
+            self.options.retry,
+            clock=self._clock,
+            pause=self._sleep,
+            rng=self._rng,
             on_retry=lambda: self.stats.count("retries", endpoint),
         )
 
@@ -276,13 +293,15 @@ class ServiceTitanClient:
         if _APP_KEY_REFUSAL.search(title):
             return AuthenticationError(
                 f"ServiceTitan rejected the application key ({title}); check SERVICETITAN_APP_KEY — it must be "
-                "the key of the app the tenant connected", **where,
+                "the key of the app the tenant connected",
+                **where,
             )
         return AuthenticationError(
             f"ServiceTitan refused {_FRESH_TOKENS_PER_REQUEST + 1} access tokens in a row, each freshly issued "
             f"for the tenant's client credentials ({title}); the credentials no longer grant API access (the app "
             "was disconnected or its access revoked) — ask the tenant's admin to reconnect the app, then "
-            f"`st-pipeline tenant update-credentials --tenant {self.tenant_id}`", **where,
+            f"`st-pipeline tenant update-credentials --tenant {self.tenant_id}`",
+            **where,
         )
 
     def _attempt(
@@ -302,7 +321,8 @@ class ServiceTitanClient:
             raise UnusableResponseError(
                 f"the response is {size}, above the {options.max_response_bytes / 1048576:.0f} MB this client accepts "
                 "(max_response_mb); nothing of it was stored — raise max_response_mb if pages this large are "
-                "expected", **where,
+                "expected",
+                **where,
             ) from None
         except httpx.TransportError as exc:  # timeouts, refused or dropped connections, TLS failures
             cause = unhealable_cause(exc)
@@ -310,23 +330,23 @@ class ServiceTitanClient:
                 raise ConfigurationError(f"{self.settings.api_url} cannot be used: {cause}", **where) from None
             if deadline.passed:
                 reason = f"no complete response within {options.request_deadline_s:.0f} s (request_deadline_s)"
-                self.breaker.record_failure(reason)
+                self.failure_stop.record_failure(reason)
                 raise _DeadlinePassed(ServerError(reason, **where)) from None
             reason = f"no response ({type(exc).__name__})"
-            self.breaker.record_failure(reason)
+            self.failure_stop.record_failure(reason)
             raise RetryableFailure(ServerError(reason, **where)) from None
         if status == 200:
             try:
                 decoded = decode_response(endpoint, content)
             except UnusableBody as exc:
-                self.breaker.record_success()  # the server answered; the answer is the problem
+                self.failure_stop.record_success()  # the server answered; the answer is the problem
                 raise UnusableResponseError(f"the response {exc.reason}; it cannot be read", **where) from None
             except ValueError:
-                self.breaker.record_failure("invalid JSON")
+                self.failure_stop.record_failure("invalid JSON")
                 raise RetryableFailure(
                     BadResponseError("the response body is not valid JSON (truncated?)", **where)
                 ) from None
-            self.breaker.record_success()
+            self.failure_stop.record_success()
             self.limiter.succeeded()
             return decoded
         title = _problem_title(content, status)
@@ -360,7 +380,7 @@ class ServiceTitanClient:
                 )
             raise RetryableFailure(RateLimitedError(f"rate limited ({title})", **where), wait_s=wait, counted=False)
         if status >= 500:
-            self.breaker.record_failure(f"HTTP {status}")
+            self.failure_stop.record_failure(f"HTTP {status}")
             raise RetryableFailure(ServerError(f"ServiceTitan answered HTTP {status} ({title})", **where))
         if status == 403:
             raise MissingScopeError(
@@ -495,8 +515,10 @@ class ServiceTitanClient:
         while True:
             number += 1
             if number > ceiling:
-                total = f"its reported total of {first.total_count} records" if first.total_count is not None else (
-                    f"{ceiling} pages (max_pages)"
+                total = (
+                    f"its reported total of {first.total_count} records"
+                    if first.total_count is not None
+                    else (f"{ceiling} pages (max_pages)")
                 )
                 raise PagingLoopError(
                     f"the list still says it has more records on page {number - 1}, past {total} "

@@ -4,7 +4,7 @@ Every message names the tenant and the endpoint it concerns and says what to do;
 contains a client secret, an access token or the application key.
 
 ``retryable`` tells the client whether trying the same request again can help; ``fatal_for_tenant``
-tells a sync whether the tenant's other endpoints should stop too (bad credentials, open circuit).
+tells a sync whether the tenant's other endpoints should stop too (bad credentials, too many consecutive failures).
 """
 
 from __future__ import annotations
@@ -107,7 +107,11 @@ class StuckCursorError(PagingLoopError):
     """An export feed keeps saying it has more data without moving its cursor (or repeats one)."""
 
 
-class CircuitOpenError(ServiceTitanError):
-    """Too many consecutive failures for this tenant: requests fail fast until a cool-down passes."""
+class ConsecutiveFailuresError(ServiceTitanError):
+    """Too many consecutive failed requests for this tenant: its requests are stopped for the run."""
 
     fatal_for_tenant = True
+
+
+# Deprecated: the old name, from when the stop was called a circuit breaker. Removed in 0.3.
+CircuitOpenError = ConsecutiveFailuresError

@@ -91,7 +91,11 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner = inner
 
     def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
         stream = self._inner.connect_tcp(

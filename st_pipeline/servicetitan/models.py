@@ -18,11 +18,11 @@ import math
 from dataclasses import dataclass, field
 from functools import cache
 from types import NoneType, UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
 
 import orjson
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
-from typing_extensions import NotRequired, Required, TypedDict, is_typeddict
+from typing_extensions import TypedDict, is_typeddict
 
 from st_pipeline.servicetitan.catalogue import Dataset, Endpoint, load_catalogue
 from st_pipeline.servicetitan.timestamps import parse_timestamp
@@ -266,7 +266,9 @@ def validate_page(dataset: Dataset, records: list[Any]) -> PageValidation:
     outcome = PageValidation()
     if adapter is None:
         outcome.valid = [r for r in records if isinstance(r, dict)]
-        outcome.quarantined = [Quarantined(r, "record is not a JSON object") for r in records if not isinstance(r, dict)]
+        outcome.quarantined = [
+            Quarantined(r, "record is not a JSON object") for r in records if not isinstance(r, dict)
+        ]
         return outcome
     try:
         adapter.validate_python(records)
@@ -304,7 +306,9 @@ def _repair_or_reason(record: Any, errors: list[dict[str, Any]], warnings: list[
         path = error["loc"][1:]
         if _is_non_finite_at(record, path):
             _set_null(record, path)
-            warnings.append(f"id {record.get('id')}: {'.'.join(map(str, path))} was not a finite number; stored as null")
+            warnings.append(
+                f"id {record.get('id')}: {'.'.join(map(str, path))} was not a finite number; stored as null"
+            )
         else:
             others.append(error)
     return _reason(others, offset=1) if others else None

@@ -1,16 +1,15 @@
-"""Retry policy (exponential backoff with jitter), the retry loop, and the per-tenant circuit breaker."""
+"""Retry policy (exponential backoff with jitter), the retry loop, and the per-tenant consecutive-failure stop."""
 
 from __future__ import annotations
 
 import random
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from st_pipeline.servicetitan.errors import CircuitOpenError, ServiceTitanError
+from st_pipeline.servicetitan.errors import ConsecutiveFailuresError, ServiceTitanError
 
 T = TypeVar("T")
 
@@ -93,7 +92,8 @@ def with_retries(
             wait = failure.wait_s if failure.wait_s is not None else policy.backoff_s(attempts, rng)
             if attempts >= policy.max_attempts or spent + wait > policy.max_elapsed_s:
                 raise type(error)(
-                    f"{error.detail} — gave up after {attempts} attempts", tenant_id=error.tenant_id,
+                    f"{error.detail} — gave up after {attempts} attempts",
+                    tenant_id=error.tenant_id,
                     endpoint=error.endpoint,
                 ) from None
             if on_retry is not None:
@@ -102,64 +102,45 @@ def with_retries(
             pause(wait)
 
 
-class CircuitBreaker:
-    """Opens after ``failure_threshold`` consecutive failed requests of one tenant.
+class ConsecutiveFailureStop:
+    """Stops a tenant's requests for the rest of the run after ``limit`` consecutive failed requests.
 
-    While open, requests fail fast with ``CircuitOpenError``. After ``cooldown_s`` one probe
-    request is let through (half-open): its success closes the circuit, its failure re-opens it.
+    That many failures in a row (each already retried) means the network or ServiceTitan is down
+    for this tenant; going on would only hammer it. Once stopped, every request raises
+    ``ConsecutiveFailuresError`` without being sent, which ends the tenant's run (the next run
+    resumes from the committed cursors). A success before the limit resets the count.
     """
 
-    def __init__(
-        self,
-        tenant_id: int,
-        *,
-        failure_threshold: int = 10,
-        cooldown_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, tenant_id: int, *, limit: int = 10) -> None:
         self.tenant_id = tenant_id
-        self.failure_threshold = failure_threshold
-        self.cooldown_s = cooldown_s
-        self._clock = clock
+        self.limit = limit
         self._lock = threading.Lock()
         self._consecutive_failures = 0
-        self._opened_at: float | None = None
-        self._probe_in_flight = False
         self.last_failure: str | None = None
-        self.times_opened = 0
 
     @property
-    def is_open(self) -> bool:
-        return self._opened_at is not None
+    def stopped(self) -> bool:
+        return self._consecutive_failures >= self.limit
 
     def before_request(self, endpoint: str) -> None:
-        """Raise ``CircuitOpenError`` unless a request may be sent now."""
+        """Raise ``ConsecutiveFailuresError`` once the limit was reached."""
         with self._lock:
-            if self._opened_at is None:
+            if self._consecutive_failures < self.limit:
                 return
-            if self._clock() - self._opened_at >= self.cooldown_s and not self._probe_in_flight:
-                self._probe_in_flight = True  # half-open: this request is the probe
-                return
-            raise CircuitOpenError(
-                f"{self._consecutive_failures} consecutive requests failed (last: {self.last_failure}); "
-                f"requests are stopped for {self.cooldown_s:.0f} s instead of hammering ServiceTitan — "
-                "check the network and ServiceTitan's status, then run again",
+            raise ConsecutiveFailuresError(
+                f"{self._consecutive_failures} consecutive requests failed (last: {self.last_failure}); the "
+                "tenant's requests are stopped for this run instead of hammering ServiceTitan — check the "
+                "network and ServiceTitan's status, then run again",
                 tenant_id=self.tenant_id,
                 endpoint=endpoint,
             )
 
     def record_success(self) -> None:
         with self._lock:
-            self._consecutive_failures = 0
-            self._opened_at = None
-            self._probe_in_flight = False
+            if self._consecutive_failures < self.limit:
+                self._consecutive_failures = 0
 
     def record_failure(self, reason: str) -> None:
         with self._lock:
             self._consecutive_failures += 1
             self.last_failure = reason
-            if self._probe_in_flight or self._consecutive_failures >= self.failure_threshold:
-                if self._opened_at is None or self._probe_in_flight:
-                    self.times_opened += 1
-                self._opened_at = self._clock()
-                self._probe_in_flight = False

@@ -133,7 +133,9 @@ def _page_size_max(query_params: list[dict[str, Any]]) -> int | None:
     return None
 
 
-def _endpoint(module: str, base_path: str, path: str, operation: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+def _endpoint(
+    module: str, base_path: str, path: str, operation: dict[str, Any], schemas: dict[str, Any]
+) -> dict[str, Any]:
     resource, is_export = _resource_of(path)
     query_list = [p for p in operation.get("parameters", []) if p["in"] == "query"]
     query = {p["name"]: _param_schema(p) for p in query_list}

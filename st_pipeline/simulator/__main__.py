@@ -34,26 +34,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scale", type=float, default=1.0, help="record volume multiplier")
     parser.add_argument(
-        "--tenant", type=int, action="append", required=True, metavar="ID",
+        "--tenant",
+        type=int,
+        action="append",
+        required=True,
+        metavar="ID",
         help="a tenant to serve (repeatable)",
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay of every response")
     parser.add_argument(
-        "--rate-limit", type=float, default=None, metavar="R",
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="R",
         help="API requests per second per tenant (default: unlimited)",
     )
     parser.add_argument(
-        "--fault-rate", type=float, default=0.0, metavar="P",
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
         help="chance of each kind of fault per API request (FaultPlan.uniform)",
     )
     parser.add_argument("--export-batch-size", type=int, default=500, metavar="N")
     parser.add_argument(
-        "--datasets", choices=("core", "all"), default="core",
+        "--datasets",
+        choices=("core", "all"),
+        default="core",
         help="core datasets only (default) or every catalogue dataset",
     )
-    parser.add_argument(
-        "--app-key", default=None, help=f"the ST-App-Key to require ({SimulatorConfig.app_key})"
-    )
+    parser.add_argument("--app-key", default=None, help=f"the ST-App-Key to require ({SimulatorConfig.app_key})")
     return parser.parse_args(argv)
 
 
@@ -88,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.perf_counter()
         counts = simulator.record_counts(tenant.tenant_id)  # generates the tenant's data
         print(
-            f"tenant {tenant.tenant_id}: {sum(counts.values())} records in "
-            f"{time.perf_counter() - started:.1f} s",
-            file=sys.stderr, flush=True,
+            f"tenant {tenant.tenant_id}: {sum(counts.values())} records in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+            flush=True,
         )
         if stop.is_set():
             return 0

@@ -119,7 +119,11 @@ ZERO = Decimal("0.00")
 # -- shares --------------------------------------------------------------------------------------
 
 JOB_STATUSES = (  # (status, cumulative share)
-    ("Completed", 0.70), ("Scheduled", 0.80), ("InProgress", 0.85), ("Hold", 0.90), ("Canceled", 1.0),
+    ("Completed", 0.70),
+    ("Scheduled", 0.80),
+    ("InProgress", 0.85),
+    ("Hold", 0.90),
+    ("Canceled", 1.0),
 )
 NO_CHARGE_TYPE_SHARE = 0.03  # jobs of a no-charge job type …
 NO_CHARGE_EXTRA_SHARE = 0.02  # … plus jobs flagged no-charge on their own: ~5% in all
@@ -146,23 +150,53 @@ INBOUND_SHARE = 0.85
 # -- vocabularies --------------------------------------------------------------------------------
 
 JOB_TYPE_TEMPLATES: tuple[tuple[str, int, bool], ...] = (  # name, sold threshold, no charge
-    ("Service Call", 100, False), ("Maintenance", 0, False), ("Replacement", 500, False),
-    ("Warranty", 0, True), ("Repair", 250, False), ("Install", 500, False),
-    ("Tune-Up", 100, False), ("Inspection", 0, False), ("Drain Cleaning", 250, False),
-    ("Recall", 0, True), ("Water Heater", 500, False), ("Estimate Visit", 100, False),
-    ("Emergency Service", 250, False), ("Duct Cleaning", 250, False),
-    ("Indoor Air Quality", 100, False), ("Callback", 0, True),
+    ("Service Call", 100, False),
+    ("Maintenance", 0, False),
+    ("Replacement", 500, False),
+    ("Warranty", 0, True),
+    ("Repair", 250, False),
+    ("Install", 500, False),
+    ("Tune-Up", 100, False),
+    ("Inspection", 0, False),
+    ("Drain Cleaning", 250, False),
+    ("Recall", 0, True),
+    ("Water Heater", 500, False),
+    ("Estimate Visit", 100, False),
+    ("Emergency Service", 250, False),
+    ("Duct Cleaning", 250, False),
+    ("Indoor Air Quality", 100, False),
+    ("Callback", 0, True),
 )
 BUSINESS_UNIT_NAMES = (
-    "HVAC Service", "HVAC Install", "Plumbing Service", "Plumbing Install", "Electrical Service",
-    "Electrical Install", "Drains & Sewer", "Commercial",
+    "HVAC Service",
+    "HVAC Install",
+    "Plumbing Service",
+    "Plumbing Install",
+    "Electrical Service",
+    "Electrical Install",
+    "Drains & Sewer",
+    "Commercial",
 )
 CAMPAIGN_NAMES = (
-    "Google Ads", "Yelp", "Facebook", "Direct Mail", "Referral", "Website", "Repeat Customer",
-    "Radio", "Truck Wrap", "Home Show", "Nextdoor", "Angi",
+    "Google Ads",
+    "Yelp",
+    "Facebook",
+    "Direct Mail",
+    "Referral",
+    "Website",
+    "Repeat Customer",
+    "Radio",
+    "Truck Wrap",
+    "Home Show",
+    "Nextdoor",
+    "Angi",
 )
 MEMBERSHIP_TYPE_NAMES = (
-    "Comfort Club", "Gold Plan", "Silver Plan", "Plumbing Protection", "Whole Home Plan",
+    "Comfort Club",
+    "Gold Plan",
+    "Silver Plan",
+    "Plumbing Protection",
+    "Whole Home Plan",
     "Commercial Care",
 )
 PAYMENT_TERMS = {"Net 15": 15, "Net 30": 30}  # days; other terms: due on receipt
@@ -171,23 +205,29 @@ PAYMENT_TYPES = ("Credit Card", "Credit Card", "Check", "Cash", "ACH", "Financin
 # Price book: per item type, (name, lowest, highest unit price in cents).
 SKUS: dict[str, tuple[tuple[str, int, int], ...]] = {
     "Service": (
-        ("Diagnostic Fee", 8_900, 12_900), ("Repair Labor", 15_000, 65_000),
-        ("System Tune-Up", 9_900, 19_900), ("Drain Clearing", 17_500, 39_500),
+        ("Diagnostic Fee", 8_900, 12_900),
+        ("Repair Labor", 15_000, 65_000),
+        ("System Tune-Up", 9_900, 19_900),
+        ("Drain Clearing", 17_500, 39_500),
         ("Safety Inspection", 7_900, 14_900),
     ),
     "Material": (
-        ("Capacitor", 4_500, 18_000), ("Air Filter", 1_500, 6_500), ("Copper Fitting", 500, 4_500),
-        ("Thermostat", 9_000, 35_000), ("PVC Pipe", 800, 6_000),
+        ("Capacitor", 4_500, 18_000),
+        ("Air Filter", 1_500, 6_500),
+        ("Copper Fitting", 500, 4_500),
+        ("Thermostat", 9_000, 35_000),
+        ("PVC Pipe", 800, 6_000),
     ),
     "Equipment": (
-        ("Water Heater 50 gal", 120_000, 320_000), ("AC Condenser 3 ton", 350_000, 900_000),
-        ("Gas Furnace 80k BTU", 250_000, 650_000), ("Sump Pump", 40_000, 120_000),
+        ("Water Heater 50 gal", 120_000, 320_000),
+        ("AC Condenser 3 ton", 350_000, 900_000),
+        ("Gas Furnace 80k BTU", 250_000, 650_000),
+        ("Sump Pump", 40_000, 120_000),
     ),
     "PriceModifier": (("Member Discount", 0, 0), ("Coupon", 0, 0)),
 }
 SKU_IDS: dict[str, int] = {
-    name: 810_001 + index
-    for index, name in enumerate(name for skus in SKUS.values() for name, _, _ in skus)
+    name: 810_001 + index for index, name in enumerate(name for skus in SKUS.values() for name, _, _ in skus)
 }
 NO_CHARGE_SKU = "No Charge Visit"
 ADJUSTMENT_SKUS = {True: "Additional Work", False: "Credit Adjustment"}  # by sign
@@ -214,14 +254,22 @@ NON_INCOME_ACCOUNTS: tuple[Record, ...] = (
 COST_OF_SALES = _gl_account("5000", "Cost of Goods Sold", "CostOfGoodsSold", "Supplies & Materials - COGS")
 
 APPOINTMENT_STATUS = {
-    "Completed": "Done", "Scheduled": "Scheduled", "InProgress": "Working", "Hold": "Hold",
+    "Completed": "Done",
+    "Scheduled": "Scheduled",
+    "InProgress": "Working",
+    "Hold": "Hold",
     "Canceled": "Canceled",
 }
 ASSIGNMENT_STATUS = {"Completed": "Done", "InProgress": "Working"}  # else "Scheduled"
 
 # Job fields that would point at records nobody generates: null rather than dangling.
 _DANGLING_JOB_FIELDS = (
-    "bookingId", "leadCallId", "partnerLeadCallId", "membershipId", "recallForId", "warrantyId",
+    "bookingId",
+    "leadCallId",
+    "partnerLeadCallId",
+    "membershipId",
+    "recallForId",
+    "warrantyId",
     "createdFromEstimateId",
 )
 # Placeholders a job is serialized with until its invoice exists (see InvoiceRules.finish).
@@ -280,13 +328,31 @@ class JobFact:
     """What later datasets need to know about one job (kept for every job of a tenant)."""
 
     __slots__ = (
-        "id", "number", "customer", "location", "unit", "status", "created", "completed",
-        "type", "no_charge", "invoice_id", "total", "record", "target",
+        "id",
+        "number",
+        "customer",
+        "location",
+        "unit",
+        "status",
+        "created",
+        "completed",
+        "type",
+        "no_charge",
+        "invoice_id",
+        "total",
+        "record",
+        "target",
     )
 
     def __init__(
-        self, job_id: int, refs: Refs, status: str, created: int, completed: int | None,
-        job_type: JobType, no_charge: bool,
+        self,
+        job_id: int,
+        refs: Refs,
+        status: str,
+        created: int,
+        completed: int | None,
+        job_type: JobType,
+        no_charge: bool,
     ) -> None:
         self.id = job_id
         self.number = str(job_id)
@@ -310,7 +376,11 @@ class PaymentSlot:
     __slots__ = ("date", "invoice_id", "amount", "customer", "unit")
 
     def __init__(
-        self, date: int, invoice_id: int, amount: Decimal, customer: RefTarget | None,
+        self,
+        date: int,
+        invoice_id: int,
+        amount: Decimal,
+        customer: RefTarget | None,
         unit: RefTarget | None,
     ) -> None:
         self.date = date
@@ -368,12 +438,8 @@ class TenantBusiness:
         self.payment_budget = volume(PAYMENTS)
         self.payment_slots: list[PaymentSlot] = []
         # Embedded items kept for the datasets that serve them on their own (only if planned).
-        self.invoice_items: list[tuple[Record, int, bool, int, int]] | None = (
-            [] if INVOICE_ITEMS in planned else None
-        )
-        self.estimate_items: list[tuple[Record, int, int]] | None = (
-            [] if ESTIMATE_ITEMS in planned else None
-        )
+        self.invoice_items: list[tuple[Record, int, bool, int, int]] | None = [] if INVOICE_ITEMS in planned else None
+        self.estimate_items: list[tuple[Record, int, int]] | None = [] if ESTIMATE_ITEMS in planned else None
         self._next_ids = {key: self._range_start(key) for key in (INVOICE_ITEMS, ESTIMATE_ITEMS)}
         self._rules: dict[str, Rules | None] = {}
         self._other_units: dict[int | None, list[RefTarget]] = {}
@@ -687,8 +753,9 @@ class InvoiceRules(Rules):
             refs.pop(JOBS, None)
             job = None
             date: int | None = created
-            items, subtotal, discount = self._items(data, job, refs.get(BUSINESS_UNITS), 1 + int(r() * 3), date,
-                                                    r, first=("Material", "Service"))
+            items, subtotal, discount = self._items(
+                data, job, refs.get(BUSINESS_UNITS), 1 + int(r() * 3), date, r, first=("Material", "Service")
+            )
             configuration = "CounterSales"
         elif u < NO_JOB_INVOICE_SHARE + ADJUSTMENT_SHARE and self.adjustable:
             adjusted, job, original_date = _pick(self.adjustable, r)
@@ -737,14 +804,22 @@ class InvoiceRules(Rules):
                 data["businessUnit"] = {"id": job.unit.id, "name": job.unit.name}
         stamp = None if date is None else format_ticks(date)
         terms = PAYMENT_TERMS.get(data.get("termName"), 0)  # type: ignore[arg-type]
-        data.update({
-            "adjustmentToId": adjusted, "invoiceConfiguration": configuration,
-            "referenceNumber": str(invoice_id), "items": items, "subTotal": money(subtotal),
-            "salesTax": money(tax), "total": money(total), "discountTotal": money(discount),
-            "balance": money(total - paid), "invoiceDate": stamp,
-            "dueDate": stamp if date is None or not terms else format_ticks(date + terms * DAY),
-            "paidOn": None if paid_on is None else stamp if paid_on == date else format_ticks(paid_on),
-        })
+        data.update(
+            {
+                "adjustmentToId": adjusted,
+                "invoiceConfiguration": configuration,
+                "referenceNumber": str(invoice_id),
+                "items": items,
+                "subTotal": money(subtotal),
+                "salesTax": money(tax),
+                "total": money(total),
+                "discountTotal": money(discount),
+                "balance": money(total - paid),
+                "invoiceDate": stamp,
+                "dueDate": stamp if date is None or not terms else format_ticks(date + terms * DAY),
+                "paidOn": None if paid_on is None else stamp if paid_on == date else format_ticks(paid_on),
+            }
+        )
         data.update(self.nulls(data, ("membershipId", "depositedOn", "projectId", "budgetCodeId")))
         if b.invoice_items is not None and index >= 0:
             active = bool(data.get("active", True))
@@ -759,8 +834,17 @@ class InvoiceRules(Rules):
     # -- items -------------------------------------------------------------------------------
 
     def _item(
-        self, template: Record, kind: str, sku: str, quantity: int, price: Decimal,
-        unit: RefTarget | None, shared: Record, order: int, r: Draw, account: Record | None = None,
+        self,
+        template: Record,
+        kind: str,
+        sku: str,
+        quantity: int,
+        price: Decimal,
+        unit: RefTarget | None,
+        shared: Record,
+        order: int,
+        r: Draw,
+        account: Record | None = None,
     ) -> tuple[Record, Decimal]:
         """One item (``template``: a generated item to fill in) and its total."""
         total = price * quantity
@@ -779,39 +863,75 @@ class InvoiceRules(Rules):
             others = self.b.other_units(unit)
             unit = _pick(others, r) if others else unit
         template.update(shared)
-        template.update({
-            "id": self.b.next_id(INVOICE_ITEMS), "type": kind, "skuId": SKU_IDS[sku], "skuName": sku,
-            "displayName": sku, "description": sku, "quantity": f"{quantity}.00", "price": money(price),
-            "total": money(total), "cost": money(cost), "totalCost": money(cost * quantity),
-            "businessUnit": _named(unit), "generalLedgerAccount": account,
-            "costOfSaleAccount": cost_accounts[0], "assetAccount": cost_accounts[1], "order": order,
-        })
+        template.update(
+            {
+                "id": self.b.next_id(INVOICE_ITEMS),
+                "type": kind,
+                "skuId": SKU_IDS[sku],
+                "skuName": sku,
+                "displayName": sku,
+                "description": sku,
+                "quantity": f"{quantity}.00",
+                "price": money(price),
+                "total": money(total),
+                "cost": money(cost),
+                "totalCost": money(cost * quantity),
+                "businessUnit": _named(unit),
+                "generalLedgerAccount": account,
+                "costOfSaleAccount": cost_accounts[0],
+                "assetAccount": cost_accounts[1],
+                "order": order,
+            }
+        )
         return template, total
 
     def _items(
-        self, data: Record, job: JobFact | None, unit: RefTarget | None, count: int,
-        date: int | None, r: Draw, first: tuple[str, ...] = FIRST_ITEM_TYPES,
+        self,
+        data: Record,
+        job: JobFact | None,
+        unit: RefTarget | None,
+        count: int,
+        date: int | None,
+        r: Draw,
+        first: tuple[str, ...] = FIRST_ITEM_TYPES,
         adjustment: bool = False,
     ) -> tuple[list[Record], Decimal, Decimal]:
         """``count`` items (a no-charge job's: one free visit; an adjustment: one amount), their
         sum and the discounts among them (positive)."""
         templates = data.get("items") or [{}]
         shared = {
-            "createdOn": data.get("createdOn"), "modifiedOn": data.get("modifiedOn"),
-            "serviceDate": None if date is None else format_ticks(date), "memberPrice": None,
-            "isChargeable": True, "taxable": True, "estimateItemId": None, "installedEquipmentId": None,
-            "budgetCodeId": None, "membershipTypeId": None,
+            "createdOn": data.get("createdOn"),
+            "modifiedOn": data.get("modifiedOn"),
+            "serviceDate": None if date is None else format_ticks(date),
+            "memberPrice": None,
+            "isChargeable": True,
+            "taxable": True,
+            "estimateItemId": None,
+            "installedEquipmentId": None,
+            "budgetCodeId": None,
+            "membershipTypeId": None,
         }
         if adjustment:
             positive = r() < 0.5
             amount = _cents(1_000 + int(r() * 14_000))
             kind = "Service" if positive else "PriceModifier"
-            item, total = self._item(templates[0], kind, ADJUSTMENT_SKUS[positive], 1,
-                                     amount if positive else -amount, unit, shared, 1, r, INCOME_ACCOUNTS[kind])
+            item, total = self._item(
+                templates[0],
+                kind,
+                ADJUSTMENT_SKUS[positive],
+                1,
+                amount if positive else -amount,
+                unit,
+                shared,
+                1,
+                r,
+                INCOME_ACCOUNTS[kind],
+            )
             return [item], total, ZERO if positive else amount
         if job is not None and job.no_charge:
-            item, total = self._item(templates[0], "Service", NO_CHARGE_SKU, 1, ZERO, unit, shared, 1, r,
-                                     INCOME_ACCOUNTS["Service"])
+            item, total = self._item(
+                templates[0], "Service", NO_CHARGE_SKU, 1, ZERO, unit, shared, 1, r, INCOME_ACCOUNTS["Service"]
+            )
             return [item], total, ZERO
         items: list[Record] = []
         running = discount = ZERO
@@ -924,8 +1044,12 @@ class PaymentRules(Rules):
         template = (data.get("appliedTo") or [{}])[0]
         stamp = format_ticks(slot.date)
         entry = dict(template)
-        entry.update(appliedAmount=money(slot.amount), appliedOn=stamp, appliedTo=slot.invoice_id,
-                     appliedToReferenceNumber=str(slot.invoice_id))
+        entry.update(
+            appliedAmount=money(slot.amount),
+            appliedOn=stamp,
+            appliedTo=slot.invoice_id,
+            appliedToReferenceNumber=str(slot.invoice_id),
+        )
         data["appliedTo"] = [entry]
         data["unappliedAmount"] = money(unapplied)
         data["total"] = money(slot.amount + unapplied)
@@ -969,16 +1093,21 @@ class EstimateRules(Rules):
         stamps = (data.get("createdOn"), data.get("modifiedOn"))
         items, subtotal = self._items(stamps, r)
         data.update(
-            jobId=job.id, jobNumber=job.number, customerId=job.customer.id if job.customer else None,
+            jobId=job.id,
+            jobNumber=job.number,
+            customerId=job.customer.id if job.customer else None,
             locationId=job.location.id if job.location else None,
             businessUnitId=job.unit.id if job.unit else None,
             businessUnitName=job.unit.name if job.unit else None,
             status={"name": status, "value": value},
             soldOn=None if sold_on is None else format_ticks(sold_on),
             soldBy=_pick(technicians, r).id if sold_on is not None and technicians else None,
-            items=items, subtotal=float(subtotal),
+            items=items,
+            subtotal=float(subtotal),
             tax=float((subtotal * b.tax_rate).quantize(CENT, ROUND_HALF_UP)),
-            isChangeOrder=False, projectId=None, budgetCodeId=None,
+            isChangeOrder=False,
+            projectId=None,
+            budgetCodeId=None,
         )
         if b.estimate_items is not None and index >= 0:
             b.estimate_items.extend((item, created, modified) for item in items)
@@ -997,20 +1126,36 @@ class EstimateRules(Rules):
             account = INCOME_ACCOUNTS[kind]
             total = rate * quantity
             subtotal += total
-            items.append({
-                "budgetCodeId": None, "chargeable": True, "createdOn": stamps[0], "description": sku,
-                "id": self.b.next_id(ESTIMATE_ITEMS), "invoiceItemId": None, "itemGroupName": kind,
-                "itemGroupRootId": None, "membershipTypeId": None, "modifiedOn": stamps[1],
-                "qty": float(quantity),
-                "sku": {
-                    "displayName": sku, "generalLedgerAccountId": account["id"],
-                    "generalLedgerAccountName": account["name"], "id": SKU_IDS[sku],
-                    "modifiedOn": stamps[0], "name": sku, "soldHours": 1.0 if kind == "Service" else 0.0,
-                    "type": kind,
-                },
-                "skuAccount": account["number"], "total": float(total),
-                "totalCost": float(cost * quantity), "unitCost": float(cost), "unitRate": float(rate),
-            })
+            items.append(
+                {
+                    "budgetCodeId": None,
+                    "chargeable": True,
+                    "createdOn": stamps[0],
+                    "description": sku,
+                    "id": self.b.next_id(ESTIMATE_ITEMS),
+                    "invoiceItemId": None,
+                    "itemGroupName": kind,
+                    "itemGroupRootId": None,
+                    "membershipTypeId": None,
+                    "modifiedOn": stamps[1],
+                    "qty": float(quantity),
+                    "sku": {
+                        "displayName": sku,
+                        "generalLedgerAccountId": account["id"],
+                        "generalLedgerAccountName": account["name"],
+                        "id": SKU_IDS[sku],
+                        "modifiedOn": stamps[0],
+                        "name": sku,
+                        "soldHours": 1.0 if kind == "Service" else 0.0,
+                        "type": kind,
+                    },
+                    "skuAccount": account["number"],
+                    "total": float(total),
+                    "totalCost": float(cost * quantity),
+                    "unitCost": float(cost),
+                    "unitRate": float(rate),
+                }
+            )
         return items, subtotal
 
 
@@ -1060,20 +1205,29 @@ class MembershipRules(Rules):
         else:
             status = "Active" if index < 0 or ends > END else "Expired"
         technicians = b.pool(TECHNICIANS)
-        data.update({
-            "customerId": job.customer.id if job.customer else data.get("customerId"),
-            "locationId": job.location.id if job.location else data.get("locationId"),
-            "recurringLocationId": job.location.id if job.location else None,
-            "businessUnitId": job.unit.id if job.unit else data.get("businessUnitId"),
-            "membershipTypeId": (
-                _pick(b.membership_types, r)[0] if b.membership_types else data.get("membershipTypeId")
-            ),
-            "soldById": _pick(technicians, r).id if technicians else None,
-            "from": format_ticks(sold), "to": format_ticks(ends), "duration": 12, "status": status,
-            "cancellationDate": None if cancelled is None else format_ticks(cancelled),
-            "activatedFromId": None, "cancellationInvoiceId": None, "cancellationBalanceInvoiceId": None,
-            "renewedById": None, "renewalMembershipTaskId": None, "billingTemplateId": None,
-        })
+        data.update(
+            {
+                "customerId": job.customer.id if job.customer else data.get("customerId"),
+                "locationId": job.location.id if job.location else data.get("locationId"),
+                "recurringLocationId": job.location.id if job.location else None,
+                "businessUnitId": job.unit.id if job.unit else data.get("businessUnitId"),
+                "membershipTypeId": (
+                    _pick(b.membership_types, r)[0] if b.membership_types else data.get("membershipTypeId")
+                ),
+                "soldById": _pick(technicians, r).id if technicians else None,
+                "from": format_ticks(sold),
+                "to": format_ticks(ends),
+                "duration": 12,
+                "status": status,
+                "cancellationDate": None if cancelled is None else format_ticks(cancelled),
+                "activatedFromId": None,
+                "cancellationInvoiceId": None,
+                "cancellationBalanceInvoiceId": None,
+                "renewedById": None,
+                "renewalMembershipTaskId": None,
+                "billingTemplateId": None,
+            }
+        )
 
 
 # -- calls, leads and bookings --------------------------------------------------------------------
@@ -1198,7 +1352,7 @@ class SplitRules(Rules):
                 technician = _pick(technicians, r)
                 if technician not in chosen:
                     chosen.append(technician)
-            self.pending = [(job.id, t.id, split) for t, split in zip(chosen, pattern)]
+            self.pending = [(job.id, t.id, split) for t, split in zip(chosen, pattern, strict=True)]
         job_id, technician_id, split = self.pending.pop(0)
         self.remaining -= 1
         data["jobId"] = job_id

@@ -10,17 +10,17 @@ from __future__ import annotations
 import re
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 TICKS_PER_SECOND = 10_000_000
 TICKS_PER_DAY = 86_400 * TICKS_PER_SECOND
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_DATE = date(1970, 1, 1)
 
 # Generated data lies in the two years before this instant. A fixed date, not the wall clock,
 # keeps the data identical from one run to the next.
-REFERENCE_END = datetime(2025, 6, 1, tzinfo=timezone.utc)
+REFERENCE_END = datetime(2025, 6, 1, tzinfo=UTC)
 REFERENCE_END_TICKS = (REFERENCE_END - _EPOCH) // timedelta(microseconds=1) * 10
 HISTORY_TICKS = 730 * TICKS_PER_DAY
 REFERENCE_START_TICKS = REFERENCE_END_TICKS - HISTORY_TICKS
@@ -72,8 +72,13 @@ def parse_ticks(text: str) -> int:
         raise ValueError(f"not a date or date-time: {text!r}")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     moment = datetime(
-        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
-        tzinfo=timezone.utc,
+        int(year),
+        int(month),
+        int(day),
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        tzinfo=UTC,
     )
     ticks = (moment - _EPOCH) // timedelta(microseconds=1) * 10
     if fraction:

@@ -54,9 +54,7 @@ def expression(text: str, **bindings: Any) -> Callable[[Any], Any]:
     return compiled(Code(text, bindings))
 
 
-def combine(
-    template: str, *children: Callable[[Any], Any], **bindings: Any
-) -> Callable[[Any], Any]:
+def combine(template: str, *children: Callable[[Any], Any], **bindings: Any) -> Callable[[Any], Any]:
     """A generator whose code is ``template`` with ``{0}``, ``{1}``… replaced by the children's
     code (parenthesized). The template must not contain other braces; build literal braces
     with :func:`combine_object`.

@@ -103,8 +103,8 @@ def _differing_properties(
     differing = {
         name: node
         for name, node in properties.items()
-        if name not in base_properties or json.dumps(node, sort_keys=True)
-        != json.dumps(base_properties[name], sort_keys=True)
+        if name not in base_properties
+        or json.dumps(node, sort_keys=True) != json.dumps(base_properties[name], sort_keys=True)
     }
     return tuple(properties), differing
 
@@ -125,19 +125,13 @@ class DatasetGenerator:
         self.id_base = id_base
         endpoint = dataset.extraction_endpoint
         if endpoint.record_schema is None:
-            raise UnsupportedDataset(
-                f"{endpoint.path} has no JSON record schema (it serves files, not records)"
-            )
-        compiler = SchemaCompiler(
-            catalogue, dataset.module, title_of(dataset.resource), available, self.core
-        )
+            raise UnsupportedDataset(f"{endpoint.path} has no JSON record schema (it serves files, not records)")
+        compiler = SchemaCompiler(catalogue, dataset.module, title_of(dataset.resource), available, self.core)
         self._gen = compiler.record(endpoint.record_schema)
         schema = compiler.schemas[endpoint.record_schema]
         properties = schema["properties"]
         self.full_shape = Shape(name=endpoint.path, keys=tuple(properties))
-        self._has = {
-            name: name in properties for name in ("id", "createdOn", "modifiedOn", "active")
-        }
+        self._has = {name: name in properties for name in ("id", "createdOn", "modifiedOn", "active")}
         kinds = referenced_kinds(catalogue, dataset.module, endpoint.record_schema) & available
         self._anchor = next((kind for kind in ANCHOR_ORDER if kind in kinds), None)
         self.references = frozenset(kinds)
@@ -154,9 +148,7 @@ class DatasetGenerator:
                 self._extra_gens[other.path] = compiler.properties(differing)
             # Most list endpoints show the export record without ``active``: cut from the JSON.
             drops_active = (
-                not differing
-                and "active" in properties
-                and keys == tuple(key for key in properties if key != "active")
+                not differing and "active" in properties and keys == tuple(key for key in properties if key != "active")
             )
             self.shapes[other.path] = Shape(other.path, keys, frozenset(differing), drops_active)
 
@@ -190,12 +182,13 @@ class DatasetGenerator:
             rules.begin(count)
         next_id = self.id_base + (tenant_id % 1000) * 1000
         # Ids grow with creation time, as they do in ServiceTitan.
-        created_ticks = sorted(
-            REFERENCE_START_TICKS + int(r() * HISTORY_TICKS) for _ in range(count)
-        )
+        created_ticks = sorted(REFERENCE_START_TICKS + int(r() * HISTORY_TICKS) for _ in range(count))
         anchors = pools.get(self._anchor, []) if self._anchor else []
         has_id, has_created, has_modified, has_active = (
-            self._has["id"], self._has["createdOn"], self._has["modifiedOn"], self._has["active"]
+            self._has["id"],
+            self._has["createdOn"],
+            self._has["modifiedOn"],
+            self._has["active"],
         )
         own_pool: list[RefTarget] | None = [] if self.core else None
         records: list[StoredRecord] = []
@@ -301,9 +294,7 @@ class DatasetGenerator:
             extras[path] = gen(c)
         return StoredRecord.from_data(record_id, ticks, ticks, True, data, extras)
 
-    def changed_record(
-        self, record: StoredRecord, ticks: int, active: bool | None = None
-    ) -> StoredRecord:
+    def changed_record(self, record: StoredRecord, ticks: int, active: bool | None = None) -> StoredRecord:
         """``record`` modified at ``ticks`` (and (de)activated when ``active`` is given)."""
         data = record.copy_data()
         if self._has["modifiedOn"]:
@@ -311,9 +302,7 @@ class DatasetGenerator:
         new_active = record.active if active is None or not self._has["active"] else active
         if self._has["active"]:
             data["active"] = new_active
-        return StoredRecord(
-            record.id, record.created, ticks, new_active, dumpb(data), record.extras
-        )
+        return StoredRecord(record.id, record.created, ticks, new_active, dumpb(data), record.extras)
 
 
 def _endpoints_of(catalogue: Catalogue, dataset: Dataset) -> Iterable[Endpoint]:
@@ -390,9 +379,7 @@ def _with_dependencies(wanted: set[str], known: set[str]) -> set[str]:
     return result
 
 
-_plans: weakref.WeakKeyDictionary[Catalogue, dict[tuple[str, ...] | None, GenerationPlan]] = (
-    weakref.WeakKeyDictionary()
-)
+_plans: weakref.WeakKeyDictionary[Catalogue, dict[tuple[str, ...] | None, GenerationPlan]] = weakref.WeakKeyDictionary()
 _plans_lock = threading.Lock()
 
 
@@ -439,9 +426,7 @@ def generate_tenant(plan: GenerationPlan, seed: int, tenant_id: int, scale: floa
         # A job's record is completed (its invoice) while the invoices are generated, before
         # anyone reads the stores.
         stores = {
-            generator.key: DatasetStore(
-                generator.key, generator.generate(seed, tenant_id, scale, pools, business)
-            )
+            generator.key: DatasetStore(generator.key, generator.generate(seed, tenant_id, scale, pools, business))
             for generator in plan.generators
         }
         business.close()

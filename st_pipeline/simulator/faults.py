@@ -75,7 +75,10 @@ class FaultPlan:
 
     def _raw_rates(self) -> tuple[float, ...]:
         return (
-            self.server_error_rate, self.drop_rate, self.truncate_rate, self.slow_rate,
+            self.server_error_rate,
+            self.drop_rate,
+            self.truncate_rate,
+            self.slow_rate,
             self.throttle_rate,
         )
 
@@ -175,9 +178,7 @@ class FaultInjector:
         self._faults: list[_Queued] = []
         self._lock = threading.Lock()
 
-    def inject(
-        self, status: int, count: int, tenant_id: int | None, retry_after_s: int | None
-    ) -> None:
+    def inject(self, status: int, count: int, tenant_id: int | None, retry_after_s: int | None) -> None:
         """Queue ``status`` (an HTTP error status, or 0 for a dropped connection) for the next
         ``count`` requests (of ``tenant_id``, or of any tenant)."""
         if status != 0 and not 400 <= status <= 599:
@@ -233,8 +234,7 @@ class FaultDraws:
             return None
         pairs = sorted(parse_qsl(query, keep_blank_values=True))
         request = "\x1f".join(
-            [str(self._seed), str(tenant_id), method, path]
-            + [f"{name}={value}" for name, value in pairs]
+            [str(self._seed), str(tenant_id), method, path] + [f"{name}={value}" for name, value in pairs]
         ).encode()
         key = hashlib.blake2b(request, digest_size=16).digest()
         with self._lock:

@@ -102,8 +102,7 @@ def _export_start(value: str | None) -> Position:
             pass
     raise ApiError(
         400,
-        "Invalid 'from' value: use a continuation token returned in 'continueFrom' "
-        "or a date such as 2020-01-01.",
+        "Invalid 'from' value: use a continuation token returned in 'continueFrom' or a date such as 2020-01-01.",
         {"from": ["The value is neither a continuation token nor a date."]},
     )
 
@@ -263,10 +262,7 @@ def export_body(
         cursor = f'"loop-{hashlib.sha256(str(raw_from).encode()).hexdigest()[:16]}"'
     else:
         cursor = dumps(raw_from) if repeat else f'"{encode_position(position)}"'
-    head = (
-        f'{{"hasMore":{"true" if has_more or repeat else "false"},'
-        f'"continueFrom":{cursor},"data":['
-    )
+    head = f'{{"hasMore":{"true" if has_more or repeat else "false"},"continueFrom":{cursor},"data":['
     return b"".join((head.encode(), join_json(records, shape), b"]}"))
 
 
@@ -313,9 +309,7 @@ def list_body(
     return b"".join((head.encode(), join_json(records, shape), b"]}"))
 
 
-def lookup_body(
-    store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query
-) -> bytes:
+def lookup_body(store: DatasetStore, endpoint: Endpoint, shape: Shape | None, query: Query) -> bytes:
     """A JSON array of every (matching) record, for unpaged lookup endpoints."""
     row_filter = _list_filter(query, endpoint, default_active=True)
     records = store.select("id", False, row_filter, row_filter.predicate())

@@ -48,9 +48,7 @@ class RefTarget:
 
     __slots__ = ("id", "kind", "name", "links")
 
-    def __init__(
-        self, record_id: int, kind: str, name: str | None, refs: dict[str, RefTarget]
-    ) -> None:
+    def __init__(self, record_id: int, kind: str, name: str | None, refs: dict[str, RefTarget]) -> None:
         self.id = record_id
         self.kind = kind
         self.name = name
@@ -94,9 +92,12 @@ def _is_small_entity(schema: dict[str, Any]) -> bool:
         "id" in properties
         and ("name" in properties or "number" in properties)
         and len(properties) <= 8
-        and all("$ref" not in node and "oneOf" not in node and node.get("type") not in
-                ("object", "array", ["array", "null"], ["object", "null"])
-                for node in properties.values())
+        and all(
+            "$ref" not in node
+            and "oneOf" not in node
+            and node.get("type") not in ("object", "array", ["array", "null"], ["object", "null"])
+            for node in properties.values()
+        )
     )
 
 
@@ -165,16 +166,12 @@ class SchemaCompiler:
 
     # -- nodes -----------------------------------------------------------------------------
 
-    def _node(
-        self, node: dict[str, Any], field: str, depth: int, stack: tuple[str, ...], title: str
-    ) -> Gen:
+    def _node(self, node: dict[str, Any], field: str, depth: int, stack: tuple[str, ...], title: str) -> Gen:
         node, nullable = _split_nullable(node)
         gen = self._non_null(node, field, depth, stack, title)
         return _maybe_null(gen) if nullable and gen is not _TERMINAL else gen
 
-    def _non_null(
-        self, node: dict[str, Any], field: str, depth: int, stack: tuple[str, ...], title: str
-    ) -> Gen:
+    def _non_null(self, node: dict[str, Any], field: str, depth: int, stack: tuple[str, ...], title: str) -> Gen:
         """``title`` names the enclosing object (``Job``, ``Custom field``) for text values."""
         ref = node.get("$ref")
         if ref is not None:
@@ -222,8 +219,13 @@ class SchemaCompiler:
         return gen
 
     def _array(
-        self, node: dict[str, Any], field: str, depth: int, stack: tuple[str, ...],
-        low: int, high: int,
+        self,
+        node: dict[str, Any],
+        field: str,
+        depth: int,
+        stack: tuple[str, ...],
+        low: int,
+        high: int,
     ) -> Gen:
         item = self._node(node.get("items", {}), field, depth + 1, stack, title_of(field))
         if item is _TERMINAL:
@@ -245,7 +247,12 @@ class SchemaCompiler:
         return combine_object(fields)
 
     def _property(
-        self, name: str, node: dict[str, Any], depth: int, stack: tuple[str, ...], title: str,
+        self,
+        name: str,
+        node: dict[str, Any],
+        depth: int,
+        stack: tuple[str, ...],
+        title: str,
         top: bool,
     ) -> Gen:
         resolved, _ = self.resolve(node)

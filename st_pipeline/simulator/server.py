@@ -100,9 +100,7 @@ class Simulator:
         self.unsupported_datasets: dict[str, str] = dict(self._plan.unsupported)
         """Datasets that cannot be generated, with the reason (e.g. the endpoint serves files)."""
         self._generators = {g.key: g for g in self._plan.generators}
-        self._routes = RouteTable(
-            catalogue, [g for g in self._plan.generators if g.key in self._plan.served]
-        )
+        self._routes = RouteTable(catalogue, [g for g in self._plan.generators if g.key in self._plan.served])
         self.scope = " ".join(sorted({s for e in catalogue.endpoints for s in e.scopes}))
 
         self.clock = SimClock()
@@ -155,8 +153,10 @@ class Simulator:
         if self.config.revoke_tokens_every_s is not None:
             self._stopping.clear()
             threading.Thread(
-                target=self._revoke_tokens_forever, args=(self.config.revoke_tokens_every_s,),
-                name="st-simulator:token-revoker", daemon=True,
+                target=self._revoke_tokens_forever,
+                args=(self.config.revoke_tokens_every_s,),
+                name="st-simulator:token-revoker",
+                daemon=True,
             ).start()
         return self
 
@@ -249,9 +249,7 @@ class Simulator:
         without a response."""
         self.faults.inject(status, count, tenant_id, retry_after_s)
 
-    def inject_token_faults(
-        self, status: int, count: int = 1, *, retry_after_s: int | None = None
-    ) -> None:
+    def inject_token_faults(self, status: int, count: int = 1, *, retry_after_s: int | None = None) -> None:
         """Answer the next ``count`` token requests (``POST /connect/token``, any client) with
         ``status`` instead of a token: 429 with ``Retry-After`` (``retry_after_s``, default 1)
         and ``{"error": "too_many_requests", …}``; a 5xx with an HTML gateway page; another
@@ -443,9 +441,7 @@ class Simulator:
         if (
             tenant is None
             or tenant.tenant_id in self._revoked
-            or not hmac.compare_digest(
-                (client_secret or "").encode(), tenant.client_secret.encode()
-            )
+            or not hmac.compare_digest((client_secret or "").encode(), tenant.client_secret.encode())
         ):
             return Reply(400, dumpb({"error": "invalid_client"}), no_cache)
         token = {
@@ -484,9 +480,7 @@ class Simulator:
         if hidden and route.endpoint.module in hidden:
             raise ApiError(404, TITLE_NOT_FOUND)
         if method != "GET":
-            raise ApiError(
-                405, "The simulator serves read endpoints only.", headers={"Allow": "GET"}
-            )
+            raise ApiError(405, "The simulator serves read endpoints only.", headers={"Allow": "GET"})
         denied = self._denied_scopes.get(path_tenant)
         if denied and denied.intersection(route.endpoint.scopes):
             raise ApiError(403, TITLE_FORBIDDEN)
@@ -506,13 +500,23 @@ class Simulator:
         if endpoint.kind == "export":
             batch_size = self.config.export_batch_size
             body = feeds.export_body(
-                store, endpoint, route.shape, params, batch_size,
-                repeat_cursor=quirks.repeat_cursor, same_page=quirks.same_page,
+                store,
+                endpoint,
+                route.shape,
+                params,
+                batch_size,
+                repeat_cursor=quirks.repeat_cursor,
+                same_page=quirks.same_page,
             )
         elif endpoint.kind == "list":
             body = feeds.list_body(
-                store, endpoint, route.shape, params, endless_has_more=quirks.endless_has_more,
-                same_page=quirks.same_page, short_pages=quirks.short_pages,
+                store,
+                endpoint,
+                route.shape,
+                params,
+                endless_has_more=quirks.endless_has_more,
+                same_page=quirks.same_page,
+                short_pages=quirks.short_pages,
             )
         else:
             body = feeds.lookup_body(store, endpoint, route.shape, params)

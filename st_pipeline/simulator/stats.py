@@ -166,9 +166,7 @@ class SimulatorStats:
             return {
                 "token_requests": sum(self._token_requests.values()),
                 "api_requests": sum(self._api_requests.values()),
-                "responses_by_status": {
-                    str(status): count for status, count in sorted(self._statuses.items())
-                },
+                "responses_by_status": {str(status): count for status, count in sorted(self._statuses.items())},
                 "throttled": sum(self._throttled.values()),
                 "injected": all_injected,
                 "injected_total": sum(all_injected.values()),

@@ -42,20 +42,92 @@ class GenContext:
 Gen = Callable[[GenContext], Any]
 
 _FIRST_NAMES = (
-    "Alex", "Maria", "James", "Priya", "Chen", "Fatima", "Jordan", "Olga", "Luis", "Aisha",
-    "Noah", "Emma", "Liam", "Sofia", "Mateo", "Grace", "Ethan", "Hana", "Omar", "Chloe",
+    "Alex",
+    "Maria",
+    "James",
+    "Priya",
+    "Chen",
+    "Fatima",
+    "Jordan",
+    "Olga",
+    "Luis",
+    "Aisha",
+    "Noah",
+    "Emma",
+    "Liam",
+    "Sofia",
+    "Mateo",
+    "Grace",
+    "Ethan",
+    "Hana",
+    "Omar",
+    "Chloe",
 )
 _LAST_NAMES = (
-    "Smith", "Garcia", "Nguyen", "Johnson", "Patel", "Kim", "Brown", "Martinez", "Lee", "Davis",
-    "Lopez", "Wilson", "Anderson", "Taylor", "Thomas", "Moore", "Clark", "Lewis", "Young", "Hall",
+    "Smith",
+    "Garcia",
+    "Nguyen",
+    "Johnson",
+    "Patel",
+    "Kim",
+    "Brown",
+    "Martinez",
+    "Lee",
+    "Davis",
+    "Lopez",
+    "Wilson",
+    "Anderson",
+    "Taylor",
+    "Thomas",
+    "Moore",
+    "Clark",
+    "Lewis",
+    "Young",
+    "Hall",
 )
-_STREETS = ("Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Pine St", "Elm St", "Lakeview Rd",
-            "Sunset Blvd", "Park Ave", "Hillcrest Dr", "River Rd", "Brand Blvd")
-_CITIES = ("Glendale", "Pasadena", "Burbank", "Austin", "Denver", "Phoenix", "Tampa", "Reno",
-           "Boise", "Columbus", "Raleigh", "Tucson")
+_STREETS = (
+    "Main St",
+    "Oak Ave",
+    "Maple Dr",
+    "Cedar Ln",
+    "Pine St",
+    "Elm St",
+    "Lakeview Rd",
+    "Sunset Blvd",
+    "Park Ave",
+    "Hillcrest Dr",
+    "River Rd",
+    "Brand Blvd",
+)
+_CITIES = (
+    "Glendale",
+    "Pasadena",
+    "Burbank",
+    "Austin",
+    "Denver",
+    "Phoenix",
+    "Tampa",
+    "Reno",
+    "Boise",
+    "Columbus",
+    "Raleigh",
+    "Tucson",
+)
 _STATES = ("CA", "TX", "CO", "AZ", "FL", "NV", "ID", "OH", "NC", "WA")
-_WORDS = ("service", "repair", "install", "maintenance", "inspection", "replacement", "tune-up",
-          "estimate", "follow-up", "warranty", "upgrade", "diagnostic")
+_WORDS = (
+    "service",
+    "repair",
+    "install",
+    "maintenance",
+    "inspection",
+    "replacement",
+    "tune-up",
+    "estimate",
+    "follow-up",
+    "warranty",
+    "upgrade",
+    "diagnostic",
+)
 
 # Plain-string fields whose values come from a fixed vocabulary (matched case-insensitively).
 _NAMED_POOLS: dict[str, Sequence[str]] = {
@@ -80,12 +152,32 @@ _NAMED_POOLS: dict[str, Sequence[str]] = {
 }
 
 # Accounting serializes money as decimal strings; these plain-string fields carry amounts.
-_ACCOUNTING_MONEY = frozenset({
-    "total", "subtotal", "salestax", "balance", "price", "cost", "totalcost", "quantity",
-    "amount", "unappliedamount", "appliedamount", "discounttotal", "memberprice",
-    "allocatedothercosts", "allocatedshipping", "allocatedtax", "billamount",
-    "fullylandedunitcost", "otheramount", "shippingamount", "taxamount", "vendorinvoicetotal",
-})
+_ACCOUNTING_MONEY = frozenset(
+    {
+        "total",
+        "subtotal",
+        "salestax",
+        "balance",
+        "price",
+        "cost",
+        "totalcost",
+        "quantity",
+        "amount",
+        "unappliedamount",
+        "appliedamount",
+        "discounttotal",
+        "memberprice",
+        "allocatedothercosts",
+        "allocatedshipping",
+        "allocatedtax",
+        "billamount",
+        "fullylandedunitcost",
+        "otheramount",
+        "shippingamount",
+        "taxamount",
+        "vendorinvoicetotal",
+    }
+)
 
 
 def humanize(name: str) -> str:
@@ -131,9 +223,7 @@ def number(field: str) -> Gen:
 
 def timestamp() -> Gen:
     """A date-time within the generated history window."""
-    return expression(
-        f"$format({REFERENCE_START_TICKS} + int(r() * {HISTORY_TICKS}))", format=format_ticks
-    )
+    return expression(f"$format({REFERENCE_START_TICKS} + int(r() * {HISTORY_TICKS}))", format=format_ticks)
 
 
 def calendar_date() -> Gen:
@@ -166,22 +256,32 @@ def string(field: str, fmt: str | None, module: str, resource_title: str) -> Gen
             return expression('f"{1 + int(r() * 5)}.00"')
         return _money_string()
     if fmt == "email" or lowered.endswith("email"):
-        return choice(tuple(f"{f.lower()}.{l.lower()}@example.com"
-                            for f in _FIRST_NAMES[:8] for l in _LAST_NAMES[:4]))
+        return choice(
+            tuple(
+                f"{first.lower()}.{last.lower()}@example.com" for first in _FIRST_NAMES[:8] for last in _LAST_NAMES[:4]
+            )
+        )
     if fmt == "phone" or "phone" in lowered or lowered == "fax":
         return choice(tuple(f"555{n:07d}" for n in range(1000, 1064, 3)))
     if lowered in _NAMED_POOLS:
         return choice(_NAMED_POOLS[lowered])
     if lowered == "name" and resource_title in ("Customer", "Technician", "Employee", "Contact"):
-        return choice(tuple(f"{f} {l}" for f in _FIRST_NAMES for l in _LAST_NAMES))
+        return choice(tuple(f"{first} {last}" for first in _FIRST_NAMES for last in _LAST_NAMES))
     if lowered == "name":
         return choice(tuple(f"{resource_title} {n}" for n in range(1, 41)))
     if lowered.endswith("number") or lowered in ("code", "po", "customerpo"):
         return expression("str(1000 + int(r() * 90000))")
     if lowered.endswith("url") or lowered.endswith("path"):
         return choice(tuple(f"https://files.example.com/{lowered}/{n}" for n in range(1, 9)))
-    if fmt in ("html", "multiline") or lowered in ("summary", "memo", "description", "note",
-                                                   "text", "message", "instructions"):
+    if fmt in ("html", "multiline") or lowered in (
+        "summary",
+        "memo",
+        "description",
+        "note",
+        "text",
+        "message",
+        "instructions",
+    ):
         return choice(tuple(f"{humanize(field)}: {a} and {b}" for a in _WORDS for b in _WORDS[:5]))
     title = humanize(field)
     return choice(tuple(f"{title} {n}" for n in range(1, 25)))

@@ -84,7 +84,11 @@ class ExtractResult:
     def changed(self) -> bool:
         """Whether the warehouse changed, or something was seen that a check should judge."""
         return bool(
-            self.rows_written or self.rows_deleted or self.quarantined or self.duplicates or self.warnings
+            self.rows_written
+            or self.rows_deleted
+            or self.quarantined
+            or self.duplicates
+            or self.warnings
             or (self.reported_total is not None and self.reported_total != self.records)
             or (self.error is not None and self.status not in NOT_LOADABLE)
         )
@@ -136,7 +140,7 @@ def sync_tenant(
     Each dataset resumes from its saved cursor (export token, or list watermark minus an overlap)
     unless ``options.full_refresh``. A dataset that fails (say, a missing scope) is yielded with
     its ``error`` and the others go on. An error that dooms the whole tenant (revoked credentials,
-    open circuit) stops every extraction and is raised.
+    too many consecutive failures) stops every extraction and is raised.
     """
     if not datasets:
         return
@@ -172,7 +176,9 @@ def sync_tenant(
             pages = _pages(client, dataset, saved.get(dataset.key), options)
             for page in pages:
                 # Validation runs here, in the fetching threads, beside the network waits.
-                validation = PageValidation(valid=page.records) if page.validated else validate_page(dataset, page.records)
+                validation = (
+                    PageValidation(valid=page.records) if page.validated else validate_page(dataset, page.records)
+                )
                 if not put((_PAGE, dataset, (page, validation))):
                     return
             put((_DONE, dataset, None))
@@ -211,7 +217,16 @@ def sync_tenant(
             reason = f"stopped: {exc}" if str(exc) else f"stopped: {type(exc).__name__}"
             for dataset in datasets:
                 if dataset.key not in finished:
-                    _finish(results[dataset.key], client, engine, progress[dataset.key], run_id, tenant_id, CANCELLED, reason)
+                    _finish(
+                        results[dataset.key],
+                        client,
+                        engine,
+                        progress[dataset.key],
+                        run_id,
+                        tenant_id,
+                        CANCELLED,
+                        reason,
+                    )
             raise
         finally:
             cancelled.set()
@@ -261,7 +276,11 @@ def _write_page(
     now = datetime.now(UTC)
     endpoint = dataset.extraction_endpoint
     rows = raw_rows(
-        tenant_id, validation.valid, extracted_at=now, run_id=run_id, key_field=progress.key_field,
+        tenant_id,
+        validation.valid,
+        extracted_at=now,
+        run_id=run_id,
+        key_field=progress.key_field,
         seen=progress.seen_content,
     )
     cursor: str | None = None
@@ -269,10 +288,13 @@ def _write_page(
         cursor = page.continue_from
     elif endpoint.watermark_param:
         field_name = endpoint.watermark_param.removesuffix("OnOrAfter") + "On"
-        progress.watermark = max(
-            [progress.watermark or "", *(r.get(field_name) or "" for r in validation.valid)],
-            key=lambda text: parse_timestamp(text) or _EPOCH,
-        ) or None
+        progress.watermark = (
+            max(
+                [progress.watermark or "", *(r.get(field_name) or "" for r in validation.valid)],
+                key=lambda text: parse_timestamp(text) or _EPOCH,
+            )
+            or None
+        )
         if not page.has_more:
             cursor = progress.watermark  # a list's watermark moves only once the listing is complete
     page_ids = [row["id"] for row in rows]
@@ -301,9 +323,15 @@ def _write_page(
         if finishes_reconciliation:
             deleted = mark_missing_deleted(conn, progress.table, tenant_id, progress.seen_ids, at=now)
         log_page(
-            conn, progress.log_id, tenant_id, dataset.key, records=len(page.records),
-            quarantined=len(validation.quarantined), rows_written=counts.written + deleted,
-            rows_inserted=counts.inserted, cursor=cursor,
+            conn,
+            progress.log_id,
+            tenant_id,
+            dataset.key,
+            records=len(page.records),
+            quarantined=len(validation.quarantined),
+            rows_written=counts.written + deleted,
+            rows_inserted=counts.inserted,
+            cursor=cursor,
         )
     result.rows_written += counts.written
     result.rows_deleted += deleted
@@ -331,12 +359,23 @@ def _finish(
     result.status = status or _status(result)
     progress.seen_ids = set()  # no longer needed: free it before the next dataset
     close_dataset(
-        engine, run_id, tenant_id, key, progress.log_id,
+        engine,
+        run_id,
+        tenant_id,
+        key,
+        progress.log_id,
         DatasetClose(
-            status=result.status, records=result.records, pages=result.pages, quarantined=result.quarantined,
+            status=result.status,
+            records=result.records,
+            pages=result.pages,
+            quarantined=result.quarantined,
             rows_written=result.rows_written + result.rows_deleted,
-            requests=result.requests, retries=result.retries, throttled=result.throttled,
-            duplicates=result.duplicates, reported_total=result.reported_total, duration_s=result.duration_s,
+            requests=result.requests,
+            retries=result.retries,
+            throttled=result.throttled,
+            duplicates=result.duplicates,
+            reported_total=result.reported_total,
+            duration_s=result.duration_s,
             changed=bool(result.rows_written or result.rows_deleted),
             error=error or (str(result.error) if result.error else None),
             error_kind=type(result.error).__name__ if result.error else None,

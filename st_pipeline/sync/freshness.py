@@ -2,8 +2,9 @@
 
 The status table ``st_dataset_status`` (kept by every sync) is the source: a (tenant, dataset) is
 fresh when its last ``succeeded`` sync ended within the SLA. A tenant that never synced is measured
-from its registration, so a tenant added a minute ago is not stale yet. A dataset whose latest sync was ``skipped`` (its scope is not granted
-for the tenant) is left out: no sync can make it fresh.
+from its registration, so a tenant added a minute ago is not stale yet. A dataset whose latest
+sync was ``skipped`` (its scope is not granted for the tenant) is left out: no sync can make it
+fresh.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class SyncHistory:
                 sa.select(status.tenant_id, status.dataset, status.last_status, status.last_success_at)
             ).all()
         return cls(
-            last_success={(row.tenant_id, row.dataset): _utc(row.last_success_at) for row in rows if row.last_success_at},
+            last_success={
+                (row.tenant_id, row.dataset): _utc(row.last_success_at) for row in rows if row.last_success_at
+            },
             latest_status={(row.tenant_id, row.dataset): row.last_status for row in rows if row.last_status},
         )
 
@@ -75,7 +78,8 @@ class DatasetFreshness:
         more = f" and {len(self.stale) - 10} more" if len(self.stale) > 10 else ""
         return (
             f"{len(self.stale)} of {len(self.checked)} tenants not synced within {_hours(sla)}: "
-            + ", ".join(shown) + more
+            + ", ".join(shown)
+            + more
         )
 
 

@@ -26,7 +26,7 @@ SKIPPED = "skipped"
 UNAVAILABLE = "unavailable"
 # The statuses of a dataset no sync of this tenant can load until something outside changes.
 NOT_LOADABLE = (SKIPPED, UNAVAILABLE)
-# Stopped unfinished because another dataset's error ended the tenant's run (open circuit, revoked
+# Stopped unfinished because another dataset's error ended the tenant's run (too many consecutive failures, revoked
 # credentials); what it did until then is kept.
 CANCELLED = "cancelled"
 
@@ -82,9 +82,9 @@ def open_log(
             .where(log.tenant_id == tenant_id, log.status == RUNNING, log.run_id != run_id)
             .values(status=INTERRUPTED, error="the process stopped before this sync finished", ended_at=now)
         )
-        known = dict(conn.execute(
-            sa.select(status.dataset, status.row_count).where(status.tenant_id == tenant_id)
-        ).all())
+        known = dict(
+            conn.execute(sa.select(status.dataset, status.row_count).where(status.tenant_id == tenant_id)).all()
+        )
         for dataset in datasets:
             if known.get(dataset.key, -1) >= 0:
                 continue
@@ -93,16 +93,26 @@ def open_log(
                 sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
             ).scalar_one()
             if dataset.key in known:
-                conn.execute(dataset_status_table.update().where(
-                    status.tenant_id == tenant_id, status.dataset == dataset.key
-                ).values(row_count=count))
+                conn.execute(
+                    dataset_status_table.update()
+                    .where(status.tenant_id == tenant_id, status.dataset == dataset.key)
+                    .values(row_count=count)
+                )
             else:
-                conn.execute(dataset_status_table.insert().values(tenant_id=tenant_id, dataset=dataset.key, row_count=count))
+                conn.execute(
+                    dataset_status_table.insert().values(tenant_id=tenant_id, dataset=dataset.key, row_count=count)
+                )
         rows = conn.execute(
             sync_log_table.insert().returning(log.log_id, log.dataset, sort_by_parameter_order=True),
             [
-                {"run_id": run_id, "tenant_id": tenant_id, "dataset": dataset.key, "status": RUNNING,
-                 "started_at": now, "cursor_before": cursors.get(dataset.key)}
+                {
+                    "run_id": run_id,
+                    "tenant_id": tenant_id,
+                    "dataset": dataset.key,
+                    "status": RUNNING,
+                    "started_at": now,
+                    "cursor_before": cursors.get(dataset.key),
+                }
                 for dataset in datasets
             ],
         ).all()
@@ -110,8 +120,16 @@ def open_log(
 
 
 def log_page(
-    conn: sa.Connection, log_id: int, tenant_id: int, dataset_key: str, *, records: int, quarantined: int,
-    rows_written: int, rows_inserted: int, cursor: str | None,
+    conn: sa.Connection,
+    log_id: int,
+    tenant_id: int,
+    dataset_key: str,
+    *,
+    records: int,
+    quarantined: int,
+    rows_written: int,
+    rows_inserted: int,
+    cursor: str | None,
 ) -> None:
     """A committed page, inside its transaction: the log row's counters and the pair's row count.
 
@@ -128,9 +146,11 @@ def log_page(
         values["cursor_after"] = cursor
     conn.execute(sync_log_table.update().where(log.log_id == log_id).values(**values))
     if rows_inserted:
-        conn.execute(dataset_status_table.update().where(
-            status.tenant_id == tenant_id, status.dataset == dataset_key
-        ).values(row_count=status.row_count + rows_inserted))
+        conn.execute(
+            dataset_status_table.update()
+            .where(status.tenant_id == tenant_id, status.dataset == dataset_key)
+            .values(row_count=status.row_count + rows_inserted)
+        )
 
 
 @dataclass(frozen=True)
@@ -153,13 +173,18 @@ class DatasetClose:
     error_kind: str | None = None
 
 
-def close_dataset(engine: sa.Engine, run_id: str, tenant_id: int, dataset_key: str, log_id: int, close: DatasetClose) -> None:
+def close_dataset(
+    engine: sa.Engine, run_id: str, tenant_id: int, dataset_key: str, log_id: int, close: DatasetClose
+) -> None:
     """Close the log row (true status, counts, duration, error) and update the pair's status, together."""
     now = datetime.now(UTC)
     started = now - timedelta(seconds=close.duration_s)
     status = dataset_status_table.c
     latest: dict[str, object] = {
-        "last_run_id": run_id, "last_status": close.status, "last_started_at": started, "last_ended_at": now,
+        "last_run_id": run_id,
+        "last_status": close.status,
+        "last_started_at": started,
+        "last_ended_at": now,
         "last_error": close.error,
     }
     if close.status == SUCCEEDED:
@@ -172,16 +197,28 @@ def close_dataset(engine: sa.Engine, run_id: str, tenant_id: int, dataset_key: s
             sync_log_table.update()
             .where(sync_log_table.c.log_id == log_id)
             .values(
-                status=close.status, started_at=started, ended_at=now, records=close.records, pages=close.pages,
-                quarantined=close.quarantined, rows_written=close.rows_written, requests=close.requests,
+                status=close.status,
+                started_at=started,
+                ended_at=now,
+                records=close.records,
+                pages=close.pages,
+                quarantined=close.quarantined,
+                rows_written=close.rows_written,
+                requests=close.requests,
                 retries=close.retries,
-                throttled=close.throttled, duplicates=close.duplicates, reported_total=close.reported_total,
-                duration_s=round(close.duration_s, 3), error=close.error, error_kind=close.error_kind,
+                throttled=close.throttled,
+                duplicates=close.duplicates,
+                reported_total=close.reported_total,
+                duration_s=round(close.duration_s, 3),
+                error=close.error,
+                error_kind=close.error_kind,
             )
         )
-        conn.execute(dataset_status_table.update().where(
-            status.tenant_id == tenant_id, status.dataset == dataset_key
-        ).values(**latest))
+        conn.execute(
+            dataset_status_table.update()
+            .where(status.tenant_id == tenant_id, status.dataset == dataset_key)
+            .values(**latest)
+        )
 
 
 def _bookkeeping(conn: sa.Connection) -> None:
@@ -208,13 +245,17 @@ def dataset_statuses(engine: sa.Engine, tenant_id: int) -> dict[str, DatasetStat
     """Where each dataset of the tenant stands (one indexed read of ``st_dataset_status``)."""
     status = dataset_status_table.c
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(
-            status.dataset, status.last_status, status.last_success_at, status.last_changed_at,
-            status.row_count,
-        ).where(status.tenant_id == tenant_id)).all()
+        rows = conn.execute(
+            sa.select(
+                status.dataset,
+                status.last_status,
+                status.last_success_at,
+                status.last_changed_at,
+                status.row_count,
+            ).where(status.tenant_id == tenant_id)
+        ).all()
     return {
-        row.dataset: DatasetStatus(row.last_status, row.last_success_at, row.last_changed_at,
-                                   row.row_count)
+        row.dataset: DatasetStatus(row.last_status, row.last_success_at, row.last_changed_at, row.row_count)
         for row in rows
     }
 
@@ -245,11 +286,13 @@ def read_log(engine: sa.Engine, tenant_id: int, *, runs: int = 1, run_id: str | 
             wanted = sa.select(latest.c.run_id)
         else:
             wanted = sa.select(sa.literal(run_id))
-        return list(conn.execute(
-            sa.select(sync_log_table)
-            .where(log.tenant_id == tenant_id, log.run_id.in_(wanted))
-            .order_by(log.log_id.desc())
-        ))
+        return list(
+            conn.execute(
+                sa.select(sync_log_table)
+                .where(log.tenant_id == tenant_id, log.run_id.in_(wanted))
+                .order_by(log.log_id.desc())
+            )
+        )
 
 
 def prune_log(engine: sa.Engine, older_than: timedelta = DEFAULT_LOG_RETENTION, *, now: datetime | None = None) -> int:
@@ -259,6 +302,6 @@ def prune_log(engine: sa.Engine, older_than: timedelta = DEFAULT_LOG_RETENTION, 
     """
     cutoff = (now or datetime.now(UTC)) - older_than
     with engine.begin() as conn:
-        return conn.execute(sync_log_table.delete().where(
-            sync_log_table.c.started_at < cutoff, sync_log_table.c.status != RUNNING
-        )).rowcount
+        return conn.execute(
+            sync_log_table.delete().where(sync_log_table.c.started_at < cutoff, sync_log_table.c.status != RUNNING)
+        ).rowcount

@@ -95,8 +95,11 @@ class SecretBox:
         return (
             f"{whose} cannot be decrypted with the keys in {self.source} (key ids {', '.join(self.key_ids)}); "
             "add the key it was encrypted with"
-            + (f", or store new credentials with `st-pipeline tenant update-credentials --tenant {tenant_id}`"
-               if tenant_id is not None else "")
+            + (
+                f", or store new credentials with `st-pipeline tenant update-credentials --tenant {tenant_id}`"
+                if tenant_id is not None
+                else ""
+            )
         )
 
 

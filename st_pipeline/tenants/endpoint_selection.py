@@ -67,8 +67,13 @@ class EndpointSelection:
             if not conn.execute(flags_table.update().where(condition).values(**values)).rowcount:
                 conn.execute(flags_table.insert().values(tenant_id=scope, target=target, **values))
             note = f": {reason}" if reason else ""
-            write_audit(conn, change, tenant_id, f"{target} {'enabled' if enabled else 'disabled'}"
-                   f" for {'every tenant' if tenant_id is None else 'this tenant'}{note}")
+            write_audit(
+                conn,
+                change,
+                tenant_id,
+                f"{target} {'enabled' if enabled else 'disabled'}"
+                f" for {'every tenant' if tenant_id is None else 'this tenant'}{note}",
+            )
 
     def flags(self) -> list[sa.Row]:
         with self.engine.connect() as conn:

@@ -135,7 +135,13 @@ class TenantRegistry:
             raise _exists(existing)
 
     def add(
-        self, tenant_id: int, name: str, client_id: str, client_secret: SecretStr, *, change: Change,
+        self,
+        tenant_id: int,
+        name: str,
+        client_id: str,
+        client_secret: SecretStr,
+        *,
+        change: Change,
         enabled: bool = True,
     ) -> Tenant:
         """Register a new tenant; ``TenantExistsError`` if the id is taken (nothing is replaced)."""
@@ -147,12 +153,23 @@ class TenantRegistry:
             existing = _row(conn, tenant_id)
             if existing is not None:
                 raise _exists(existing)
-            conn.execute(tenants_table.insert().values(
-                tenant_id=tenant_id, name=name, client_id=client_id, client_secret_encrypted=encrypted,
-                enabled=enabled, created_at=now, updated_at=now,
-            ))
-            write_audit(conn, change, tenant_id, f"registered {name!r} with client id {client_id}"
-                   + ("" if enabled else ", disabled"))
+            conn.execute(
+                tenants_table.insert().values(
+                    tenant_id=tenant_id,
+                    name=name,
+                    client_id=client_id,
+                    client_secret_encrypted=encrypted,
+                    enabled=enabled,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            write_audit(
+                conn,
+                change,
+                tenant_id,
+                f"registered {name!r} with client id {client_id}" + ("" if enabled else ", disabled"),
+            )
         return self.get(tenant_id)
 
     def update_credentials(
@@ -163,9 +180,15 @@ class TenantRegistry:
         client_id = validation.client_id(client_id) if client_id is not None else before.client_id
         encrypted = self.secret_box.encrypt(client_secret)
         with self.engine.begin() as conn:
-            conn.execute(tenants_table.update().where(tenants_table.c.tenant_id == tenant_id).values(
-                client_id=client_id, client_secret_encrypted=encrypted, updated_at=datetime.now(UTC),
-            ))
+            conn.execute(
+                tenants_table.update()
+                .where(tenants_table.c.tenant_id == tenant_id)
+                .values(
+                    client_id=client_id,
+                    client_secret_encrypted=encrypted,
+                    updated_at=datetime.now(UTC),
+                )
+            )
             conn.execute(tenant_status_table.delete().where(tenant_status_table.c.tenant_id == tenant_id))
             moved = f"client id {before.client_id} → {client_id}" if client_id != before.client_id else "same client id"
             write_audit(conn, change, tenant_id, f"new client secret, {moved}")
@@ -175,9 +198,14 @@ class TenantRegistry:
         """Enable or disable a tenant: schedules skip a disabled one; its data and partition stay."""
         self.get(tenant_id)
         with self.engine.begin() as conn:
-            conn.execute(tenants_table.update().where(tenants_table.c.tenant_id == tenant_id).values(
-                enabled=enabled, updated_at=datetime.now(UTC),
-            ))
+            conn.execute(
+                tenants_table.update()
+                .where(tenants_table.c.tenant_id == tenant_id)
+                .values(
+                    enabled=enabled,
+                    updated_at=datetime.now(UTC),
+                )
+            )
             note = f": {validation.printable(reason)}" if reason else ""
             write_audit(conn, change, tenant_id, ("enabled" if enabled else "disabled") + note)
         return self.get(tenant_id)
@@ -188,17 +216,23 @@ class TenantRegistry:
         with self.engine.begin() as conn:
             for table in (tenants_table, tenant_status_table, flags_table):
                 conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
-            write_audit(conn, change, tenant_id,
-                        f"removed {tenant.name!r} (credentials, status and endpoint flags){note}")
+            write_audit(
+                conn, change, tenant_id, f"removed {tenant.name!r} (credentials, status and endpoint flags){note}"
+            )
         return tenant
 
     def flag_needs_credentials(self, tenant_id: int, reason: str, *, change: Change) -> None:
         """ServiceTitan rejected the tenant's credentials: schedules skip it until new ones are stored."""
         with self.engine.begin() as conn:
             conn.execute(tenant_status_table.delete().where(tenant_status_table.c.tenant_id == tenant_id))
-            conn.execute(tenant_status_table.insert().values(
-                tenant_id=tenant_id, needs_credentials=True, reason=reason, updated_at=datetime.now(UTC),
-            ))
+            conn.execute(
+                tenant_status_table.insert().values(
+                    tenant_id=tenant_id,
+                    needs_credentials=True,
+                    reason=reason,
+                    updated_at=datetime.now(UTC),
+                )
+            )
             write_audit(conn, change, tenant_id, "credentials rejected by ServiceTitan; syncs paused")
 
     def rotate_keys(self, *, change: Change) -> RotationReport:
@@ -210,8 +244,9 @@ class TenantRegistry:
         box = self.secret_box
         with self.engine.begin() as conn:
             rows = conn.execute(
-                sa.select(tenants_table.c.tenant_id, tenants_table.c.client_secret_encrypted)
-                .order_by(tenants_table.c.tenant_id)
+                sa.select(tenants_table.c.tenant_id, tenants_table.c.client_secret_encrypted).order_by(
+                    tenants_table.c.tenant_id
+                )
             ).all()
             previous: dict[str, int] = {}
             rotated = []
@@ -227,7 +262,9 @@ class TenantRegistry:
                     .values(client_secret_encrypted=sa.bindparam("token")),
                     rotated,
                 )
-            write_audit(conn, change, None, f"{len(rotated)} client secret(s) re-encrypted under key {box.primary_key_id}")
+            write_audit(
+                conn, change, None, f"{len(rotated)} client secret(s) re-encrypted under key {box.primary_key_id}"
+            )
         return RotationReport(rotated=len(rotated), key_id=box.primary_key_id, previous_key_ids=previous)
 
     # -- reads --------------------------------------------------------------------------------
@@ -286,10 +323,15 @@ class TenantRegistry:
 
 def write_audit(conn: sa.Connection, change: Change, tenant_id: int | None, detail: str) -> None:
     """An audit entry, inside the caller's transaction (the change and its entry commit together)."""
-    conn.execute(audit_table.insert().values(
-        at=datetime.now(UTC), command=change.command[:100], tenant_id=tenant_id,
-        actor=validation.printable(change.actor)[:200], detail=validation.printable(detail),
-    ))
+    conn.execute(
+        audit_table.insert().values(
+            at=datetime.now(UTC),
+            command=change.command[:100],
+            tenant_id=tenant_id,
+            actor=validation.printable(change.actor)[:200],
+            detail=validation.printable(detail),
+        )
+    )
 
 
 def _exists(row: sa.Row) -> TenantExistsError:

@@ -19,8 +19,12 @@ import sqlalchemy as sa
 from st_pipeline.schema_versions import UPGRADE_COMMAND, SchemaOutOfDateError, Upgrade, VersionedSchema
 
 __all__ = [
-    "REGISTRY_HEAD_REVISION", "REGISTRY_REVISIONS", "REGISTRY_SCHEMA", "VERSION_TABLE",
-    "ensure_registry_schema", "upgrade_registry",
+    "REGISTRY_HEAD_REVISION",
+    "REGISTRY_REVISIONS",
+    "REGISTRY_SCHEMA",
+    "VERSION_TABLE",
+    "ensure_registry_schema",
+    "upgrade_registry",
 ]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -32,8 +36,10 @@ REGISTRY_HEAD_REVISION = REGISTRY_REVISIONS[-1]
 # What the registry looked like before it had migrations — and what 0001 creates: table → columns
 # (primary key first), and the one index.
 _UNVERSIONED_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "st_tenants": (("tenant_id",), ("name", "client_id", "client_secret_encrypted", "enabled", "created_at",
-                                    "updated_at")),
+    "st_tenants": (
+        ("tenant_id",),
+        ("name", "client_id", "client_secret_encrypted", "enabled", "created_at", "updated_at"),
+    ),
     "st_tenant_status": (("tenant_id",), ("needs_credentials", "reason", "updated_at")),
     "st_endpoint_flags": (("tenant_id", "target"), ("enabled", "reason", "updated_at")),
     "st_audit_log": (("audit_id",), ("at", "command", "tenant_id", "actor", "detail")),

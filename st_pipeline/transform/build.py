@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
+from st_pipeline.schema_versions import schema_change_lock
 from st_pipeline.servicetitan.catalogue import Catalogue
 from st_pipeline.transform import sql
 from st_pipeline.transform.hubs import HUB_TABLES
@@ -29,16 +30,15 @@ from st_pipeline.transform.marts import (
     MARTS,
     Mart,
     MartBuild,
-    build_mart,
     analyze,
+    build_mart,
     ensure_mart_tables,
     load_ids,
-    mart_tables,
     mart_fingerprint,
+    mart_tables,
 )
 from st_pipeline.transform.spec import HubTable
 from st_pipeline.transform.tables import ensure_hub_tables, hub_table
-from st_pipeline.warehouse.locks import schema_change_lock
 from st_pipeline.warehouse.tables import dataset_status_table, raw_table_name, transform_state_table
 
 
@@ -89,14 +89,28 @@ def _state(conn: sa.Connection, tenant_id: int, table: str) -> sa.Row | None:
     return conn.execute(sa.select(t).where(t.c.tenant_id == tenant_id, t.c.table_name == table)).first()
 
 
-def _save_state(conn: sa.Connection, tenant_id: int, spec: HubTable, watermark: datetime | None,
-                row_count: int, run_id: str, at: datetime) -> None:
+def _save_state(
+    conn: sa.Connection,
+    tenant_id: int,
+    spec: HubTable,
+    watermark: datetime | None,
+    row_count: int,
+    run_id: str,
+    at: datetime,
+) -> None:
     t = transform_state_table
     conn.execute(t.delete().where(t.c.tenant_id == tenant_id, t.c.table_name == spec.table_name))
-    conn.execute(t.insert().values(
-        tenant_id=tenant_id, table_name=spec.table_name, fingerprint=spec.fingerprint(), watermark=watermark,
-        row_count=row_count, run_id=run_id, built_at=at,
-    ))
+    conn.execute(
+        t.insert().values(
+            tenant_id=tenant_id,
+            table_name=spec.table_name,
+            fingerprint=spec.fingerprint(),
+            watermark=watermark,
+            row_count=row_count,
+            run_id=run_id,
+            built_at=at,
+        )
+    )
 
 
 def _execute(conn: sa.Connection, statement: str, **params: object) -> sa.CursorResult[object]:
@@ -108,12 +122,14 @@ def _execute(conn: sa.Connection, statement: str, **params: object) -> sa.Cursor
 def _raw_row_count(conn: sa.Connection, spec: HubTable, tenant_id: int, raw: str) -> int:
     """The tenant's raw rows of the source, as the write path keeps it (counted only when unknown)."""
     status = dataset_status_table.c
-    known = conn.execute(sa.select(status.row_count).where(
-        status.tenant_id == tenant_id, status.dataset == spec.source)).scalar()
+    known = conn.execute(
+        sa.select(status.row_count).where(status.tenant_id == tenant_id, status.dataset == spec.source)
+    ).scalar()
     if known is not None and known >= 0:
         return int(known)
-    return conn.execute(sa.text(f"SELECT count(*) FROM {raw} WHERE tenant_id = :tenant_id"),
-                        {"tenant_id": tenant_id}).scalar_one()
+    return conn.execute(
+        sa.text(f"SELECT count(*) FROM {raw} WHERE tenant_id = :tenant_id"), {"tenant_id": tenant_id}
+    ).scalar_one()
 
 
 def _write(conn: sa.Connection, statement: str, **params: object) -> int:
@@ -127,9 +143,17 @@ def _write(conn: sa.Connection, statement: str, **params: object) -> int:
 _UNREAD = object()
 
 
-def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *, full: bool = False,
-              existing_tables: set[str] | None = None, changed_count: int | None = None,
-              state: sa.Row | None | object = _UNREAD) -> HubBuild:
+def build_hub(
+    engine: sa.Engine,
+    spec: HubTable,
+    tenant_id: int,
+    run_id: str,
+    *,
+    full: bool = False,
+    existing_tables: set[str] | None = None,
+    changed_count: int | None = None,
+    state: sa.Row | None | object = _UNREAD,
+) -> HubBuild:
     """Build one hub table for one tenant; see the module's docstring. ``changed_count``: how many raw
     records changed since the last build, and ``state`` its state row, when the caller read them."""
     started = time.monotonic()
@@ -144,14 +168,19 @@ def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *,
     if raw not in existing_tables:
         # The source was never synced (scope not granted, dataset disabled): the table stays as it
         # is, empty for a new tenant, and says why.
-        return HubBuild(spec.table_name, "missing_source", row_count=state.row_count if state is not None else 0,
-                        note=f"{spec.source} has not been synced for this tenant")
+        return HubBuild(
+            spec.table_name,
+            "missing_source",
+            row_count=state.row_count if state is not None else 0,
+            note=f"{spec.source} has not been synced for this tenant",
+        )
     current = not full and state is not None and state.fingerprint == spec.fingerprint() and state.watermark is not None
     if current and changed_count == 0:
         with engine.connect() as conn:
             total = _raw_row_count(conn, spec, tenant_id, raw)
-        return HubBuild(spec.table_name, "unchanged", 0, total, row_count=state.row_count,
-                        duration_s=time.monotonic() - started)
+        return HubBuild(
+            spec.table_name, "unchanged", 0, total, row_count=state.row_count, duration_s=time.monotonic() - started
+        )
     with engine.begin() as conn:
         if dialect == "postgresql":
             conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
@@ -163,21 +192,36 @@ def build_hub(engine: sa.Engine, spec: HubTable, tenant_id: int, run_id: str, *,
         at = datetime.now(UTC)
         if current:
             since = _as_utc(state.watermark)
-            changed = changed_count if changed_count is not None else _execute(
-                conn, sql.changed_count_statement(raw), tenant_id=tenant_id, since=since).scalar_one()
+            changed = (
+                changed_count
+                if changed_count is not None
+                else _execute(conn, sql.changed_count_statement(raw), tenant_id=tenant_id, since=since).scalar_one()
+            )
             if changed == 0:
-                return HubBuild(spec.table_name, "unchanged", 0, total, row_count=state.row_count,
-                                duration_s=time.monotonic() - started)
+                return HubBuild(
+                    spec.table_name,
+                    "unchanged",
+                    0,
+                    total,
+                    row_count=state.row_count,
+                    duration_s=time.monotonic() - started,
+                )
             deleted = _write(conn, sql.delete_statement(spec, raw, incremental=True), tenant_id=tenant_id, since=since)
-            inserted = _write(conn, sql.insert_statement(spec, raw, dialect, incremental=True),
-                              tenant_id=tenant_id, since=since, built_at=at)
+            inserted = _write(
+                conn,
+                sql.insert_statement(spec, raw, dialect, incremental=True),
+                tenant_id=tenant_id,
+                since=since,
+                built_at=at,
+            )
             row_count = state.row_count - deleted + inserted
             mode = "incremental"
         else:
             changed = total
             deleted = _write(conn, sql.delete_statement(spec, raw, incremental=False), tenant_id=tenant_id)
-            inserted = _write(conn, sql.insert_statement(spec, raw, dialect, incremental=False),
-                              tenant_id=tenant_id, built_at=at)
+            inserted = _write(
+                conn, sql.insert_statement(spec, raw, dialect, incremental=False), tenant_id=tenant_id, built_at=at
+            )
             row_count = inserted
             mode = "full"
             analyze(conn, spec.table_name)
@@ -194,13 +238,22 @@ def build_plan(hubs: Iterable[HubTable], marts: Iterable[Mart]) -> tuple[tuple[H
     """
     wanted_hubs = {spec.table_name for spec in hubs} | {name for mart in marts for name in mart.reads}
     wanted_marts = {mart.name for mart in marts} | {m.name for m in MARTS if wanted_hubs & set(m.reads)}
-    return (tuple(spec for spec in HUB_TABLES if spec.table_name in wanted_hubs),
-            tuple(mart for mart in MARTS if mart.name in wanted_marts))
+    return (
+        tuple(spec for spec in HUB_TABLES if spec.table_name in wanted_hubs),
+        tuple(mart for mart in MARTS if mart.name in wanted_marts),
+    )
 
 
-def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool = False,
-                 hubs: tuple[HubTable, ...] = HUB_TABLES, marts: tuple[Mart, ...] = MARTS,
-                 as_of: date | None = None) -> TenantBuild:
+def build_tenant(
+    engine: sa.Engine,
+    tenant_id: int,
+    run_id: str,
+    *,
+    full: bool = False,
+    hubs: tuple[HubTable, ...] = HUB_TABLES,
+    marts: tuple[Mart, ...] = MARTS,
+    as_of: date | None = None,
+) -> TenantBuild:
     """Build a tenant's hub tables, then the marts that read a hub table that changed.
 
     A mart is built incrementally — the facts of the entities the changes reach, found through its
@@ -214,15 +267,28 @@ def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool =
     existing = _ensure_tables(engine, HUB_TABLES, MARTS, run_id)
     result = TenantBuild(tenant_id)
     with engine.connect() as conn:
-        states = {row.table_name: row for row in conn.execute(
-            sa.select(transform_state_table).where(transform_state_table.c.tenant_id == tenant_id))}
+        states = {
+            row.table_name: row
+            for row in conn.execute(
+                sa.select(transform_state_table).where(transform_state_table.c.tenant_id == tenant_id)
+            )
+        }
     changed_ids = {} if full else _changed_ids(engine, hubs, tenant_id, existing, states)
     reached_before = _reached(engine, marts, tenant_id, changed_ids)
     for spec in hubs:
         known = changed_ids.get(spec.table_name)
-        result.hubs.append(build_hub(engine, spec, tenant_id, run_id, full=full, existing_tables=existing,
-                                     changed_count=None if known is None else len(known),
-                                     state=states.get(spec.table_name)))
+        result.hubs.append(
+            build_hub(
+                engine,
+                spec,
+                tenant_id,
+                run_id,
+                full=full,
+                existing_tables=existing,
+                changed_count=None if known is None else len(known),
+                state=states.get(spec.table_name),
+            )
+        )
     reached_after = _reached(engine, marts, tenant_id, changed_ids)
     changed = set(result.changed_tables)
     rebuilt_in_full = {h.table for h in result.hubs if h.mode == "full"}
@@ -236,8 +302,13 @@ def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool =
             state = states.get(mart.table_name)
             fingerprint = mart_fingerprint(mart, dialect)
             new_day = mart.daily and state is not None and _as_utc(state.built_at).date() != day
-            in_full = (full or state is None or state.fingerprint != fingerprint or new_day
-                       or bool(rebuilt_in_full & set(mart.reads)))
+            in_full = (
+                full
+                or state is None
+                or state.fingerprint != fingerprint
+                or new_day
+                or bool(rebuilt_in_full & set(mart.reads))
+            )
             if not (in_full or changed & set(mart.reads)):
                 continue
             entities = None if in_full else reached_before.get(mart.name, set()) | reached_after.get(mart.name, set())
@@ -246,8 +317,17 @@ def build_tenant(engine: sa.Engine, tenant_id: int, run_id: str, *, full: bool =
             built = build_mart(conn, mart, tenant_id, as_of=day, built_at=at, entities=entities)
             t = transform_state_table
             conn.execute(t.delete().where(t.c.tenant_id == tenant_id, t.c.table_name == mart.table_name))
-            conn.execute(t.insert().values(tenant_id=tenant_id, table_name=mart.table_name, fingerprint=fingerprint,
-                                           watermark=None, row_count=built.row_count, run_id=run_id, built_at=at))
+            conn.execute(
+                t.insert().values(
+                    tenant_id=tenant_id,
+                    table_name=mart.table_name,
+                    fingerprint=fingerprint,
+                    watermark=None,
+                    row_count=built.row_count,
+                    run_id=run_id,
+                    built_at=at,
+                )
+            )
         result.marts.append(built)
     result.duration_s = time.monotonic() - started
     return result
@@ -265,8 +345,9 @@ def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[M
     lock, so one creates and the others find the tables made.
     """
     tables = [hub_table(spec) for spec in hubs] + [t for mart in marts for t in mart_tables(mart)]
-    ddl = "".join(str(CreateTable(t).compile(dialect=engine.dialect)) + repr(sorted(i.name for i in t.indexes))
-                  for t in tables)
+    ddl = "".join(
+        str(CreateTable(t).compile(dialect=engine.dialect)) + repr(sorted(i.name for i in t.indexes)) for t in tables
+    )
     fingerprint = hashlib.sha256(ddl.encode()).hexdigest()[:16]
     existing = set(sa.inspect(engine).get_table_names())
     with engine.connect() as conn:
@@ -278,13 +359,23 @@ def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[M
         ensure_mart_tables(conn, marts)
         t = transform_state_table
         conn.execute(t.delete().where(t.c.tenant_id == 0, t.c.table_name == TABLES_STATE))
-        conn.execute(t.insert().values(tenant_id=0, table_name=TABLES_STATE, fingerprint=fingerprint, watermark=None,
-                                       row_count=len(tables), run_id=run_id, built_at=datetime.now(UTC)))
+        conn.execute(
+            t.insert().values(
+                tenant_id=0,
+                table_name=TABLES_STATE,
+                fingerprint=fingerprint,
+                watermark=None,
+                row_count=len(tables),
+                run_id=run_id,
+                built_at=datetime.now(UTC),
+            )
+        )
     return set(sa.inspect(engine).get_table_names())
 
 
-def _changed_ids(engine: sa.Engine, hubs: tuple[HubTable, ...], tenant_id: int, existing: set[str],
-                 states: dict[str, sa.Row]) -> dict[str, set[int]]:
+def _changed_ids(
+    engine: sa.Engine, hubs: tuple[HubTable, ...], tenant_id: int, existing: set[str], states: dict[str, sa.Row]
+) -> dict[str, set[int]]:
     """The ids of the raw records each hub table will reprocess incrementally (hub tables that will
     build in full, or not at all, are left out)."""
     changed: dict[str, set[int]] = {}
@@ -292,16 +383,26 @@ def _changed_ids(engine: sa.Engine, hubs: tuple[HubTable, ...], tenant_id: int, 
         for spec in hubs:
             raw = raw_table_name_for(spec)
             state = states.get(spec.table_name)
-            if raw not in existing or state is None or state.fingerprint != spec.fingerprint() or state.watermark is None:
+            if (
+                raw not in existing
+                or state is None
+                or state.fingerprint != spec.fingerprint()
+                or state.watermark is None
+            ):
                 continue
-            ids = _execute(conn, f"SELECT r.id FROM {raw} r WHERE r.tenant_id = :tenant_id AND r.extracted_at > :since",
-                           tenant_id=tenant_id, since=_as_utc(state.watermark)).scalars()
+            ids = _execute(
+                conn,
+                f"SELECT r.id FROM {raw} r WHERE r.tenant_id = :tenant_id AND r.extracted_at > :since",
+                tenant_id=tenant_id,
+                since=_as_utc(state.watermark),
+            ).scalars()
             changed[spec.table_name] = set(ids)
     return changed
 
 
-def _reached(engine: sa.Engine, marts: tuple[Mart, ...], tenant_id: int,
-             changed_ids: dict[str, set[int]]) -> dict[str, set[int]]:
+def _reached(
+    engine: sa.Engine, marts: tuple[Mart, ...], tenant_id: int, changed_ids: dict[str, set[int]]
+) -> dict[str, set[int]]:
     """Per mart, the entities its links reach from the changed records, as the hub tables stand now."""
     reached: dict[str, set[int]] = {}
     if not any(changed_ids.values()):

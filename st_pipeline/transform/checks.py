@@ -73,38 +73,55 @@ def check_hub(conn: sa.Connection, spec: HubTable, tenant_id: int, raw_table: st
     table = hub_table(spec)
     verdicts = []
     duplicates = _duplicates(conn, table, spec.key, tenant_id)
-    verdicts.append(Verdict(UNIQUE_KEY, duplicates == 0, f"{duplicates} duplicated keys", {"duplicated_keys": duplicates}))
+    verdicts.append(
+        Verdict(UNIQUE_KEY, duplicates == 0, f"{duplicates} duplicated keys", {"duplicated_keys": duplicates})
+    )
     nulls = conn.execute(
-        sa.select(sa.func.count()).select_from(table)
+        sa.select(sa.func.count())
+        .select_from(table)
         .where(table.c.tenant_id == tenant_id, sa.or_(*(table.c[name].is_(None) for name in spec.key)))
     ).scalar_one()
     verdicts.append(Verdict(NON_NULL_KEY, nulls == 0, f"{nulls} rows with a NULL key", {"null_keys": nulls}))
 
     dialect = conn.dialect.name
-    expected = conn.execute(sa.text(sql.raw_row_count_statement(spec, raw_table, dialect)), {"tenant_id": tenant_id}).scalar_one()
-    actual = conn.execute(sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)).scalar_one()
-    verdicts.append(Verdict(
-        RECONCILES_WITH_RAW, expected == actual,
-        f"{actual} hub rows for {expected} expected from the raw records",
-        {"hub_rows": actual, "expected_from_raw": expected},
-    ))
+    expected = conn.execute(
+        sa.text(sql.raw_row_count_statement(spec, raw_table, dialect)), {"tenant_id": tenant_id}
+    ).scalar_one()
+    actual = conn.execute(
+        sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
+    ).scalar_one()
+    verdicts.append(
+        Verdict(
+            RECONCILES_WITH_RAW,
+            expected == actual,
+            f"{actual} hub rows for {expected} expected from the raw records",
+            {"hub_rows": actual, "expected_from_raw": expected},
+        )
+    )
 
     if spec.references:
         dangling: dict[str, int] = {}
         for ref in spec.references:
             target = sa.table(ref.table, sa.column("tenant_id"), sa.column(ref.target_column))
-            exists = sa.exists().where(target.c.tenant_id == table.c.tenant_id,
-                                       target.c[ref.target_column] == table.c[ref.column])
+            exists = sa.exists().where(
+                target.c.tenant_id == table.c.tenant_id, target.c[ref.target_column] == table.c[ref.column]
+            )
             dangling[f"{ref.column} → {ref.table}"] = conn.execute(
-                sa.select(sa.func.count()).select_from(table)
+                sa.select(sa.func.count())
+                .select_from(table)
                 .where(table.c.tenant_id == tenant_id, table.c[ref.column].is_not(None), ~exists)
             ).scalar_one()
         bad = {name: count for name, count in dangling.items() if count}
-        verdicts.append(Verdict(
-            REFERENCES, not bad,
-            "every reference resolves" if not bad else "dangling: " + ", ".join(f"{n} ({c})" for n, c in bad.items()),
-            {name: count for name, count in dangling.items()},
-        ))
+        verdicts.append(
+            Verdict(
+                REFERENCES,
+                not bad,
+                "every reference resolves"
+                if not bad
+                else "dangling: " + ", ".join(f"{n} ({c})" for n, c in bad.items()),
+                {name: count for name, count in dangling.items()},
+            )
+        )
 
     if spec.money_totals:
         mismatched: dict[str, str] = {}
@@ -112,7 +129,9 @@ def check_hub(conn: sa.Connection, spec: HubTable, tenant_id: int, raw_table: st
         for name in spec.money_totals:
             column = spec.column(name)
             raw_sum = Decimal(0)
-            rows = conn.execute(sa.text(sql.raw_text_statement(spec, column, raw_table, dialect)), {"tenant_id": tenant_id})
+            rows = conn.execute(
+                sa.text(sql.raw_text_statement(spec, column, raw_table, dialect)), {"tenant_id": tenant_id}
+            )
             for (text,) in rows:
                 if text is not None:
                     try:
@@ -125,11 +144,16 @@ def check_hub(conn: sa.Connection, spec: HubTable, tenant_id: int, raw_table: st
             figures[f"{name}_hub"] = float(hub_sum)
             if hub_sum != raw_sum:
                 mismatched[name] = f"hub {hub_sum} ≠ raw {raw_sum}"
-        verdicts.append(Verdict(
-            MONEY_RECONCILES, not mismatched,
-            "sums match the raw payloads" if not mismatched else "; ".join(f"{k}: {v}" for k, v in mismatched.items()),
-            figures,
-        ))
+        verdicts.append(
+            Verdict(
+                MONEY_RECONCILES,
+                not mismatched,
+                "sums match the raw payloads"
+                if not mismatched
+                else "; ".join(f"{k}: {v}" for k, v in mismatched.items()),
+                figures,
+            )
+        )
     return verdicts
 
 

@@ -24,21 +24,33 @@ def headline_kpis(conn: sa.Connection, tenant_id: int) -> dict[str, str]:
     revenue = _sum(conn, "revenue_by_business_unit", "completed_revenue", tenant_id)
     completed = _sum(conn, "job_conversion", "completed_jobs", tenant_id)
     invoiced = _sum(conn, "job_conversion", "invoiced_subtotal", tenant_id)
-    units = conn.execute(sa.text(
-        "SELECT count(DISTINCT business_unit_id) FROM mart_revenue_by_business_unit "
-        "WHERE tenant_id = :t AND completed_revenue > 0"), {"t": tenant_id}).scalar_one()
+    units = conn.execute(
+        sa.text(
+            "SELECT count(DISTINCT business_unit_id) FROM mart_revenue_by_business_unit "
+            "WHERE tenant_id = :t AND completed_revenue > 0"
+        ),
+        {"t": tenant_id},
+    ).scalar_one()
     return {
         "completed revenue": f"{revenue:,.2f} in {units} business units",
         "sales (sold estimates)": f"{_sum(conn, 'sales', 'sales', tenant_id):,.2f}",
         "average ticket": f"{(invoiced / completed if completed else 0):,.2f} over {completed} completed jobs",
-        "conversion rate": _rate(_sum(conn, "job_conversion", "converted", tenant_id),
-                                 _sum(conn, "job_conversion", "opportunities", tenant_id)),
-        "close rate": _rate(_sum(conn, "job_conversion", "closed", tenant_id),
-                            _sum(conn, "job_conversion", "sales_opportunities", tenant_id)),
-        "membership conversion (same day)": _rate(_sum(conn, "membership_conversion", "sold_same_day", tenant_id),
-                                                  _sum(conn, "membership_conversion", "opportunities", tenant_id)),
-        "call booking rate": _rate(_sum(conn, "call_booking", "booked_calls", tenant_id),
-                                   _sum(conn, "call_booking", "bookable_calls", tenant_id)),
+        "conversion rate": _rate(
+            _sum(conn, "job_conversion", "converted", tenant_id),
+            _sum(conn, "job_conversion", "opportunities", tenant_id),
+        ),
+        "close rate": _rate(
+            _sum(conn, "job_conversion", "closed", tenant_id),
+            _sum(conn, "job_conversion", "sales_opportunities", tenant_id),
+        ),
+        "membership conversion (same day)": _rate(
+            _sum(conn, "membership_conversion", "sold_same_day", tenant_id),
+            _sum(conn, "membership_conversion", "opportunities", tenant_id),
+        ),
+        "call booking rate": _rate(
+            _sum(conn, "call_booking", "booked_calls", tenant_id),
+            _sum(conn, "call_booking", "bookable_calls", tenant_id),
+        ),
         "collected": f"{_sum(conn, 'collections', 'collected', tenant_id):,.2f}",
         "accounts receivable": f"{_sum(conn, 'accounts_receivable', 'open_balance', tenant_id):,.2f}",
     }

@@ -27,8 +27,14 @@ from st_pipeline.sqltypes import UtcDateTime
 from st_pipeline.transform.spec import Column, ColumnType
 from st_pipeline.transform.types import MONEY_SCALE, sql_type
 
-T, I, M, D, R, DAY = (ColumnType.TEXT, ColumnType.INTEGER, ColumnType.MONEY, ColumnType.DECIMAL,
-                      ColumnType.COORDINATE, ColumnType.DATE)
+T, INT, M, D, R, DAY = (
+    ColumnType.TEXT,
+    ColumnType.INTEGER,
+    ColumnType.MONEY,
+    ColumnType.DECIMAL,
+    ColumnType.COORDINATE,
+    ColumnType.DATE,
+)
 
 # Job completion → membership sale: the "within 30 days" variant of membership conversion.
 MEMBERSHIP_FOLLOW_UP_DAYS = 30
@@ -121,7 +127,7 @@ class Mart:
 
     @property
     def columns(self) -> tuple[Column, ...]:
-        return (_c("tenant_id", I), *self.group, *self.measures, *(c for c, _ in self.derived))
+        return (_c("tenant_id", INT), *self.group, *self.measures, *(c for c, _ in self.derived))
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
@@ -139,19 +145,19 @@ def _job_facts(s: Sql, entities: str) -> str:
     """One row per completed job of the tenant (passing ``entities`` on the job id): its day,
     business unit, location, threshold and totals."""
     return f"""
-    SELECT j.id AS job_id, j.business_unit_id, j.location_id, {s.day('j.completed_on')} AS day,
+    SELECT j.id AS job_id, j.business_unit_id, j.location_id, {s.day("j.completed_on")} AS day,
            COALESCE(j.no_charge, FALSE) OR COALESCE(jt.no_charge, FALSE) AS no_charge,
            COALESCE(jt.sold_threshold, 0) AS threshold,
            COALESCE((SELECT SUM(i.sub_total) FROM hub_invoices i WHERE i.tenant_id = :tenant_id AND i.job_id = j.id
-                     AND {Sql.live('i')} AND i.adjustment_to_id IS NULL), 0) AS invoiced,
+                     AND {Sql.live("i")} AND i.adjustment_to_id IS NULL), 0) AS invoiced,
            (SELECT COUNT(*) FROM hub_estimates e WHERE e.tenant_id = :tenant_id AND e.job_id = j.id
-            AND {Sql.live('e')}) AS estimates,
+            AND {Sql.live("e")}) AS estimates,
            COALESCE((SELECT SUM(e.sub_total) FROM hub_estimates e WHERE e.tenant_id = :tenant_id AND e.job_id = j.id
-                     AND {Sql.live('e')} AND e.status = 'Sold'), 0) AS sold
+                     AND {Sql.live("e")} AND e.status = 'Sold'), 0) AS sold
     FROM hub_jobs j
     LEFT JOIN hub_job_types jt ON jt.tenant_id = j.tenant_id AND jt.id = j.job_type_id
-    WHERE j.tenant_id = :tenant_id AND {Sql.live('j')} AND j.job_status = 'Completed'
-      AND j.completed_on IS NOT NULL AND {entities.format(id='j.id')}"""
+    WHERE j.tenant_id = :tenant_id AND {Sql.live("j")} AND j.job_status = 'Completed'
+      AND j.completed_on IS NOT NULL AND {entities.format(id="j.id")}"""
 
 
 # A job is an opportunity unless it is No Charge (a No Charge job that still reaches the sold
@@ -165,7 +171,9 @@ _CLOSED = "(f.estimates > 0 AND f.sold > 0 AND f.sold >= f.threshold)"
 
 
 def _changed(table: str, column: str = "id") -> str:
-    return f"SELECT x.{column} FROM {table} x WHERE x.tenant_id = :tenant_id AND x.id IN (SELECT id FROM st_changed_ids)"
+    return (
+        f"SELECT x.{column} FROM {table} x WHERE x.tenant_id = :tenant_id AND x.id IN (SELECT id FROM st_changed_ids)"
+    )
 
 
 # The jobs a change reaches: the job itself, its invoices and estimates, its job type, its assignments.
@@ -173,30 +181,35 @@ _JOB_LINKS = (
     Link("hub_jobs", _changed("hub_jobs")),
     Link("hub_invoices", _changed("hub_invoices", "job_id")),
     Link("hub_estimates", _changed("hub_estimates", "job_id")),
-    Link("hub_job_types", "SELECT j.id FROM hub_jobs j WHERE j.tenant_id = :tenant_id "
-                          "AND j.job_type_id IN (SELECT id FROM st_changed_ids)"),
+    Link(
+        "hub_job_types",
+        "SELECT j.id FROM hub_jobs j WHERE j.tenant_id = :tenant_id "
+        "AND j.job_type_id IN (SELECT id FROM st_changed_ids)",
+    ),
 )
 
 
 def _revenue_facts(s: Sql, entities: str) -> str:
     income = "it.gl_account_type = 'Income'"
     base = "FROM hub_invoice_items it JOIN hub_invoices i ON i.tenant_id = it.tenant_id AND i.id = it.invoice_id"
-    where = (f"it.tenant_id = :tenant_id AND {s.live('i')} AND it.deleted_at IS NULL AND {income} "
-             f"AND {entities.format(id='i.id')}")
+    where = (
+        f"it.tenant_id = :tenant_id AND {s.live('i')} AND it.deleted_at IS NULL AND {income} "
+        f"AND {entities.format(id='i.id')}"
+    )
     return f"""
     SELECT invoice_id AS entity_id, day, business_unit_id,
            SUM(CASE WHEN kind = 'completed' THEN amount ELSE 0 END) AS completed_revenue,
            SUM(CASE WHEN kind = 'non_job' THEN amount ELSE 0 END) AS non_job_revenue,
            SUM(CASE WHEN kind = 'adjustment' THEN amount ELSE 0 END) AS adjustment_revenue
     FROM (
-      SELECT 'completed' AS kind, i.id AS invoice_id, {s.day('j.completed_on')} AS day,
+      SELECT 'completed' AS kind, i.id AS invoice_id, {s.day("j.completed_on")} AS day,
              COALESCE(it.business_unit_id, j.business_unit_id) AS business_unit_id, it.total AS amount
       {base} JOIN hub_jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id
-      WHERE {where} AND i.adjustment_to_id IS NULL AND {s.live('j')} AND j.job_status = 'Completed'
+      WHERE {where} AND i.adjustment_to_id IS NULL AND {s.live("j")} AND j.job_status = 'Completed'
         AND j.completed_on IS NOT NULL
       UNION ALL
       SELECT CASE WHEN i.adjustment_to_id IS NOT NULL THEN 'adjustment' ELSE 'non_job' END, i.id,
-             {s.day('i.invoice_date')}, COALESCE(it.business_unit_id, i.business_unit_id), it.total
+             {s.day("i.invoice_date")}, COALESCE(it.business_unit_id, i.business_unit_id), it.total
       {base}
       WHERE {where} AND (i.adjustment_to_id IS NOT NULL OR i.job_id IS NULL) AND i.invoice_date IS NOT NULL
     ) revenue
@@ -205,10 +218,10 @@ def _revenue_facts(s: Sql, entities: str) -> str:
 
 def _sales_facts(s: Sql, entities: str) -> str:
     return f"""
-    SELECT e.id AS entity_id, {s.day('e.sold_on')} AS day, e.business_unit_id, 1 AS sold_estimates, e.sub_total AS sales
+    SELECT e.id AS entity_id, {s.day("e.sold_on")} AS day, e.business_unit_id, 1 AS sold_estimates, e.sub_total AS sales
     FROM hub_estimates e
-    WHERE e.tenant_id = :tenant_id AND {s.live('e')} AND e.status = 'Sold' AND e.sold_on IS NOT NULL
-      AND {entities.format(id='e.id')}"""
+    WHERE e.tenant_id = :tenant_id AND {s.live("e")} AND e.status = 'Sold' AND e.sold_on IS NOT NULL
+      AND {entities.format(id="e.id")}"""
 
 
 def _conversion_facts(s: Sql, entities: str) -> str:
@@ -228,64 +241,66 @@ def _technician_facts(s: Sql, entities: str) -> str:
            {_flag(_SALES_OPPORTUNITY)} AS sales_opportunities, {_flag(_CLOSED)} AS closed, f.sold AS sold_on_jobs
     FROM ({_job_facts(s, entities)}) f
     JOIN (SELECT DISTINCT aa.job_id, aa.technician_id FROM hub_appointment_assignments aa
-          WHERE aa.tenant_id = :tenant_id AND {s.live('aa')} AND aa.technician_id IS NOT NULL
-            AND {entities.format(id='aa.job_id')}) a ON a.job_id = f.job_id"""
+          WHERE aa.tenant_id = :tenant_id AND {s.live("aa")} AND aa.technician_id IS NOT NULL
+            AND {entities.format(id="aa.job_id")}) a ON a.job_id = f.job_id"""
 
 
 def _membership_facts(s: Sql, entities: str) -> str:
     # Opportunity: a completed job at a location with no membership in force that day. (``+`` keeps
     # SQLite from scanning the location index for ``IS NOT NULL`` instead of looking the jobs up.)
-    covered = f"""EXISTS (SELECT 1 FROM hub_memberships m WHERE m.tenant_id = :tenant_id AND {s.live('m')}
-        AND m.location_id = f.location_id AND {s.day('m.valid_from')} < f.day
-        AND (m.valid_to IS NULL OR {s.day('m.valid_to')} >= f.day) AND COALESCE(m.status, '') <> 'Canceled')"""
-    sold_within = f"""EXISTS (SELECT 1 FROM hub_memberships m WHERE m.tenant_id = :tenant_id AND {s.live('m')}
-        AND m.location_id = f.location_id AND {s.day('m.valid_from')} >= f.day
-        AND {s.days_between(s.day('m.valid_from'), 'f.day')} <= {{days}})"""
+    covered = f"""EXISTS (SELECT 1 FROM hub_memberships m WHERE m.tenant_id = :tenant_id AND {s.live("m")}
+        AND m.location_id = f.location_id AND {s.day("m.valid_from")} < f.day
+        AND (m.valid_to IS NULL OR {s.day("m.valid_to")} >= f.day) AND COALESCE(m.status, '') <> 'Canceled')"""
+    sold_within = f"""EXISTS (SELECT 1 FROM hub_memberships m WHERE m.tenant_id = :tenant_id AND {s.live("m")}
+        AND m.location_id = f.location_id AND {s.day("m.valid_from")} >= f.day
+        AND {s.days_between(s.day("m.valid_from"), "f.day")} <= {{days}})"""
     return f"""
     SELECT f.job_id AS entity_id, f.day, 1 AS opportunities,
            {_flag(sold_within.format(days=0))} AS sold_same_day,
            {_flag(sold_within.format(days=MEMBERSHIP_FOLLOW_UP_DAYS))} AS sold_within_30_days
-    FROM (SELECT j.id AS job_id, j.location_id, {s.day('j.completed_on')} AS day FROM hub_jobs j
-          WHERE j.tenant_id = :tenant_id AND {s.live('j')} AND j.job_status = 'Completed'
-            AND j.completed_on IS NOT NULL AND +j.location_id IS NOT NULL AND {entities.format(id='j.id')}) f
+    FROM (SELECT j.id AS job_id, j.location_id, {s.day("j.completed_on")} AS day FROM hub_jobs j
+          WHERE j.tenant_id = :tenant_id AND {s.live("j")} AND j.job_status = 'Completed'
+            AND j.completed_on IS NOT NULL AND +j.location_id IS NOT NULL AND {entities.format(id="j.id")}) f
     WHERE NOT {covered}"""
 
 
 def _calls_facts(s: Sql, entities: str) -> str:
     bookable = "c.call_type IN ('Booked', 'Unbooked')"
     return f"""
-    SELECT c.id AS entity_id, {s.day('c.created_on')} AS day, 1 AS inbound_calls,
+    SELECT c.id AS entity_id, {s.day("c.created_on")} AS day, 1 AS inbound_calls,
            {_flag(bookable)} AS bookable_calls, {_flag("c.call_type = 'Booked'")} AS booked_calls
     FROM hub_calls c
-    WHERE c.tenant_id = :tenant_id AND {s.live('c')} AND c.direction = 'Inbound' AND c.created_on IS NOT NULL
-      AND {entities.format(id='c.id')}"""
+    WHERE c.tenant_id = :tenant_id AND {s.live("c")} AND c.direction = 'Inbound' AND c.created_on IS NOT NULL
+      AND {entities.format(id="c.id")}"""
 
 
 def _collections_facts(s: Sql, entities: str) -> str:
     return f"""
-    SELECT p.id AS entity_id, {s.day('p.payment_date')} AS day, 1 AS payments, p.total AS collected
+    SELECT p.id AS entity_id, {s.day("p.payment_date")} AS day, 1 AS payments, p.total AS collected
     FROM hub_payments p
-    WHERE p.tenant_id = :tenant_id AND {s.live('p')} AND p.payment_date IS NOT NULL AND {entities.format(id='p.id')}"""
+    WHERE p.tenant_id = :tenant_id AND {s.live("p")} AND p.payment_date IS NOT NULL AND {entities.format(id="p.id")}"""
 
 
 def _receivables_facts(s: Sql, entities: str) -> str:
     age = s.days_between(s.date_param(":as_of"), s.day("i.invoice_date"))
-    bucket = "CASE " + " ".join(
-        f"WHEN {age} <= {high} THEN '{label}'" for _low, high, label in AGING_BUCKETS if high is not None
-    ) + f" ELSE '{AGING_BUCKETS[-1][2]}' END"
+    bucket = (
+        "CASE "
+        + " ".join(f"WHEN {age} <= {high} THEN '{label}'" for _low, high, label in AGING_BUCKETS if high is not None)
+        + f" ELSE '{AGING_BUCKETS[-1][2]}' END"
+    )
     return f"""
-    SELECT i.id AS entity_id, {s.date_param(':as_of')} AS as_of, {bucket} AS aging_bucket, 1 AS open_invoices,
+    SELECT i.id AS entity_id, {s.date_param(":as_of")} AS as_of, {bucket} AS aging_bucket, 1 AS open_invoices,
            i.balance AS open_balance
     FROM hub_invoices i
-    WHERE i.tenant_id = :tenant_id AND {s.live('i')} AND i.balance > 0 AND i.invoice_date IS NOT NULL
-      AND {s.day('i.invoice_date')} <= {s.date_param(':as_of')} AND {entities.format(id='i.id')}"""
+    WHERE i.tenant_id = :tenant_id AND {s.live("i")} AND i.balance > 0 AND i.invoice_date IS NOT NULL
+      AND {s.day("i.invoice_date")} <= {s.date_param(":as_of")} AND {entities.format(id="i.id")}"""
 
 
 def _rate(numerator: str, denominator: str) -> Callable[[Sql], str]:
     return lambda s: s.ratio(f"{{{numerator}}}", f"{{{denominator}}}")
 
 
-DAY_COLUMN, BU_COLUMN = _c("day", DAY), _c("business_unit_id", I)
+DAY_COLUMN, BU_COLUMN = _c("day", DAY), _c("business_unit_id", INT)
 
 MARTS = (
     Mart(
@@ -300,9 +315,14 @@ MARTS = (
         derived=((_c("total_revenue", M), lambda s: "{completed_revenue} + {non_job_revenue} + {adjustment_revenue}"),),
         reads=("hub_invoice_items", "hub_invoices", "hub_jobs"),
         facts=_revenue_facts,
-        links=(Link("hub_invoices", _changed("hub_invoices")),
-               Link("hub_jobs", "SELECT i.id FROM hub_invoices i WHERE i.tenant_id = :tenant_id "
-                                "AND i.job_id IN (SELECT id FROM st_changed_ids)")),
+        links=(
+            Link("hub_invoices", _changed("hub_invoices")),
+            Link(
+                "hub_jobs",
+                "SELECT i.id FROM hub_invoices i WHERE i.tenant_id = :tenant_id "
+                "AND i.job_id IN (SELECT id FROM st_changed_ids)",
+            ),
+        ),
         headline=(("completed_revenue_last_30_days", "completed_revenue", 30),),
     ),
     Mart(
@@ -311,7 +331,7 @@ MARTS = (
         "day and credited to the estimate's business unit (sales are not revenue: a job can be sold one day and "
         "invoiced later).",
         group=(DAY_COLUMN, BU_COLUMN),
-        measures=(_c("sold_estimates", I), _c("sales", M)),
+        measures=(_c("sold_estimates", INT), _c("sales", M)),
         reads=("hub_estimates",),
         facts=_sales_facts,
         links=(Link("hub_estimates", _changed("hub_estimates")),),
@@ -327,11 +347,19 @@ MARTS = (
         "opportunity). Average ticket: invoiced subtotal (all items, adjustments excluded) per completed job, "
         "No Charge jobs included, cut to 4 decimals.",
         group=(DAY_COLUMN, BU_COLUMN),
-        measures=(_c("completed_jobs", I), _c("opportunities", I), _c("converted", I), _c("invoiced_subtotal", M),
-                  _c("sales_opportunities", I), _c("closed", I)),
-        derived=((_c("conversion_rate", R), _rate("converted", "opportunities")),
-                 (_c("average_ticket", M), lambda s: s.money_per("{invoiced_subtotal}", "{completed_jobs}")),
-                 (_c("close_rate", R), _rate("closed", "sales_opportunities"))),
+        measures=(
+            _c("completed_jobs", INT),
+            _c("opportunities", INT),
+            _c("converted", INT),
+            _c("invoiced_subtotal", M),
+            _c("sales_opportunities", INT),
+            _c("closed", INT),
+        ),
+        derived=(
+            (_c("conversion_rate", R), _rate("converted", "opportunities")),
+            (_c("average_ticket", M), lambda s: s.money_per("{invoiced_subtotal}", "{completed_jobs}")),
+            (_c("close_rate", R), _rate("closed", "sales_opportunities")),
+        ),
         reads=("hub_jobs", "hub_job_types", "hub_invoices", "hub_estimates"),
         facts=_conversion_facts,
         links=_JOB_LINKS,
@@ -343,9 +371,15 @@ MARTS = (
         "every technician assigned to them in full (no split weighting: a job of two technicians counts for "
         "both), opportunities, converted jobs and conversion rate (as in job_conversion), sales opportunities, "
         "closed, and the sold estimates' subtotal of their jobs (also in full for each).",
-        group=(DAY_COLUMN, _c("technician_id", I), BU_COLUMN),
-        measures=(_c("completed_jobs", I), _c("opportunities", I), _c("converted", I), _c("sales_opportunities", I),
-                  _c("closed", I), _c("sold_on_jobs", M)),
+        group=(DAY_COLUMN, _c("technician_id", INT), BU_COLUMN),
+        measures=(
+            _c("completed_jobs", INT),
+            _c("opportunities", INT),
+            _c("converted", INT),
+            _c("sales_opportunities", INT),
+            _c("closed", INT),
+            _c("sold_on_jobs", M),
+        ),
         derived=((_c("conversion_rate", R), _rate("converted", "opportunities")),),
         reads=("hub_jobs", "hub_job_types", "hub_invoices", "hub_estimates", "hub_appointment_assignments"),
         facts=_technician_facts,
@@ -355,26 +389,33 @@ MARTS = (
         "membership_conversion",
         "Membership conversion per day (job completion). Opportunity: a completed job at a location with no "
         "membership in force that day. Two variants: sold the same day (ServiceTitan's: only memberships "
-        f"sold \"for today\") and sold within {MEMBERSHIP_FOLLOW_UP_DAYS} days (a membership starting at the "
+        f'sold "for today") and sold within {MEMBERSHIP_FOLLOW_UP_DAYS} days (a membership starting at the '
         "location from the job's day on, as sold on a later visit). A membership's sale day is its start "
         "(from); the counts are of jobs converted, so one membership converts every opportunity at its location "
         "in the window before it.",
         group=(DAY_COLUMN,),
-        measures=(_c("opportunities", I), _c("sold_same_day", I), _c("sold_within_30_days", I)),
-        derived=((_c("conversion_rate_same_day", R), _rate("sold_same_day", "opportunities")),
-                 (_c("conversion_rate_30_days", R), _rate("sold_within_30_days", "opportunities"))),
+        measures=(_c("opportunities", INT), _c("sold_same_day", INT), _c("sold_within_30_days", INT)),
+        derived=(
+            (_c("conversion_rate_same_day", R), _rate("sold_same_day", "opportunities")),
+            (_c("conversion_rate_30_days", R), _rate("sold_within_30_days", "opportunities")),
+        ),
         reads=("hub_jobs", "hub_memberships"),
         facts=_membership_facts,
-        links=(Link("hub_jobs", _changed("hub_jobs")),
-               Link("hub_memberships", "SELECT j.id FROM hub_jobs j WHERE j.tenant_id = :tenant_id AND j.location_id IN "
-                                       f"({_changed('hub_memberships', 'location_id')})")),
+        links=(
+            Link("hub_jobs", _changed("hub_jobs")),
+            Link(
+                "hub_memberships",
+                "SELECT j.id FROM hub_jobs j WHERE j.tenant_id = :tenant_id AND j.location_id IN "
+                f"({_changed('hub_memberships', 'location_id')})",
+            ),
+        ),
     ),
     Mart(
         "call_booking",
         "Inbound calls per day (call creation): bookable calls (call type Booked or Unbooked; excused and "
         "abandoned calls are not), booked calls, and the booking rate booked / bookable.",
         group=(DAY_COLUMN,),
-        measures=(_c("inbound_calls", I), _c("bookable_calls", I), _c("booked_calls", I)),
+        measures=(_c("inbound_calls", INT), _c("bookable_calls", INT), _c("booked_calls", INT)),
         derived=((_c("booking_rate", R), _rate("booked_calls", "bookable_calls")),),
         reads=("hub_calls",),
         facts=_calls_facts,
@@ -385,7 +426,7 @@ MARTS = (
         "collections",
         "Collections per day (payment date): payments received and their total.",
         group=(DAY_COLUMN,),
-        measures=(_c("payments", I), _c("collected", M)),
+        measures=(_c("payments", INT), _c("collected", M)),
         reads=("hub_payments",),
         facts=_collections_facts,
         links=(Link("hub_payments", _changed("hub_payments")),),
@@ -397,7 +438,7 @@ MARTS = (
         "since the invoice date, in buckets 0-30, 31-60, 61-90 and 91+ days. Rebuilt in full by the first "
         "build of each day (ages move on), incrementally after.",
         group=(_c("as_of", DAY), _c("aging_bucket", T)),
-        measures=(_c("open_invoices", I), _c("open_balance", M)),
+        measures=(_c("open_invoices", INT), _c("open_balance", M)),
         reads=("hub_invoices",),
         facts=_receivables_facts,
         links=(Link("hub_invoices", _changed("hub_invoices")),),
@@ -424,7 +465,8 @@ def mart_table(mart: Mart) -> sa.Table:
 
 def _define_mart(mart: Mart) -> sa.Table:
     return sa.Table(
-        mart.table_name, mart_metadata,
+        mart.table_name,
+        mart_metadata,
         *(sa.Column(c.name, sql_type(c.type)) for c in mart.columns),
         sa.Column("built_at", UtcDateTime(), nullable=False),
         sa.Index(f"ix_{mart.table_name}_key", *mart.key),
@@ -442,7 +484,8 @@ def facts_table(mart: Mart) -> sa.Table:
 
 def _define_facts(mart: Mart, name: str) -> sa.Table:
     return sa.Table(
-        name, mart_metadata,
+        name,
+        mart_metadata,
         sa.Column("tenant_id", sa.BigInteger, nullable=False),
         sa.Column("entity_id", sa.BigInteger, nullable=False),
         *(sa.Column(c.name, sql_type(c.type)) for c in (*mart.group, *mart.measures)),
@@ -487,11 +530,15 @@ def _run(conn: sa.Connection, statement: str, tenant_id: int, as_of: date, built
 
 def _summed(mart: Mart, s: Sql, where: str) -> str:
     """SELECT the mart's rows from its facts (those passing ``where``): sums per key, then derived columns."""
-    sums = {c.name: (f"CAST(SUM(f.{c.name}) AS BIGINT)" if c.type == I else f"SUM(f.{c.name})") for c in mart.measures}
+    sums = {
+        c.name: (f"CAST(SUM(f.{c.name}) AS BIGINT)" if c.type == INT else f"SUM(f.{c.name})") for c in mart.measures
+    }
     group = ", ".join(f"f.{c.name}" for c in mart.group)
     derived = [sql(s).format(**sums) for _, sql in mart.derived]
     columns = ", ".join(["CAST(:tenant_id AS BIGINT)", group, *sums.values(), *derived, ":built_at"])
-    return f"SELECT {columns} FROM {mart.facts_table_name} f WHERE f.tenant_id = :tenant_id AND {where} GROUP BY {group}"
+    return (
+        f"SELECT {columns} FROM {mart.facts_table_name} f WHERE f.tenant_id = :tenant_id AND {where} GROUP BY {group}"
+    )
 
 
 def _same_group(mart: Mart, s: Sql, left: str, right: str) -> str:
@@ -501,8 +548,9 @@ def _same_group(mart: Mart, s: Sql, left: str, right: str) -> str:
     return " AND ".join([f"{left}.{first} = {right}.{first}", *(f"{left}.{n} {same} {right}.{n}" for n in rest)])
 
 
-def build_mart(conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, built_at: object,
-               entities: set[int] | None = None) -> MartBuild:
+def build_mart(
+    conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, built_at: object, entities: set[int] | None = None
+) -> MartBuild:
     """Build a mart for one tenant: in full, or (``entities``) for the facts of those entities only.
 
     Incrementally, the affected entities' old facts are subtracted from the mart rows and their new
@@ -517,8 +565,13 @@ def build_mart(conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, 
     fact_columns = ", ".join(["tenant_id", "entity_id", *(c.name for c in (*mart.group, *mart.measures))])
     if entities is None:
         conn.execute(facts.delete().where(facts.c.tenant_id == tenant_id))
-        _run(conn, f"INSERT INTO {facts.name} ({fact_columns}) SELECT :tenant_id, q.* FROM ({mart.facts(s, '1 = 1')}) q",
-             tenant_id, as_of, built_at)
+        _run(
+            conn,
+            f"INSERT INTO {facts.name} ({fact_columns}) SELECT :tenant_id, q.* FROM ({mart.facts(s, '1 = 1')}) q",
+            tenant_id,
+            as_of,
+            built_at,
+        )
         analyze(conn, facts.name)
         conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
         _run(conn, f"INSERT INTO {mart.table_name} ({names}) {_summed(mart, s, '1 = 1')}", tenant_id, as_of, built_at)
@@ -530,22 +583,45 @@ def build_mart(conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, 
     by_fact_group = ", ".join(f"f.{c.name}" for c in mart.group)
     measures = [c.name for c in mart.measures]
     # The entities' facts; CROSS JOIN keeps SQLite looking facts up by entity, from the few entities.
-    theirs = (f"FROM st_mart_entities x CROSS JOIN {facts.name} f "
-              "WHERE f.tenant_id = :tenant_id AND f.entity_id = x.id")
+    theirs = f"FROM st_mart_entities x CROSS JOIN {facts.name} f WHERE f.tenant_id = :tenant_id AND f.entity_id = x.id"
     for temporary in ("st_delta", "st_change"):
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {temporary}"))
     negated = ", ".join(f"-SUM(f.{m}) AS {m}" for m in measures)
-    _run(conn, f"CREATE TEMPORARY TABLE st_delta AS SELECT {by_fact_group}, {negated} {theirs} GROUP BY {by_fact_group}",
-         tenant_id, as_of, built_at)
-    conn.execute(sa.text(f"DELETE FROM {facts.name} WHERE tenant_id = :tenant_id AND entity_id IN "
-                         "(SELECT id FROM st_mart_entities)"), {"tenant_id": tenant_id})
-    _run(conn, f"INSERT INTO {facts.name} ({fact_columns}) SELECT :tenant_id, q.* FROM "
-               f"({mart.facts(s, '{id} IN (SELECT id FROM st_mart_entities)')}) q", tenant_id, as_of, built_at)
+    _run(
+        conn,
+        f"CREATE TEMPORARY TABLE st_delta AS SELECT {by_fact_group}, {negated} {theirs} GROUP BY {by_fact_group}",
+        tenant_id,
+        as_of,
+        built_at,
+    )
+    conn.execute(
+        sa.text(
+            f"DELETE FROM {facts.name} WHERE tenant_id = :tenant_id AND entity_id IN (SELECT id FROM st_mart_entities)"
+        ),
+        {"tenant_id": tenant_id},
+    )
+    _run(
+        conn,
+        f"INSERT INTO {facts.name} ({fact_columns}) SELECT :tenant_id, q.* FROM "
+        f"({mart.facts(s, '{id} IN (SELECT id FROM st_mart_entities)')}) q",
+        tenant_id,
+        as_of,
+        built_at,
+    )
     added = ", ".join(f"SUM(f.{m})" for m in measures)
-    _run(conn, f"INSERT INTO st_delta SELECT {by_fact_group}, {added} {theirs} GROUP BY {by_fact_group}",
-         tenant_id, as_of, built_at)
-    conn.execute(sa.text(f"CREATE TEMPORARY TABLE st_change AS SELECT {group}, "
-                         f"{', '.join(f'SUM({m}) AS {m}' for m in measures)} FROM st_delta GROUP BY {group}"))
+    _run(
+        conn,
+        f"INSERT INTO st_delta SELECT {by_fact_group}, {added} {theirs} GROUP BY {by_fact_group}",
+        tenant_id,
+        as_of,
+        built_at,
+    )
+    conn.execute(
+        sa.text(
+            f"CREATE TEMPORARY TABLE st_change AS SELECT {group}, "
+            f"{', '.join(f'SUM({m}) AS {m}' for m in measures)} FROM st_delta GROUP BY {group}"
+        )
+    )
     build.groups = conn.execute(sa.text("SELECT count(*) FROM st_change")).scalar_one()
     conn.execute(sa.text(f"CREATE INDEX st_change_key ON st_change ({group})"))  # looked up per mart row below
     analyze(conn, "st_change")
@@ -554,27 +630,49 @@ def build_mart(conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, 
     after_change = {m: f"(t.{m} + c.{m})" for m in measures}
     derived_after = "".join(f", {c.name} = {sql(s).format(**after_change)}" for c, sql in mart.derived)
     # Existing rows: add the change, and derive again from the new sums (SET reads the old values).
-    _run(conn, f"UPDATE {target} AS t SET {', '.join(f'{m} = t.{m} + c.{m}' for m in measures)}{derived_after}, "
-               f"built_at = :built_at FROM st_change c WHERE t.tenant_id = :tenant_id AND {matches}",
-         tenant_id, as_of, built_at)
+    _run(
+        conn,
+        f"UPDATE {target} AS t SET {', '.join(f'{m} = t.{m} + c.{m}' for m in measures)}{derived_after}, "
+        f"built_at = :built_at FROM st_change c WHERE t.tenant_id = :tenant_id AND {matches}",
+        tenant_id,
+        as_of,
+        built_at,
+    )
     # New keys.
     new_sums = {m: f"c.{m}" for m in measures}
     derived_new = "".join(f", {sql(s).format(**new_sums)}" for _, sql in mart.derived)
-    _run(conn, f"INSERT INTO {target} ({names}) SELECT CAST(:tenant_id AS BIGINT), "
-               f"{', '.join(f'c.{c.name}' for c in mart.group)}, {', '.join(f'c.{m}' for m in measures)}"
-               f"{derived_new}, :built_at FROM st_change c "
-               f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.tenant_id = :tenant_id AND {matches})",
-         tenant_id, as_of, built_at)
+    _run(
+        conn,
+        f"INSERT INTO {target} ({names}) SELECT CAST(:tenant_id AS BIGINT), "
+        f"{', '.join(f'c.{c.name}' for c in mart.group)}, {', '.join(f'c.{m}' for m in measures)}"
+        f"{derived_new}, :built_at FROM st_change c "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.tenant_id = :tenant_id AND {matches})",
+        tenant_id,
+        as_of,
+        built_at,
+    )
     # Keys left without facts (found from the change, then removed).
     conn.execute(sa.text("DROP TABLE IF EXISTS st_emptied"))
-    _run(conn, f"CREATE TEMPORARY TABLE st_emptied AS SELECT {', '.join(f'c.{c.name}' for c in mart.group)} "
-               f"FROM st_change c WHERE NOT EXISTS (SELECT 1 FROM {facts.name} f "
-               f"WHERE f.tenant_id = :tenant_id AND {_same_group(mart, s, 'f', 'c')})", tenant_id, as_of, built_at)
+    _run(
+        conn,
+        f"CREATE TEMPORARY TABLE st_emptied AS SELECT {', '.join(f'c.{c.name}' for c in mart.group)} "
+        f"FROM st_change c WHERE NOT EXISTS (SELECT 1 FROM {facts.name} f "
+        f"WHERE f.tenant_id = :tenant_id AND {_same_group(mart, s, 'f', 'c')})",
+        tenant_id,
+        as_of,
+        built_at,
+    )
     if conn.execute(sa.text("SELECT count(*) FROM st_emptied")).scalar_one():
         first = mart.group[0].name
-        _run(conn, f"DELETE FROM {target} WHERE tenant_id = :tenant_id AND {target}.{first} IN "
-                   f"(SELECT {first} FROM st_emptied) AND EXISTS (SELECT 1 FROM st_emptied c "
-                   f"WHERE {_same_group(mart, s, target, 'c')})", tenant_id, as_of, built_at)
+        _run(
+            conn,
+            f"DELETE FROM {target} WHERE tenant_id = :tenant_id AND {target}.{first} IN "
+            f"(SELECT {first} FROM st_emptied) AND EXISTS (SELECT 1 FROM st_emptied c "
+            f"WHERE {_same_group(mart, s, target, 'c')})",
+            tenant_id,
+            as_of,
+            built_at,
+        )
     conn.execute(sa.text("DROP TABLE st_emptied"))
     for temporary in ("st_delta", "st_change"):
         conn.execute(sa.text(f"DROP TABLE {temporary}"))
@@ -602,13 +700,16 @@ def load_ids(conn: sa.Connection, name: str, ids: set[int]) -> None:
         conn.execute(sa.text(f"ANALYZE {name}"))  # temporary tables have no statistics otherwise
         return
     for start in range(0, len(ordered), 5000):
-        conn.execute(sa.text(f"INSERT INTO {name} (id) VALUES (:id)"), [{"id": i} for i in ordered[start:start + 5000]])
+        conn.execute(
+            sa.text(f"INSERT INTO {name} (id) VALUES (:id)"), [{"id": i} for i in ordered[start : start + 5000]]
+        )
 
 
 def _finish(conn: sa.Connection, mart: Mart, tenant_id: int, build: MartBuild) -> MartBuild:
     table = mart_table(mart)
     build.row_count = conn.execute(
-        sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)).scalar_one()
+        sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
+    ).scalar_one()
     build.headline = _headline(conn, mart, tenant_id)
     return build
 
@@ -637,7 +738,9 @@ def mart_fingerprint(mart: Mart, dialect: str) -> str:
 
     s = Sql(dialect)
     queries = _summed(mart, s, "1 = 1") + mart.facts(s, "{id} = 0")
-    shape = repr(([(c.name, c.type.value) for c in mart.columns], mart.key, queries, [l.entities for l in mart.links]))
+    shape = repr(
+        ([(c.name, c.type.value) for c in mart.columns], mart.key, queries, [link.entities for link in mart.links])
+    )
     return hashlib.sha256(shape.encode()).hexdigest()[:16]
 
 

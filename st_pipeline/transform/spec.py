@@ -81,10 +81,6 @@ class HubTable:
         return f"hub_{self.name}"
 
     @property
-    def asset_name(self) -> str:
-        return self.name
-
-    @property
     def primary_key(self) -> tuple[str, ...]:
         """``tenant_id`` first, then the record's own key."""
         return ("tenant_id", *self.key)

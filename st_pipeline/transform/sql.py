@@ -51,13 +51,16 @@ def _sqlite_decimal(text: str) -> str:
     digits = f"ltrim({text}, '+-')"
     dot = f"instr({digits}, '.')"
     whole = f"(CASE WHEN {dot} > 0 THEN substr({digits}, 1, {dot} - 1) ELSE {digits} END)"
-    fraction = f"(CASE WHEN {dot} > 0 THEN substr(substr({digits}, {dot} + 1) || '0000', 1, {MONEY_SCALE}) ELSE '0000' END)"
+    fraction = (
+        f"(CASE WHEN {dot} > 0 THEN substr(substr({digits}, {dot} + 1) || '0000', 1, {MONEY_SCALE}) ELSE '0000' END)"
+    )
     sign = f"(CASE WHEN substr({text}, 1, 1) = '-' THEN -1 ELSE 1 END)"
     valid = (
         f"{text} <> '' AND {digits} <> '' AND {digits} <> '.' AND {text} NOT GLOB '?*[+-]*' "
         f"AND {text} NOT GLOB '[+-][+-]*' AND {digits} NOT GLOB '*[^0-9.]*' AND {digits} NOT GLOB '*.*.*'"
     )
-    return f"(CASE WHEN {valid} THEN {sign} * (CAST({whole} AS INTEGER) * {10 ** MONEY_SCALE} + CAST({fraction} AS INTEGER)) END)"
+    scaled = f"CAST({whole} AS INTEGER) * {10**MONEY_SCALE} + CAST({fraction} AS INTEGER)"
+    return f"(CASE WHEN {valid} THEN {sign} * ({scaled}) END)"
 
 
 def _sqlite_value(column: Column, document: str) -> str:
@@ -123,8 +126,10 @@ def from_clause(spec: HubTable, raw_table: str, dialect: str) -> tuple[str, str]
     if dialect == "sqlite":
         path = _sqlite_path(tuple(spec.explode.split(".")))
         # Array elements are the rows with an integer key (a scalar or null gives one row keyed NULL).
-        return (f"FROM {raw}, json_each({RAW_ALIAS}.payload, '{path}') {ELEMENT_ALIAS}",
-                f"typeof({ELEMENT_ALIAS}.key) = 'integer'")
+        return (
+            f"FROM {raw}, json_each({RAW_ALIAS}.payload, '{path}') {ELEMENT_ALIAS}",
+            f"typeof({ELEMENT_ALIAS}.key) = 'integer'",
+        )
     array = f"{RAW_ALIAS}.payload #> {_pg_path(tuple(spec.explode.split('.')))}"
     return (
         f"FROM {raw} CROSS JOIN LATERAL (SELECT ordinality - 1 AS position, value FROM jsonb_array_elements("

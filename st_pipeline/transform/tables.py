@@ -35,7 +35,8 @@ def _define(spec: HubTable) -> sa.Table:
     # Every reference is indexed: marts join along them, and the referential check looks them up.
     indexes = [
         sa.Index(f"ix_{spec.table_name}_{ref.column}", "tenant_id", ref.column)
-        for ref in spec.references if ref.column not in spec.key[:1]
+        for ref in spec.references
+        if ref.column not in spec.key[:1]
     ]
     return sa.Table(
         spec.table_name,

@@ -76,9 +76,9 @@ def grant(engine: sa.Engine, role: str, tenant_id: int) -> None:
             )
         ).first()
         if exists is None:
-            conn.execute(tenant_access_table.insert().values(
-                role_name=role, tenant_id=tenant_id, granted_at=datetime.now(UTC)
-            ))
+            conn.execute(
+                tenant_access_table.insert().values(role_name=role, tenant_id=tenant_id, granted_at=datetime.now(UTC))
+            )
         secure_tables(conn)
 
 
@@ -121,17 +121,25 @@ def secure_tables(conn: sa.Connection) -> int:
     if conn.dialect.name != "postgresql" or not sa.inspect(conn).has_table(tenant_access_table.name):
         return 0  # SQLite has no row-level security; before `db upgrade`, there is nothing to grant yet
     access = _quote(conn, tenant_access_table.name)
-    roles = list(conn.execute(sa.text(
-        f"SELECT DISTINCT a.role_name FROM {access} a JOIN pg_catalog.pg_roles r ON r.rolname = a.role_name "
-        "ORDER BY a.role_name"
-    )).scalars())
+    roles = list(
+        conn.execute(
+            sa.text(
+                f"SELECT DISTINCT a.role_name FROM {access} a JOIN pg_catalog.pg_roles r ON r.rolname = a.role_name "
+                "ORDER BY a.role_name"
+            )
+        ).scalars()
+    )
     tables = tenant_table_names(conn)
     secured = 0
     for table in tables:
         secured += _secure(conn, table, POLICY, f"tenant_id IN ({_VISIBLE_TENANTS.format(access=access)})")
-    _secure(conn, tenant_access_table.name, OWN_GRANTS_POLICY,
-            "role_name IN (SELECT r.rolname FROM pg_catalog.pg_roles r "
-            "WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))")
+    _secure(
+        conn,
+        tenant_access_table.name,
+        OWN_GRANTS_POLICY,
+        "role_name IN (SELECT r.rolname FROM pg_catalog.pg_roles r "
+        "WHERE pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))",
+    )
     if roles:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
         names = ", ".join(_quote(conn, role) for role in roles)

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 
 from st_pipeline.servicetitan.timestamps import parse_timestamp
 
-
 # Columns an upsert replaces; ``deleted_at`` is cleared when a record shows up again.
 _UPDATED = ("modified_on", "active", "payload", "extracted_at", "run_id", "deleted_at")
 
@@ -122,7 +121,7 @@ def _sqlite_upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, An
     """
     columns = [column.name for column in table.columns]
     placeholders = ", ".join("?" for _ in columns)
-    plan = [(name, _SQLITE_CONVERTERS.get(type(column.type).__name__)) for name, column in zip(columns, table.columns)]
+    plan = [(column.name, _SQLITE_CONVERTERS.get(type(column.type).__name__)) for column in table.columns]
     values = [tuple(convert(row[name]) if convert else row[name] for name, convert in plan) for row in rows]
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -173,9 +172,11 @@ def _copy_upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]
         cursor.execute(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}") ON COMMIT DELETE ROWS')
         cursor.copy_expert(f'COPY "{stage}" ({", ".join(columns)}) FROM STDIN', buffer)
         # xmax = 0 on the returned row: it was inserted, not updated.
-        cursor.execute(_upsert_sql(
-            table, f'SELECT {", ".join(columns)} FROM "{stage}"', "IS DISTINCT FROM", " RETURNING (xmax = 0)"
-        ))
+        cursor.execute(
+            _upsert_sql(
+                table, f'SELECT {", ".join(columns)} FROM "{stage}"', "IS DISTINCT FROM", " RETURNING (xmax = 0)"
+            )
+        )
         changed = [inserted for (inserted,) in cursor.fetchall()]
         cursor.execute(f'TRUNCATE "{stage}"')
     finally:
@@ -220,7 +221,9 @@ def quarantine_rows(
     return rows
 
 
-def mark_missing_deleted(conn: sa.Connection, table: sa.Table, tenant_id: int, seen_ids: set[int], *, at: datetime) -> int:
+def mark_missing_deleted(
+    conn: sa.Connection, table: sa.Table, tenant_id: int, seen_ids: set[int], *, at: datetime
+) -> int:
     """Flag the tenant's rows whose ids a complete listing did not return: ``deleted_at = at``.
 
     Rows are never removed. The seen ids go through a temporary table (no parameter limits).
@@ -229,7 +232,9 @@ def mark_missing_deleted(conn: sa.Connection, table: sa.Table, tenant_id: int, s
     conn.execute(sa.text("DELETE FROM st_seen_ids"))
     ids = sorted(seen_ids)
     for start in range(0, len(ids), 5000):
-        conn.execute(sa.text("INSERT INTO st_seen_ids (id) VALUES (:id)"), [{"id": i} for i in ids[start : start + 5000]])
+        conn.execute(
+            sa.text("INSERT INTO st_seen_ids (id) VALUES (:id)"), [{"id": i} for i in ids[start : start + 5000]]
+        )
     flagged = conn.execute(
         table.update()
         .where(

@@ -13,15 +13,24 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from st_pipeline.schema_versions import SchemaOutOfDateError, Upgrade, VersionedSchema
+from st_pipeline.schema_versions import SchemaOutOfDateError, Upgrade, VersionedSchema, schema_change_lock
 from st_pipeline.servicetitan.catalogue import Dataset
 from st_pipeline.warehouse.access import secure_tables
-from st_pipeline.warehouse.locks import schema_change_lock
 from st_pipeline.warehouse.tables import CONTROL_TABLES, is_warehouse_table, metadata, raw_table, raw_table_name
 
 __all__ = [
-    "HEAD_REVISION", "MIGRATIONS", "REVISIONS", "VERSION_TABLE", "WAREHOUSE_SCHEMA", "SchemaOutOfDateError",
-    "check_schema", "current_revision", "ensure_raw_tables", "ensure_schema", "head_revision", "upgrade",
+    "HEAD_REVISION",
+    "MIGRATIONS",
+    "REVISIONS",
+    "VERSION_TABLE",
+    "WAREHOUSE_SCHEMA",
+    "SchemaOutOfDateError",
+    "check_schema",
+    "current_revision",
+    "ensure_raw_tables",
+    "ensure_schema",
+    "head_revision",
+    "upgrade",
 ]
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -66,7 +66,9 @@ def _define_raw(name: str) -> sa.Table:
 quarantine_table = sa.Table(
     "raw_quarantine",
     metadata,
-    sa.Column("quarantine_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "quarantine_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
     sa.Column("tenant_id", sa.BigInteger, nullable=False),
     sa.Column("dataset", sa.String(200), nullable=False),
     sa.Column("record_id", sa.BigInteger, nullable=True),
@@ -175,7 +177,12 @@ tenant_access_table = sa.Table(
 # Tables whose shape is managed by the migrations (``schema.py``); raw tables are created on
 # demand, one per dataset, and altered by migrations when their shape changes.
 CONTROL_TABLES = (
-    quarantine_table, sync_state_table, sync_log_table, tenant_access_table, dataset_status_table, tenant_lock_table,
+    quarantine_table,
+    sync_state_table,
+    sync_log_table,
+    tenant_access_table,
+    dataset_status_table,
+    tenant_lock_table,
     transform_state_table,
 )
 
@@ -183,10 +190,16 @@ CONTROL_TABLES = (
 # What belongs to the warehouse: raw, hub and mart tables and the sync state and log. Anything else
 # in the same schema (a registry someone put there, another tool's tables) is never granted or purged.
 WAREHOUSE_TABLE_PREFIXES = ("raw_", "hub_", "mart_")
-WAREHOUSE_CONTROL_TABLES = frozenset({
-    sync_state_table.name, sync_log_table.name, quarantine_table.name, dataset_status_table.name, tenant_lock_table.name,
-    transform_state_table.name,
-})
+WAREHOUSE_CONTROL_TABLES = frozenset(
+    {
+        sync_state_table.name,
+        sync_log_table.name,
+        quarantine_table.name,
+        dataset_status_table.name,
+        tenant_lock_table.name,
+        transform_state_table.name,
+    }
+)
 
 
 def is_warehouse_table(name: str) -> bool:

@@ -127,9 +127,9 @@ class _CollectingHandler:
         self.inbox = inbox
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's naming
-        self.inbox.put(Mail(
-            envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content), session.ssl is not None
-        ))
+        self.inbox.put(
+            Mail(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content), session.ssl is not None)
+        )
         return "250 Message accepted for delivery"
 
 
@@ -186,9 +186,7 @@ def make_certificates(directory: Path) -> Certificates:
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     files = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")

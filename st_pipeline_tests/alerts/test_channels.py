@@ -150,8 +150,16 @@ def test_email_failures_name_the_server_never_the_password(smtp_server: SmtpServ
 
 def test_email_over_starttls_with_a_private_ca(tls_smtp_server: SmtpServer, certificates: Certificates) -> None:
     server = tls_smtp_server
-    channel = EmailChannel(server.host, server.port, "st@example.test", ["a@example.test"], SMTP_USER, SMTP_PASSWORD,
-                           starttls=True, ca_file=str(certificates.ca_file))
+    channel = EmailChannel(
+        server.host,
+        server.port,
+        "st@example.test",
+        ["a@example.test"],
+        SMTP_USER,
+        SMTP_PASSWORD,
+        starttls=True,
+        ca_file=str(certificates.ca_file),
+    )
     channel.send(_opened())
     mail = server.next()
     assert mail.over_tls and mail.rcpt_tos == ["a@example.test"]
@@ -160,8 +168,9 @@ def test_email_over_starttls_with_a_private_ca(tls_smtp_server: SmtpServer, cert
 
 def test_email_refuses_an_untrusted_certificate_and_never_logs_in_in_the_clear(tls_smtp_server: SmtpServer) -> None:
     server = tls_smtp_server
-    untrusted = EmailChannel(server.host, server.port, "st@example.test", ["a@example.test"], SMTP_USER, SMTP_PASSWORD,
-                             starttls=True)  # the system CAs do not know the test CA
+    untrusted = EmailChannel(
+        server.host, server.port, "st@example.test", ["a@example.test"], SMTP_USER, SMTP_PASSWORD, starttls=True
+    )  # the system CAs do not know the test CA
     with pytest.raises(AlertDeliveryError, match="CERTIFICATE_VERIFY_FAILED") as raised:
         untrusted.send(_opened())
     assert SMTP_PASSWORD not in str(raised.value)

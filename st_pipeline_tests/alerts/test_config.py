@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from st_pipeline.alerts import EmailChannel, JsonWebhookChannel, SlackWebhookChannel, channels_from_settings, dagster_run_link
+from st_pipeline.alerts import (
+    EmailChannel,
+    JsonWebhookChannel,
+    SlackWebhookChannel,
+    channels_from_settings,
+    dagster_run_link,
+)
 from st_pipeline.settings import SettingsError, load_settings
 
 SLACK = "https://hooks.slack.example/services/T1/B1/SECRETPART"
@@ -69,8 +75,10 @@ def test_email_with_a_private_ca() -> None:
         ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_PORT": "smtp"}, "ST_PIPELINE_ALERT_SMTP_PORT"),
         ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_STARTTLS": "maybe"}, "ST_PIPELINE_ALERT_SMTP_STARTTLS"),
         ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_CA_FILE": __file__}, "ST_PIPELINE_ALERT_SMTP_STARTTLS"),
-        ({**EMAIL, "ST_PIPELINE_ALERT_SMTP_STARTTLS": "1", "ST_PIPELINE_ALERT_SMTP_CA_FILE": "/nonexistent/ca.pem"},
-         "ST_PIPELINE_ALERT_SMTP_CA_FILE"),
+        (
+            {**EMAIL, "ST_PIPELINE_ALERT_SMTP_STARTTLS": "1", "ST_PIPELINE_ALERT_SMTP_CA_FILE": "/nonexistent/ca.pem"},
+            "ST_PIPELINE_ALERT_SMTP_CA_FILE",
+        ),
         ({"ST_PIPELINE_ALERT_SMTP_CA_FILE": __file__}, "ST_PIPELINE_ALERT_SMTP_HOST"),
         ({"ST_PIPELINE_ALERT_SLACK_WEBHOOK_URL": "hooks.example/SECRETPART"}, "ST_PIPELINE_ALERT_SLACK_WEBHOOK_URL"),
         ({"ST_PIPELINE_ALERT_WEBHOOK_URL": "ftp://x/SECRETPART"}, "ST_PIPELINE_ALERT_WEBHOOK_URL"),

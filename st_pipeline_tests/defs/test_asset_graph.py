@@ -2,9 +2,10 @@
 
 ``asset_graph.snapshot.json`` (beside this file) holds one line per asset: its key, group, whether
 it is partitioned, whether it can be materialized, its checks and the first sentence of its
-description; then the names of the jobs, schedules and sensors. Renaming, adding, removing or regrouping an asset, rewording the start
-of its description or changing its checks fails ``test_the_asset_graph_matches_its_snapshot`` with
-a diff. When the change is meant, rewrite the snapshot and commit it with the change::
+description; then the names of the jobs, schedules and sensors. Renaming, adding, removing or
+regrouping an asset, rewording the start of its description or changing its checks fails
+``test_the_asset_graph_matches_its_snapshot`` with a diff. When the change is meant, rewrite the
+snapshot and commit it with the change::
 
     ST_PIPELINE_UPDATE_SNAPSHOT=1 .venv/bin/pytest -q st_pipeline_tests/defs/test_asset_graph.py
 
@@ -85,10 +86,15 @@ def test_the_asset_graph_matches_its_snapshot() -> None:
     if os.environ.get(UPDATE_VARIABLE) == "1":
         SNAPSHOT.write_text(current)
     recorded = SNAPSHOT.read_text() if SNAPSHOT.exists() else ""
-    diff = "".join(difflib.unified_diff(
-        recorded.splitlines(keepends=True), current.splitlines(keepends=True),
-        fromfile=f"{SNAPSHOT.name} (recorded)", tofile="the definitions now", n=0,
-    ))
+    diff = "".join(
+        difflib.unified_diff(
+            recorded.splitlines(keepends=True),
+            current.splitlines(keepends=True),
+            fromfile=f"{SNAPSHOT.name} (recorded)",
+            tofile="the definitions now",
+            n=0,
+        )
+    )
     if diff:
         pytest.fail(
             f"the asset graph differs from its snapshot; if that is meant, run with {UPDATE_VARIABLE}=1 and commit "
@@ -118,8 +124,11 @@ def test_every_check_definition_job_schedule_and_sensor_has_a_description() -> N
     repository = defs.get_repository_def()
     described = {
         **{f"checks {c.node_def.name}": c.node_def.description for c in repository.asset_checks_defs_by_key.values()},
-        **{f"assets {a.node_def.name}": a.node_def.description for a in repository.assets_defs_by_key.values()
-           if a.is_executable},
+        **{
+            f"assets {a.node_def.name}": a.node_def.description
+            for a in repository.assets_defs_by_key.values()
+            if a.is_executable
+        },
         **{f"job {job.name}": job.description for job in _jobs(repository)},
         **{f"schedule {s.name}": s.description for s in repository.schedule_defs},
         **{f"sensor {s.name}": s.description for s in repository.sensor_defs},

@@ -44,8 +44,9 @@ from st_pipeline_tests.support import (
 CATALOGUE = load_catalogue()
 TAMPERED = SimulatedTenant(tenant_id=9701, client_id="cid.tampered", client_secret="cs1.tampered-secret")
 CLEAN = SimulatedTenant(tenant_id=9702, client_id="cid.clean", client_secret="cs1.clean-secret")
-CUSTOMERS, INVOICES, JOBS, ZONES = (CATALOGUE.dataset(k) for k in (
-    "crm/customers", "accounting/invoices", "jpm/jobs", "dispatch/zones"))
+CUSTOMERS, INVOICES, JOBS, ZONES = (
+    CATALOGUE.dataset(k) for k in ("crm/customers", "accounting/invoices", "jpm/jobs", "dispatch/zones")
+)
 SERVED = (CUSTOMERS.key, INVOICES.key, JOBS.key, ZONES.key)
 REVENUE = next(m for m in MARTS if m.name == "revenue_by_business_unit")
 
@@ -65,28 +66,42 @@ def sim(local_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]
 
 def _definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=[tenant_sync, tenant_models], jobs=[sync_job],
-        resources={"servicetitan": ServiceTitanResource(), "tenant_registry": TenantRegistryResource(),
-                   "warehouse": WarehouseResource()},
+        assets=[tenant_sync, tenant_models],
+        jobs=[sync_job],
+        resources={
+            "servicetitan": ServiceTitanResource(),
+            "tenant_registry": TenantRegistryResource(),
+            "warehouse": WarehouseResource(),
+        },
     )
 
 
-def _materialize(instance: dg.DagsterInstance, tenant: SimulatedTenant, selection: list[dg.AssetKey],
-                 models_config: dict | None = None) -> dg.ExecuteInProcessResult:
+def _materialize(
+    instance: dg.DagsterInstance,
+    tenant: SimulatedTenant,
+    selection: list[dg.AssetKey],
+    models_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
     """What "Materialize" on the selected assets runs for one tenant's partition."""
     add_tenant_partition(instance, tenant.tenant_id)
     job = _definitions().resolve_implicit_global_asset_job_def().get_subset(asset_selection=set(selection))
     run_config = {"ops": {TENANT_MODELS_OP: {"config": models_config}}} if models_config else {}
-    return job.execute_in_process(instance=instance, partition_key=str(tenant.tenant_id), run_config=run_config,
-                                  raise_on_error=False)
+    return job.execute_in_process(
+        instance=instance, partition_key=str(tenant.tenant_id), run_config=run_config, raise_on_error=False
+    )
 
 
 def _scheduled(instance: dg.DagsterInstance, tenant: SimulatedTenant) -> dg.ExecuteInProcessResult:
     """The hourly job's run of one tenant (of the served datasets)."""
     add_tenant_partition(instance, tenant.tenant_id)
-    result = _definitions().resolve_job_def(SYNC_JOB).execute_in_process(
-        instance=instance, partition_key=str(tenant.tenant_id),
-        run_config={"ops": {TENANT_SYNC_OP: {"config": {"datasets": list(SERVED)}}}},
+    result = (
+        _definitions()
+        .resolve_job_def(SYNC_JOB)
+        .execute_in_process(
+            instance=instance,
+            partition_key=str(tenant.tenant_id),
+            run_config={"ops": {TENANT_SYNC_OP: {"config": {"datasets": list(SERVED)}}}},
+        )
     )
     assert result.success
     return result
@@ -102,7 +117,9 @@ def _synced(run_id: str) -> set[str]:
     """The datasets a run synced, from the warehouse's sync log."""
     engine = sa.create_engine(load_settings().warehouse_database_url)
     with engine.connect() as conn:
-        synced = set(conn.execute(sa.select(sync_log_table.c.dataset).where(sync_log_table.c.run_id == run_id)).scalars())
+        synced = set(
+            conn.execute(sa.select(sync_log_table.c.dataset).where(sync_log_table.c.run_id == run_id)).scalars()
+        )
     engine.dispose()
     return synced
 
@@ -180,20 +197,28 @@ def test_hub_and_mart_build_on_their_own_from_what_was_synced_under_the_tenant_l
         with tenant_lock(engine, tenant.tenant_id, "a-running-sync"):
             refused = _materialize(instance, tenant, [revenue], models_config={"lock_wait_s": 0})
     with engine.connect() as conn:
-        hub_rows = conn.execute(sa.text("SELECT count(*) FROM hub_customers WHERE tenant_id = :t"),
-                                {"t": tenant.tenant_id}).scalar_one()
-        mart_rows = conn.execute(sa.text(f"SELECT count(*) FROM {REVENUE.table_name} WHERE tenant_id = :t"),
-                                 {"t": tenant.tenant_id}).scalar_one()
+        hub_rows = conn.execute(
+            sa.text("SELECT count(*) FROM hub_customers WHERE tenant_id = :t"), {"t": tenant.tenant_id}
+        ).scalar_one()
+        mart_rows = conn.execute(
+            sa.text(f"SELECT count(*) FROM {REVENUE.table_name} WHERE tenant_id = :t"), {"t": tenant.tenant_id}
+        ).scalar_one()
     engine.dispose()
 
     assert not missing.success
     assert "servicetitan/raw/accounting/invoices" in _failure(missing) and "first" in _failure(missing)
     assert set(customers_reported) == {customers_hub}
-    assert customers_reported[customers_hub]["dagster/row_count"].value == hub_rows == len(
-        sim.ground_truth(tenant.tenant_id, CUSTOMERS.key))
+    assert (
+        customers_reported[customers_hub]["dagster/row_count"].value
+        == hub_rows
+        == len(sim.ground_truth(tenant.tenant_id, CUSTOMERS.key))
+    )
     # The mart and the hub tables it reads, which this run built for the first time.
-    assert revenue in mart_reported and {invoices_hub, hub_asset_key(hub("invoice_items")),
-                                         hub_asset_key(hub("jobs"))} <= set(mart_reported)
+    assert revenue in mart_reported and {
+        invoices_hub,
+        hub_asset_key(hub("invoice_items")),
+        hub_asset_key(hub("jobs")),
+    } <= set(mart_reported)
     assert mart_reported[revenue]["dagster/row_count"].value == mart_rows > 0
     assert not set(mart_reported) & {raw_asset_key(d) for d in (CUSTOMERS, INVOICES, JOBS)}
     assert not refused.success

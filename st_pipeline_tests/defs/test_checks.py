@@ -40,15 +40,21 @@ def test_direct_evaluation_severities() -> None:
     assert not dupes[DUPLICATES_CHECK].passed and dupes[DUPLICATES_CHECK].severity == dg.AssetCheckSeverity.WARN
     stuck = _judge(CUSTOMERS, error=StuckCursorError("stuck"))
     assert [(r.check_name, r.passed, r.severity) for r in stuck.values()] == [
-        (CURSOR_CHECK, False, dg.AssetCheckSeverity.ERROR)]
+        (CURSOR_CHECK, False, dg.AssetCheckSeverity.ERROR)
+    ]
     wrong = _judge(ZONES, records=10, reported_total=12)
     assert not wrong[TOTAL_CHECK].passed and "reported 12" in wrong[TOTAL_CHECK].description
 
 
 @pytest.fixture()
 def misbehaving(local_env: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    config = SimulatorConfig(tenants=[TENANT], seed=6, scale=0.05, export_batch_size=10,
-                             datasets=("crm/customers", "dispatch/zones", "crm/leads"))
+    config = SimulatorConfig(
+        tenants=[TENANT],
+        seed=6,
+        scale=0.05,
+        export_batch_size=10,
+        datasets=("crm/customers", "dispatch/zones", "crm/leads"),
+    )
     with Simulator(config) as sim:
         point_at_simulator(monkeypatch, sim)
         registry_url = f"sqlite:///{local_env / 'registry.db'}"
@@ -62,7 +68,12 @@ def _run(
     """Sync ``keys`` of the tenant; the result, its check results by (resource, check), the raw assets reported."""
     with dg.instance_for_test() as instance:
         result = materialize_tenant(
-            instance, TENANT.tenant_id, registry_url, warehouse_url, datasets=keys, raise_on_error=False,
+            instance,
+            TENANT.tenant_id,
+            registry_url,
+            warehouse_url,
+            datasets=keys,
+            raise_on_error=False,
             config={"quarantine_error_ratio": error_ratio},
         )
         evaluations = {(e.asset_key.path[-1], e.check_name): e for e in check_evaluations(instance, result.run_id)}

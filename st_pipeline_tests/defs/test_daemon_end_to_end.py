@@ -70,9 +70,23 @@ def environment(tmp_path: Path, local_env: Path, receiver: HttpReceiver) -> Iter
 
 def _add_tenant(env: dict[str, str], tenant: SimulatedTenant) -> None:
     added = subprocess.run(
-        [str(BIN / "st-pipeline"), "tenant", "add", "--tenant", str(tenant.tenant_id), "--name", "Daemon Co",
-         "--client-id", tenant.client_id],
-        input=tenant.client_secret + "\n", env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            str(BIN / "st-pipeline"),
+            "tenant",
+            "add",
+            "--tenant",
+            str(tenant.tenant_id),
+            "--name",
+            "Daemon Co",
+            "--client-id",
+            tenant.client_id,
+        ],
+        input=tenant.client_secret + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert added.returncode == 0, added.stderr
 
@@ -85,8 +99,17 @@ def test_daemon_runs_schedules_survives_a_killed_run_and_onboards_a_new_tenant(
     _add_tenant(env, first)
     _add_tenant(env, second)
     daemon = subprocess.Popen(
-        [shutil.which("dagster-daemon", path=str(BIN)) or "dagster-daemon", "run", "-w", str(REPO_ROOT / "workspace.yaml")],
-        env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        [
+            shutil.which("dagster-daemon", path=str(BIN)) or "dagster-daemon",
+            "run",
+            "-w",
+            str(REPO_ROOT / "workspace.yaml"),
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]
     try:
@@ -100,8 +123,11 @@ def test_daemon_runs_schedules_survives_a_killed_run_and_onboards_a_new_tenant(
                 )
 
             for tenant in (first, second):
-                _wait_for(lambda t=tenant: succeeded(str(t.tenant_id), "dagster/schedule_name", "tenant_sync_schedule"),
-                          f"a scheduled run of tenant {tenant.tenant_id}", daemon)
+                _wait_for(
+                    lambda t=tenant: succeeded(str(t.tenant_id), "dagster/schedule_name", "tenant_sync_schedule"),
+                    f"a scheduled run of tenant {tenant.tenant_id}",
+                    daemon,
+                )
             # One run was killed: it is marked failed (not left STARTED), alerted, and its tenant synced since.
             [killed] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
             killed_tenant = killed.tags["dagster/partition"]
@@ -112,8 +138,9 @@ def test_daemon_runs_schedules_survives_a_killed_run_and_onboards_a_new_tenant(
                 return any(a["kind"] == "run_failure" and a["run_id"] == killed.run_id for a in alerts)
 
             _wait_for(alerted, "the run-failure alert of the killed run", daemon)
-            later = instance.get_runs(filters=dg.RunsFilter(
-                tags={"dagster/partition": killed_tenant}, statuses=[dg.DagsterRunStatus.SUCCESS]))
+            later = instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/partition": killed_tenant}, statuses=[dg.DagsterRunStatus.SUCCESS])
+            )
             assert any(run.run_id != killed.run_id for run in later)
 
             # A third tenant registered without touching Dagster: the onboarding sensor adds it.
@@ -121,11 +148,19 @@ def test_daemon_runs_schedules_survives_a_killed_run_and_onboards_a_new_tenant(
             _add_tenant(no_dagster, third)
             # Only the onboarding sensor adds partitions; whichever of its run or the next scheduled
             # run gets there first syncs the new tenant.
-            _wait_for(lambda: str(third.tenant_id) in instance.get_dynamic_partitions("tenants"),
-                      "the onboarding sensor to add the third tenant's partition", daemon)
-            _wait_for(lambda: succeeded(str(third.tenant_id), "dagster/run_key", "onboard:")
-                      or succeeded(str(third.tenant_id), "dagster/schedule_name", "tenant_sync_schedule"),
-                      "a successful run of the third tenant", daemon)
+            _wait_for(
+                lambda: str(third.tenant_id) in instance.get_dynamic_partitions("tenants"),
+                "the onboarding sensor to add the third tenant's partition",
+                daemon,
+            )
+            _wait_for(
+                lambda: (
+                    succeeded(str(third.tenant_id), "dagster/run_key", "onboard:")
+                    or succeeded(str(third.tenant_id), "dagster/schedule_name", "tenant_sync_schedule")
+                ),
+                "a successful run of the third tenant",
+                daemon,
+            )
             onboarding = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": str(third.tenant_id)}))
             assert any(r.tags.get("dagster/run_key", "").startswith("onboard:") for r in onboarding)
     finally:

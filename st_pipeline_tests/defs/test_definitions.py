@@ -27,7 +27,10 @@ def test_one_partitioned_raw_asset_per_extracted_dataset() -> None:
         assert isinstance(partitions, dg.DynamicPartitionsDefinition)
         assert partitions.name == TENANT_PARTITIONS_NAME
     assert graph.get(dg.AssetKey(["servicetitan", "raw", "crm", "customers"])).group_name == "servicetitan_crm"
-    assert graph.get(dg.AssetKey(["servicetitan", "raw", "payroll", "gross_pay_items"])).group_name == "servicetitan_payroll"
+    assert (
+        graph.get(dg.AssetKey(["servicetitan", "raw", "payroll", "gross_pay_items"])).group_name
+        == "servicetitan_payroll"
+    )
 
 
 def _columns(key: dg.AssetKey) -> dict[str, dg.TableColumn]:
@@ -39,17 +42,39 @@ def test_raw_assets_show_their_table_columns_then_the_fields_of_the_record_in_pa
     catalogue = load_catalogue()
     customers = _columns(raw_asset_key(catalogue.dataset("crm/customers")))
     assert list(customers)[:8] == [
-        "tenant_id", "id", "modified_on", "active", "payload", "extracted_at", "run_id", "deleted_at"]
+        "tenant_id",
+        "id",
+        "modified_on",
+        "active",
+        "payload",
+        "extracted_at",
+        "run_id",
+        "deleted_at",
+    ]
     for name in ("tenant_id", "id"):
         assert customers[name].constraints.nullable is False
         assert customers[name].constraints.other == ["primary key (tenant_id, id)"]
     assert customers["deleted_at"].constraints.nullable and customers["modified_on"].type == "timestamp (UTC)"
-    assert {name: customers[name].type for name in (
-        "payload.id", "payload.name", "payload.balance", "payload.modifiedOn", "payload.doNotMail",
-        "payload.address", "payload.customFields")} == {
-        "payload.id": "integer", "payload.name": "string", "payload.balance": "number",
-        "payload.modifiedOn": "date-time", "payload.doNotMail": "boolean", "payload.address": "object",
-        "payload.customFields": "array"}
+    assert {
+        name: customers[name].type
+        for name in (
+            "payload.id",
+            "payload.name",
+            "payload.balance",
+            "payload.modifiedOn",
+            "payload.doNotMail",
+            "payload.address",
+            "payload.customFields",
+        )
+    } == {
+        "payload.id": "integer",
+        "payload.name": "string",
+        "payload.balance": "number",
+        "payload.modifiedOn": "date-time",
+        "payload.doNotMail": "boolean",
+        "payload.address": "object",
+        "payload.customFields": "array",
+    }
     assert all(column.description for column in customers.values())
     assert all("payload" in column.description for name, column in customers.items() if name.startswith("payload."))
     # Records without an id are keyed by their content.

@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from st_pipeline.defs.alerting import AlertingResource, check_failure_alert_sensor
 from st_pipeline.defs.freshness import FRESHNESS_CHECK, build_freshness_schedule, freshness_checks, freshness_job
 from st_pipeline.defs.raw_assets import raw_asset_key
 from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
-from st_pipeline.defs.alerting import AlertingResource, check_failure_alert_sensor
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.endpoint_selection import EndpointSelection
@@ -59,26 +59,33 @@ def test_freshness_checks_name_the_stale_tenants_and_do_not_alert_per_asset(
         long_ago = datetime.now(UTC) - timedelta(days=3)
         registry_engine = sa.create_engine(registry_url)
         with registry_engine.begin() as conn:
-            conn.execute(tenants_table.update().where(tenants_table.c.tenant_id == OLD.tenant_id).values(created_at=long_ago))
+            conn.execute(
+                tenants_table.update().where(tenants_table.c.tenant_id == OLD.tenant_id).values(created_at=long_ago)
+            )
         registry_engine.dispose()
         warehouse_engine = sa.create_engine(warehouse_url)
         status = dataset_status_table.c
         with warehouse_engine.begin() as conn:
-            conn.execute(dataset_status_table.update().where(status.dataset == "crm/customers").values(
-                last_success_at=long_ago + timedelta(days=1)))
+            conn.execute(
+                dataset_status_table.update()
+                .where(status.dataset == "crm/customers")
+                .values(last_success_at=long_ago + timedelta(days=1))
+            )
         warehouse_engine.dispose()
 
         monkeypatch.setenv("ST_PIPELINE_FRESHNESS_SLA_HOURS", "6")
         defs = dg.Definitions(
-            asset_checks=[freshness_checks], jobs=[freshness_job],
+            asset_checks=[freshness_checks],
+            jobs=[freshness_job],
             resources={"tenant_registry": TenantRegistryResource(), "warehouse": WarehouseResource()},
         )
         run = defs.resolve_job_def(freshness_job.name).execute_in_process(instance=instance)
         assert run.success
         results = _results(instance, run.run_id)
 
-        with dg.build_sensor_context(instance=instance, resources={"tenant_registry": TenantRegistryResource(),
-                                                                   "alerting": AlertingResource()}) as context:
+        with dg.build_sensor_context(
+            instance=instance, resources={"tenant_registry": TenantRegistryResource(), "alerting": AlertingResource()}
+        ) as context:
             check_failure_alert_sensor(context)
         alerts = [json.loads(r.body) for r in receiver.drain()]
 

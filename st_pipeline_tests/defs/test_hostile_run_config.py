@@ -84,9 +84,19 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
     trap = TrapListener()
     port = free_port()
     webserver = subprocess.Popen(
-        [shutil.which("dagster-webserver", path=str(BIN)) or "dagster-webserver", "-w", str(REPO_ROOT / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port)],
-        env=deployment_env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            shutil.which("dagster-webserver", path=str(BIN)) or "dagster-webserver",
+            "-w",
+            str(REPO_ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=deployment_env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     graphql = f"http://127.0.0.1:{port}/graphql"
     try:
@@ -102,15 +112,18 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
                     entries = query(LOCATIONS)["workspaceOrError"]["locationEntries"]
                 except httpx.HTTPError:
                     return False
-                return any(e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-                           for e in entries)
+                return any(
+                    e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                    for e in entries
+                )
 
             wait_for(location_loaded, "the code location to load", [webserver], DEADLINE_S)
 
             def launch(run_config: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
                 params = {
                     "selector": {
-                        "repositoryLocationName": "st_pipeline", "repositoryName": "__repository__",
+                        "repositoryLocationName": "st_pipeline",
+                        "repositoryName": "__repository__",
                         "pipelineName": "servicetitan_sync",
                     },
                     "runConfigData": run_config,
@@ -130,15 +143,22 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
                 "SERVICETITAN_AUTH_URL": f"{trap.url}/connect/token",
                 "st_pipeline/auth_url": f"{trap.url}/connect/token",
                 "st_pipeline/warehouse_url": f"sqlite:///{local_env / 'stolen.db'}",
-                "dagster-k8s/config": json.dumps({"container_config": {"env": [
-                    {"name": "SERVICETITAN_AUTH_URL", "value": trap.url}]}}),
+                "dagster-k8s/config": json.dumps(
+                    {"container_config": {"env": [{"name": "SERVICETITAN_AUTH_URL", "value": trap.url}]}}
+                ),
             }
             launched = launch({"ops": {TENANT_SYNC_OP: {"config": {"full_refresh": True, "datasets": DATASETS}}}}, tags)
             assert launched["__typename"] == "LaunchRunSuccess", launched
             run_id = launched["run"]["runId"]
-            status = wait_for(lambda: (s := query(RUN_STATUS, {"runId": run_id})["runOrError"].get("status")) in (
-                    "SUCCESS", "FAILURE", "CANCELED") and s,
-                "the launched run to finish", [webserver], DEADLINE_S,
+            status = wait_for(
+                lambda: (
+                    (s := query(RUN_STATUS, {"runId": run_id})["runOrError"].get("status"))
+                    in ("SUCCESS", "FAILURE", "CANCELED")
+                    and s
+                ),
+                "the launched run to finish",
+                [webserver],
+                DEADLINE_S,
             )
             assert status == "SUCCESS"
     finally:
@@ -148,10 +168,25 @@ def test_hostile_run_config_and_tags_send_nothing_elsewhere(
     # The same through the command line.
     for hostile in _hostile_configs(trap.url)[:4]:
         materialized = subprocess.run(
-            [str(BIN / "dagster"), "asset", "materialize", "-m", "st_pipeline.definitions", "--select",
-             TENANT_SYNC_KEY.to_user_string(), "--partition", str(TENANT_A.tenant_id), "--config-json",
-             json.dumps({**hostile, "ops": {TENANT_SYNC_OP: {"config": {"datasets": DATASETS}}}})],
-            env=deployment_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+            [
+                str(BIN / "dagster"),
+                "asset",
+                "materialize",
+                "-m",
+                "st_pipeline.definitions",
+                "--select",
+                TENANT_SYNC_KEY.to_user_string(),
+                "--partition",
+                str(TENANT_A.tenant_id),
+                "--config-json",
+                json.dumps({**hostile, "ops": {TENANT_SYNC_OP: {"config": {"datasets": DATASETS}}}}),
+            ],
+            env=deployment_env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         assert materialized.returncode != 0
         assert "DagsterInvalidConfigError" in materialized.stderr or "Error in config" in materialized.stderr

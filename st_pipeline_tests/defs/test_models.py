@@ -11,12 +11,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from st_pipeline.defs.models import FULL_REBUILD_TAG, TENANT_MODELS_KEY, hub_asset_key, mart_asset_key
+from st_pipeline.defs.models import FULL_REBUILD_TAG, TENANT_MODELS_KEY, hub_asset_key, mart_asset_key, tenant_models
 from st_pipeline.defs.partitions import add_tenant_partition
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import SYNC_JOB, TENANT_SYNC_OP, sync_job
-from st_pipeline.defs.models import tenant_models
 from st_pipeline.defs.tenant_sync import tenant_sync
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import load_settings
@@ -32,16 +31,26 @@ SOURCES = list(source_datasets())
 
 def _definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=[tenant_sync, tenant_models], jobs=[sync_job],
-        resources={"servicetitan": ServiceTitanResource(), "tenant_registry": TenantRegistryResource(),
-                   "warehouse": WarehouseResource()},
+        assets=[tenant_sync, tenant_models],
+        jobs=[sync_job],
+        resources={
+            "servicetitan": ServiceTitanResource(),
+            "tenant_registry": TenantRegistryResource(),
+            "warehouse": WarehouseResource(),
+        },
     )
 
 
 def _run(instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
-    result = _definitions().resolve_job_def(SYNC_JOB).execute_in_process(
-        instance=instance, partition_key=str(TENANT_A.tenant_id), tags=tags or {},
-        run_config={"ops": {TENANT_SYNC_OP: {"config": {"datasets": SOURCES}}}},
+    result = (
+        _definitions()
+        .resolve_job_def(SYNC_JOB)
+        .execute_in_process(
+            instance=instance,
+            partition_key=str(TENANT_A.tenant_id),
+            tags=tags or {},
+            run_config={"ops": {TENANT_SYNC_OP: {"config": {"datasets": SOURCES}}}},
+        )
     )
     assert result.success
     return result
@@ -49,8 +58,8 @@ def _run(instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> dg
 
 def _reported(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, dict]:
     events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-    return {e.dagster_event.event_specific_data.materialization.asset_key:
-            e.dagster_event.event_specific_data.materialization.metadata for e in events}
+    materializations = [e.dagster_event.event_specific_data.materialization for e in events]
+    return {m.asset_key: m.metadata for m in materializations}
 
 
 def test_sync_job_builds_hubs_and_marts_and_reports_only_what_changed(
@@ -76,8 +85,9 @@ def test_sync_job_builds_hubs_and_marts_and_reports_only_what_changed(
     assert hubs <= set(reported) and marts <= set(reported)
     invoices = reported[hub_asset_key(hub("invoices"))]
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT count(*) FROM hub_invoices WHERE tenant_id = :t"),
-                            {"t": TENANT_A.tenant_id}).scalar_one()
+        rows = conn.execute(
+            sa.text("SELECT count(*) FROM hub_invoices WHERE tenant_id = :t"), {"t": TENANT_A.tenant_id}
+        ).scalar_one()
     engine.dispose()
     assert invoices["dagster/row_count"].value == rows > 0
     assert invoices["build"].value == "full" and invoices["share_reprocessed"].value == 1.0
@@ -90,7 +100,8 @@ def test_sync_job_builds_hubs_and_marts_and_reports_only_what_changed(
     assert (hub_asset_key(hub("invoices")), "money_reconciles_with_raw") in checked
     assert (hub_asset_key(hub("payment_applications")), "referential_integrity") in checked
     assert all(e.passed for e in first_checks if e.asset_key in hubs | marts), [
-        (e.asset_key, e.check_name, e.description) for e in first_checks if not e.passed]
+        (e.asset_key, e.check_name, e.description) for e in first_checks if not e.passed
+    ]
 
     # Nothing changed upstream: the tenant was checked, no hub or mart is reported.
     assert set(quiet_reported) == {TENANT_SYNC_KEY, TENANT_MODELS_KEY}
@@ -106,10 +117,12 @@ def test_asset_graph_reads_raw_to_hub_to_mart() -> None:
     catalogue = load_catalogue()
     invoices = hub_asset_key(hub("invoices"))
     # A hub table hangs off its raw table and off the models build that writes it.
-    assert graph.get(invoices).parent_keys == {raw_asset_key(catalogue.dataset("accounting/invoices")), TENANT_MODELS_KEY}
+    assert graph.get(invoices).parent_keys == {
+        raw_asset_key(catalogue.dataset("accounting/invoices")),
+        TENANT_MODELS_KEY,
+    }
     revenue = mart_asset_key(next(m for m in MARTS if m.name == "revenue_by_business_unit"))
-    assert graph.get(revenue).parent_keys == {
-        hub_asset_key(hub("invoice_items")), invoices, hub_asset_key(hub("jobs"))}
+    assert graph.get(revenue).parent_keys == {hub_asset_key(hub("invoice_items")), invoices, hub_asset_key(hub("jobs"))}
     assert graph.get(TENANT_MODELS_KEY).parent_keys == {TENANT_SYNC_KEY}
     schema = graph.get(invoices).metadata["dagster/column_schema"]
     names = [c.name for c in schema.columns]

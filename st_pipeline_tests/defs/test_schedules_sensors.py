@@ -15,10 +15,6 @@ import dagster as dg
 import pytest
 from pydantic import SecretStr
 
-from st_pipeline.defs.partitions import add_tenant_partition
-from st_pipeline.defs.tenant_sync import FULL_REFRESH_TAG
-from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
-from st_pipeline.defs.schedules import build_sync_schedule
 from st_pipeline.defs.alerting import (
     AlertingResource,
     check_failure_alert_sensor,
@@ -26,7 +22,11 @@ from st_pipeline.defs.alerting import (
     run_recovery_sensor,
     stale_tenant_sensor,
 )
+from st_pipeline.defs.partitions import add_tenant_partition
+from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource
+from st_pipeline.defs.schedules import build_sync_schedule
 from st_pipeline.defs.sensors import tenant_onboarding_sensor
+from st_pipeline.defs.tenant_sync import FULL_REFRESH_TAG
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.registry import TenantRegistry
@@ -48,12 +48,17 @@ def registry(local_env: Path) -> Iterator[TenantRegistry]:
 
 
 # What the sensors and schedules get: resources that open the deployment's databases per tick.
-RESOURCES = {"tenant_registry": TenantRegistryResource(), "warehouse": WarehouseResource(), "alerting": AlertingResource()}
+RESOURCES = {
+    "tenant_registry": TenantRegistryResource(),
+    "warehouse": WarehouseResource(),
+    "alerting": AlertingResource(),
+}
 
 
 def _save(registry: TenantRegistry, tenant_id: int, enabled: bool = True) -> None:
-    registry.add(tenant_id, f"tenant {tenant_id}", f"cid.{tenant_id}", SecretStr("cs1.x"), enabled=enabled,
-                 change=TEST_CHANGE)
+    registry.add(
+        tenant_id, f"tenant {tenant_id}", f"cid.{tenant_id}", SecretStr("cs1.x"), enabled=enabled, change=TEST_CHANGE
+    )
 
 
 def test_sync_schedule_requests_one_run_per_ready_tenant(registry: TenantRegistry) -> None:
@@ -67,8 +72,9 @@ def test_sync_schedule_requests_one_run_per_ready_tenant(registry: TenantRegistr
         ticks = [datetime(2026, 11, 28, hour, tzinfo=UTC) for hour in (10, 11)]
         requests = []
         for tick in ticks:
-            with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
-                                           resources=RESOURCES) as context:
+            with dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=tick, resources=RESOURCES
+            ) as context:
                 requests.append(list(tenant_sync_schedule(context)))
     assert [[r.partition_key for r in tick] for tick in requests] == [["1"], ["1"]]
     assert requests[0][0].run_key != requests[1][0].run_key
@@ -118,16 +124,33 @@ def test_a_registry_listing_far_fewer_tenants_alerts_once_and_changes_nothing(
     assert partitions == ["21", "22", "23", "24"]
     # (The incident is recorded in the registry database the sensor could reach: the wrong one.)
     assert [(a["kind"], a["event"]) for a in opened] == [("registry_shrank", "incident_opened")]
-    assert "0 tenants for 4 tenant partitions" in opened[0]["title"] and "ST_PIPELINE_REGISTRY_URL" in opened[0]["reason"]
+    assert (
+        "0 tenants for 4 tenant partitions" in opened[0]["title"] and "ST_PIPELINE_REGISTRY_URL" in opened[0]["reason"]
+    )
 
 
 def test_a_code_server_outside_local_mode_without_the_registry_refuses_to_start(local_env: Path) -> None:
-    env = {**os.environ, "ST_PIPELINE_WAREHOUSE_URL": f"sqlite:///{local_env / 'warehouse.db'}", "DAGSTER_HOME": str(local_env)}
+    env = {
+        **os.environ,
+        "ST_PIPELINE_WAREHOUSE_URL": f"sqlite:///{local_env / 'warehouse.db'}",
+        "DAGSTER_HOME": str(local_env),
+    }
     (local_env / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     started = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "api", "grpc", "-m", "st_pipeline.definitions",
-         "--socket", str(local_env / "grpc.sock")],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "api",
+            "grpc",
+            "-m",
+            "st_pipeline.definitions",
+            "--socket",
+            str(local_env / "grpc.sock"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert started.returncode != 0
     assert "ST_PIPELINE_REGISTRY_URL is not set but ST_PIPELINE_WAREHOUSE_URL is" in started.stderr
@@ -146,11 +169,18 @@ def test_run_failure_alerts_once_flags_credentials_and_recovers(
         failed = materialize_tenant(instance, TENANT.tenant_id, raise_on_error=False, datasets=SOME)
         assert not failed.success
         run = instance.get_run_by_id(failed.run_id)
-        failure_event = next(e for e in instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE").dagster_event
+        failure_event = next(
+            e
+            for e in instance.all_logs(run.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+        ).dagster_event
         for _ in range(2):  # still broken the second time: no repeat
             with dg.build_run_status_sensor_context(
-                sensor_name="run_failure_alert_sensor", dagster_event=failure_event, dagster_instance=instance,
-                dagster_run=run, resources=RESOURCES,
+                sensor_name="run_failure_alert_sensor",
+                dagster_event=failure_event,
+                dagster_instance=instance,
+                dagster_run=run,
+                resources=RESOURCES,
             ).for_run_failure() as context:
                 run_failure_alert_sensor(context)
         opened = [json.loads(r.body) for r in receiver.drain()]
@@ -160,10 +190,17 @@ def test_run_failure_alerts_once_flags_credentials_and_recovers(
         registry.update_credentials(TENANT.tenant_id, SecretStr(CANARY), change=TEST_CHANGE)
         ok = materialize_tenant(instance, TENANT.tenant_id, datasets=SOME)
         ok_run = instance.get_run_by_id(ok.run_id)
-        success_event = next(e for e in instance.all_logs(ok_run.run_id) if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS").dagster_event
+        success_event = next(
+            e
+            for e in instance.all_logs(ok_run.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+        ).dagster_event
         with dg.build_run_status_sensor_context(
-            sensor_name="run_recovery_sensor", dagster_event=success_event, dagster_instance=instance,
-            dagster_run=ok_run, resources=RESOURCES,
+            sensor_name="run_recovery_sensor",
+            dagster_event=success_event,
+            dagster_instance=instance,
+            dagster_run=ok_run,
+            resources=RESOURCES,
         ) as recovery:
             run_recovery_sensor(recovery)
         resolved = [json.loads(r.body) for r in receiver.drain()]
@@ -186,8 +223,9 @@ def test_failed_check_alerts_once_and_clears_when_it_passes(
     with Simulator(config) as sim, dg.instance_for_test() as instance:
         point_at_simulator(monkeypatch, sim)
         sim.misbehave(TENANT.tenant_id, "dispatch/zones", total_count_offset=2)
-        assert materialize_tenant(instance, TENANT.tenant_id, warehouse_url=f"sqlite:///{local_env / 'a.db'}",
-                                  datasets=SOME).success
+        assert materialize_tenant(
+            instance, TENANT.tenant_id, warehouse_url=f"sqlite:///{local_env / 'a.db'}", datasets=SOME
+        ).success
 
         def evaluate(cursor: str | None) -> str | None:
             with dg.build_sensor_context(instance=instance, cursor=cursor, resources=RESOURCES) as context:
@@ -199,8 +237,9 @@ def test_failed_check_alerts_once_and_clears_when_it_passes(
         assert evaluate(cursor) == cursor and receiver.drain() == []  # nothing new, nothing sent
         assert cursor is not None
         sim.misbehave(TENANT.tenant_id, "dispatch/zones", total_count_offset=0)
-        assert materialize_tenant(instance, TENANT.tenant_id, warehouse_url=f"sqlite:///{local_env / 'b.db'}",
-                                  datasets=SOME).success
+        assert materialize_tenant(
+            instance, TENANT.tenant_id, warehouse_url=f"sqlite:///{local_env / 'b.db'}", datasets=SOME
+        ).success
         evaluate(cursor)
         second = [json.loads(r.body) for r in receiver.drain()]
     assert [(a["event"], a["kind"]) for a in first] == [("incident_opened", "check_failure")]
@@ -212,8 +251,9 @@ def test_failed_check_alerts_once_and_clears_when_it_passes(
 def test_stale_tenant_alert_and_recovery(
     local_env: Path, registry: TenantRegistry, receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from st_pipeline.warehouse.schema import upgrade
     import sqlalchemy as sa
+
+    from st_pipeline.warehouse.schema import upgrade
 
     upgrade(sa.create_engine(f"sqlite:///{local_env / 'warehouse.db'}"))
     _save(registry, 21)
@@ -253,11 +293,21 @@ def test_datasets_not_granted_or_not_available_alert_once_per_tenant(
     def statuses(payroll_status: str, forms_status: str) -> None:
         with engine.begin() as conn:
             conn.execute(dataset_status_table.delete())
-            conn.execute(dataset_status_table.insert(), [
-                {"tenant_id": 31, "dataset": key, "row_count": 0, "last_status": status, "last_ended_at": now,
-                 "last_success_at": now}
-                for keys, status in ((payroll, payroll_status), (forms, forms_status)) for key in keys
-            ])
+            conn.execute(
+                dataset_status_table.insert(),
+                [
+                    {
+                        "tenant_id": 31,
+                        "dataset": key,
+                        "row_count": 0,
+                        "last_status": status,
+                        "last_ended_at": now,
+                        "last_success_at": now,
+                    }
+                    for keys, status in ((payroll, payroll_status), (forms, forms_status))
+                    for key in keys
+                ],
+            )
 
     with dg.instance_for_test() as instance:
 
@@ -280,7 +330,8 @@ def test_datasets_not_granted_or_not_available_alert_once_per_tenant(
     assert module["kind"] == "module_missing" and module["title"].endswith("does not have the modules forms")
     assert all(key in module["reason"] for key in forms[:5]) and "404" in module["reason"]
     assert [(a["kind"], a["event"]) for a in resolved] == [
-        ("module_missing", "incident_resolved"), ("scope_missing", "incident_resolved"),
+        ("module_missing", "incident_resolved"),
+        ("scope_missing", "incident_resolved"),
     ]
 
 
@@ -327,10 +378,19 @@ def test_the_maintenance_job_applies_the_sync_log_retention(local_env: Path, mon
     upgrade(engine)
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        conn.execute(sync_log_table.insert(), [
-            {"run_id": f"r{age}", "tenant_id": 1, "dataset": "crm/customers", "status": "succeeded",
-             "started_at": now - timedelta(days=age)} for age in (1, 29, 31, 200)
-        ])
+        conn.execute(
+            sync_log_table.insert(),
+            [
+                {
+                    "run_id": f"r{age}",
+                    "tenant_id": 1,
+                    "dataset": "crm/customers",
+                    "status": "succeeded",
+                    "started_at": now - timedelta(days=age),
+                }
+                for age in (1, 29, 31, 200)
+            ],
+        )
     monkeypatch.setenv("ST_PIPELINE_SYNC_LOG_RETENTION_DAYS", "30")
     with dg.instance_for_test() as instance:
         result = maintenance_job.execute_in_process(instance=instance, resources={"warehouse": WarehouseResource()})

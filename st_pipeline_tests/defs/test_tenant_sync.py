@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from st_pipeline.defs.alerting import AlertingResource, run_failure_alert_sensor
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, add_tenant_partition
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
-from st_pipeline.defs.alerting import AlertingResource, run_failure_alert_sensor
 from st_pipeline.defs.sensors import abandoned_run_sensor
 from st_pipeline.defs.tenant_sync import tenant_sync
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, load_catalogue
@@ -32,16 +32,15 @@ from st_pipeline_tests.support import (
     REPO_ROOT,
     TEST_CHANGE,
     assert_warehouse_equals_ground_truth,
+    check_evaluations,
     deployment,
     materialize_tenant,
-    check_evaluations,
     open_registry,
     prepared_warehouse,
     raw_materializations,
     register_tenants,
     tenant_sync_metadata,
 )
-
 
 
 def _event_text(instance: dg.DagsterInstance, run_id: str) -> str:
@@ -83,7 +82,10 @@ def test_two_tenants_never_mix(local_env: Path, api_env: Simulator) -> None:
     with dg.instance_for_test() as instance:
         assert materialize_tenant(instance, TENANT_B.tenant_id, registry_url, warehouse_url).success
         assert materialize_tenant(instance, TENANT_A.tenant_id, registry_url, warehouse_url).success
-        assert instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME) == [str(TENANT_B.tenant_id), str(TENANT_A.tenant_id)]
+        assert instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME) == [
+            str(TENANT_B.tenant_id),
+            str(TENANT_A.tenant_id),
+        ]
     rows_a = assert_warehouse_equals_ground_truth(warehouse_url, api_env, TENANT_A.tenant_id)
     rows_b = assert_warehouse_equals_ground_truth(warehouse_url, api_env, TENANT_B.tenant_id)
     assert rows_a != rows_b  # different volumes: a mix-up could not go unnoticed
@@ -132,11 +134,14 @@ def test_materialize_into_postgres_with_the_production_instance(
     with engine.connect() as conn:
         table = raw_table(load_catalogue().dataset("crm/customers"))
         payload_type = conn.execute(
-            sa.text("select data_type from information_schema.columns where table_name = :t and column_name = 'payload'"),
+            sa.text(
+                "select data_type from information_schema.columns where table_name = :t and column_name = 'payload'"
+            ),
             {"t": table.name},
         ).scalar_one()
         leaked = conn.execute(
-            sa.text(f"select count(*) from {table.name} where payload::text like :canary"), {"canary": f"%{CANARY_SECRET}%"}
+            sa.text(f"select count(*) from {table.name} where payload::text like :canary"),
+            {"canary": f"%{CANARY_SECRET}%"},
         ).scalar_one()
     engine.dispose()
     assert payload_type == "jsonb" and leaked == 0
@@ -145,7 +150,9 @@ def test_materialize_into_postgres_with_the_production_instance(
 def test_unregistered_tenant_fails_with_a_clear_message(local_env: Path, api_env: Simulator) -> None:
     registry_url = f"sqlite:///{local_env / 'registry.db'}"
     with dg.instance_for_test() as instance:
-        result = materialize_tenant(instance, 5555, registry_url, f"sqlite:///{local_env / 'w.db'}", raise_on_error=False)
+        result = materialize_tenant(
+            instance, 5555, registry_url, f"sqlite:///{local_env / 'w.db'}", raise_on_error=False
+        )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "tenant 5555 is not registered" in failure.message and "st-pipeline tenant add" in failure.message
@@ -191,9 +198,13 @@ def test_missing_scope_and_missing_module_skip_those_datasets_and_the_rest_syncs
     assert observed_again == {}  # ... not every hour
     engine = sa.create_engine(warehouse_url)
     with engine.connect() as conn:
-        statuses = dict(conn.execute(
-            sa.select(sync_log_table.c.dataset, sync_log_table.c.status).where(sync_log_table.c.run_id == result.run_id)
-        ).all())
+        statuses = dict(
+            conn.execute(
+                sa.select(sync_log_table.c.dataset, sync_log_table.c.status).where(
+                    sync_log_table.c.run_id == result.run_id
+                )
+            ).all()
+        )
     engine.dispose()
     assert {statuses[d.key] for d in payroll} == {"skipped"}
     assert {statuses[d.key] for d in forms} == {"unavailable"}
@@ -215,7 +226,9 @@ def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> 
     register_tenants(registry_url, TENANT_A)
     registry = open_registry(registry_url)
     selection = EndpointSelection(registry.engine)
-    selection.set("payroll", enabled=False, tenant_id=TENANT_A.tenant_id, reason="scopes not granted", change=TEST_CHANGE)
+    selection.set(
+        "payroll", enabled=False, tenant_id=TENANT_A.tenant_id, reason="scopes not granted", change=TEST_CHANGE
+    )
     selection.set("crm/leads", enabled=False, change=TEST_CHANGE)
     registry.close()
     with dg.instance_for_test() as instance:
@@ -270,8 +283,12 @@ def test_a_sync_that_finds_nothing_new_is_cheap_and_changes_are_reported(
         result = materialize_tenant(instance, TENANT_A.tenant_id, datasets=core, config=config)
         assert result.success
         run = result.run_id
-        return (raw_materializations(instance, run), tenant_sync_metadata(instance, run),
-                check_evaluations(instance, run), len(instance.all_logs(run)))
+        return (
+            raw_materializations(instance, run),
+            tenant_sync_metadata(instance, run),
+            check_evaluations(instance, run),
+            len(instance.all_logs(run)),
+        )
 
     with dg.instance_for_test() as instance:
         first, first_summary, first_checks, _ = sync(instance)
@@ -291,7 +308,10 @@ def test_a_sync_that_finds_nothing_new_is_cheap_and_changes_are_reported(
     assert set(changed) == {customers_key} and changed_summary["datasets_changed"].value == 1
     customers = changed[customers_key]
     assert customers["rows_written"].value == len(updated) == 2
-    assert customers["sync"].value == "incremental" and customers["cursor_before"].value == first[customers_key]["cursor"].value
+    assert (
+        customers["sync"].value == "incremental"
+        and customers["cursor_before"].value == first[customers_key]["cursor"].value
+    )
     assert customers["dagster/row_count"].value == truth  # updates add no rows
     assert {e.asset_key for e in changed_checks} == {customers_key}
 
@@ -321,8 +341,13 @@ def test_two_syncs_of_one_tenant_never_overlap(local_env: Path, api_env: Simulat
     warehouse = prepared_warehouse(f"sqlite:///{local_env / 'warehouse.db'}", [])
     with dg.instance_for_test() as instance:
         with tenant_lock(warehouse, TENANT_A.tenant_id, "the-running-sync"):
-            refused = materialize_tenant(instance, TENANT_A.tenant_id, raise_on_error=False,
-                                         datasets=["crm/customers"], config={"lock_wait_s": 0})
+            refused = materialize_tenant(
+                instance,
+                TENANT_A.tenant_id,
+                raise_on_error=False,
+                datasets=["crm/customers"],
+                config={"lock_wait_s": 0},
+            )
         after = materialize_tenant(instance, TENANT_A.tenant_id, datasets=["crm/customers"])
     assert not refused.success and after.success
     failure = refused.get_step_failure_events()[0].step_failure_data
@@ -348,13 +373,30 @@ def test_a_killed_sync_is_marked_failed_alerts_and_the_next_one_runs(
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         add_tenant_partition(instance, TENANT_A.tenant_id)
     killed = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "st_pipeline.definitions",
-         "--select", TENANT_SYNC_KEY.to_user_string(), "--partition", str(TENANT_A.tenant_id)],
-        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "st_pipeline.definitions",
+            "--select",
+            TENANT_SYNC_KEY.to_user_string(),
+            "--partition",
+            str(TENANT_A.tenant_id),
+        ],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resources = {"tenant_registry": TenantRegistryResource(), "warehouse": WarehouseResource(),
-                 "alerting": AlertingResource()}
+    resources = {
+        "tenant_registry": TenantRegistryResource(),
+        "warehouse": WarehouseResource(),
+        "alerting": AlertingResource(),
+    }
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.STARTED
@@ -362,11 +404,17 @@ def test_a_killed_sync_is_marked_failed_alerts_and_the_next_one_runs(
             abandoned_run_sensor(context)
         run = instance.get_run_by_id(run.run_id)
         assert run.status == dg.DagsterRunStatus.FAILURE
-        failure = next(e for e in instance.all_logs(run.run_id)
-                       if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+        failure = next(
+            e
+            for e in instance.all_logs(run.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+        )
         with dg.build_run_status_sensor_context(
-            sensor_name="run_failure_alert_sensor", dagster_event=failure.dagster_event, dagster_instance=instance,
-            dagster_run=run, resources=resources,
+            sensor_name="run_failure_alert_sensor",
+            dagster_event=failure.dagster_event,
+            dagster_instance=instance,
+            dagster_run=run,
+            resources=resources,
         ).for_run_failure() as context:
             run_failure_alert_sensor(context)
         [alert] = [json.loads(r.body) for r in receiver.drain()]
@@ -378,8 +426,9 @@ def test_a_killed_sync_is_marked_failed_alerts_and_the_next_one_runs(
     assert_warehouse_equals_ground_truth(f"sqlite:///{local_env / 'warehouse.db'}", api_env, TENANT_A.tenant_id)
     engine = sa.create_engine(f"sqlite:///{local_env / 'warehouse.db'}")
     with engine.connect() as conn:
-        killed_rows = set(conn.execute(
-            sa.select(sync_log_table.c.status).where(sync_log_table.c.run_id == run.run_id)).scalars())
+        killed_rows = set(
+            conn.execute(sa.select(sync_log_table.c.status).where(sync_log_table.c.run_id == run.run_id)).scalars()
+        )
     # What the killed run finished stays succeeded; what it left unfinished is marked interrupted.
     engine.dispose()
     assert "interrupted" in killed_rows and killed_rows <= {"interrupted", "succeeded"}

@@ -63,7 +63,7 @@ def test_paged_list_reads_every_page_until_has_more_is_false(simulator: Simulato
     received = sorted((r for page in pages for r in page.records), key=lambda r: r["id"])
     # Inactive rows come too (active=Any / activeState=All), projected to the list schema.
     assert [r["id"] for r in received] == [r["id"] for r in truth]
-    for got, expected in zip(received, truth):
+    for got, expected in zip(received, truth, strict=True):
         assert all(expected[key] == value for key, value in got.items() if key in expected)
 
 

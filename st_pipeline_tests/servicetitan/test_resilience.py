@@ -1,4 +1,4 @@
-"""Rate limiter, retries and circuit breaker: units with a fake clock, then against the simulator."""
+"""Rate limiter, retries and the consecutive-failure stop: units with a fake clock, then against the simulator."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from st_pipeline.servicetitan.auth import TenantCredentials
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
 from st_pipeline.servicetitan.errors import (
-    CircuitOpenError,
+    ConsecutiveFailuresError,
     MissingScopeError,
     RateLimitedError,
     RequestError,
     ServerError,
 )
 from st_pipeline.servicetitan.ratelimit import RateLimiter, shared_limiter
-from st_pipeline.servicetitan.resilience import CircuitBreaker, RetryPolicy, retry_after_s
+from st_pipeline.servicetitan.resilience import ConsecutiveFailureStop, RetryPolicy, retry_after_s
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.simulator import Simulator
 from st_pipeline_tests.conftest import TENANT_A
@@ -92,7 +92,7 @@ def test_shared_limiter_is_one_per_app_key_and_tenant() -> None:
     assert shared_limiter("ak1.x", 1, 60) is not shared_limiter("ak1.y", 1, 60)
 
 
-# -- retry policy and circuit breaker --------------------------------------------------------
+# -- retry policy and consecutive-failure stop-----------------------------------------------------
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_ceiling() -> None:
@@ -109,26 +109,21 @@ def test_retry_after_from_header_or_title() -> None:
     assert retry_after_s("soon", "no number here") is None
 
 
-def test_circuit_opens_fails_fast_and_probes_after_cooldown() -> None:
-    fake = FakeTime()
-    breaker = CircuitBreaker(7, failure_threshold=3, cooldown_s=10, clock=fake.clock)
+def test_consecutive_failures_stop_the_tenant_for_the_run() -> None:
+    stop = ConsecutiveFailureStop(7, limit=3)
+    for _ in range(2):
+        stop.before_request("/x")
+        stop.record_failure("HTTP 503")
+    stop.record_success()  # a success before the limit starts the count again
     for _ in range(3):
-        breaker.before_request("/x")
-        breaker.record_failure("HTTP 503")
-    with pytest.raises(CircuitOpenError, match=r"tenant 7.*3 consecutive requests failed.*HTTP 503"):
-        breaker.before_request("/x")
-    fake.now += 10
-    breaker.before_request("/x")  # the half-open probe
-    with pytest.raises(CircuitOpenError):
-        breaker.before_request("/x")  # only one probe at a time
-    breaker.record_failure("HTTP 503")  # probe failed: open again
-    with pytest.raises(CircuitOpenError):
-        breaker.before_request("/x")
-    fake.now += 10
-    breaker.before_request("/x")
-    breaker.record_success()
-    breaker.before_request("/x")
-    assert not breaker.is_open and breaker.times_opened == 2
+        stop.before_request("/x")
+        stop.record_failure("HTTP 503")
+    assert stop.stopped
+    with pytest.raises(ConsecutiveFailuresError, match=r"tenant 7.*3 consecutive requests failed.*HTTP 503.*this run"):
+        stop.before_request("/x")
+    stop.record_success()  # a late answer of a request already in flight does not restart the tenant
+    with pytest.raises(ConsecutiveFailuresError):
+        stop.before_request("/x")
 
 
 # -- against the simulator -------------------------------------------------------------------
@@ -175,7 +170,9 @@ def test_client_errors_are_not_retried(fresh_simulator: Simulator, status: int, 
 
 def test_retries_are_bounded_in_count(fresh_simulator: Simulator) -> None:
     fake = FakeTime()
-    with _client(fresh_simulator, fake, retry=RetryPolicy(max_attempts=4), circuit_failure_threshold=100) as client:
+    with _client(
+        fresh_simulator, fake, retry=RetryPolicy(max_attempts=4), stop_after_consecutive_failures=100
+    ) as client:
         fresh_simulator.inject_faults(503, count=50, tenant_id=TENANT_A.tenant_id)
         with pytest.raises(ServerError, match="gave up after 4 attempts"):
             next(client.iter_list(CUSTOMERS.list, page_size=10))
@@ -205,19 +202,18 @@ def test_throttling_is_pacing_bounded_by_the_dataset_throttle_budget(fresh_simul
     assert client.stats.throttled == 13
 
 
-def test_circuit_breaker_stops_hammering(fresh_simulator: Simulator) -> None:
+def test_consecutive_failures_stop_hammering(fresh_simulator: Simulator) -> None:
     fake = FakeTime()
-    with _client(fresh_simulator, fake, circuit_failure_threshold=3) as client:
+    with _client(fresh_simulator, fake, stop_after_consecutive_failures=3) as client:
         fresh_simulator.inject_faults(500, count=100, tenant_id=TENANT_A.tenant_id)
-        with pytest.raises(CircuitOpenError, match=f"tenant {TENANT_A.tenant_id}"):
-            next(client.iter_list(CUSTOMERS.list, page_size=10))
-        assert client.stats.requests == 3
-        with pytest.raises(CircuitOpenError):  # fails fast: no request sent
+        with pytest.raises(ConsecutiveFailuresError, match=f"tenant {TENANT_A.tenant_id}"):
             next(client.iter_list(CUSTOMERS.list, page_size=10))
         assert client.stats.requests == 3
         fresh_simulator.clear_faults()
-        fake.now += 31  # cool-down passed: the probe goes through and closes the circuit
-        assert len(next(client.iter_list(CUSTOMERS.list, page_size=10)).records) == 10
+        fake.now += 3600  # however long the run goes on: no request is sent again
+        with pytest.raises(ConsecutiveFailuresError):
+            next(client.iter_list(CUSTOMERS.list, page_size=10))
+        assert client.stats.requests == 3
 
 
 def test_a_retry_after_a_long_wait_fetches_a_fresh_token(fresh_simulator: Simulator) -> None:
@@ -253,3 +249,17 @@ def test_an_absurd_retry_after_fails_that_request_at_once_and_does_not_pause_the
         page = next(client.iter_list(CUSTOMERS.list, page_size=10))  # another dataset goes on
     assert len(page.records) == 10
     assert sum(fake.sleeps) < 60  # nobody waited for the 999999 s (fake clock: nothing really slept)
+
+
+def test_the_deprecated_config_name_still_sets_the_stop_with_a_warning() -> None:
+    from st_pipeline.defs.resources import ServiceTitanResource
+    from st_pipeline.settings import load_settings
+
+    credentials = TenantCredentials(TENANT_A.tenant_id, TENANT_A.client_id, SecretStr(TENANT_A.client_secret))
+    settings = load_settings({"SERVICETITAN_APP_KEY": "ak1.canary-not-sent"})  # the client sends nothing here
+    with pytest.warns(FutureWarning, match="circuit_failure_threshold is deprecated.*stop_after_consecutive_failures"):
+        client = ServiceTitanResource(circuit_failure_threshold=3).client(credentials, settings)
+    with client:
+        assert client.failure_stop.limit == 3
+    with ServiceTitanResource(stop_after_consecutive_failures=4).client(credentials, settings) as client:
+        assert client.failure_stop.limit == 4

@@ -48,11 +48,15 @@ def test_loopback_hosts() -> None:
 
 def test_the_client_refuses_to_carry_a_secret_in_clear_even_when_built_by_hand() -> None:
     credentials = TenantCredentials(1, "cid.x", SecretStr("cs1.x"))
-    clear = ApiSettings(api_url="https://api.servicetitan.io", auth_url="http://10.1.2.3/connect/token",
-                        app_key=SecretStr("ak1.x"))
+    clear = ApiSettings(
+        api_url="https://api.servicetitan.io", auth_url="http://10.1.2.3/connect/token", app_key=SecretStr("ak1.x")
+    )
     with httpx.Client() as http:
         with pytest.raises(ConfigurationError, match="not https"):
             TokenProvider(credentials, clear.auth_url, http)
         with pytest.raises(ConfigurationError, match="not https"):
-            ServiceTitanClient(ApiSettings("http://10.1.2.3", "https://auth.servicetitan.io/x", SecretStr("ak1.x")),
-                               credentials, http=http)
+            ServiceTitanClient(
+                ApiSettings("http://10.1.2.3", "https://auth.servicetitan.io/x", SecretStr("ak1.x")),
+                credentials,
+                http=http,
+            )

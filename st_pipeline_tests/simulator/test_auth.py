@@ -17,9 +17,7 @@ CUSTOMERS_A = "/crm/v2/tenant/1001/export/customers"
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
-    config = SimulatorConfig(
-        tenants=[TENANT_A, TENANT_B], app_key=APP_KEY, scale=0.02, datasets=("crm/customers",)
-    )
+    config = SimulatorConfig(tenants=[TENANT_A, TENANT_B], app_key=APP_KEY, scale=0.02, datasets=("crm/customers",))
     with Simulator(config) as simulator:
         yield simulator
 
@@ -30,9 +28,7 @@ def http(sim: Simulator) -> Iterator[httpx.Client]:
         yield client
 
 
-def token_response(
-    http: httpx.Client, sim: Simulator, tenant: SimulatedTenant, **overrides: str
-) -> httpx.Response:
+def token_response(http: httpx.Client, sim: Simulator, tenant: SimulatedTenant, **overrides: str) -> httpx.Response:
     form = {
         "grant_type": "client_credentials",
         "client_id": tenant.client_id,
@@ -93,9 +89,7 @@ def test_other_grant_types_are_unsupported(http: httpx.Client, sim: Simulator) -
     assert response.json() == {"error": "unsupported_grant_type"}
 
 
-def test_valid_request_succeeds_with_bearer_or_raw_token(
-    http: httpx.Client, sim: Simulator
-) -> None:
+def test_valid_request_succeeds_with_bearer_or_raw_token(http: httpx.Client, sim: Simulator) -> None:
     headers = auth_headers(http, sim, TENANT_A)
     assert http.get(CUSTOMERS_A, headers=headers).status_code == 200
     raw = dict(headers, Authorization=headers["Authorization"].removeprefix("Bearer "))
@@ -113,16 +107,12 @@ def test_missing_or_wrong_app_key_is_401(http: httpx.Client, sim: Simulator) -> 
 
 def test_missing_or_unknown_token_is_401(http: httpx.Client, sim: Simulator) -> None:
     assert_problem(http.get(CUSTOMERS_A, headers={"ST-App-Key": APP_KEY}), 401)
-    response = http.get(
-        CUSTOMERS_A, headers={"ST-App-Key": APP_KEY, "Authorization": "Bearer not-a-token"}
-    )
+    response = http.get(CUSTOMERS_A, headers={"ST-App-Key": APP_KEY, "Authorization": "Bearer not-a-token"})
     assert_problem(response, 401)
     assert "not-a-token" not in response.text
 
 
-def test_expire_tokens_invalidates_only_that_tenants_tokens(
-    http: httpx.Client, sim: Simulator
-) -> None:
+def test_expire_tokens_invalidates_only_that_tenants_tokens(http: httpx.Client, sim: Simulator) -> None:
     headers_a = auth_headers(http, sim, TENANT_A)
     headers_b = auth_headers(http, sim, TENANT_B)
     sim.expire_tokens(1001)

@@ -21,11 +21,26 @@ from st_pipeline.simulator import Simulator, SimulatorConfig
 
 TENANT = 3101
 DATASETS = (
-    "settings/business-units", "settings/technicians", "crm/customers", "crm/locations",
-    "jpm/job-types", "jpm/jobs", "jpm/appointments", "dispatch/appointment-assignments",
-    "accounting/invoices", "accounting/invoice-items", "accounting/payments", "sales/estimates",
-    "sales/estimates/items", "memberships/membership-types", "memberships/memberships",
-    "telecom/calls", "marketing/campaigns", "crm/leads", "crm/bookings", "payroll/jobs/splits",
+    "settings/business-units",
+    "settings/technicians",
+    "crm/customers",
+    "crm/locations",
+    "jpm/job-types",
+    "jpm/jobs",
+    "jpm/appointments",
+    "dispatch/appointment-assignments",
+    "accounting/invoices",
+    "accounting/invoice-items",
+    "accounting/payments",
+    "sales/estimates",
+    "sales/estimates/items",
+    "memberships/membership-types",
+    "memberships/memberships",
+    "telecom/calls",
+    "marketing/campaigns",
+    "crm/leads",
+    "crm/bookings",
+    "payroll/jobs/splits",
 )
 JOB_STATUSES = {"Completed", "Scheduled", "InProgress", "Canceled", "Hold"}
 ITEM_TYPES = {"Service", "Material", "Equipment", "PriceModifier", "Unspecified"}
@@ -36,7 +51,9 @@ Data = dict[str, list[dict[str, Any]]]
 
 def config(**overrides: Any) -> SimulatorConfig:
     settings: dict[str, Any] = {
-        "tenants": [SimulatorConfig.demo_tenant(TENANT)], "scale": 0.1, "datasets": DATASETS,
+        "tenants": [SimulatorConfig.demo_tenant(TENANT)],
+        "scale": 0.1,
+        "datasets": DATASETS,
     }
     settings.update(overrides)
     return SimulatorConfig(**settings)
@@ -153,7 +170,8 @@ def test_jobs_show_their_invoice_and_its_total(data: Data) -> None:
 
 def test_most_completed_jobs_have_exactly_one_invoice(data: Data) -> None:
     own_invoices: Counter[int] = Counter(
-        invoice["job"]["id"] for invoice in data["accounting/invoices"]
+        invoice["job"]["id"]
+        for invoice in data["accounting/invoices"]
         if invoice["job"] is not None and invoice["adjustmentToId"] is None
     )
     completed = [job for job in data["jpm/jobs"] if job["jobStatus"] == "Completed"]
@@ -284,7 +302,10 @@ def test_estimates_are_sold_open_or_dismissed_on_real_jobs(data: Data) -> None:
     for estimate in data["sales/estimates"]:
         job = jobs[estimate["jobId"]]
         assert (estimate["customerId"], estimate["locationId"], estimate["businessUnitId"]) == (
-            job["customerId"], job["locationId"], job["businessUnitId"])
+            job["customerId"],
+            job["locationId"],
+            job["businessUnitId"],
+        )
         name = estimate["status"]["name"]
         assert estimate["status"]["value"] == ESTIMATE_STATUS_VALUES[name]
         statuses[name] += 1
@@ -436,4 +457,7 @@ def test_simulated_changes_keep_the_business_data_plausible() -> None:
     unchanged = {k: v for k, v in invoices.items() if k not in created["accounting/invoices"]}
     for invoice in again:
         assert {**unchanged[invoice["id"]], "modifiedOn": None, "active": None} == {
-            **invoice, "modifiedOn": None, "active": None}
+            **invoice,
+            "modifiedOn": None,
+            "active": None,
+        }

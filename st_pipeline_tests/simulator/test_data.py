@@ -50,9 +50,7 @@ def test_seed_and_tenant_change_the_data() -> None:
     base = Simulator(config(datasets=("crm/customers",))).ground_truth(TENANT, "crm/customers")
     reseeded = Simulator(config(seed=2, datasets=("crm/customers",)))
     assert reseeded.ground_truth(TENANT, "crm/customers") != base
-    other = Simulator(
-        config(tenants=[SimulatorConfig.demo_tenant(3002)], datasets=("crm/customers",))
-    )
+    other = Simulator(config(tenants=[SimulatorConfig.demo_tenant(3002)], datasets=("crm/customers",)))
     assert other.ground_truth(3002, "crm/customers") != base
 
 
@@ -132,9 +130,7 @@ def test_accounting_money_is_decimal_strings(core: dict[str, list[dict]]) -> Non
     for invoice in core["accounting/invoices"]:
         values = amounts(invoice, ("subTotal", "salesTax", "total", "balance", "discountTotal"))
         for item in invoice["items"]:
-            values += amounts(
-                item, ("quantity", "cost", "totalCost", "price", "total", "memberPrice")
-            )
+            values += amounts(item, ("quantity", "cost", "totalCost", "price", "total", "memberPrice"))
         for value in values:
             assert isinstance(value, str) and MONEY.fullmatch(value), value
         seen += len(values)

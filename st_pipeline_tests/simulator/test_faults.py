@@ -169,10 +169,7 @@ def test_draws_do_not_depend_on_the_order_of_requests(serve: Serve) -> None:
     forward, forward_http = serve(faults=plan)
     backward, backward_http = serve(faults=plan)
     ahead = {p: outcome(forward_http, HOSTILE_CUSTOMER_LIST, page=p, pageSize="1") for p in pages}
-    behind = {
-        p: outcome(backward_http, HOSTILE_CUSTOMER_LIST, page=p, pageSize="1")
-        for p in reversed(pages)
-    }
+    behind = {p: outcome(backward_http, HOSTILE_CUSTOMER_LIST, page=p, pageSize="1") for p in reversed(pages)}
     assert ahead == behind
     assert forward.stats.injected == backward.stats.injected
 

@@ -24,7 +24,10 @@ def sim() -> Iterator[Simulator]:
         scale=0.2,
         export_batch_size=BATCH,
         datasets=(
-            "crm/customers", "accounting/invoices", "sales/proposal-types", "jpm/job-notes",
+            "crm/customers",
+            "accounting/invoices",
+            "sales/proposal-types",
+            "jpm/job-notes",
             "jpm/job-types",
         ),
     )
@@ -48,9 +51,7 @@ def http(sim: Simulator) -> Iterator[httpx.Client]:
         yield client
 
 
-def follow_export(
-    http: httpx.Client, path: str, start: str | None = None
-) -> tuple[list[dict], list[dict]]:
+def follow_export(http: httpx.Client, path: str, start: str | None = None) -> tuple[list[dict], list[dict]]:
     """Every record of a feed from ``start``, and the envelopes of every response."""
     records: list[dict] = []
     envelopes: list[dict] = []
@@ -97,9 +98,7 @@ def test_caught_up_feed_returns_nothing_and_keeps_its_position(http: httpx.Clien
     assert body == {"hasMore": False, "continueFrom": last, "data": []}
 
 
-def test_export_from_a_date_returns_records_modified_since(
-    http: httpx.Client, sim: Simulator
-) -> None:
+def test_export_from_a_date_returns_records_modified_since(http: httpx.Client, sim: Simulator) -> None:
     truth = sim.ground_truth(2001, "crm/customers")
     day = sorted(r["modifiedOn"] for r in truth)[len(truth) // 2][:10]
     records, _ = follow_export(http, CUSTOMERS_EXPORT, start=day)
@@ -149,10 +148,15 @@ def test_list_envelope_and_total_count(http: httpx.Client, sim: Simulator) -> No
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"pageSize": "5001"}, "pageSize"), ({"pageSize": "0"}, "pageSize"),
-     ({"page": "0"}, "page"), ({"page": "x"}, "page"), ({"active": "maybe"}, "active"),
-     ({"modifiedOnOrAfter": "yesterday"}, "modifiedOnOrAfter"),
-     ({"ids": ",".join(str(n) for n in range(51))}, "ids")],
+    [
+        ({"pageSize": "5001"}, "pageSize"),
+        ({"pageSize": "0"}, "pageSize"),
+        ({"page": "0"}, "page"),
+        ({"page": "x"}, "page"),
+        ({"active": "maybe"}, "active"),
+        ({"modifiedOnOrAfter": "yesterday"}, "modifiedOnOrAfter"),
+        ({"ids": ",".join(str(n) for n in range(51))}, "ids"),
+    ],
 )
 def test_bad_list_parameters_are_400(http: httpx.Client, params: dict, field: str) -> None:
     response = http.get(CUSTOMERS_LIST, params=params)
@@ -164,9 +168,7 @@ def test_list_filters(http: httpx.Client, sim: Simulator) -> None:
     truth = sim.ground_truth(2001, "crm/customers")
     stamps = sorted(r["modifiedOn"] for r in truth)
     low, high = stamps[40], stamps[120]
-    records = all_pages(
-        http, CUSTOMERS_LIST, active="Any", modifiedOnOrAfter=low, modifiedBefore=high, pageSize=20
-    )
+    records = all_pages(http, CUSTOMERS_LIST, active="Any", modifiedOnOrAfter=low, modifiedBefore=high, pageSize=20)
     assert records == [r for r in truth if low <= r["modifiedOn"] < high]
     ids = [truth[3]["id"], truth[7]["id"], truth[11]["id"]]
     body = http.get(CUSTOMERS_LIST, params={"ids": ",".join(map(str, ids)), "active": "Any"}).json()
@@ -213,8 +215,7 @@ def test_changes_appear_at_the_end_of_the_feed(http: httpx.Client, sim: Simulato
     assert all(truth[r["id"]] == r for r in records)
     assert truth[changes["deactivated"][0]]["active"] is False
     oldest_change = min(r["modifiedOn"] for r in records)
-    assert all(r["modifiedOn"] < oldest_change for i, r in truth.items() if i not in
-               {r["id"] for r in records})
+    assert all(r["modifiedOn"] < oldest_change for i, r in truth.items() if i not in {r["id"] for r in records})
 
 
 def test_injected_faults_answer_before_data(http: httpx.Client, sim: Simulator) -> None:

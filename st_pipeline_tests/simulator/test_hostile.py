@@ -100,9 +100,7 @@ def test_endless_has_more_repeats_the_last_page_with_the_true_total(serve: Serve
     sim, http = serve()
     pages = []
     for page in range(1, 50):  # 20 customers: at most 4 pages of 5
-        body = http.get(
-            HOSTILE_CUSTOMER_LIST, params={"page": page, "pageSize": 5, "includeTotal": "true"}
-        ).json()
+        body = http.get(HOSTILE_CUSTOMER_LIST, params={"page": page, "pageSize": 5, "includeTotal": "true"}).json()
         pages.append(body)
         if not body["hasMore"]:
             break
@@ -110,9 +108,7 @@ def test_endless_has_more_repeats_the_last_page_with_the_true_total(serve: Serve
     true_total = pages[0]["totalCount"]
     sim.misbehave(TENANT, CUSTOMERS, endless_has_more=True)
     for page in (1, len(pages), len(pages) + 1, 10_000):
-        body = http.get(
-            HOSTILE_CUSTOMER_LIST, params={"page": page, "pageSize": 5, "includeTotal": "true"}
-        ).json()
+        body = http.get(HOSTILE_CUSTOMER_LIST, params={"page": page, "pageSize": 5, "includeTotal": "true"}).json()
         assert body["hasMore"] is True
         assert body["page"] == page
         assert body["totalCount"] == true_total
@@ -236,9 +232,7 @@ def test_drip_sends_the_body_in_several_chunks(serve: Serve) -> None:
     assert b"".join(chunks) == expected
 
 
-def start_drip(
-    sim: Simulator, client: httpx.Client
-) -> tuple[httpx.Response, Iterator[bytes], bytes]:
+def start_drip(sim: Simulator, client: httpx.Client) -> tuple[httpx.Response, Iterator[bytes], bytes]:
     """Start a request whose body drips for minutes; returns it, the iterator over its body,
     and the first bytes that iterator gave."""
     sim.misbehave(TENANT, CUSTOMERS, drip_bytes_per_s=50, padding_bytes=20_000)

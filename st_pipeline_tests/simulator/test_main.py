@@ -14,9 +14,27 @@ from st_pipeline.simulator import SimulatorConfig
 
 def test_serves_until_sigterm_and_prints_the_credentials() -> None:
     command = [
-        sys.executable, "-m", "st_pipeline.simulator", "--port", "0", "--seed", "4",
-        "--scale", "0.01", "--tenant", "7001", "--tenant", "7002", "--latency-ms", "1",
-        "--rate-limit", "1000", "--fault-rate", "0", "--export-batch-size", "2",
+        sys.executable,
+        "-m",
+        "st_pipeline.simulator",
+        "--port",
+        "0",
+        "--seed",
+        "4",
+        "--scale",
+        "0.01",
+        "--tenant",
+        "7001",
+        "--tenant",
+        "7002",
+        "--latency-ms",
+        "1",
+        "--rate-limit",
+        "1000",
+        "--fault-rate",
+        "0",
+        "--export-batch-size",
+        "2",
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

@@ -53,9 +53,22 @@ def _sync(sim: Simulator, warehouse_url: str, run_id: str, kill_at: str | None) 
     if kill_at:
         env["ST_PIPELINE_KILL_AT"] = kill_at
     return subprocess.run(
-        [sys.executable, "-m", "st_pipeline_tests.sync.crash_child", sim.url, str(TENANT.tenant_id),
-         TENANT.client_id, warehouse_url, run_id],
-        input=TENANT.client_secret + "\n", env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "st_pipeline_tests.sync.crash_child",
+            sim.url,
+            str(TENANT.tenant_id),
+            TENANT.client_id,
+            warehouse_url,
+            run_id,
+        ],
+        input=TENANT.client_secret + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 

@@ -40,8 +40,14 @@ DATASETS = load_catalogue().core_datasets()
 
 def _simulator(faults: FaultPlan | None, *, revoked: tuple[int, ...] = ()) -> Simulator:
     config = SimulatorConfig(
-        tenants=[TENANT, OTHER], seed=5, scale=0.04, export_batch_size=15, datasets=CORE_DATASETS,
-        rate_limit_per_s=RATE, faults=faults, revoked_tenants=revoked,
+        tenants=[TENANT, OTHER],
+        seed=5,
+        scale=0.04,
+        export_batch_size=15,
+        datasets=CORE_DATASETS,
+        rate_limit_per_s=RATE,
+        faults=faults,
+        revoked_tenants=revoked,
     )
     return Simulator(config)
 
@@ -105,7 +111,8 @@ def test_revoked_credentials_fail_fast_and_the_other_tenant_syncs(warehouse: tup
         assert "rejected client id" in failed.error and failed.error_kind == "InvalidClientError"
         assert all(row.error.startswith("stopped: ") for row in rows if row.status == "cancelled")
         assert {row.dataset: row.requests for row in rows} == {
-            d.key: client.stats.by_endpoint.get(d.key, 0) for d in DATASETS}
+            d.key: client.stats.by_endpoint.get(d.key, 0) for d in DATASETS
+        }
         assert all(row.ended_at is not None and row.duration_s is not None for row in rows)
         with _client(sim, OTHER) as other:
             results = list(sync_tenant(other, engine, DATASETS, run_id="healthy"))

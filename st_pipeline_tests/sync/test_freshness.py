@@ -36,11 +36,17 @@ def history(tmp_path: Path) -> SyncHistory:
     ]
     with engine.begin() as conn:
         for tenant_id, dataset, status, ended_hours_ago, success_hours_ago in rows:
-            conn.execute(dataset_status_table.insert().values(
-                tenant_id=tenant_id, dataset=dataset, row_count=0, last_run_id="r", last_status=status,
-                last_ended_at=NOW - timedelta(hours=ended_hours_ago),
-                last_success_at=NOW - timedelta(hours=success_hours_ago) if success_hours_ago else None,
-            ))
+            conn.execute(
+                dataset_status_table.insert().values(
+                    tenant_id=tenant_id,
+                    dataset=dataset,
+                    row_count=0,
+                    last_run_id="r",
+                    last_status=status,
+                    last_ended_at=NOW - timedelta(hours=ended_hours_ago),
+                    last_success_at=NOW - timedelta(hours=success_hours_ago) if success_hours_ago else None,
+                )
+            )
     read = SyncHistory.read(engine)
     engine.dispose()
     return read
@@ -66,7 +72,9 @@ def test_datasets_are_stale_per_tenant_and_skipped_ones_are_left_out(history: Sy
     customers = assessed["crm/customers"]
     assert customers.stale == {2: NOW - timedelta(hours=30)}  # tenant 3 registered 1 h ago: not yet stale
     assert customers.checked == [1, 2, 3] and customers.oldest_success == NOW - timedelta(hours=30)
-    assert "1 of 3 tenants" in customers.summary(SLA) and "2 (last success 2026-11-27 06:00 UTC)" in customers.summary(SLA)
+    assert "1 of 3 tenants" in customers.summary(SLA) and "2 (last success 2026-11-27 06:00 UTC)" in customers.summary(
+        SLA
+    )
     jobs = assessed["jpm/jobs"]  # a later failure does not make a sync fresh
     assert jobs.stale == {1: NOW - timedelta(hours=10), 2: None}
     payroll = assessed["payroll/gross-pay-items"]

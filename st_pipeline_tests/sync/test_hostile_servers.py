@@ -45,15 +45,22 @@ pytestmark = pytest.mark.timeout(60, method="thread")
 
 CATALOGUE = load_catalogue()
 KEYS = (
-    "crm/customers", "jpm/jobs",  # export feeds
-    "jpm/job-types", "crm/contacts",  # paged lists with a modifiedOn watermark
+    "crm/customers",
+    "jpm/jobs",  # export feeds
+    "jpm/job-types",
+    "crm/contacts",  # paged lists with a modifiedOn watermark
     # lists with only createdOnOrAfter: read in full
-    "dispatch/arrival-windows", "settings/user-roles", "accounting/payment-types",
+    "dispatch/arrival-windows",
+    "settings/user-roles",
+    "accounting/payment-types",
     "dispatch/business-hours",  # a lookup
 )
 DATASETS = [CATALOGUE.dataset(key) for key in KEYS]
 # One tenant per case, so that one case's misbehaviour never meets another's.
-TENANTS = [SimulatedTenant(tenant_id=7300 + n, client_id=f"cid.hostile-{n}", client_secret=f"cs1.hostile-{n}") for n in range(30)]
+TENANTS = [
+    SimulatedTenant(tenant_id=7300 + n, client_id=f"cid.hostile-{n}", client_secret=f"cs1.hostile-{n}")
+    for n in range(30)
+]
 _next_tenant = iter(TENANTS)
 
 # Small bounds, so that each case ends in seconds; the production defaults are larger.
@@ -87,7 +94,9 @@ def warehouse(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
     engine.dispose()
 
 
-def _client(sim: Simulator, tenant: SimulatedTenant, *, api_url: str | None = None, **changes: object) -> ServiceTitanClient:
+def _client(
+    sim: Simulator, tenant: SimulatedTenant, *, api_url: str | None = None, **changes: object
+) -> ServiceTitanClient:
     settings = ApiSettings(api_url=api_url or sim.url, auth_url=sim.auth_url, app_key=SecretStr(sim.config.app_key))
     credentials = TenantCredentials(tenant.tenant_id, tenant.client_id, SecretStr(tenant.client_secret))
     options = dataclasses.replace(OPTIONS, **changes)
@@ -156,8 +165,11 @@ LOOPS = {
     "same page of a list": ("crm/contacts", {"same_page": True}, "repeats page 1"),
     "same page of an export feed": ("crm/customers", {"same_page": True}, "repeats page 1"),
     "short pages that say hasMore": ("jpm/job-types", {"short_pages": True}, "fewer records than the page size"),
-    "absurd totalCount": ("crm/contacts", {"total_count_offset": 10**12, "endless_has_more": True},
-                          "a total no tenant has"),
+    "absurd totalCount": (
+        "crm/contacts",
+        {"total_count_offset": 10**12, "endless_has_more": True},
+        "a total no tenant has",
+    ),
 }
 
 
@@ -289,9 +301,12 @@ def test_reconciliation_of_a_hostile_list_marks_nothing_deleted(sim, tenant, war
     _sync(sim, tenant, engine)
     sim.misbehave(tenant.tenant_id, "crm/contacts", endless_has_more=True)
     with _client(sim, tenant) as client:
-        results = {r.dataset.key: r for r in sync_tenant(
-            client, engine, DATASETS, run_id="hostile-reconcile", options=SyncOptions(reconcile_deletes=True)
-        )}
+        results = {
+            r.dataset.key: r
+            for r in sync_tenant(
+                client, engine, DATASETS, run_id="hostile-reconcile", options=SyncOptions(reconcile_deletes=True)
+            )
+        }
     assert isinstance(results["crm/contacts"].error, PagingLoopError)
     assert results["crm/contacts"].rows_deleted == 0
     sim.misbehave(tenant.tenant_id, "crm/contacts")

@@ -63,8 +63,9 @@ def test_one_percent_change_costs_at_most_five_percent_of_the_requests(
     _, full_requests = _sync(sim, engine, "full")
     for dataset in DATASETS:
         count = len(sim.ground_truth(TENANT.tenant_id, dataset.key))
-        sim.apply_changes(TENANT.tenant_id, dataset.key, updated=max(1, count // 200), deactivated=max(1, count // 200),
-                          created=1)
+        sim.apply_changes(
+            TENANT.tenant_id, dataset.key, updated=max(1, count // 200), deactivated=max(1, count // 200), created=1
+        )
     results, incremental_requests = _sync(sim, engine, "incremental")
     assert_warehouse_equals_ground_truth(url, sim, TENANT.tenant_id, DATASETS)
     assert full_requests > 400
@@ -87,7 +88,9 @@ def test_records_sharing_one_modified_on_across_a_page_boundary_all_load(
     assert_warehouse_equals_ground_truth(url, sim, TENANT.tenant_id, DATASETS)
     customers = next(r for r in results if r.dataset.key == "crm/customers")
     assert customers.records >= 25 and customers.pages >= 3
-    stamps = {r["modifiedOn"] for r in sim.ground_truth(TENANT.tenant_id, "crm/customers") if r["id"] in changed["updated"]}
+    stamps = {
+        r["modifiedOn"] for r in sim.ground_truth(TENANT.tenant_id, "crm/customers") if r["id"] in changed["updated"]
+    }
     assert len(stamps) == 1
     table = raw_table(load_catalogue().dataset(ZONES))
     with engine.connect() as conn:
@@ -159,16 +162,20 @@ def test_sync_log_tells_what_each_sync_did(sim: Simulator, warehouse: tuple[str,
     assert {row.run_id for row in read_log(engine, TENANT.tenant_id, runs=2)} == {"logged", "quiet"}
     with engine.connect() as conn:
         counted = {
-            d.key: conn.execute(sa.select(sa.func.count()).select_from(raw_table(d))
-                                .where(raw_table(d).c.tenant_id == TENANT.tenant_id)).scalar_one()
+            d.key: conn.execute(
+                sa.select(sa.func.count()).select_from(raw_table(d)).where(raw_table(d).c.tenant_id == TENANT.tenant_id)
+            ).scalar_one()
             for d in DATASETS
         }
     assert row_counts(engine, TENANT.tenant_id) == counted
 
     # Retention: rows older than it go; the status of each pair stays.
     with engine.begin() as conn:
-        conn.execute(sync_log_table.update().where(sync_log_table.c.run_id == "logged")
-                     .values(started_at=datetime.now(UTC) - timedelta(days=100)))
+        conn.execute(
+            sync_log_table.update()
+            .where(sync_log_table.c.run_id == "logged")
+            .values(started_at=datetime.now(UTC) - timedelta(days=100))
+        )
     assert prune_log(engine, timedelta(days=90)) == len(DATASETS)
     assert {row.run_id for row in read_log(engine, TENANT.tenant_id, runs=5)} == {"quiet"}
     assert len(SyncHistory.read(engine).last_success) == len(DATASETS)

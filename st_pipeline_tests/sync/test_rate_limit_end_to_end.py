@@ -35,7 +35,11 @@ def test_a_sync_demanding_more_than_the_limit_is_never_throttled(tmp_path: Path)
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     engine = prepared_warehouse(url, DATASETS)
     config = SimulatorConfig(
-        tenants=[TENANT], seed=11, scale=0.04, export_batch_size=2, datasets=CORE_DATASETS,
+        tenants=[TENANT],
+        seed=11,
+        scale=0.04,
+        export_batch_size=2,
+        datasets=CORE_DATASETS,
         rate_limit_per_s=SIMULATOR_LIMIT,
     )
     credentials = TenantCredentials(TENANT.tenant_id, TENANT.client_id, SecretStr(TENANT.client_secret))
@@ -64,23 +68,32 @@ def _settings(sim: Simulator) -> ApiSettings:
 # A server granting 5 requests/s where 60 are published (its app key shared with another
 # integration), revoking every token each second: pacing, not failure.
 THROTTLED_TENANTS = [
-    SimulatedTenant(tenant_id=6304 + n, client_id=f"cid.throttled-{n}", client_secret=f"cs1.throttled-{n}",
-                    rate_limit_per_s=5)
+    SimulatedTenant(
+        tenant_id=6304 + n, client_id=f"cid.throttled-{n}", client_secret=f"cs1.throttled-{n}", rate_limit_per_s=5
+    )
     for n in range(2)
 ]
 
 
 def test_a_server_granting_a_twelfth_of_the_limit_is_converged_on_and_every_dataset_is_exact(tmp_path: Path) -> None:
     config = SimulatorConfig(
-        tenants=THROTTLED_TENANTS, seed=13, scale=0.04, export_batch_size=3, datasets=CORE_DATASETS,
+        tenants=THROTTLED_TENANTS,
+        seed=13,
+        scale=0.04,
+        export_batch_size=3,
+        datasets=CORE_DATASETS,
         revoke_tokens_every_s=1.0,
     )
     with Simulator(config) as sim:
-        engines = {t.tenant_id: prepared_warehouse(f"sqlite:///{tmp_path / f'{t.tenant_id}.db'}", DATASETS)
-                   for t in THROTTLED_TENANTS}
+        engines = {
+            t.tenant_id: prepared_warehouse(f"sqlite:///{tmp_path / f'{t.tenant_id}.db'}", DATASETS)
+            for t in THROTTLED_TENANTS
+        }
         try:
             with ThreadPoolExecutor(max_workers=2) as pool:
-                runs = {t.tenant_id: pool.submit(_sync_throttled, sim, t, engines[t.tenant_id]) for t in THROTTLED_TENANTS}
+                runs = {
+                    t.tenant_id: pool.submit(_sync_throttled, sim, t, engines[t.tenant_id]) for t in THROTTLED_TENANTS
+                }
                 results = {tenant_id: run.result() for tenant_id, run in runs.items()}
             for tenant in THROTTLED_TENANTS:
                 failed = [(r.dataset.key, str(r.error)) for r in results[tenant.tenant_id] if not r.succeeded]
@@ -90,10 +103,12 @@ def test_a_server_granting_a_twelfth_of_the_limit_is_converged_on_and_every_data
                 answers = sim.stats.admissions_for(tenant.tenant_id)
                 assert sim.stats.token_requests_for(tenant.tenant_id) > 5  # the premise: tokens kept being revoked
                 assert answers.count(False) > 0  # the premise: the server did throttle
-                steady = answers[len(answers) // 2:]
+                steady = answers[len(answers) // 2 :]
                 share = steady.count(False) / len(steady)
-                print(f"tenant {tenant.tenant_id}: {len(answers)} requests, {answers.count(False)} answered 429 "
-                      f"({answers.count(False) / len(answers):.1%}); second half {share:.1%}")
+                print(
+                    f"tenant {tenant.tenant_id}: {len(answers)} requests, {answers.count(False)} answered 429 "
+                    f"({answers.count(False) / len(answers):.1%}); second half {share:.1%}"
+                )
                 assert share < 0.05
         finally:
             for engine in engines.values():

@@ -31,8 +31,10 @@ ZONE_COUNT = 20  # at scale 1
 PAGE_SIZE = 3  # seven pages: a listing can break off after the first
 RECONCILE = SyncOptions(reconcile_deletes=True)
 # One simulator for the module, one tenant per test (each test changes its tenant's data).
-TENANTS = [SimulatedTenant(tenant_id=9500 + n, client_id=f"cid.reconcile-{n}", client_secret=f"cs1.rec-{n}")
-           for n in range(1, 9)]
+TENANTS = [
+    SimulatedTenant(tenant_id=9500 + n, client_id=f"cid.reconcile-{n}", client_secret=f"cs1.rec-{n}")
+    for n in range(1, 9)
+]
 _unused = list(TENANTS)
 
 
@@ -83,7 +85,10 @@ def _client(sim: Simulator, tenant: SimulatedTenant) -> SmallPagesClient:
 
 
 def _sync(
-    sim: Simulator, tenant: SimulatedTenant, engine: sa.Engine, run_id: str,
+    sim: Simulator,
+    tenant: SimulatedTenant,
+    engine: sa.Engine,
+    run_id: str,
     after_first_page: Callable[[], None] | None = None,
 ) -> ExtractResult:
     with _client(sim, tenant) as client:
@@ -117,8 +122,9 @@ def test_a_listing_that_breaks_off_flags_nothing_and_keeps_the_cursor(
     assert len(gone) == 2
 
     # The listing's second page is refused (400, not retried): only the first page arrives.
-    broken = _sync(sim, tenant, engine, "broken",
-                   after_first_page=lambda: sim.inject_faults(400, 50, tenant_id=tenant.tenant_id))
+    broken = _sync(
+        sim, tenant, engine, "broken", after_first_page=lambda: sim.inject_faults(400, 50, tenant_id=tenant.tenant_id)
+    )
     assert not broken.succeeded and broken.pages == 1 and broken.rows_written == PAGE_SIZE
     [logged] = read_log(engine, tenant.tenant_id, run_id="broken")
     assert logged.status != SUCCEEDED

@@ -41,15 +41,19 @@ def test_drift_outcomes_through_a_real_sync(tmp_path: Path) -> None:
     config = SimulatorConfig(tenants=[TENANT], seed=9, scale=0.03, export_batch_size=10, datasets=CORE_DATASETS)
     with Simulator(config) as sim:
         ids = [r["id"] for r in sim.ground_truth(TENANT.tenant_id, CUSTOMERS.key)][:7]
-        sim.tamper_records(TENANT.tenant_id, CUSTOMERS.key, {
-            ids[0]: _set("brandNewField", {"nested": [1, 2]}),  # unknown field → kept
-            ids[1]: _drop("mergedToId"),  # optional field missing → kept
-            ids[2]: _set("balance", "NaN"),  # → null, warning
-            ids[3]: _set("balance", float("nan")),  # bare NaN literal → null, warning
-            ids[4]: _set("creditLimit", float("inf")),  # Infinity → null, warning
-            ids[5]: _set("createdById", "not-a-number"),  # wrong type → quarantined
-            ids[6]: _drop("id"),  # no id → quarantined
-        })
+        sim.tamper_records(
+            TENANT.tenant_id,
+            CUSTOMERS.key,
+            {
+                ids[0]: _set("brandNewField", {"nested": [1, 2]}),  # unknown field → kept
+                ids[1]: _drop("mergedToId"),  # optional field missing → kept
+                ids[2]: _set("balance", "NaN"),  # → null, warning
+                ids[3]: _set("balance", float("nan")),  # bare NaN literal → null, warning
+                ids[4]: _set("creditLimit", float("inf")),  # Infinity → null, warning
+                ids[5]: _set("createdById", "not-a-number"),  # wrong type → quarantined
+                ids[6]: _drop("id"),  # no id → quarantined
+            },
+        )
         engine = prepared_warehouse(f"sqlite:///{tmp_path / 'w.db'}", [CUSTOMERS])
         settings = ApiSettings(api_url=sim.url, auth_url=sim.auth_url, app_key=SecretStr(config.app_key))
         credentials = TenantCredentials(TENANT.tenant_id, TENANT.client_id, SecretStr(TENANT.client_secret))

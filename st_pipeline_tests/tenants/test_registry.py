@@ -90,8 +90,12 @@ def test_update_disable_enable_remove_and_the_audit_trail(local_env: Path) -> No
     registry.flag_needs_credentials(4101, "invalid_client", change=Change("sensor", actor="dagster"))
     assert registry.needing_credentials() == {4101: "invalid_client"}
 
-    registry.update_credentials(4101, SecretStr("cs1.new-secret"), client_id="cid.acme2",
-                                change=Change("tenant update-credentials", actor="bob"))
+    registry.update_credentials(
+        4101,
+        SecretStr("cs1.new-secret"),
+        client_id="cid.acme2",
+        change=Change("tenant update-credentials", actor="bob"),
+    )
     assert registry.needing_credentials() == {}  # new credentials resume the tenant
     assert registry.credentials(4101).client_secret.get_secret_value() == "cs1.new-secret"
     assert registry.get(4101).client_id == "cid.acme2"
@@ -105,8 +109,13 @@ def test_update_disable_enable_remove_and_the_audit_trail(local_env: Path) -> No
         assert conn.execute(sa.select(sa.func.count()).select_from(flags_table)).scalar_one() == 0
     history = registry.history(4101)
     assert [(e.command, e.actor) for e in reversed(history)] == [
-        ("tenant add", "alice"), ("test", "tester"), ("sensor", "dagster"), ("tenant update-credentials", "bob"),
-        ("test", "tester"), ("test", "tester"), ("tenant remove", "carol"),
+        ("tenant add", "alice"),
+        ("test", "tester"),
+        ("sensor", "dagster"),
+        ("tenant update-credentials", "bob"),
+        ("test", "tester"),
+        ("test", "tester"),
+        ("tenant remove", "carol"),
     ]
     details = " | ".join(e.detail for e in history)
     assert "client id cid.acme → cid.acme2" in details and "disabled: paused by ops" in details
@@ -165,8 +174,13 @@ def test_unknown_tenant(local_env: Path) -> None:
 def test_add_tenant_verifies_then_stores(local_env: Path, api_env: Simulator) -> None:
     registry = _registry(local_env)
     tenant = add_tenant(
-        registry, load_settings().api(), tenant_id=TENANT_A.tenant_id, name="Tenant A",
-        client_id=TENANT_A.client_id, client_secret=SecretStr(TENANT_A.client_secret), change=CHANGE,
+        registry,
+        load_settings().api(),
+        tenant_id=TENANT_A.tenant_id,
+        name="Tenant A",
+        client_id=TENANT_A.client_id,
+        client_secret=SecretStr(TENANT_A.client_secret),
+        change=CHANGE,
     )
     assert tenant.tenant_id == TENANT_A.tenant_id and tenant.enabled
     assert registry.credentials(TENANT_A.tenant_id).client_id == TENANT_A.client_id
@@ -176,8 +190,13 @@ def test_wrong_secret_stores_nothing(local_env: Path, api_env: Simulator) -> Non
     registry = _registry(local_env)
     with pytest.raises(InvalidClientError, match="update-credentials"):
         add_tenant(
-            registry, load_settings().api(), tenant_id=TENANT_A.tenant_id, name="Tenant A",
-            client_id=TENANT_A.client_id, client_secret=SecretStr("cs1.wrong"), change=CHANGE,
+            registry,
+            load_settings().api(),
+            tenant_id=TENANT_A.tenant_id,
+            name="Tenant A",
+            client_id=TENANT_A.client_id,
+            client_secret=SecretStr("cs1.wrong"),
+            change=CHANGE,
         )
     assert registry.list() == [] and registry.history() == []
 
@@ -188,8 +207,13 @@ def test_wrong_new_credentials_change_nothing(local_env: Path, api_env: Simulato
     with registry.engine.connect() as conn:
         before = conn.execute(sa.select(tenants_table)).all()
     with pytest.raises(InvalidClientError):
-        update_credentials(registry, load_settings().api(), tenant_id=TENANT_A.tenant_id,
-                           client_secret=SecretStr("cs1.wrong"), change=CHANGE)
+        update_credentials(
+            registry,
+            load_settings().api(),
+            tenant_id=TENANT_A.tenant_id,
+            client_secret=SecretStr("cs1.wrong"),
+            change=CHANGE,
+        )
     with registry.engine.connect() as conn:
         assert conn.execute(sa.select(tenants_table)).all() == before
     assert len(registry.history()) == 1
@@ -199,7 +223,12 @@ def test_wrong_tenant_id_stores_nothing(local_env: Path, api_env: Simulator) -> 
     registry = _registry(local_env)
     with pytest.raises(ServiceTitanError, match="tenant id matches"):
         add_tenant(
-            registry, load_settings().api(), tenant_id=777, name="typo", client_id=TENANT_A.client_id,
-            client_secret=SecretStr(TENANT_A.client_secret), change=CHANGE,
+            registry,
+            load_settings().api(),
+            tenant_id=777,
+            name="typo",
+            client_id=TENANT_A.client_id,
+            client_secret=SecretStr(TENANT_A.client_secret),
+            change=CHANGE,
         )
     assert registry.list() == []

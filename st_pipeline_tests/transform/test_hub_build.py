@@ -87,25 +87,33 @@ def test_hubs_reconcile_marts_are_real_and_incremental_equals_full(sim: Simulato
         _all_checks_pass(engine)
         with engine.connect() as conn:
             hub_rows = {h.table: h.row_count for h in first.hubs}
-            raw_invoices = conn.execute(sa.text(
-                "SELECT count(*) FROM raw_accounting_invoices WHERE tenant_id = :t"), {"t": TENANT.tenant_id}).scalar_one()
+            raw_invoices = conn.execute(
+                sa.text("SELECT count(*) FROM raw_accounting_invoices WHERE tenant_id = :t"), {"t": TENANT.tenant_id}
+            ).scalar_one()
             assert hub_rows["hub_invoices"] == raw_invoices > 0
             assert hub_rows["hub_invoice_items"] > raw_invoices  # several items per invoice, exploded
-            revenue_units = conn.execute(sa.text(
-                "SELECT count(DISTINCT business_unit_id) FROM mart_revenue_by_business_unit "
-                "WHERE tenant_id = :t AND completed_revenue > 0"), {"t": TENANT.tenant_id}).scalar_one()
+            revenue_units = conn.execute(
+                sa.text(
+                    "SELECT count(DISTINCT business_unit_id) FROM mart_revenue_by_business_unit "
+                    "WHERE tenant_id = :t AND completed_revenue > 0"
+                ),
+                {"t": TENANT.tenant_id},
+            ).scalar_one()
             assert revenue_units >= 3
-            converted, opportunities = conn.execute(sa.text(
-                "SELECT sum(converted), sum(opportunities) FROM mart_job_conversion WHERE tenant_id = :t"),
-                {"t": TENANT.tenant_id}).one()
+            converted, opportunities = conn.execute(
+                sa.text("SELECT sum(converted), sum(opportunities) FROM mart_job_conversion WHERE tenant_id = :t"),
+                {"t": TENANT.tenant_id},
+            ).one()
             assert 0 < converted < opportunities
-            booked, bookable = conn.execute(sa.text(
-                "SELECT sum(booked_calls), sum(bookable_calls) FROM mart_call_booking WHERE tenant_id = :t"),
-                {"t": TENANT.tenant_id}).one()
+            booked, bookable = conn.execute(
+                sa.text("SELECT sum(booked_calls), sum(bookable_calls) FROM mart_call_booking WHERE tenant_id = :t"),
+                {"t": TENANT.tenant_id},
+            ).one()
             assert 0 < booked < bookable
-            open_balance = conn.execute(sa.text(
-                "SELECT sum(open_invoices) FROM mart_accounts_receivable WHERE tenant_id = :t"),
-                {"t": TENANT.tenant_id}).scalar_one()
+            open_balance = conn.execute(
+                sa.text("SELECT sum(open_invoices) FROM mart_accounts_receivable WHERE tenant_id = :t"),
+                {"t": TENANT.tenant_id},
+            ).scalar_one()
             assert open_balance > 0
 
         # Nothing changed: nothing is rebuilt.
@@ -115,8 +123,9 @@ def test_hubs_reconcile_marts_are_real_and_incremental_equals_full(sim: Simulato
         # A 1% change of every dataset (updates, deactivations, a new record), and deletes in a list.
         for key in KEYS:
             count = len(sim.ground_truth(TENANT.tenant_id, key))
-            sim.apply_changes(TENANT.tenant_id, key, updated=max(1, count // 100), created=1,
-                              deleted=1 if key == LIST_DATASET else 0)
+            sim.apply_changes(
+                TENANT.tenant_id, key, updated=max(1, count // 100), created=1, deleted=1 if key == LIST_DATASET else 0
+            )
         _sync(sim, engine, "sync-2", reconcile_deletes=True)
         incremental: TenantBuild = build_tenant(engine, TENANT.tenant_id, "build-3")
         assert {h.mode for h in incremental.hubs} == {"incremental"}
@@ -124,9 +133,10 @@ def test_hubs_reconcile_marts_are_real_and_incremental_equals_full(sim: Simulato
         total = sum(h.source_rows_total for h in incremental.hubs)
         assert reprocessed <= 0.05 * total, (reprocessed, total)  # about 1%, plus one new record per dataset
         with engine.connect() as conn:
-            deleted = conn.execute(sa.text(
-                "SELECT count(*) FROM hub_campaigns WHERE tenant_id = :t AND deleted_at IS NOT NULL"),
-                {"t": TENANT.tenant_id}).scalar_one()
+            deleted = conn.execute(
+                sa.text("SELECT count(*) FROM hub_campaigns WHERE tenant_id = :t AND deleted_at IS NOT NULL"),
+                {"t": TENANT.tenant_id},
+            ).scalar_one()
         assert deleted == 1  # the delete reached the hub through the incremental build
         _all_checks_pass(engine)
         after_incremental = _tables(engine)
@@ -145,8 +155,9 @@ def _edit(engine: sa.Engine, dataset_key: str, edits: dict[int, Callable[[dict],
     with engine.begin() as conn:
         records = []
         for record_id, edit in edits.items():
-            payload = conn.execute(sa.select(table.c.payload).where(
-                table.c.tenant_id == TENANT.tenant_id, table.c.id == record_id)).scalar_one()
+            payload = conn.execute(
+                sa.select(table.c.payload).where(table.c.tenant_id == TENANT.tenant_id, table.c.id == record_id)
+            ).scalar_one()
             record = json.loads(payload) if isinstance(payload, str) else dict(payload)
             edit(record)
             record["modifiedOn"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -166,17 +177,25 @@ def test_changes_that_move_facts_between_mart_rows_build_incrementally_like_a_fu
         _sync(sim, engine, "sync-1")
         build_tenant(engine, TENANT.tenant_id, "build-1")
         with engine.connect() as conn:
+
             def ids(sql: str) -> list[int]:
                 return list(conn.execute(sa.text(sql), {"t": TENANT.tenant_id}).scalars())
-            jobs = ids("SELECT j.id FROM hub_jobs j JOIN hub_invoices i ON i.tenant_id = j.tenant_id AND i.job_id = j.id "
-                       "WHERE j.tenant_id = :t AND j.job_status = 'Completed' AND i.sub_total > 0 ORDER BY j.id LIMIT 3")
+
+            jobs = ids(
+                "SELECT j.id FROM hub_jobs j JOIN hub_invoices i ON i.tenant_id = j.tenant_id AND i.job_id = j.id "
+                "WHERE j.tenant_id = :t AND j.job_status = 'Completed' AND i.sub_total > 0 ORDER BY j.id LIMIT 3"
+            )
             job_types = ids("SELECT id FROM hub_job_types WHERE tenant_id = :t ORDER BY id")
-            invoice = ids("SELECT id FROM hub_invoices WHERE tenant_id = :t AND job_id IS NOT NULL "
-                          "AND sub_total > 0 ORDER BY id DESC LIMIT 1")[0]  # another job's
+            invoice = ids(
+                "SELECT id FROM hub_invoices WHERE tenant_id = :t AND job_id IS NOT NULL "
+                "AND sub_total > 0 ORDER BY id DESC LIMIT 1"
+            )[0]  # another job's
             units = ids("SELECT id FROM hub_business_units WHERE tenant_id = :t ORDER BY id")
             membership = ids("SELECT id FROM hub_memberships WHERE tenant_id = :t ORDER BY id LIMIT 1")[0]
-            locations = ids("SELECT location_id FROM hub_jobs WHERE tenant_id = :t AND job_status = 'Completed' "
-                            "ORDER BY id DESC LIMIT 1")
+            locations = ids(
+                "SELECT location_id FROM hub_jobs WHERE tenant_id = :t AND job_status = 'Completed' "
+                "ORDER BY id DESC LIMIT 1"
+            )
             assignment = ids("SELECT id FROM hub_appointment_assignments WHERE tenant_id = :t ORDER BY id LIMIT 1")[0]
             technicians = ids("SELECT id FROM hub_technicians WHERE tenant_id = :t ORDER BY id")
             sold = ids("SELECT id FROM hub_estimates WHERE tenant_id = :t AND status = 'Sold' ORDER BY id LIMIT 1")[0]
@@ -194,7 +213,9 @@ def test_changes_that_move_facts_between_mart_rows_build_incrementally_like_a_fu
 
         _edit(engine, "accounting/invoices", {invoice: move_invoice})
         _edit(engine, "memberships/memberships", {membership: lambda r: r.update(locationId=locations[0])})
-        _edit(engine, "dispatch/appointment-assignments", {assignment: lambda r: r.update(technicianId=technicians[-1])})
+        _edit(
+            engine, "dispatch/appointment-assignments", {assignment: lambda r: r.update(technicianId=technicians[-1])}
+        )
         _edit(engine, "sales/estimates", {sold: lambda r: r.update(status={"name": "Open", "value": 0}, soldOn=None)})
 
         incremental = build_tenant(engine, TENANT.tenant_id, "build-2")

@@ -97,100 +97,256 @@ EQUIPMENT_INCOME = gl(9_004_200, "Income", "Equipment Sales")
 LIABILITY = gl(9_002_100, "Liability", "Customer Deposits")  # a pass-through / deposit: not revenue
 
 
-def item(item_id: int, total: str, bu: int | None, account: dict[str, Any] = INCOME, *, kind: str = "Service",
-         sku: str = "Diagnostic", quantity: str = "1.00", price: str | None = None) -> dict[str, Any]:
+def item(
+    item_id: int,
+    total: str,
+    bu: int | None,
+    account: dict[str, Any] = INCOME,
+    *,
+    kind: str = "Service",
+    sku: str = "Diagnostic",
+    quantity: str = "1.00",
+    price: str | None = None,
+) -> dict[str, Any]:
     return {
-        "id": item_id, "type": kind, "skuId": 810_000 + item_id % 1000, "skuName": sku, "displayName": sku,
-        "quantity": quantity, "price": price if price is not None else total, "total": total,
-        "cost": "0.00", "totalCost": "0.00", "businessUnit": None if bu is None else {"id": bu, "name": f"BU {bu}"},
-        "generalLedgerAccount": account, "isChargeable": True, "taxable": True, "modifiedOn": MODIFIED,
+        "id": item_id,
+        "type": kind,
+        "skuId": 810_000 + item_id % 1000,
+        "skuName": sku,
+        "displayName": sku,
+        "quantity": quantity,
+        "price": price if price is not None else total,
+        "total": total,
+        "cost": "0.00",
+        "totalCost": "0.00",
+        "businessUnit": None if bu is None else {"id": bu, "name": f"BU {bu}"},
+        "generalLedgerAccount": account,
+        "isChargeable": True,
+        "taxable": True,
+        "modifiedOn": MODIFIED,
     }
 
 
-def invoice(invoice_id: int, *, job: int | None, bu: int, day: str, items: list[dict[str, Any]], sub_total: str,
-            balance: str, sales_tax: str = "0.00", total: str | None = None, adjustment_to: int | None = None,
-            customer: int = 1001, location: int | None = None, active: bool = True) -> dict[str, Any]:
+def invoice(
+    invoice_id: int,
+    *,
+    job: int | None,
+    bu: int,
+    day: str,
+    items: list[dict[str, Any]],
+    sub_total: str,
+    balance: str,
+    sales_tax: str = "0.00",
+    total: str | None = None,
+    adjustment_to: int | None = None,
+    customer: int = 1001,
+    location: int | None = None,
+    active: bool = True,
+) -> dict[str, Any]:
     return rec(
-        invoice_id, active,
-        referenceNumber=str(invoice_id), invoiceDate=day, dueDate=day,
+        invoice_id,
+        active,
+        referenceNumber=str(invoice_id),
+        invoiceDate=day,
+        dueDate=day,
         job=None if job is None else {"id": job, "number": str(job), "type": "Service"},
         customer={"id": customer, "name": f"Customer {customer}"},
         location=None if location is None else {"id": location, "name": f"Location {location}"},
-        businessUnit={"id": bu, "name": f"BU {bu}"}, adjustmentToId=adjustment_to, membershipId=None,
-        subTotal=sub_total, salesTax=sales_tax, total=total if total is not None else sub_total, balance=balance,
-        discountTotal="0.00", paidOn=None, syncStatus="Pending", invoiceType=None, items=items,
+        businessUnit={"id": bu, "name": f"BU {bu}"},
+        adjustmentToId=adjustment_to,
+        membershipId=None,
+        subTotal=sub_total,
+        salesTax=sales_tax,
+        total=total if total is not None else sub_total,
+        balance=balance,
+        discountTotal="0.00",
+        paidOn=None,
+        syncStatus="Pending",
+        invoiceType=None,
+        items=items,
     )
 
 
-def payment(payment_id: int, day: str, total: str, applied: list[tuple[int, str]], unapplied: str = "0.00",
-            active: bool = True) -> dict[str, Any]:
+def payment(
+    payment_id: int, day: str, total: str, applied: list[tuple[int, str]], unapplied: str = "0.00", active: bool = True
+) -> dict[str, Any]:
     return rec(
-        payment_id, active, date=day, type="Check", total=total, unappliedAmount=unapplied,
-        referenceNumber=f"P{payment_id}", customer={"id": 1001, "name": "Customer 1001"}, businessUnit=None,
+        payment_id,
+        active,
+        date=day,
+        type="Check",
+        total=total,
+        unappliedAmount=unapplied,
+        referenceNumber=f"P{payment_id}",
+        customer={"id": 1001, "name": "Customer 1001"},
+        businessUnit=None,
         refundedPaymentId=None,
-        appliedTo=[{"appliedTo": inv, "appliedAmount": amount, "appliedOn": day, "appliedBy": "office"}
-                   for inv, amount in applied],
+        appliedTo=[
+            {"appliedTo": inv, "appliedAmount": amount, "appliedOn": day, "appliedBy": "office"}
+            for inv, amount in applied
+        ],
     )
 
 
-def job(job_id: int, location: int, bu: int, job_type: int, completed: str | None, *, status: str = "Completed",
-        no_charge: bool = False, customer: int = 1001, active: bool = True) -> dict[str, Any]:
+def job(
+    job_id: int,
+    location: int,
+    bu: int,
+    job_type: int,
+    completed: str | None,
+    *,
+    status: str = "Completed",
+    no_charge: bool = False,
+    customer: int = 1001,
+    active: bool = True,
+) -> dict[str, Any]:
     return rec(
-        job_id, active, jobNumber=str(job_id), customerId=customer, locationId=location, businessUnitId=bu,
-        jobTypeId=job_type, jobStatus=status, completedOn=completed, campaignId=None, noCharge=no_charge,
-        priority="Normal", total=None, invoiceId=None, membershipId=None, soldById=None,
+        job_id,
+        active,
+        jobNumber=str(job_id),
+        customerId=customer,
+        locationId=location,
+        businessUnitId=bu,
+        jobTypeId=job_type,
+        jobStatus=status,
+        completedOn=completed,
+        campaignId=None,
+        noCharge=no_charge,
+        priority="Normal",
+        total=None,
+        invoiceId=None,
+        membershipId=None,
+        soldById=None,
     )
 
 
-def estimate(estimate_id: int, job_id: int | None, bu: int, status: str, sub_total: str, sold_on: str | None,
-             active: bool = True) -> dict[str, Any]:
+def estimate(
+    estimate_id: int, job_id: int | None, bu: int, status: str, sub_total: str, sold_on: str | None, active: bool = True
+) -> dict[str, Any]:
     value = {"Open": 0, "Sold": 1, "Dismissed": 2}[status]
     return rec(
-        estimate_id, active, name=f"Option {estimate_id}", jobId=job_id, customerId=1001, locationId=None,
-        businessUnitId=bu, status={"value": value, "name": status}, soldOn=sold_on, soldBy=None,
-        subtotal=sub_total, tax="0.00", reviewStatus="None",
-        items=[{"id": estimate_id * 10, "sku": {"id": 1, "name": "Option", "type": "Service"}, "qty": "1.00",
-                "unitRate": sub_total, "total": sub_total, "totalCost": "0.00", "chargeable": True,
-                "membershipTypeId": None, "modifiedOn": MODIFIED}],
+        estimate_id,
+        active,
+        name=f"Option {estimate_id}",
+        jobId=job_id,
+        customerId=1001,
+        locationId=None,
+        businessUnitId=bu,
+        status={"value": value, "name": status},
+        soldOn=sold_on,
+        soldBy=None,
+        subtotal=sub_total,
+        tax="0.00",
+        reviewStatus="None",
+        items=[
+            {
+                "id": estimate_id * 10,
+                "sku": {"id": 1, "name": "Option", "type": "Service"},
+                "qty": "1.00",
+                "unitRate": sub_total,
+                "total": sub_total,
+                "totalCost": "0.00",
+                "chargeable": True,
+                "membershipTypeId": None,
+                "modifiedOn": MODIFIED,
+            }
+        ],
     )
 
 
-def membership(membership_id: int, location: int, valid_from: str, valid_to: str | None, status: str = "Active",
-               active: bool = True) -> dict[str, Any]:
+def membership(
+    membership_id: int,
+    location: int,
+    valid_from: str,
+    valid_to: str | None,
+    status: str = "Active",
+    active: bool = True,
+) -> dict[str, Any]:
     return rec(
-        membership_id, active, customerId=1001, locationId=location, membershipTypeId=501, businessUnitId=10,
-        status=status, followUpStatus="NotAttempted", **{"from": valid_from, "to": valid_to},
-        soldById=None, cancellationDate=None, billingFrequency="Monthly",
+        membership_id,
+        active,
+        customerId=1001,
+        locationId=location,
+        membershipTypeId=501,
+        businessUnitId=10,
+        status=status,
+        followUpStatus="NotAttempted",
+        **{"from": valid_from, "to": valid_to},
+        soldById=None,
+        cancellationDate=None,
+        billingFrequency="Monthly",
     )
 
 
-def call(call_id: int, created: str, call_type: str | None, direction: str = "Inbound", job_id: int | None = None,
-         active: bool = True) -> dict[str, Any]:
+def call(
+    call_id: int,
+    created: str,
+    call_type: str | None,
+    direction: str = "Inbound",
+    job_id: int | None = None,
+    active: bool = True,
+) -> dict[str, Any]:
     record = rec(
-        call_id, active, direction=direction, type=call_type, status="Completed", duration="00:03:12",
+        call_id,
+        active,
+        direction=direction,
+        type=call_type,
+        status="Completed",
+        duration="00:03:12",
         **{"from": "+15555550100", "to": "+15555550199"},
-        customer={"id": 1001, "name": "Customer 1001"}, location=None,
-        job=None if job_id is None else {"id": job_id}, campaign=None, agent={"id": 77}, reason=None,
+        customer={"id": 1001, "name": "Customer 1001"},
+        location=None,
+        job=None if job_id is None else {"id": job_id},
+        campaign=None,
+        agent={"id": 77},
+        reason=None,
     )
     record["createdOn"] = created
     return record
 
 
 def appointment(appointment_id: int, job_id: int, start: str) -> dict[str, Any]:
-    return rec(appointment_id, jobId=job_id, customerId=1001, appointmentNumber=f"{job_id}-{appointment_id}",
-               status="Done", start=start, end=start, arrivalWindowStart=None, arrivalWindowEnd=None,
-               isConfirmed=True)
+    return rec(
+        appointment_id,
+        jobId=job_id,
+        customerId=1001,
+        appointmentNumber=f"{job_id}-{appointment_id}",
+        status="Done",
+        start=start,
+        end=start,
+        arrivalWindowStart=None,
+        arrivalWindowEnd=None,
+        isConfirmed=True,
+    )
 
 
-def assignment(assignment_id: int, appointment_id: int, job_id: int, technician: int,
-               active: bool = True) -> dict[str, Any]:
-    return rec(assignment_id, active, appointmentId=appointment_id, jobId=job_id, technicianId=technician,
-               technicianName=f"Tech {technician}", status="Done", assignedOn=CREATED, isPaused=False)
+def assignment(
+    assignment_id: int, appointment_id: int, job_id: int, technician: int, active: bool = True
+) -> dict[str, Any]:
+    return rec(
+        assignment_id,
+        active,
+        appointmentId=appointment_id,
+        jobId=job_id,
+        technicianId=technician,
+        technicianName=f"Tech {technician}",
+        status="Done",
+        assignedOn=CREATED,
+        isPaused=False,
+    )
 
 
 def address(street: str, city: str, lat: float, lon: float) -> dict[str, Any]:
-    return {"street": street, "unit": None, "city": city, "state": "IL", "zip": "62701", "country": "USA",
-            "latitude": lat, "longitude": lon}
+    return {
+        "street": street,
+        "unit": None,
+        "city": city,
+        "state": "IL",
+        "zip": "62701",
+        "country": "USA",
+        "latitude": lat,
+        "longitude": lon,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,17 +366,44 @@ TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
         rec(103, name="Carol Cole", firstName="Carol", lastName="Cole", businessUnitId=20, hourlyRate="31.00"),
     ],
     "crm/customers": [
-        rec(c, name=f"Customer {c}", type="Residential", balance="0.00", address=address("1 Main St", "Springfield",
-                                                                                         39.78, -89.65))
+        rec(
+            c,
+            name=f"Customer {c}",
+            type="Residential",
+            balance="0.00",
+            address=address("1 Main St", "Springfield", 39.78, -89.65),
+        )
         for c in (1001, 1002, 1003, 1004, 1005)
     ],
     "crm/locations": [
-        rec(2001, customerId=1001, name="Home", zoneId=5, taxZoneId=None,
-            address={"street": "12 Elm St", "unit": "Apt 3", "city": "Springfield", "state": "IL", "zip": "62701",
-                     "country": "USA", "latitude": 39.7817, "longitude": -89.6501}),
-        *(rec(loc, customerId=1000 + loc % 1000, name="Home", zoneId=5, taxZoneId=None,
-              address=address(f"{loc} Oak Ave", "Springfield", 39.8, -89.6))
-          for loc in (2002, 2003, 2004, 2005)),
+        rec(
+            2001,
+            customerId=1001,
+            name="Home",
+            zoneId=5,
+            taxZoneId=None,
+            address={
+                "street": "12 Elm St",
+                "unit": "Apt 3",
+                "city": "Springfield",
+                "state": "IL",
+                "zip": "62701",
+                "country": "USA",
+                "latitude": 39.7817,
+                "longitude": -89.6501,
+            },
+        ),
+        *(
+            rec(
+                loc,
+                customerId=1000 + loc % 1000,
+                name="Home",
+                zoneId=5,
+                taxZoneId=None,
+                address=address(f"{loc} Oak Ave", "Springfield", 39.8, -89.6),
+            )
+            for loc in (2002, 2003, 2004, 2005)
+        ),
     ],
     "memberships/membership-types": [
         rec(501, name="Gold Plan", displayName="Gold Plan", revenueRecognitionMode="Prorated"),
@@ -272,56 +455,208 @@ TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
         assignment(5114, 5010, 4009, 103),
     ],
     "accounting/invoices": [
-        invoice(6001, job=4001, bu=10, day="2024-03-16T12:00:00Z", location=2001, items=[
-            item(60011, "150.00", 10, INCOME, sku="Diagnostic"),
-            item(60012, "200.00", 30, EQUIPMENT_INCOME, kind="Equipment", sku="Condenser Fan Motor",
-                 quantity="2.00", price="100.00"),
-            item(60013, "25.00", 10, LIABILITY, kind="Material", sku="Permit Fee"),
-        ], sub_total="375.00", sales_tax="30.00", total="405.00", balance="205.00"),
-        invoice(6002, job=4001, bu=10, day="2024-03-10T09:00:00Z", adjustment_to=6001, items=[
-            item(60021, "-40.25", 10, INCOME, kind="PriceModifier", sku="Credit Adjustment"),
-        ], sub_total="-40.25", balance="-40.25"),
-        invoice(6003, job=4002, bu=20, day="2024-03-01T19:00:00Z", customer=1002, items=[
-            item(60031, "0.10", 20), item(60032, "0.20", 20),
-        ], sub_total="0.30", balance="0.00"),
-        invoice(6004, job=4003, bu=10, day="2024-03-02T10:30:00Z", customer=1003, items=[
-            item(60041, "0.00", 10, sku="No Charge Visit"),
-        ], sub_total="0.00", balance="0.00"),
-        invoice(6005, job=4004, bu=10, day="2024-03-02T12:30:00Z", customer=1004, items=[
-            item(60051, "80.00", None),  # no business unit on the item: the job's (= the invoice's) BU 10
-        ], sub_total="80.00", balance="0.00"),
-        invoice(6006, job=4005, bu=20, day="2024-03-15T10:00:00Z", customer=1005, items=[
-            item(60061, "60.00", 20),
-        ], sub_total="60.00", balance="60.00"),
-        invoice(6007, job=4007, bu=10, day="2024-03-05T10:00:00Z", customer=1003, items=[
-            item(60071, "75.00", 10),
-        ], sub_total="75.00", balance="0.00"),
-        invoice(6008, job=4008, bu=20, day="2024-03-03T12:00:00Z", customer=1002, items=[
-            item(60081, "500.00", 20),
-        ], sub_total="500.00", balance="0.00"),
-        invoice(6009, job=None, bu=30, day="2024-03-04T11:00:00Z", items=[
-            item(60091, "250.00", 20),
-            item(60092, "50.00", None),  # no business unit on the item: the invoice's BU 30
-            item(60093, "35.00", 20, LIABILITY, sku="Deposit"),
-        ], sub_total="335.00", balance="335.00"),
-        invoice(6010, job=4005, bu=20, day="2024-03-02T15:00:00Z", customer=1005, active=False, items=[
-            item(60101, "900.00", 20),
-        ], sub_total="900.00", balance="900.00"),
-        invoice(6011, job=None, bu=10, day="2024-03-04T12:00:00Z", items=[  # deleted in ServiceTitan
-            item(60111, "70.00", 10),
-        ], sub_total="70.00", balance="70.00"),
-        invoice(6012, job=None, bu=10, day="2024-02-14T08:00:00Z", items=[item(60121, "45.50", 10)],
-                sub_total="45.50", balance="45.50"),
-        invoice(6013, job=None, bu=30, day="2024-01-15T23:00:00Z", items=[item(60131, "12.34", 30)],
-                sub_total="12.34", balance="12.34"),
-        invoice(6014, job=None, bu=10, day="2024-04-20T10:00:00Z", items=[item(60141, "99.00", 10)],
-                sub_total="99.00", balance="99.00"),
-        invoice(6015, job=4009, bu=20, day="2024-03-02T17:00:00Z", customer=1005, items=[item(60151, "150.00", 20)],
-                sub_total="150.00", balance="150.00"),
-        invoice(6016, job=None, bu=20, day="2024-02-15T00:00:00Z", items=[item(60161, "20.00", 20)],
-                sub_total="20.00", balance="20.00"),
-        invoice(6017, job=None, bu=20, day="2024-01-16T12:00:00Z", items=[item(60171, "7.00", 20)],
-                sub_total="7.00", balance="7.00"),
+        invoice(
+            6001,
+            job=4001,
+            bu=10,
+            day="2024-03-16T12:00:00Z",
+            location=2001,
+            items=[
+                item(60011, "150.00", 10, INCOME, sku="Diagnostic"),
+                item(
+                    60012,
+                    "200.00",
+                    30,
+                    EQUIPMENT_INCOME,
+                    kind="Equipment",
+                    sku="Condenser Fan Motor",
+                    quantity="2.00",
+                    price="100.00",
+                ),
+                item(60013, "25.00", 10, LIABILITY, kind="Material", sku="Permit Fee"),
+            ],
+            sub_total="375.00",
+            sales_tax="30.00",
+            total="405.00",
+            balance="205.00",
+        ),
+        invoice(
+            6002,
+            job=4001,
+            bu=10,
+            day="2024-03-10T09:00:00Z",
+            adjustment_to=6001,
+            items=[
+                item(60021, "-40.25", 10, INCOME, kind="PriceModifier", sku="Credit Adjustment"),
+            ],
+            sub_total="-40.25",
+            balance="-40.25",
+        ),
+        invoice(
+            6003,
+            job=4002,
+            bu=20,
+            day="2024-03-01T19:00:00Z",
+            customer=1002,
+            items=[
+                item(60031, "0.10", 20),
+                item(60032, "0.20", 20),
+            ],
+            sub_total="0.30",
+            balance="0.00",
+        ),
+        invoice(
+            6004,
+            job=4003,
+            bu=10,
+            day="2024-03-02T10:30:00Z",
+            customer=1003,
+            items=[
+                item(60041, "0.00", 10, sku="No Charge Visit"),
+            ],
+            sub_total="0.00",
+            balance="0.00",
+        ),
+        invoice(
+            6005,
+            job=4004,
+            bu=10,
+            day="2024-03-02T12:30:00Z",
+            customer=1004,
+            items=[
+                item(60051, "80.00", None),  # no business unit on the item: the job's (= the invoice's) BU 10
+            ],
+            sub_total="80.00",
+            balance="0.00",
+        ),
+        invoice(
+            6006,
+            job=4005,
+            bu=20,
+            day="2024-03-15T10:00:00Z",
+            customer=1005,
+            items=[
+                item(60061, "60.00", 20),
+            ],
+            sub_total="60.00",
+            balance="60.00",
+        ),
+        invoice(
+            6007,
+            job=4007,
+            bu=10,
+            day="2024-03-05T10:00:00Z",
+            customer=1003,
+            items=[
+                item(60071, "75.00", 10),
+            ],
+            sub_total="75.00",
+            balance="0.00",
+        ),
+        invoice(
+            6008,
+            job=4008,
+            bu=20,
+            day="2024-03-03T12:00:00Z",
+            customer=1002,
+            items=[
+                item(60081, "500.00", 20),
+            ],
+            sub_total="500.00",
+            balance="0.00",
+        ),
+        invoice(
+            6009,
+            job=None,
+            bu=30,
+            day="2024-03-04T11:00:00Z",
+            items=[
+                item(60091, "250.00", 20),
+                item(60092, "50.00", None),  # no business unit on the item: the invoice's BU 30
+                item(60093, "35.00", 20, LIABILITY, sku="Deposit"),
+            ],
+            sub_total="335.00",
+            balance="335.00",
+        ),
+        invoice(
+            6010,
+            job=4005,
+            bu=20,
+            day="2024-03-02T15:00:00Z",
+            customer=1005,
+            active=False,
+            items=[
+                item(60101, "900.00", 20),
+            ],
+            sub_total="900.00",
+            balance="900.00",
+        ),
+        invoice(
+            6011,
+            job=None,
+            bu=10,
+            day="2024-03-04T12:00:00Z",
+            items=[  # deleted in ServiceTitan
+                item(60111, "70.00", 10),
+            ],
+            sub_total="70.00",
+            balance="70.00",
+        ),
+        invoice(
+            6012,
+            job=None,
+            bu=10,
+            day="2024-02-14T08:00:00Z",
+            items=[item(60121, "45.50", 10)],
+            sub_total="45.50",
+            balance="45.50",
+        ),
+        invoice(
+            6013,
+            job=None,
+            bu=30,
+            day="2024-01-15T23:00:00Z",
+            items=[item(60131, "12.34", 30)],
+            sub_total="12.34",
+            balance="12.34",
+        ),
+        invoice(
+            6014,
+            job=None,
+            bu=10,
+            day="2024-04-20T10:00:00Z",
+            items=[item(60141, "99.00", 10)],
+            sub_total="99.00",
+            balance="99.00",
+        ),
+        invoice(
+            6015,
+            job=4009,
+            bu=20,
+            day="2024-03-02T17:00:00Z",
+            customer=1005,
+            items=[item(60151, "150.00", 20)],
+            sub_total="150.00",
+            balance="150.00",
+        ),
+        invoice(
+            6016,
+            job=None,
+            bu=20,
+            day="2024-02-15T00:00:00Z",
+            items=[item(60161, "20.00", 20)],
+            sub_total="20.00",
+            balance="20.00",
+        ),
+        invoice(
+            6017,
+            job=None,
+            bu=20,
+            day="2024-01-16T12:00:00Z",
+            items=[item(60171, "7.00", 20)],
+            sub_total="7.00",
+            balance="7.00",
+        ),
     ],
     "accounting/payments": [
         payment(9001, "2024-03-18T10:00:00Z", "200.00", [(6001, "200.00")]),  # partial: 405 - 200 = 205 open
@@ -379,27 +714,48 @@ OTHER_TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
     "crm/locations": [rec(2002, customerId=1001, name="Other"), rec(2001, customerId=1001, name="Other")],
     "memberships/membership-types": [rec(501, name="Other Plan")],
     "jpm/job-types": [rec(301, name="Other", soldThreshold=100.0, noCharge=False)],
-    "jpm/jobs": [job(4001, 2002, 10, 301, "2024-03-01T15:00:00Z"),
-                 job(4003, 2002, 10, 301, "2024-03-02T10:00:00Z")],
+    "jpm/jobs": [job(4001, 2002, 10, 301, "2024-03-01T15:00:00Z"), job(4003, 2002, 10, 301, "2024-03-02T10:00:00Z")],
     "jpm/appointments": [appointment(5001, 4001, "2024-03-01T14:00:00Z")],
     "dispatch/appointment-assignments": [assignment(5101, 5001, 4001, 101), assignment(5105, 5001, 4003, 101)],
     "accounting/invoices": [
-        invoice(6001, job=4001, bu=10, day="2024-03-01T16:00:00Z", items=[item(60011, "999.00", 10)],
-                sub_total="999.00", balance="999.00"),
-        invoice(6004, job=4003, bu=10, day="2024-03-02T16:00:00Z", items=[item(60041, "500.00", 10)],
-                sub_total="500.00", balance="500.00"),
+        invoice(
+            6001,
+            job=4001,
+            bu=10,
+            day="2024-03-01T16:00:00Z",
+            items=[item(60011, "999.00", 10)],
+            sub_total="999.00",
+            balance="999.00",
+        ),
+        invoice(
+            6004,
+            job=4003,
+            bu=10,
+            day="2024-03-02T16:00:00Z",
+            items=[item(60041, "500.00", 10)],
+            sub_total="500.00",
+            balance="500.00",
+        ),
     ],
     "accounting/payments": [payment(9001, "2024-03-18T10:00:00Z", "1.00", [(6001, "1.00")])],
-    "sales/estimates": [estimate(7101, 4001, 30, "Sold", "5.00", "2024-03-05T14:00:00Z"),
-                        estimate(7103, 4003, 10, "Sold", "700.00", "2024-03-02T14:00:00Z")],
-    "memberships/memberships": [membership(8002, 2002, "2024-03-01T00:00:00Z", None),
-                                membership(8007, 2005, "2024-03-02T00:00:00Z", None)],
+    "sales/estimates": [
+        estimate(7101, 4001, 30, "Sold", "5.00", "2024-03-05T14:00:00Z"),
+        estimate(7103, 4003, 10, "Sold", "700.00", "2024-03-02T14:00:00Z"),
+    ],
+    "memberships/memberships": [
+        membership(8002, 2002, "2024-03-01T00:00:00Z", None),
+        membership(8007, 2005, "2024-03-02T00:00:00Z", None),
+    ],
     "telecom/calls": [call(9102, "2024-03-01T15:30:00Z", "Booked"), call(9106, "2024-03-02T09:30:00Z", "Booked")],
 }
 
 
-def load_tenant(engine: sa.Engine, tenant_id: int, records: dict[str, list[dict[str, Any]]],
-                deleted: dict[str, set[int]] | None = None) -> None:
+def load_tenant(
+    engine: sa.Engine,
+    tenant_id: int,
+    records: dict[str, list[dict[str, Any]]],
+    deleted: dict[str, set[int]] | None = None,
+) -> None:
     """Load records as a sync would: upserted into the raw tables, then the missing ones flagged deleted."""
     catalogue = load_catalogue()
     with engine.begin() as conn:
@@ -458,8 +814,12 @@ def mart_rows(engine: sa.Engine, name: str, tenant_id: int = TENANT) -> dict[tup
     return result
 
 
-def assert_types(rows: dict[tuple[Any, ...], dict[str, Any]], money: tuple[str, ...], counts: tuple[str, ...],
-                 rates: tuple[str, ...] = ()) -> None:
+def assert_types(
+    rows: dict[tuple[Any, ...], dict[str, Any]],
+    money: tuple[str, ...],
+    counts: tuple[str, ...],
+    rates: tuple[str, ...] = (),
+) -> None:
     """Money comes back as Decimal (exact), counts as int, rates as float or None."""
     for row in rows.values():
         for column in money:
@@ -486,8 +846,12 @@ def test_revenue_by_business_unit(warehouse: sa.Engine) -> None:
     def row(completed: str = "0", non_job: str = "0", adjustment: str = "0", jobs: int = 0) -> dict[str, Any]:
         # ``jobs``: the completed jobs with revenue in the row, for the reader (not a mart column).
         total = D(completed) + D(non_job) + D(adjustment)
-        return {"completed_revenue": D(completed), "non_job_revenue": D(non_job),
-                "adjustment_revenue": D(adjustment), "total_revenue": total}
+        return {
+            "completed_revenue": D(completed),
+            "non_job_revenue": D(non_job),
+            "adjustment_revenue": D(adjustment),
+            "total_revenue": total,
+        }
 
     expected = {
         # J1's invoice 6001: 150 on BU 10 (item BU); 200 on BU 30 (the item's BU, not the job's);
@@ -547,39 +911,64 @@ def test_job_conversion(warehouse: sa.Engine) -> None:
         # J1: invoiced 375.00 (6001's subtotal; adjustment 6002 left out) ≥ 100 → converted.
         # Estimates 7101 (Sold 1200) + 7102 → sales opportunity; 1200 ≥ 100 → closed.
         (day("2024-03-01"), 10): {
-            "completed_jobs": 1, "opportunities": 1, "converted": 1, "conversion_rate": 1 / 1,
-            "invoiced_subtotal": D("375.00"), "average_ticket": D("375.00"),  # 375 / 1
-            "sales_opportunities": 1, "closed": 1, "close_rate": 1 / 1,
+            "completed_jobs": 1,
+            "opportunities": 1,
+            "converted": 1,
+            "conversion_rate": 1 / 1,
+            "invoiced_subtotal": D("375.00"),
+            "average_ticket": D("375.00"),  # 375 / 1
+            "sales_opportunities": 1,
+            "closed": 1,
+            "close_rate": 1 / 1,
         },
         # J2: invoiced 0.30 > 0 and ≥ threshold 0 → converted; its only estimate (7106) is inactive.
         (day("2024-03-01"), 20): {
-            "completed_jobs": 1, "opportunities": 1, "converted": 1, "conversion_rate": 1 / 1,
-            "invoiced_subtotal": D("0.30"), "average_ticket": D("0.30"),  # 0.30 / 1
-            "sales_opportunities": 0, "closed": 0, "close_rate": None,  # 0 / 0
+            "completed_jobs": 1,
+            "opportunities": 1,
+            "converted": 1,
+            "conversion_rate": 1 / 1,
+            "invoiced_subtotal": D("0.30"),
+            "average_ticket": D("0.30"),  # 0.30 / 1
+            "sales_opportunities": 0,
+            "closed": 0,
+            "close_rate": None,  # 0 / 0
         },
         # J3: job No Charge, invoiced 0 → not an opportunity. J4: job type No Charge but 80 ≥ 50 →
         # opportunity and converted. J6: 0 invoiced < 1000 → opportunity, not converted; estimate
         # 7105 Sold 1500 ≥ 1000 → sales opportunity, closed.
         (day("2024-03-02"), 10): {
-            "completed_jobs": 3, "opportunities": 2, "converted": 1, "conversion_rate": 1 / 2,
+            "completed_jobs": 3,
+            "opportunities": 2,
+            "converted": 1,
+            "conversion_rate": 1 / 2,
             "invoiced_subtotal": D("80.00"),  # 0.00 + 80.00 + 0.00
             "average_ticket": D("26.6666"),  # 80 / 3 = 26.66666… cut to 4 decimals (not rounded to …67)
-            "sales_opportunities": 1, "closed": 1, "close_rate": 1 / 1,
+            "sales_opportunities": 1,
+            "closed": 1,
+            "close_rate": 1 / 1,
         },
         # J5: 60 < 100 (voided 900 left out) → opportunity, not converted; estimates 7103 Open 500 and
         # 7104 Sold 40 < 100 → sales opportunity, not closed. J9: 150 ≥ 0 → converted.
         (day("2024-03-02"), 20): {
-            "completed_jobs": 2, "opportunities": 2, "converted": 1, "conversion_rate": 1 / 2,
+            "completed_jobs": 2,
+            "opportunities": 2,
+            "converted": 1,
+            "conversion_rate": 1 / 2,
             "invoiced_subtotal": D("210.00"),  # 60 + 150
             "average_ticket": D("105.00"),  # 210 / 2
-            "sales_opportunities": 1, "closed": 0, "close_rate": 0 / 1,
+            "sales_opportunities": 1,
+            "closed": 0,
+            "close_rate": 0 / 1,
         },
         # J7 is not completed and J8 inactive: no row for either.
     }
     rows = mart_rows(warehouse, "job_conversion")
-    assert_types(rows, ("invoiced_subtotal", "average_ticket"),
-                 ("completed_jobs", "opportunities", "converted", "sales_opportunities", "closed"),
-                 ("conversion_rate", "close_rate"))
+    assert_types(
+        rows,
+        ("invoiced_subtotal", "average_ticket"),
+        ("completed_jobs", "opportunities", "converted", "sales_opportunities", "closed"),
+        ("conversion_rate", "close_rate"),
+    )
     assert rows == expected
 
 
@@ -587,37 +976,82 @@ def test_technician_performance(warehouse: sa.Engine) -> None:
     """Each technician assigned (actively) to a completed job is credited with it once, in the job's BU."""
     expected = {
         # J1 (BU 10; split: Alice and Bob; Alice on two visits, credited once): converted, closed, sold 1200.
-        (day("2024-03-01"), 101, 10): {"completed_jobs": 1, "opportunities": 1, "converted": 1,
-                                       "conversion_rate": 1 / 1, "sales_opportunities": 1, "closed": 1,
-                                       "sold_on_jobs": D("1200.00")},
-        (day("2024-03-01"), 102, 10): {"completed_jobs": 1, "opportunities": 1, "converted": 1,
-                                       "conversion_rate": 1 / 1, "sales_opportunities": 1, "closed": 1,
-                                       "sold_on_jobs": D("1200.00")},
+        (day("2024-03-01"), 101, 10): {
+            "completed_jobs": 1,
+            "opportunities": 1,
+            "converted": 1,
+            "conversion_rate": 1 / 1,
+            "sales_opportunities": 1,
+            "closed": 1,
+            "sold_on_jobs": D("1200.00"),
+        },
+        (day("2024-03-01"), 102, 10): {
+            "completed_jobs": 1,
+            "opportunities": 1,
+            "converted": 1,
+            "conversion_rate": 1 / 1,
+            "sales_opportunities": 1,
+            "closed": 1,
+            "sold_on_jobs": D("1200.00"),
+        },
         # J2 (BU 20; Carol; Bob's assignment inactive): converted, no estimate.
-        (day("2024-03-01"), 103, 20): {"completed_jobs": 1, "opportunities": 1, "converted": 1,
-                                       "conversion_rate": 1 / 1, "sales_opportunities": 0, "closed": 0,
-                                       "sold_on_jobs": D("0")},
+        (day("2024-03-01"), 103, 20): {
+            "completed_jobs": 1,
+            "opportunities": 1,
+            "converted": 1,
+            "conversion_rate": 1 / 1,
+            "sales_opportunities": 0,
+            "closed": 0,
+            "sold_on_jobs": D("0"),
+        },
         # Alice, BU 10: J3 (no charge, not an opportunity) and J6 (opportunity, not converted; closed 1500).
-        (day("2024-03-02"), 101, 10): {"completed_jobs": 2, "opportunities": 1, "converted": 0,
-                                       "conversion_rate": 0 / 1, "sales_opportunities": 1, "closed": 1,
-                                       "sold_on_jobs": D("1500.00")},
+        (day("2024-03-02"), 101, 10): {
+            "completed_jobs": 2,
+            "opportunities": 1,
+            "converted": 0,
+            "conversion_rate": 0 / 1,
+            "sales_opportunities": 1,
+            "closed": 1,
+            "sold_on_jobs": D("1500.00"),
+        },
         # Bob, BU 10: J4 (No Charge type but 80 ≥ 50: opportunity, converted; no estimate).
-        (day("2024-03-02"), 102, 10): {"completed_jobs": 1, "opportunities": 1, "converted": 1,
-                                       "conversion_rate": 1 / 1, "sales_opportunities": 0, "closed": 0,
-                                       "sold_on_jobs": D("0")},
+        (day("2024-03-02"), 102, 10): {
+            "completed_jobs": 1,
+            "opportunities": 1,
+            "converted": 1,
+            "conversion_rate": 1 / 1,
+            "sales_opportunities": 0,
+            "closed": 0,
+            "sold_on_jobs": D("0"),
+        },
         # Bob, BU 20: J5 (not converted; sold 40 < 100, not closed) and J9 (converted); J7 not completed.
-        (day("2024-03-02"), 102, 20): {"completed_jobs": 2, "opportunities": 2, "converted": 1,
-                                       "conversion_rate": 1 / 2, "sales_opportunities": 1, "closed": 0,
-                                       "sold_on_jobs": D("40.00")},
+        (day("2024-03-02"), 102, 20): {
+            "completed_jobs": 2,
+            "opportunities": 2,
+            "converted": 1,
+            "conversion_rate": 1 / 2,
+            "sales_opportunities": 1,
+            "closed": 0,
+            "sold_on_jobs": D("40.00"),
+        },
         # Carol, BU 20: J5 and J9 (split with Bob); J8 is inactive.
-        (day("2024-03-02"), 103, 20): {"completed_jobs": 2, "opportunities": 2, "converted": 1,
-                                       "conversion_rate": 1 / 2, "sales_opportunities": 1, "closed": 0,
-                                       "sold_on_jobs": D("40.00")},
+        (day("2024-03-02"), 103, 20): {
+            "completed_jobs": 2,
+            "opportunities": 2,
+            "converted": 1,
+            "conversion_rate": 1 / 2,
+            "sales_opportunities": 1,
+            "closed": 0,
+            "sold_on_jobs": D("40.00"),
+        },
     }
     rows = mart_rows(warehouse, "technician_performance")
-    assert_types(rows, ("sold_on_jobs",),
-                 ("completed_jobs", "opportunities", "converted", "sales_opportunities", "closed"),
-                 ("conversion_rate",))
+    assert_types(
+        rows,
+        ("sold_on_jobs",),
+        ("completed_jobs", "opportunities", "converted", "sales_opportunities", "closed"),
+        ("conversion_rate",),
+    )
     assert rows == expected
 
 
@@ -627,19 +1061,33 @@ def test_membership_conversion(warehouse: sa.Engine) -> None:
         # J1 at 2001: covered by 8001 (from 2024-01-15, no end) → not an opportunity.
         # J2 at 2002: 8008 expired 2024-02-29 → opportunity; 8002 starts 2024-04-01, 31 days later:
         # neither the same day nor within 30 days.
-        (day("2024-03-01"),): {"opportunities": 1, "sold_same_day": 0, "sold_within_30_days": 0,
-                               "conversion_rate_same_day": 0 / 1, "conversion_rate_30_days": 0 / 1},
+        (day("2024-03-01"),): {
+            "opportunities": 1,
+            "sold_same_day": 0,
+            "sold_within_30_days": 0,
+            "conversion_rate_same_day": 0 / 1,
+            "conversion_rate_30_days": 0 / 1,
+        },
         # J3 at 2003: opportunity, 8003 sold the same day (0 days). J4 at 2004: covered by 8004.
         # J6 at 2001: covered by 8001. J5 and J9 at 2005: 8005 is Canceled (not in force) →
         # opportunities; 8006 (2024-03-03) is inactive; 8007 starts 2024-04-01 = 30 days later →
         # sold within 30 days (a later visit), not the same day.
-        (day("2024-03-02"),): {"opportunities": 3, "sold_same_day": 1, "sold_within_30_days": 3,
-                               "conversion_rate_same_day": 1 / 3, "conversion_rate_30_days": 3 / 3},
+        (day("2024-03-02"),): {
+            "opportunities": 3,
+            "sold_same_day": 1,
+            "sold_within_30_days": 3,
+            "conversion_rate_same_day": 1 / 3,
+            "conversion_rate_30_days": 3 / 3,
+        },
         # J8 (2024-03-03) is inactive: no row.
     }
     rows = mart_rows(warehouse, "membership_conversion")
-    assert_types(rows, (), ("opportunities", "sold_same_day", "sold_within_30_days"),
-                 ("conversion_rate_same_day", "conversion_rate_30_days"))
+    assert_types(
+        rows,
+        (),
+        ("opportunities", "sold_same_day", "sold_within_30_days"),
+        ("conversion_rate_same_day", "conversion_rate_30_days"),
+    )
     assert rows == expected
 
 
@@ -694,16 +1142,29 @@ def test_accounts_receivable(warehouse: sa.Engine) -> None:
 def test_other_tenant_is_separate(warehouse: sa.Engine) -> None:
     """The second tenant's marts hold its own numbers (same ids, other values)."""
     assert mart_rows(warehouse, "revenue_by_business_unit", OTHER_TENANT) == {
-        (day("2024-03-01"), 10): {"completed_revenue": D("999.00"), "non_job_revenue": D("0"),
-                                  "adjustment_revenue": D("0"), "total_revenue": D("999.00")},
-        (day("2024-03-02"), 10): {"completed_revenue": D("500.00"), "non_job_revenue": D("0"),
-                                  "adjustment_revenue": D("0"), "total_revenue": D("500.00")},
+        (day("2024-03-01"), 10): {
+            "completed_revenue": D("999.00"),
+            "non_job_revenue": D("0"),
+            "adjustment_revenue": D("0"),
+            "total_revenue": D("999.00"),
+        },
+        (day("2024-03-02"), 10): {
+            "completed_revenue": D("500.00"),
+            "non_job_revenue": D("0"),
+            "adjustment_revenue": D("0"),
+            "total_revenue": D("500.00"),
+        },
     }
     # Job 4001 at 2002 on 03-01: 8002 starts that day → sold the same day. Job 4003 at 2002 on
     # 03-02: 8002 (from 03-01) is in force → not an opportunity.
     assert mart_rows(warehouse, "membership_conversion", OTHER_TENANT) == {
-        (day("2024-03-01"),): {"opportunities": 1, "sold_same_day": 1, "sold_within_30_days": 1,
-                               "conversion_rate_same_day": 1.0, "conversion_rate_30_days": 1.0},
+        (day("2024-03-01"),): {
+            "opportunities": 1,
+            "sold_same_day": 1,
+            "sold_within_30_days": 1,
+            "conversion_rate_same_day": 1.0,
+            "conversion_rate_30_days": 1.0,
+        },
     }
     assert mart_rows(warehouse, "collections", OTHER_TENANT) == {
         (day("2024-03-18"),): {"payments": 1, "collected": D("1.00")},
@@ -727,7 +1188,10 @@ def test_hub_rows(warehouse: sa.Engine) -> None:
     [fan] = hub_rows(warehouse, "invoice_items", invoice_id=6001, position=1)
     assert (fan["id"], fan["type"], fan["sku_name"]) == (60012, "Equipment", "Condenser Fan Motor")
     assert (fan["business_unit_id"], fan["gl_account_type"], fan["gl_account_name"]) == (
-        30, "Income", "Equipment Sales")
+        30,
+        "Income",
+        "Equipment Sales",
+    )
     assert (fan["quantity"], fan["price"], fan["total"]) == (D("2"), D("100"), D("200"))
     assert isinstance(fan["total"], Decimal) and fan["active"] is True and fan["deleted_at"] is None
     [permit] = hub_rows(warehouse, "invoice_items", invoice_id=6001, position=2)
@@ -742,15 +1206,22 @@ def test_hub_rows(warehouse: sa.Engine) -> None:
     assert sum(i["total"] for i in items) == D("0.3")
     table = hub_table(hub("invoice_items"))
     with warehouse.connect() as conn:
-        summed = conn.execute(sa.select(sa.func.sum(table.c.total)).where(
-            table.c.tenant_id == TENANT, table.c.invoice_id == 6003)).scalar_one()
+        summed = conn.execute(
+            sa.select(sa.func.sum(table.c.total)).where(table.c.tenant_id == TENANT, table.c.invoice_id == 6003)
+        ).scalar_one()
     assert isinstance(summed, Decimal) and summed == D("0.3")
 
     # A flattened location address.
     [home] = hub_rows(warehouse, "locations", id=2001)
-    assert (home["customer_id"], home["address_street"], home["address_unit"], home["address_city"],
-            home["address_state"], home["address_zip"], home["address_country"]) == (
-        1001, "12 Elm St", "Apt 3", "Springfield", "IL", "62701", "USA")
+    assert (
+        home["customer_id"],
+        home["address_street"],
+        home["address_unit"],
+        home["address_city"],
+        home["address_state"],
+        home["address_zip"],
+        home["address_country"],
+    ) == (1001, "12 Elm St", "Apt 3", "Springfield", "IL", "62701", "USA")
     assert home["address_latitude"] == pytest.approx(39.7817) and home["address_longitude"] == pytest.approx(-89.6501)
 
     # Decimals beyond the fourth digit are cut; a JSON-number threshold is exact.
@@ -783,7 +1254,10 @@ def test_hub_rows(warehouse: sa.Engine) -> None:
     # Estimates: status name and sold date; memberships: from / to.
     [sold] = hub_rows(warehouse, "estimates", id=7101)
     assert (sold["status"], sold["sold_on"], sold["sub_total"]) == (
-        "Sold", datetime(2024, 3, 5, 14, 0, tzinfo=UTC), D("1200"))
+        "Sold",
+        datetime(2024, 3, 5, 14, 0, tzinfo=UTC),
+        D("1200"),
+    )
     [open_ended] = hub_rows(warehouse, "memberships", id=8001)
     assert open_ended["valid_from"] == datetime(2024, 1, 15, tzinfo=UTC) and open_ended["valid_to"] is None
     [booked] = hub_rows(warehouse, "calls", id=9101)
@@ -812,8 +1286,15 @@ END_OF_DAY_RECORDS: dict[str, list[dict[str, Any]]] = {
         job(4102, 2102, 10, 302, "2024-03-02T10:00:00.0000000Z"),
     ],
     "accounting/invoices": [
-        invoice(6101, job=4101, bu=10, day="2024-03-03T23:59:59.9999999Z", items=[item(61011, "10.00", 10)],
-                sub_total="10.00", balance="10.00"),
+        invoice(
+            6101,
+            job=4101,
+            bu=10,
+            day="2024-03-03T23:59:59.9999999Z",
+            items=[item(61011, "10.00", 10)],
+            sub_total="10.00",
+            balance="10.00",
+        ),
     ],
     "memberships/memberships": [
         # In force up to the end of 2024-03-01: not on 2024-03-02, when job 4102 is completed.
@@ -828,8 +1309,9 @@ END_OF_DAY_RECORDS: dict[str, list[dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_days_are_utc_calendar_days_to_the_last_tick(backend: str, tmp_path: Path,
-                                                     request: pytest.FixtureRequest) -> None:
+def test_days_are_utc_calendar_days_to_the_last_tick(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}" if backend == "sqlite" else request.getfixturevalue("fresh_postgres")()
     engine = prepared_warehouse(url, datasets_of(END_OF_DAY_RECORDS))
     try:
@@ -837,26 +1319,42 @@ def test_days_are_utc_calendar_days_to_the_last_tick(backend: str, tmp_path: Pat
         build_tenant(engine, END_OF_DAY_TENANT, "golden-eod", as_of=date(2024, 3, 10))
         table = hub_table(hub("jobs"))
         with engine.connect() as conn:
-            completed_on = conn.execute(sa.select(table.c.completed_on).where(
-                table.c.tenant_id == END_OF_DAY_TENANT, table.c.id == 4101)).scalar_one()
-        got = {name: mart_rows(engine, name, END_OF_DAY_TENANT)
-               for name in ("revenue_by_business_unit", "membership_conversion", "accounts_receivable",
-                            "call_booking")}
+            completed_on = conn.execute(
+                sa.select(table.c.completed_on).where(table.c.tenant_id == END_OF_DAY_TENANT, table.c.id == 4101)
+            ).scalar_one()
+        got = {
+            name: mart_rows(engine, name, END_OF_DAY_TENANT)
+            for name in ("revenue_by_business_unit", "membership_conversion", "accounts_receivable", "call_booking")
+        }
     finally:
         engine.dispose()
     expected = {
         # Job 4101, completed 2024-03-03T23:59:59.9999999Z, belongs to 2024-03-03: 10.00.
         "revenue_by_business_unit": {
-            (day("2024-03-03"), 10): {"completed_revenue": D("10.00"), "non_job_revenue": D("0"),
-                                      "adjustment_revenue": D("0"), "total_revenue": D("10.00")},
+            (day("2024-03-03"), 10): {
+                "completed_revenue": D("10.00"),
+                "non_job_revenue": D("0"),
+                "adjustment_revenue": D("0"),
+                "total_revenue": D("10.00"),
+            },
         },
         # Job 4102 (2024-03-02) at 2102: membership 8101 ended 2024-03-01 → an opportunity; so is 4101
         # (2024-03-03, at 2101, which never had a membership).
         "membership_conversion": {
-            (day("2024-03-02"),): {"opportunities": 1, "sold_same_day": 0, "sold_within_30_days": 0,
-                                   "conversion_rate_same_day": 0 / 1, "conversion_rate_30_days": 0 / 1},
-            (day("2024-03-03"),): {"opportunities": 1, "sold_same_day": 0, "sold_within_30_days": 0,
-                                   "conversion_rate_same_day": 0 / 1, "conversion_rate_30_days": 0 / 1},
+            (day("2024-03-02"),): {
+                "opportunities": 1,
+                "sold_same_day": 0,
+                "sold_within_30_days": 0,
+                "conversion_rate_same_day": 0 / 1,
+                "conversion_rate_30_days": 0 / 1,
+            },
+            (day("2024-03-03"),): {
+                "opportunities": 1,
+                "sold_same_day": 0,
+                "sold_within_30_days": 0,
+                "conversion_rate_same_day": 0 / 1,
+                "conversion_rate_30_days": 0 / 1,
+            },
         },
         # Invoice 6101 dated 2024-03-03: 7 days old on 2024-03-10 → 0-30.
         "accounts_receivable": {

@@ -71,13 +71,26 @@ def _load(engine: sa.Engine, dataset, tenant_id: int, ids: range) -> None:  # no
     records = [{"id": i, "modifiedOn": "2026-11-01T00:00:00Z", "active": True, "name": f"r{i}"} for i in ids]
     with engine.begin() as conn:
         upsert_rows(conn, raw_table(dataset), raw_rows(tenant_id, records, extracted_at=now, run_id="r1"))
-        conn.execute(quarantine_table.insert().values(
-            tenant_id=tenant_id, dataset=dataset.key, record_id=None, reason="x", payload_text="{}", run_id="r1",
-            quarantined_at=now,
-        ))
-        conn.execute(sync_log_table.insert().values(
-            run_id="r1", tenant_id=tenant_id, dataset=dataset.key, status="succeeded", started_at=now,
-        ))
+        conn.execute(
+            quarantine_table.insert().values(
+                tenant_id=tenant_id,
+                dataset=dataset.key,
+                record_id=None,
+                reason="x",
+                payload_text="{}",
+                run_id="r1",
+                quarantined_at=now,
+            )
+        )
+        conn.execute(
+            sync_log_table.insert().values(
+                run_id="r1",
+                tenant_id=tenant_id,
+                dataset=dataset.key,
+                status="succeeded",
+                started_at=now,
+            )
+        )
 
 
 def test_each_role_reads_only_its_tenants_and_never_the_registry(
@@ -101,7 +114,10 @@ def test_each_role_reads_only_its_tenants_and_never_the_registry(
         granted = runner.invoke(main, ["access", "grant", "--tenant", str(tenant_id), "--role", role])
         assert granted.exit_code == 0, granted.stderr
     listed = runner.invoke(main, ["access", "list"])
-    assert [line.split()[:2] for line in listed.stdout.splitlines()[1:]] == [[role_a, str(TENANT_A)], [role_b, str(TENANT_B)]]
+    assert [line.split()[:2] for line in listed.stdout.splitlines()[1:]] == [
+        [role_a, str(TENANT_A)],
+        [role_b, str(TENANT_B)],
+    ]
 
     for table in (raw_table(CUSTOMERS).name, quarantine_table.name, sync_log_table.name):
         assert _tenants_seen(warehouse_url, role_a, table) == {TENANT_A}, table
@@ -134,7 +150,9 @@ def test_each_role_reads_only_its_tenants_and_never_the_registry(
     # The pipeline's own login still sees everything; a revoked role sees nothing at all.
     with engine.connect() as conn:
         assert set(conn.execute(sa.text(f"SELECT tenant_id FROM {raw_table(CUSTOMERS).name}")).scalars()) == {
-            TENANT_A, TENANT_B}
+            TENANT_A,
+            TENANT_B,
+        }
     revoked = runner.invoke(main, ["access", "revoke", "--role", role_a])
     assert revoked.exit_code == 0 and "1 grant(s)" in revoked.stdout
     with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):

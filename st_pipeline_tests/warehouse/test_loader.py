@@ -57,8 +57,14 @@ def test_upsert_inserts_updates_and_never_regresses(engine: sa.Engine) -> None:
 
 
 def test_same_id_in_two_tenants_and_twice_in_one_page(engine: sa.Engine) -> None:
-    _load(engine, 1, [{"id": 5, "modifiedOn": "2024-01-01T00:00:00Z", "v": "a"},
-                      {"id": 5, "modifiedOn": "2024-01-02T00:00:00Z", "v": "b"}])
+    _load(
+        engine,
+        1,
+        [
+            {"id": 5, "modifiedOn": "2024-01-01T00:00:00Z", "v": "a"},
+            {"id": 5, "modifiedOn": "2024-01-02T00:00:00Z", "v": "b"},
+        ],
+    )
     _load(engine, 2, [{"id": 5, "modifiedOn": "2024-01-01T00:00:00Z", "v": "other tenant"}])
     rows = _rows(engine)
     assert [(r.tenant_id, r.id, r.payload["v"]) for r in rows] == [(1, 5, "b"), (2, 5, "other tenant")]

@@ -50,7 +50,9 @@ def test_one_holder_per_tenant_and_a_refusal_that_names_it(warehouse: tuple[str,
 
 def test_the_lock_dies_with_its_process_and_its_record_stays(warehouse: tuple[str, sa.Engine]) -> None:
     url, engine = warehouse
-    child = subprocess.Popen([sys.executable, "-c", HOLDER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "held"
         assert lock_is_held(engine, 7)

@@ -55,14 +55,18 @@ def test_previous_revision_with_data_upgrades_and_keeps_it(engine: sa.Engine) ->
         check_schema(engine, "under test")
     # A raw table as release 0001 created it (no deleted_at), holding a row.
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "CREATE TABLE raw_crm_customers (tenant_id BIGINT NOT NULL, id BIGINT NOT NULL, "
-            "modified_on TIMESTAMP, active BOOLEAN, payload TEXT NOT NULL, extracted_at TIMESTAMP NOT NULL, "
-            "run_id VARCHAR(64) NOT NULL, PRIMARY KEY (tenant_id, id))"
-        ))
-        conn.execute(sa.text(
-            "INSERT INTO raw_crm_customers VALUES (1, 42, NULL, TRUE, '{\"id\": 42}', '2026-01-01 00:00:00', 'r0')"
-        ))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE raw_crm_customers (tenant_id BIGINT NOT NULL, id BIGINT NOT NULL, "
+                "modified_on TIMESTAMP, active BOOLEAN, payload TEXT NOT NULL, extracted_at TIMESTAMP NOT NULL, "
+                "run_id VARCHAR(64) NOT NULL, PRIMARY KEY (tenant_id, id))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO raw_crm_customers VALUES (1, 42, NULL, TRUE, '{\"id\": 42}', '2026-01-01 00:00:00', 'r0')"
+            )
+        )
     upgrade(engine)
     assert current_revision(engine) == "0005"
     assert "deleted_at" in _columns(engine, "raw_crm_customers")
@@ -87,10 +91,14 @@ def test_the_status_table_is_filled_from_the_log_on_upgrade(engine: sa.Engine) -
     ]
     with engine.begin() as conn:
         for log_id, tenant, dataset, status, ended, records in rows:
-            conn.execute(sa.text(
-                "INSERT INTO st_sync_log (log_id, run_id, tenant_id, dataset, status, started_at, ended_at, records) "
-                "VALUES (:i, 'r', :t, :d, :s, :e, :e, :n)"
-            ), {"i": log_id, "t": tenant, "d": dataset, "s": status, "e": ended, "n": records})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO st_sync_log (log_id, run_id, tenant_id, dataset, status, started_at, ended_at, "
+                    "records) "
+                    "VALUES (:i, 'r', :t, :d, :s, :e, :e, :n)"
+                ),
+                {"i": log_id, "t": tenant, "d": dataset, "s": status, "e": ended, "n": records},
+            )
     upgrade(engine)
     with engine.connect() as conn:
         status = {

@@ -125,10 +125,13 @@ def test_a_warehouse_behind_is_refused_unchanged_then_upgraded_with_its_data(url
     engine = _engine(warehouse_url)
     upgrade(engine, "0001")
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO raw_quarantine (tenant_id, dataset, record_id, reason, payload_text, run_id, quarantined_at) "
-            "VALUES (4101, 'crm/customers', 42, 'no id', '{\"id\": null}', 'r0', '2026-01-01 00:00:00')"
-        ))
+        conn.execute(
+            sa.text(
+                "INSERT INTO raw_quarantine (tenant_id, dataset, record_id, reason, payload_text, run_id, "
+                "quarantined_at) "
+                "VALUES (4101, 'crm/customers', 42, 'no id', '{\"id\": null}', 'r0', '2026-01-01 00:00:00')"
+            )
+        )
     engine.dispose()
     before = _snapshot(warehouse_url)
 
@@ -162,8 +165,11 @@ def test_tables_without_a_version_are_behind_not_empty(urls: Urls) -> None:
         conn.execute(sa.text("INSERT INTO raw_crm_customers VALUES (4101, 42)"))
     engine.dispose()
     before = _snapshot(warehouse_url)
-    with pytest.raises(dg.Failure, match=r"has st_pipeline tables \(raw_crm_customers\) but no schema version.*"
-                                         r"st-pipeline db upgrade"):
+    with pytest.raises(
+        dg.Failure,
+        match=r"has st_pipeline tables \(raw_crm_customers\) but no schema version.*"
+        r"st-pipeline db upgrade",
+    ):
         _first_run()
     assert _snapshot(warehouse_url) == before
 
@@ -177,8 +183,11 @@ def test_a_warehouse_ahead_of_the_code_is_refused_by_runs_and_by_db_upgrade(urls
     engine.dispose()
     before = _snapshot(warehouse_url)
 
-    with pytest.raises(dg.Failure, match=f"revision 0099, which this version of st_pipeline does not know "
-                                         f"\\(its newest is {HEAD_REVISION}\\): a newer st_pipeline"):
+    with pytest.raises(
+        dg.Failure,
+        match=f"revision 0099, which this version of st_pipeline does not know "
+        f"\\(its newest is {HEAD_REVISION}\\): a newer st_pipeline",
+    ):
         _first_run()
     refused = _db_upgrade()
     assert refused.exit_code == 1 and "revision 0099" in refused.stderr and "cannot downgrade" in refused.stderr
@@ -238,10 +247,17 @@ def _old_registry(url: str) -> None:
     engine = _engine(url)
     registry_metadata.create_all(engine)
     with engine.begin() as conn:
-        conn.execute(tenants_table.insert().values(
-            tenant_id=4101, name="Acme", client_id="cid.acme", client_secret_encrypted="gAAAA-not-read-here",
-            enabled=True, created_at=sa.func.now(), updated_at=sa.func.now(),
-        ))
+        conn.execute(
+            tenants_table.insert().values(
+                tenant_id=4101,
+                name="Acme",
+                client_id="cid.acme",
+                client_secret_encrypted="gAAAA-not-read-here",
+                enabled=True,
+                created_at=sa.func.now(),
+                updated_at=sa.func.now(),
+            )
+        )
     engine.dispose()
 
 
@@ -249,8 +265,11 @@ def test_a_registry_made_before_migrations_is_refused_then_adopted_by_db_upgrade
     _, registry_url = urls
     _old_registry(registry_url)
     before = _snapshot(registry_url)
-    with pytest.raises(SchemaOutOfDateError, match=r"registry .* has st_pipeline tables .* but no schema version "
-                                                   r".*made before the registry had migrations.*st-pipeline db upgrade"):
+    with pytest.raises(
+        SchemaOutOfDateError,
+        match=r"registry .* has st_pipeline tables .* but no schema version "
+        r".*made before the registry had migrations.*st-pipeline db upgrade",
+    ):
         TenantRegistry.open(load_settings())
     assert _snapshot(registry_url) == before
 
@@ -258,7 +277,9 @@ def test_a_registry_made_before_migrations_is_refused_then_adopted_by_db_upgrade
     assert upgraded.exit_code == 0, upgraded.output
     warehouse_line, registry_line = upgraded.stdout.splitlines()
     assert warehouse_line.startswith("warehouse ") and f"schema empty → {HEAD_REVISION}" in warehouse_line
-    assert registry_line.startswith("registry ") and "schema unversioned (existing tables adopted) → 0001" in registry_line
+    assert (
+        registry_line.startswith("registry ") and "schema unversioned (existing tables adopted) → 0001" in registry_line
+    )
     registry = TenantRegistry.open(load_settings())
     try:
         assert [t.tenant_id for t in registry.list()] == [4101]
@@ -274,9 +295,14 @@ def test_a_registry_made_before_migrations_is_refused_then_adopted_by_db_upgrade
     ("damage", "problem"),
     [
         ("DROP TABLE st_endpoint_flags", "st_endpoint_flags is missing"),
-        ("DROP INDEX ix_st_audit_log_tenant", "index ix_st_audit_log_tenant on st_audit_log (tenant_id, at) is missing"),
-        ("ALTER TABLE st_tenant_status DROP COLUMN reason",
-         "st_tenant_status has columns needs_credentials, tenant_id, updated_at (primary key tenant_id), expected"),
+        (
+            "DROP INDEX ix_st_audit_log_tenant",
+            "index ix_st_audit_log_tenant on st_audit_log (tenant_id, at) is missing",
+        ),
+        (
+            "ALTER TABLE st_tenant_status DROP COLUMN reason",
+            "st_tenant_status has columns needs_credentials, tenant_id, updated_at (primary key tenant_id), expected",
+        ),
     ],
     ids=["table", "index", "column"],
 )
@@ -302,8 +328,10 @@ def test_a_registry_ahead_of_the_code_is_refused(urls: Urls) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE st_pipeline_registry_version SET version_num = '0002'"))
     before = _snapshot(registry_url)
-    ahead = f"registry .* is at schema revision 0002, which this version of st_pipeline does not know \\(its newest " \
-            f"is {REGISTRY_HEAD_REVISION}\\)"
+    ahead = (
+        f"registry .* is at schema revision 0002, which this version of st_pipeline does not know \\(its newest "
+        f"is {REGISTRY_HEAD_REVISION}\\)"
+    )
     with pytest.raises(SchemaOutOfDateError, match=ahead):
         TenantRegistry.open(load_settings())
     with pytest.raises(SchemaOutOfDateError, match=ahead):
@@ -353,10 +381,12 @@ def test_a_warehouse_and_a_registry_created_at_once_in_one_process(fresh_postgre
     engines = [_engine(fresh_postgres()) for _ in range(4)]
     try:
         warehouses, registries = engines[:2], engines[2:]
-        created = _at_once(*(
-            [lambda engine=engine: ensure_schema(engine, "warehouse") for engine in warehouses]
-            + [lambda engine=engine: ensure_registry_schema(engine, "registry") for engine in registries]
-        ))
+        created = _at_once(
+            *(
+                [lambda engine=engine: ensure_schema(engine, "warehouse") for engine in warehouses]
+                + [lambda engine=engine: ensure_registry_schema(engine, "registry") for engine in registries]
+            )
+        )
         assert created == [True] * 4
         for engine in warehouses:
             tables = set(sa.inspect(engine).get_table_names())

@@ -21,7 +21,9 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "raw_quarantine",
-        sa.Column("quarantine_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column(
+            "quarantine_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
         sa.Column("tenant_id", sa.BigInteger, nullable=False),
         sa.Column("dataset", sa.String(200), nullable=False),
         sa.Column("record_id", sa.BigInteger, nullable=True),

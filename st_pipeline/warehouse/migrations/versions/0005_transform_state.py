@@ -19,7 +19,11 @@ depends_on = None
 
 
 def _raw_tables() -> list[str]:
-    return [name for name in sa.inspect(op.get_bind()).get_table_names() if name.startswith("raw_") and name != "raw_quarantine"]
+    return [
+        name
+        for name in sa.inspect(op.get_bind()).get_table_names()
+        if name.startswith("raw_") and name != "raw_quarantine"
+    ]
 
 
 def upgrade() -> None:

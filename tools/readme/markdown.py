@@ -9,7 +9,7 @@ A generated section sits between two markers::
 This module holds the marker handling, the Markdown table helper and the sections that need no
 Dagster (catalogue coverage, the configuration tables, hub tables, the simulator's datasets).
 The sections read from the Dagster definitions, and the command that rewrites or checks
-README.md, are in ``st_pipeline.defs.readme`` (``make readme``).
+README.md, are in ``tools.readme.generate`` (``make readme``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-README_PATH = Path(__file__).resolve().parents[1] / "README.md"
+README_PATH = Path(__file__).resolve().parents[2] / "README.md"
 REGENERATE = "make readme"
 BEGIN_MARKER = "<!-- generated:{name} (written by `make readme` from the code: edit the code, not this) -->"
 END_MARKER = "<!-- end generated:{name} -->"
@@ -74,8 +74,14 @@ def replace_sections(text: str, rendered: Mapping[str, str]) -> str:
     _check_names(spans, rendered)
     pieces, position = [], 0
     for name, (begin, _, _, end) in spans.items():
-        pieces += [text[position:begin], BEGIN_MARKER.format(name=name), "\n", rendered[name].strip("\n"), "\n",
-                   END_MARKER.format(name=name)]
+        pieces += [
+            text[position:begin],
+            BEGIN_MARKER.format(name=name),
+            "\n",
+            rendered[name].strip("\n"),
+            "\n",
+            END_MARKER.format(name=name),
+        ]
         position = end
     pieces.append(text[position:])
     return "".join(pieces)
@@ -95,8 +101,11 @@ def stale_sections(text: str, rendered: Mapping[str, str]) -> dict[str, str]:
 def section_diff(name: str, current: str, expected: str) -> str:
     """A unified diff from the README's section to what the code renders."""
     lines = difflib.unified_diff(
-        current.splitlines(), expected.splitlines(),
-        fromfile=f"README.md [{name}]", tofile=f"generated [{name}]", lineterm="",
+        current.splitlines(),
+        expected.splitlines(),
+        fromfile=f"README.md [{name}]",
+        tofile=f"generated [{name}]",
+        lineterm="",
     )
     return "\n".join(lines)
 
@@ -150,8 +159,11 @@ def configuration_section(table: str) -> str:
     """The variables of one documentation table (``Settings.documented_variables``)."""
     from st_pipeline.settings import Settings
 
-    rows = [(code(v.name), v.meaning, v.doc_default or documented_value(v.default))
-            for v in Settings.documented_variables() if v.table == table]
+    rows = [
+        (code(v.name), v.meaning, v.doc_default or documented_value(v.default))
+        for v in Settings.documented_variables()
+        if v.table == table
+    ]
     return markdown_table(["variable", "meaning", "default"], rows)
 
 
@@ -161,20 +173,25 @@ def coverage_section() -> str:
 
     catalogue = load_catalogue()
     coverage = catalogue.coverage()
-    excluded = [(code(key), dataset.excluded_reason) for key, dataset in catalogue.datasets.items()
-                if dataset.excluded_reason is not None]
-    return "\n".join([
-        f"Extracted: **{coverage.extracted} of the {coverage.datasets} datasets** of the catalogue, read from "
-        f"{plural(coverage.export_feeds, 'export feed')}, {plural(coverage.paged_lists, 'paged list')} and "
-        f"{plural(coverage.lookups, 'lookup')} (unpaged lists). Not extracted: "
-        f"{plural(coverage.excluded, 'dataset')}, each with its reason in `EXCLUDED_DATASETS` "
-        "(`servicetitan/catalogue.py`) and in `st-pipeline endpoints`:",
-        "",
-        markdown_table(["dataset", "why not"], excluded),
-        "",
-        f"Nor are the {coverage.per_parent_endpoints} per-parent endpoints (notes, contacts or history of one "
-        "record, reads of one record by id): the catalogue lists them as not covered.",
-    ])
+    excluded = [
+        (code(key), dataset.excluded_reason)
+        for key, dataset in catalogue.datasets.items()
+        if dataset.excluded_reason is not None
+    ]
+    return "\n".join(
+        [
+            f"Extracted: **{coverage.extracted} of the {coverage.datasets} datasets** of the catalogue, read from "
+            f"{plural(coverage.export_feeds, 'export feed')}, {plural(coverage.paged_lists, 'paged list')} and "
+            f"{plural(coverage.lookups, 'lookup')} (unpaged lists). Not extracted: "
+            f"{plural(coverage.excluded, 'dataset')}, each with its reason in `EXCLUDED_DATASETS` "
+            "(`servicetitan/catalogue.py`) and in `st-pipeline endpoints`:",
+            "",
+            markdown_table(["dataset", "why not"], excluded),
+            "",
+            f"Nor are the {coverage.per_parent_endpoints} per-parent endpoints (notes, contacts or history of one "
+            "record, reads of one record by id): the catalogue lists them as not covered.",
+        ]
+    )
 
 
 def read_in_full_section() -> str:
@@ -211,8 +228,10 @@ def simulator_section() -> str:
 
     catalogue = load_catalogue()
     plan = plan_for(catalogue)
-    lines = [f"Served: {len(plan.served)} of the {len(catalogue.datasets)} catalogued datasets, each both as export "
-             f"feed and as paged list. Not served:{' none.' if not plan.unsupported else ''}"]
+    lines = [
+        f"Served: {len(plan.served)} of the {len(catalogue.datasets)} catalogued datasets, each both as export "
+        f"feed and as paged list. Not served:{' none.' if not plan.unsupported else ''}"
+    ]
     lines += [f"- {code(key)}: {reason}" for key, reason in sorted(plan.unsupported.items())]
     return "\n".join(lines)
 
@@ -222,9 +241,11 @@ def hub_tables_section() -> str:
     from st_pipeline.transform.hubs import HUB_TABLES
 
     rows = [
-        (code(spec.table_name),
-         code(spec.source) + (f" (one row per element of `{spec.explode}`)" if spec.explode else ""),
-         code(", ".join(spec.primary_key)))
+        (
+            code(spec.table_name),
+            code(spec.source) + (f" (one row per element of `{spec.explode}`)" if spec.explode else ""),
+            code(", ".join(spec.primary_key)),
+        )
         for spec in HUB_TABLES
     ]
     return markdown_table(["hub table", "from", "key"], rows)

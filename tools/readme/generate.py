@@ -1,10 +1,10 @@
 """README sections read from the Dagster definitions, and the command that writes them all.
 
-``python -m st_pipeline.defs.readme`` (``make readme``) rewrites every generated section of
+``python -m tools.readme`` (``make readme``) rewrites every generated section of
 README.md in place; ``--check`` changes nothing and exits 1 naming the sections that differ, each
 with a diff. The sections listing assets, checks, schedules and sensors come from the code
 location's ``Definitions`` (built with the default configuration, so that the crons shown are the
-defaults); the rest come from ``st_pipeline.readme``.
+defaults); the rest come from ``tools.readme.markdown``.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real type hints in this package.
@@ -21,7 +21,9 @@ from pydantic.fields import FieldInfo
 
 from st_pipeline.defs.checks import DEFAULT_QUARANTINE_ERROR_RATIO
 from st_pipeline.defs.raw_assets import raw_asset_key, raw_group_name
-from st_pipeline.readme import (
+from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.settings import load_settings
+from tools.readme.markdown import (
     README_PATH,
     REGENERATE,
     ReadmeError,
@@ -34,8 +36,6 @@ from st_pipeline.readme import (
     replace_sections,
     stale_sections,
 )
-from st_pipeline.servicetitan.catalogue import load_catalogue
-from st_pipeline.settings import load_settings
 
 # How the README names the endpoint kinds of the raw assets (metadata ``endpoint_kind``).
 _KIND_NAMES = {"export": "an export feed", "list": "a paged list", "lookup": "a lookup"}
@@ -83,15 +83,23 @@ def assets_section(defs: dg.Definitions) -> str:
     parts = []
     for group, specs in grouped.items():
         if group not in raw:
-            parts += [f"**{code(group)}**: {plural(len(specs), 'asset')}", "",
-                      markdown_table(["asset", "description"],
-                                     [(code(s.key.to_user_string()), first_line(s.description)) for s in specs]), ""]
+            parts += [
+                f"**{code(group)}**: {plural(len(specs), 'asset')}",
+                "",
+                markdown_table(
+                    ["asset", "description"], [(code(s.key.to_user_string()), first_line(s.description)) for s in specs]
+                ),
+                "",
+            ]
     raw_specs = {group: specs for group, specs in sorted(grouped.items()) if group in raw}
     total = sum(len(specs) for specs in raw_specs.values())
     parts += [f"**Raw assets**: {total} in {plural(len(raw_specs), 'group')}, one per ServiceTitan module", ""]
     rows = [
-        (code(group), len(specs),
-         "<details><summary>keys</summary>" + code_list(s.key.to_user_string() for s in specs) + "</details>")
+        (
+            code(group),
+            len(specs),
+            "<details><summary>keys</summary>" + code_list(s.key.to_user_string() for s in specs) + "</details>",
+        )
         for group, specs in raw_specs.items()
     ]
     parts.append(markdown_table(["group", "assets", "keys"], rows))
@@ -145,14 +153,18 @@ def raw_checks_section(defs: dg.Definitions) -> str:
     raw = raw_groups()
     raw_specs = {spec.key: spec for spec in asset_specs(defs) if spec.group_name in raw}
     specs = [spec for spec in check_specs(defs) if spec.asset_key in raw_specs]
-    rows = [(code(name), _raw_checks_on(keys, raw_specs), description)
-            for (name, description), keys in _check_rows(specs).items()]
-    return "\n".join([
-        markdown_table(["check", "on", "what it checks"], rows),
-        "",
-        f"The quarantine ratio is the tenant sync's run config `quarantine_error_ratio` (default "
-        f"{DEFAULT_QUARANTINE_ERROR_RATIO:.0%} of the records received).",
-    ])
+    rows = [
+        (code(name), _raw_checks_on(keys, raw_specs), description)
+        for (name, description), keys in _check_rows(specs).items()
+    ]
+    return "\n".join(
+        [
+            markdown_table(["check", "on", "what it checks"], rows),
+            "",
+            f"The quarantine ratio is the tenant sync's run config `quarantine_error_ratio` (default "
+            f"{DEFAULT_QUARANTINE_ERROR_RATIO:.0%} of the records received).",
+        ]
+    )
 
 
 def _model_checks_on(keys: list[dg.AssetKey], specs: dict[dg.AssetKey, dg.AssetSpec]) -> str:
@@ -167,11 +179,16 @@ def _model_checks_on(keys: list[dg.AssetKey], specs: dict[dg.AssetKey, dg.AssetS
 def model_checks_section(defs: dg.Definitions) -> str:
     """The checks of the hub tables and marts (their descriptions say what a failure does)."""
     raw = raw_groups()
-    model_specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()
-                   if spec.group_name not in raw and spec.metadata.get("dagster/table_name")}
+    model_specs = {
+        spec.key: spec
+        for spec in defs.resolve_all_asset_specs()
+        if spec.group_name not in raw and spec.metadata.get("dagster/table_name")
+    }
     specs = [spec for spec in check_specs(defs) if spec.asset_key in model_specs]
-    rows = [(code(name), _model_checks_on(keys, model_specs), description)
-            for (name, description), keys in _check_rows(specs).items()]
+    rows = [
+        (code(name), _model_checks_on(keys, model_specs), description)
+        for (name, description), keys in _check_rows(specs).items()
+    ]
     return markdown_table(["check", "on", "what it checks"], rows)
 
 
@@ -185,14 +202,28 @@ def _status(value: object) -> str:
 def schedules_section(defs: dg.Definitions) -> str:
     """Every schedule and sensor: job, default timing, default status, description."""
     rows = [
-        (code(s.name), "schedule", code(s.job_name), f"cron {code(s.cron_schedule)} ({s.execution_timezone or 'UTC'})",
-         _status(s.default_status), first_line(s.description))
+        (
+            code(s.name),
+            "schedule",
+            code(s.job_name),
+            f"cron {code(s.cron_schedule)} ({s.execution_timezone or 'UTC'})",
+            _status(s.default_status),
+            first_line(s.description),
+        )
         for s in defs.schedules or ()
     ]
     for sensor in defs.sensors or ():
         job = code(sensor.job_name) if sensor.has_jobs else "—"
-        rows.append((code(sensor.name), "sensor", job, f"every {sensor.minimum_interval_seconds} s",
-                     _status(sensor.default_status), first_line(sensor.description)))
+        rows.append(
+            (
+                code(sensor.name),
+                "sensor",
+                job,
+                f"every {sensor.minimum_interval_seconds} s",
+                _status(sensor.default_status),
+                first_line(sensor.description),
+            )
+        )
     return markdown_table(["name", "kind", "job", "runs", "starts", "what it does"], rows)
 
 
@@ -219,9 +250,15 @@ def _range(field: FieldInfo) -> str:
 
 
 def _config_rows(prefix: str, model: type[BaseModel]) -> list[tuple[str, str, str, str]]:
-    return [(code(f"{prefix}.{name}"), documented_value(field.get_default(call_default_factory=True)), _range(field),
-             field.description or "")
-            for name, field in model.model_fields.items()]
+    return [
+        (
+            code(f"{prefix}.{name}"),
+            documented_value(field.get_default(call_default_factory=True)),
+            _range(field),
+            field.description or "",
+        )
+        for name, field in model.model_fields.items()
+    ]
 
 
 def run_config_section(defs: dg.Definitions) -> str:
@@ -260,7 +297,7 @@ def render_sections(defs: dg.Definitions | None = None) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None, readme: Path = README_PATH) -> int:
     """Rewrite README.md's generated sections, or with ``--check`` report those that differ."""
-    parser = argparse.ArgumentParser(prog="python -m st_pipeline.defs.readme", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.readme", description=main.__doc__)
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a section differs")
     args = parser.parse_args(argv)
     text = readme.read_text(encoding="utf-8")

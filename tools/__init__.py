@@ -1,0 +1,1 @@
+"""Developer tools run from a checkout (``make readme``); not part of the ``st_pipeline`` wheel."""
