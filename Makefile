@@ -6,7 +6,7 @@ export ST_PIPELINE_HOME ?= $(CURDIR)/.st_pipeline
 SIM_PORT ?= 8765
 DEV_PORT ?= 3000
 
-.PHONY: install demo test dev simulator catalogue bench bench-fleet clean readme
+.PHONY: install demo test lint dev simulator catalogue bench bench-fleet clean readme
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,12 @@ demo: install
 ## Run the test suite (needs PostgreSQL on 127.0.0.1:5432 for the production-path tests), two workers.
 test: install
 	$(BIN)/pytest -n 2
+
+## Static checks: ruff (lint and format) and mypy, configured in pyproject.toml; .ci/run runs them first.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## The Dagster UI on the demo's state, with the simulator serving the demo tenant.
 dev: install

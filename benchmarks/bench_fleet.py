@@ -299,7 +299,8 @@ def _tick(
         failures = []  # why each failed run failed: the first step failure's message
         for run_id in failed:
             for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-                error = entry.dagster_event.event_specific_data.error
+                error = entry.get_dagster_event().step_failure_data.error
+                assert error is not None, f"run {run_id}: a step failure without its error"
                 while error.cause is not None:  # the user code's own error, not Dagster's wrapper
                     error = error.cause
                 failures.append(error.message.strip()[:300])
@@ -308,12 +309,15 @@ def _tick(
                 failures.append(f"run {run_id}: no step failed (run-level failure)")
         # Each run worker's own CPU, process start included, as its last step (the tenant's hub and
         # mart build, after the sync) reports it.
-        worker_cpu = []
+        worker_cpu: list[float] = []
         for run in runs:
             for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
-                materialization = entry.dagster_event.event_specific_data.materialization
+                materialization = entry.asset_materialization
+                assert materialization is not None  # the log was filtered to asset materializations
                 if materialization.asset_key.path == ["servicetitan", "tenant_models"]:
-                    worker_cpu.append(materialization.metadata["process_cpu_s"].value)
+                    cpu_s = materialization.metadata["process_cpu_s"].value
+                    assert isinstance(cpu_s, int | float), cpu_s  # the asset reports round(process_cpu_s(), 2)
+                    worker_cpu.append(cpu_s)
     wall = time.monotonic() - started
     client, postgres = cpu_seconds(daemon_pid) - client_before, cpu_seconds(postmaster) - postgres_before
     with dagster_db.connect() as conn:

@@ -20,14 +20,22 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 CORE_RECORDS_AT_SCALE_1 = 10_133  # core datasets of one tenant at simulator scale 1.0
 TENANT_ID = 5001
 POSTGRES_ADMIN_URL = os.environ.get("ST_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-SETTINGS = {"a": {"latency_ms": 0, "rate_limit": None}, "b": {"latency_ms": 100, "rate_limit": 60}}
+
+
+class Setting(TypedDict):
+    latency_ms: int  # added to every simulator response
+    rate_limit: int | None  # requests/s the simulator allows; None: no limit
+
+
+SETTINGS: dict[str, Setting] = {"a": {"latency_ms": 0, "rate_limit": None}, "b": {"latency_ms": 100, "rate_limit": 60}}
 
 
 @dataclass
@@ -83,11 +91,16 @@ def start_simulator(records: int, setting: str) -> SimulatorProcess:
     return SimulatorProcess(process, url, client_id, client_secret)
 
 
-def warehouse_url(kind: str, workdir: Path) -> tuple[str, Any]:
+def warehouse_url(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
     """A fresh warehouse; returns its URL and a cleanup callable."""
     if kind == "sqlite":
         path = workdir / f"bench-{uuid.uuid4().hex[:8]}.db"
-        return f"sqlite:///{path}", lambda: [p.unlink(missing_ok=True) for p in workdir.glob(path.name + "*")]
+
+        def remove() -> None:
+            for p in workdir.glob(path.name + "*"):
+                p.unlink(missing_ok=True)
+
+        return f"sqlite:///{path}", remove
     import sqlalchemy as sa
 
     name = f"st_bench_{uuid.uuid4().hex[:8]}"

@@ -4,6 +4,8 @@ The deployment's configuration is read and validated once, when the code locatio
 or missing variable stops it with a message naming the variable.
 """
 
+from collections.abc import Callable
+
 import dagster as dg
 
 from st_pipeline.defs.alerting import (
@@ -23,18 +25,16 @@ from st_pipeline.defs.tenant_sync import tenant_sync
 from st_pipeline.settings import Settings, SettingsError, load_settings
 
 
+def _on_cron(build: Callable[[str], dg.ScheduleDefinition], variable: str, cron: str) -> dg.ScheduleDefinition:
+    """The schedule ``build`` makes for ``cron``; a cron Dagster refuses is the variable's fault, and said so."""
+    try:
+        return build(cron)
+    except dg.DagsterInvalidDefinitionError:
+        raise SettingsError(f"{variable} is not a cron expression (e.g. '0 * * * *' for hourly)") from None
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Assets, checks, jobs, schedules (on the configured crons), sensors and resources."""
-    from dagster._utils.schedules import is_valid_cron_string
-
-    for variable, cron in (
-        ("ST_PIPELINE_SYNC_CRON", settings.sync_cron),
-        ("ST_PIPELINE_RECONCILE_CRON", settings.reconcile_cron),
-        ("ST_PIPELINE_FRESHNESS_CRON", settings.freshness_cron),
-        ("ST_PIPELINE_MAINTENANCE_CRON", settings.maintenance_cron),
-    ):
-        if not is_valid_cron_string(cron):
-            raise SettingsError(f"{variable} is not a cron expression (e.g. '0 * * * *' for hourly)")
     return dg.Definitions(
         # A run is two steps (the tenant sync, then its models): a step subprocess would only add a
         # second interpreter start and import.
@@ -44,10 +44,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=[freshness_checks],
         jobs=[sync_job, reconcile_job, freshness_job, maintenance_job],
         schedules=[
-            build_sync_schedule(settings.sync_cron),
-            build_reconcile_schedule(settings.reconcile_cron),
-            build_freshness_schedule(settings.freshness_cron),
-            build_maintenance_schedule(settings.maintenance_cron),
+            _on_cron(build_sync_schedule, "ST_PIPELINE_SYNC_CRON", settings.sync_cron),
+            _on_cron(build_reconcile_schedule, "ST_PIPELINE_RECONCILE_CRON", settings.reconcile_cron),
+            _on_cron(build_freshness_schedule, "ST_PIPELINE_FRESHNESS_CRON", settings.freshness_cron),
+            _on_cron(build_maintenance_schedule, "ST_PIPELINE_MAINTENANCE_CRON", settings.maintenance_cron),
         ],
         sensors=[
             tenant_onboarding_sensor,

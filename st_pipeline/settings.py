@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 from st_pipeline.home import DAGSTER_HOME_NAME, KEY_FILE_NAME, default_home
 from st_pipeline.redaction import register_secret
@@ -53,7 +54,9 @@ def _variable(
     default when the field's own default says little (``None`` for "derived from another value");
     ``table`` is the documentation table that lists it.
     """
-    extra = {"doc_table": table} | ({"doc_default": doc_default} if doc_default is not None else {})
+    extra: JsonDict = {"doc_table": table}
+    if doc_default is not None:
+        extra["doc_default"] = doc_default
     return Field(default, alias=alias, description=description, json_schema_extra=extra, **kwargs)
 
 

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
-from dagster._core.storage.defs_state.base import DefsStateStorage
 
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS
 from st_pipeline.settings import Settings
@@ -43,7 +43,9 @@ def no_dagster_instance_outlives_its_test() -> Iterator[None]:
     """
     yield
     gc.collect()
-    assert DefsStateStorage.get() is None, "a Dagster instance or context was left open; use `with`"
+    # An entered instance sets the current definitions-state storage; ``get`` is the public class's
+    # view of it (the base class is private).
+    assert dg.UPathDefsStateStorage.get() is None, "a Dagster instance or context was left open; use `with`"
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,14 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 import sqlalchemy as sa
+from dagster_shared.error import SerializableErrorInfo
 from pydantic import SecretStr
 
 from st_pipeline.defs.partitions import add_tenant_partition
@@ -35,6 +36,7 @@ TEST_CHANGE = Change("test", actor="pytest")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Variables that configure st_pipeline, Dagster or ServiceTitan: a test of a new user's setup clears them.
 CONFIGURATION_PREFIXES = ("ST_PIPELINE_", "DAGSTER_", "SERVICETITAN_")
+T = TypeVar("T")
 
 
 def copy_project(destination: Path) -> Path:
@@ -84,7 +86,7 @@ def wait_for(
         if value:
             return value
         for process in processes:
-            assert process.poll() is None, f"{process.args} exited with {process.returncode}"
+            assert process.poll() is None, f"{process.args!r} exited with {process.returncode}"
         time.sleep(1)  # waiting on other processes, not synchronising threads
     pytest.fail(f"timed out waiting for {what}")
 
@@ -163,26 +165,62 @@ def materialize_tenant(
         )
 
 
-def _events(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list:
-    return [entry.dagster_event.event_specific_data for entry in instance.all_logs(run_id, of_type=kind)]
+def run_events(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list[dg.DagsterEvent]:
+    """The events of type ``kind`` a run logged, in order."""
+    return [entry.get_dagster_event() for entry in instance.all_logs(run_id, of_type=kind)]
 
 
-def raw_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, dict]:
+def materializations(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetMaterialization]:
+    """The asset materializations a run reported, in order."""
+    return [e.materialization for e in run_events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)]
+
+
+def observations(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetObservation]:
+    """The asset observations a run reported, in order."""
+    observed = run_events(instance, run_id, dg.DagsterEventType.ASSET_OBSERVATION)
+    return [e.asset_observation_data.asset_observation for e in observed]
+
+
+def raw_materializations(
+    instance: dg.DagsterInstance, run_id: str
+) -> dict[dg.AssetKey, Mapping[str, dg.MetadataValue]]:
     """The raw assets a tenant sync reported as materialized in a run, with their metadata."""
-    materialized = [m.materialization for m in _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)]
-    return {m.asset_key: m.metadata for m in materialized if m.asset_key != TENANT_SYNC_KEY}
+    return {m.asset_key: m.metadata for m in materializations(instance, run_id) if m.asset_key != TENANT_SYNC_KEY}
 
 
-def tenant_sync_metadata(instance: dg.DagsterInstance, run_id: str) -> dict:
+def tenant_sync_metadata(instance: dg.DagsterInstance, run_id: str) -> Mapping[str, dg.MetadataValue]:
     """The metadata of the tenant sync's own materialization in a run."""
-    materialized = [m.materialization for m in _events(instance, run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)]
-    [own] = [m for m in materialized if m.asset_key == TENANT_SYNC_KEY]
+    [own] = [m for m in materializations(instance, run_id) if m.asset_key == TENANT_SYNC_KEY]
     return own.metadata
 
 
 def check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetCheckEvaluation]:
     """The check results a run reported."""
-    return _events(instance, run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    return [
+        e.asset_check_evaluation_data for e in run_events(instance, run_id, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+
+
+def metadata_value(metadata: Mapping[str, dg.MetadataValue], key: str, kind: type[T]) -> T:
+    """The value of ``metadata[key]``, which must be a ``kind``: to compare it other than by ``==`` (Dagster
+    types a metadata value as any of its kinds; which one it is, is known only at run time)."""
+    value = metadata[key].value
+    assert isinstance(value, kind), f"{key}: {value!r} is not a {kind.__name__}"
+    return value
+
+
+def step_failure_error(event: dg.DagsterEvent) -> SerializableErrorInfo:
+    """The error of a step failure event (a step failure always carries one)."""
+    error = event.step_failure_data.error
+    assert error is not None, f"step failure without an error: {event}"
+    return error
+
+
+def stored_run(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
+    """The run ``run_id`` as the instance stores it now; it must exist."""
+    run = instance.get_run_by_id(run_id)
+    assert run is not None, f"no run {run_id} in the instance"
+    return run
 
 
 def expected_content_key(record: dict, occurrence: int = 0) -> int:

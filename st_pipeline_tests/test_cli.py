@@ -61,6 +61,7 @@ def test_tenant_add_then_dagster_materialize(cli_env: dict[str, str], api_env: S
     # dataset, as a user re-syncing one would: that dataset exactly, and nothing else.
     assert not (local_env / "warehouse.db").exists()
     dagster = shutil.which("dagster", path=str(BIN))
+    assert dagster is not None, BIN
     one = _run(
         [
             dagster,

@@ -78,7 +78,6 @@ ADD = ["tenant", "add", "--name", "Beta Plumbing", "--client-id", "cid.beta"]
         (["tenant", "update-credentials", "--tenant", "999"], 1, ["tenant 999 is not registered"]),
         (["tenant", "remove", "--tenant", str(TENANT), "--purge-data"], 2, ["cannot be undone", "--yes"]),
         (["tenant", "show"], 2, ["Missing option '--tenant'"]),
-        (["tenant", "add", "--tenant-id", "5"], 2, ["No such option '--tenant-id'", "--tenant"]),
         (["endpoints", "disable", "crm/leads", "--tenant", "0"], 2, ["between 1 and"]),
         (["endpoints", "disable", "payrol"], 1, ["neither a module nor a dataset"]),
         (["access", "grant", "--tenant", str(TENANT), "--role", "bi"], 1, ["needs a PostgreSQL warehouse"]),
@@ -88,6 +87,15 @@ def test_bad_arguments(home: Path, args: list[str], code: int, fragments: list[s
     before = _state(home)
     _assert_one_line_error(_run(args), code, *fragments)
     assert _state(home) == before
+
+
+@pytest.mark.parametrize("old", [["--tenant-id", "999"], ["--tenant-id=999"]])
+def test_the_old_name_of_the_tenant_option_still_works_with_a_warning(home: Path, old: list[str]) -> None:
+    result = _run(["tenant", "show", *old])
+    assert result.exit_code == 1, result.stderr
+    warning, error = result.stderr.splitlines()
+    assert warning == "warning: --tenant-id is deprecated and goes in 0.3; use --tenant"
+    assert error.startswith("error: tenant 999 is not registered")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import getpass
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def _st(*args: str, stdin: str = "") -> Result:
     return result
 
 
-def _partitions() -> list[str]:
+def _partitions() -> Sequence[str]:
     with dg.DagsterInstance.get() as instance:
         return instance.get_dynamic_partitions(TENANT_PARTITIONS_NAME)
 
@@ -149,7 +149,7 @@ def test_a_tenants_life_from_the_command_line(deployment: Simulator, tmp_path: P
     assert "tenant remove --purge-data" in everything and ONE.client_secret not in everything
 
 
-def _scheduled() -> list[str]:
+def _scheduled() -> list[str | None]:
     schedule = build_sync_schedule("0 * * * *")
     with (
         dg.DagsterInstance.get() as instance,
@@ -159,7 +159,9 @@ def _scheduled() -> list[str]:
             resources={"tenant_registry": TenantRegistryResource()},
         ) as context,
     ):
-        return [r.partition_key for r in schedule(context) if isinstance(r, dg.RunRequest)]
+        evaluation = schedule(context)
+        assert isinstance(evaluation, Iterator), evaluation  # the schedule is a generator
+        return [r.partition_key for r in evaluation if isinstance(r, dg.RunRequest)]
 
 
 def test_the_demo_creates_its_state_owner_only(
@@ -179,5 +181,7 @@ def test_the_demo_creates_its_state_owner_only(
     assert key_file.read_text() == first_key
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:  # monitored and queued like production
         assert instance.run_monitoring_enabled
-        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, dg.QueuedRunCoordinator), coordinator
+        limits = coordinator.get_run_queue_config().tag_concurrency_limits
         assert limits[0]["key"] == "dagster/partition" and limits[0]["limit"] == 1

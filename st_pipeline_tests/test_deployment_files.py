@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML has no inline types and types-PyYAML is not installed
 from pydantic import SecretStr
 
 from st_pipeline.settings import Settings, load_settings
@@ -244,7 +244,8 @@ def test_env_example_holds_placeholders_not_secrets_and_loads_as_settings() -> N
         value = example[name]
         assert value == "" or re.search(r"replace|change-me", value), f"{name} in .env.example is not a placeholder"
     for url in ("ST_PIPELINE_WAREHOUSE_URL", "ST_PIPELINE_REGISTRY_URL"):
-        assert "change-me" in sa.make_url(example[url]).password
+        password = sa.make_url(example[url]).password
+        assert password is not None and "change-me" in password
     # What compose hands the code server, read as the code server reads it.
     settings = load_settings({name: example[name] for name in Settings.variables()})
     assert not settings.local_mode
@@ -502,7 +503,12 @@ def test_dockerfiles_serve_the_code_location_and_carry_the_instance() -> None:
 
 def test_docker_extra_pins_the_dagster_family() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = dict(re.fullmatch(r"([\w-]+)==([\w.]+)", dep).groups() for dep in project["dependencies"] if "==" in dep)
+    pins: dict[str, str] = {}
+    for dep in project["dependencies"]:
+        if "==" in dep:
+            pin = re.fullmatch(r"([\w-]+)==([\w.]+)", dep)
+            assert pin is not None, dep
+            pins[pin[1]] = pin[2]
     docker_extra = project["optional-dependencies"]["docker"]
     assert docker_extra == [f"dagster-docker=={pins['dagster-postgres']}"]
     assert pins["dagster"] == pins["dagster-webserver"]

@@ -8,6 +8,7 @@ inside functions included) is checked against it.
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,11 @@ class Layer:
 def readme_layers(readme: str) -> dict[str, Layer]:
     """The layer table: the first table of *## Architecture* whose header has a ``may import`` column."""
     section = readme.split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("|")]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| layer | modules |"))
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
     header = [cell.strip() for cell in rows[0].strip("|").split("|")]
-    assert header[:2] == ["layer", "modules"] and header[-1] == "may import", header
+    assert header[-1] == "may import", header
     layers: dict[str, Layer] = {}
     names: list[str] = []
     for line in rows[2:]:

@@ -26,7 +26,13 @@ from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline.warehouse.tables import raw_table, sync_log_table
-from st_pipeline_tests.support import REPO_ROOT, assert_warehouse_equals_ground_truth, free_port, wait_for
+from st_pipeline_tests.support import (
+    REPO_ROOT,
+    assert_warehouse_equals_ground_truth,
+    free_port,
+    materializations,
+    wait_for,
+)
 
 BIN = Path(sys.executable).parent
 TENANTS = [
@@ -227,8 +233,7 @@ def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_ass
             assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(partitions)
             assert {r.job_name for r in runs} == {"servicetitan_sync"}
             for run in runs:  # materializations in Dagster's PostgreSQL event log
-                events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-                keys = {e.dagster_event.asset_key for e in events}
+                keys = {m.asset_key for m in materializations(instance, run.run_id)}
                 assert dg.AssetKey(["servicetitan", "tenant_sync"]) in keys
                 assert dg.AssetKey(["servicetitan", "raw", "crm", "customers"]) in keys
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -238,7 +243,7 @@ def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_ass
                 spans = sorted((r.start_time, r.end_time) for r in records if r.start_time is not None)
                 assert all(end is not None for _, end in spans)
                 for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
-                    assert end <= start, f"two runs of tenant {partition} overlapped"
+                    assert end is not None and end <= start, f"two runs of tenant {partition} overlapped"
 
             # Every raw, hub and mart asset the UI lists has a "Materialize" button.
             nodes = httpx.post(graphql, timeout=60, json={"query": ASSET_NODES}).json()["data"]["assetNodes"]
@@ -268,8 +273,7 @@ def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_ass
                 (r.run_id, r.status) for r in asset_runs
             ]
             for run in asset_runs:
-                events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-                assert {e.dagster_event.asset_key for e in events} == {dg.AssetKey(CUSTOMERS_KEY)}
+                assert {m.asset_key for m in materializations(instance, run.run_id)} == {dg.AssetKey(CUSTOMERS_KEY)}
         for tenant in TENANTS:
             assert_warehouse_equals_ground_truth(
                 env["ST_PIPELINE_WAREHOUSE_URL"],
@@ -295,7 +299,9 @@ def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_ass
                         sa.select(locations.c.id, locations.c.payload).where(
                             locations.c.tenant_id == tenant.tenant_id, locations.c.id.in_(untouched[tenant.tenant_id])
                         )
-                    ).all()
+                    )
+                    .tuples()
+                    .all()
                 )
                 assert all(stored[i] != truth[i] for i in untouched[tenant.tenant_id])  # not synced again
                 stored = dict(
@@ -303,7 +309,9 @@ def test_production_services_run_graphql_backfills_of_the_job_and_of_one_raw_ass
                         sa.select(customers.c.id, customers.c.payload).where(
                             customers.c.tenant_id == tenant.tenant_id, customers.c.id.in_(changed[tenant.tenant_id])
                         )
-                    ).all()
+                    )
+                    .tuples()
+                    .all()
                 )
                 truth = {r["id"]: r for r in sim.ground_truth(tenant.tenant_id, CUSTOMERS.key)}
                 assert all(stored[i] == truth[i] for i in changed[tenant.tenant_id])

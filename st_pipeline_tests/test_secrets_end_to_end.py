@@ -27,7 +27,7 @@ from st_pipeline.defs.schedules import TENANT_SYNC_OP
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline_tests.alerts.conftest import HttpReceiver
-from st_pipeline_tests.support import REPO_ROOT
+from st_pipeline_tests.support import REPO_ROOT, run_events
 
 BIN = Path(sys.executable).parent
 APP_KEY = "ak1.CANARY-app-key-5e7d21"
@@ -62,8 +62,10 @@ class Operator:
             self.outputs.append(done.stdout + done.stderr)
         return done
 
-    def st(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-        return self.run(str(BIN / "st-pipeline"), *args, **kwargs)  # type: ignore[arg-type]
+    def st(
+        self, *args: str, stdin: str = "", env: dict[str, str] | None = None, keep: bool = True, expect: int = 0
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(str(BIN / "st-pipeline"), *args, stdin=stdin, env=env, keep=keep, expect=expect)
 
     def materialize(self, tenant_id: int, expect: int = 0, env: dict[str, str] | None = None) -> None:
         self.run(
@@ -99,7 +101,7 @@ def _postgres_instance(dagster_home: Path, postgres_url: str, monkeypatch: pytes
 def _postgres_text(url: str) -> str:
     """Every row of every table of the database, as text."""
     engine = sa.create_engine(url)
-    chunks = []
+    chunks: list[str] = []
     with engine.connect() as conn:
         for table in sa.inspect(conn).get_table_names():
             chunks.extend(conn.execute(sa.text(f'SELECT t::text FROM "{table}" t')).scalars())
@@ -176,14 +178,10 @@ def test_no_secret_leaks_anywhere_over_a_tenants_life(
         op.st("tenant", "test", "--tenant", str(SECOND.tenant_id), expect=1)
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             [failed] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
-            failure = next(
-                e
-                for e in instance.all_logs(failed.run_id)
-                if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
-            )
+            failure = run_events(instance, failed.run_id, dg.DagsterEventType.RUN_FAILURE)[0]
             with dg.build_run_status_sensor_context(
                 sensor_name="run_failure_alert_sensor",
-                dagster_event=failure.dagster_event,
+                dagster_event=failure,
                 dagster_instance=instance,
                 dagster_run=failed,
                 resources={"tenant_registry": TenantRegistryResource(), "alerting": AlertingResource()},

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypedDict
 
 import sqlalchemy as sa
 
@@ -19,6 +20,22 @@ from st_pipeline.redaction import redact
 log = logging.getLogger(__name__)
 
 DEFAULT_RECOVERY_REASON = "The condition has cleared."
+
+
+class _IncidentFields(TypedDict):
+    """The columns of ``st_alert_incidents`` a claim writes: every field of ``Incident`` but its key."""
+
+    kind: str
+    tenant_id: int | None
+    asset: str | None
+    run_id: str | None
+    title: str
+    reason: str
+    link: str | None
+    opened_at: datetime
+    last_seen_at: datetime
+    resolved_at: datetime | None
+    notified: bool
 
 
 def utc_now() -> datetime:
@@ -170,7 +187,7 @@ class AlertManager:
 
     def _try_claim(self, alert: Alert, now: datetime) -> Incident | None:
         key = incidents_table.c.incident_key == alert.incident_key
-        fresh = {
+        fresh: _IncidentFields = {
             "kind": alert.kind,
             "tenant_id": alert.tenant_id,
             "asset": alert.asset,

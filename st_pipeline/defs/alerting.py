@@ -203,7 +203,8 @@ def check_failure_alert_sensor(
         run_id = run_record.dagster_run.run_id
         verdicts = []
         for entry in context.instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-            evaluation = entry.dagster_event.event_specific_data
+            # of_type above: every entry is an asset check evaluation.
+            evaluation = entry.get_dagster_event().asset_check_evaluation_data
             tenant = evaluation.partition or run_record.dagster_run.tags.get(PARTITION_TAG)
             if evaluation.check_name == FRESHNESS_CHECK or not (tenant and tenant.isdigit()):
                 continue  # freshness alerts once per tenant (stale_tenant_sensor); fleet-wide checks have no tenant

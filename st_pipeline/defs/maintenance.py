@@ -57,7 +57,7 @@ def prune_runs(instance: dg.DagsterInstance, created_before: datetime, keep_run_
 def prune_dagster_runs(context: dg.OpExecutionContext) -> dg.Output[int]:
     retention = load_settings().run_retention
     cutoff = datetime.now().astimezone() - retention
-    deleted = prune_runs(context.instance, cutoff, keep_run_id=context.run_id)
+    deleted = prune_runs(context.instance, cutoff, keep_run_id=context.run.run_id)
     context.log.info(f"{deleted} finished runs older than {retention.days} days deleted with their event logs")
     return dg.Output(deleted, metadata={"runs_deleted": deleted, "retention_days": retention.total_seconds() / 86400})
 

@@ -32,6 +32,7 @@ from st_pipeline.defs.columns import table_columns
 from st_pipeline.defs.partitions import tenant_check_spec, tenant_id_of, tenant_partitions
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.defs.resources import WarehouseResource, process_cpu_s
+from st_pipeline.defs.tenant_runs import holding_tenant_lock, run_flag
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.transform.build import HubBuild, TenantBuild, build_plan, build_tenant, raw_table_name_for
 from st_pipeline.transform.checks import (
@@ -48,7 +49,6 @@ from st_pipeline.transform.marts import MARTS, Mart, MartBuild, current_mart, ma
 from st_pipeline.transform.spec import Column, HubTable
 from st_pipeline.transform.tables import hub_table
 from st_pipeline.transform.types import column_type_name
-from st_pipeline.warehouse.locks import TenantBusyError, tenant_lock
 
 TENANT_MODELS_KEY = dg.AssetKey(["servicetitan", "tenant_models"])
 # The op of the models' multi-asset, as run config addresses it (``ops.servicetitan__tenant_models``).
@@ -107,6 +107,7 @@ def hub_asset_spec(spec: HubTable) -> dg.AssetSpec:
         "after each sync and reports it when it changed.",
         skippable=True,
         kinds={"table"},
+        tags={"layer": "hub"},
         partitions_def=tenant_partitions,
         metadata={
             "dagster/table_name": spec.table_name,
@@ -130,6 +131,7 @@ def mart_asset_spec(mart: Mart) -> dg.AssetSpec:
         "build it for a tenant, with the hub tables it reads brought up to date first.",
         skippable=True,
         kinds={"table"},
+        tags={"layer": "mart"},
         partitions_def=tenant_partitions,
         metadata={
             "dagster/table_name": mart.table_name,
@@ -194,17 +196,24 @@ def _result(key: dg.AssetKey, verdict: Verdict) -> dg.AssetCheckResult:
     )
 
 
-def _preview(conn: sa.Connection, table: sa.Table, tenant_id: int) -> str:
-    """A markdown table of a few of the tenant's rows."""
-    rows = conn.execute(sa.select(table).where(table.c.tenant_id == tenant_id).limit(PREVIEW_ROWS)).fetchall()
-    names = [c.name for c in table.columns if c.name not in ("tenant_id", "built_at", "source_modified_on")]
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for row in rows:
-        lines.append("| " + " | ".join("" if row._mapping[n] is None else str(row._mapping[n]) for n in names) + " |")
-    return "\n".join(lines)
+def _preview(conn: sa.Connection, table: sa.Table, tenant_id: int) -> dg.TableMetadataValue:
+    """A few of the tenant's rows, as a table the UI renders (values it cannot type are shown as text)."""
+    columns = [c for c in table.columns if c.name not in ("tenant_id", "built_at", "source_modified_on")]
+    query = sa.select(*columns).where(table.c.tenant_id == tenant_id).limit(PREVIEW_ROWS)
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({c.name: _cell(value) for c, value in zip(columns, row, strict=True)})
+            for row in conn.execute(query)
+        ],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c.name, str(c.type).lower()) for c in columns]),
+    )
 
 
-def _hub_metadata(hub: HubBuild, warehouse: str, preview: str) -> dict[str, Any]:
+def _cell(value: object) -> str | int | float | bool | None:
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
+def _hub_metadata(hub: HubBuild, warehouse: str, preview: dg.TableMetadataValue) -> dict[str, Any]:
     return {
         "dagster/row_count": hub.row_count,
         "build": hub.mode,
@@ -215,17 +224,17 @@ def _hub_metadata(hub: HubBuild, warehouse: str, preview: str) -> dict[str, Any]
         "rows_inserted": hub.rows_inserted,
         "duration_s": round(hub.duration_s, 3),
         "warehouse": warehouse,
-        "preview": dg.MetadataValue.md(preview),
+        "preview": preview,
     }
 
 
-def _mart_metadata(built: MartBuild, warehouse: str, preview: str) -> dict[str, Any]:
+def _mart_metadata(built: MartBuild, warehouse: str, preview: dg.TableMetadataValue) -> dict[str, Any]:
     return {
         "dagster/row_count": built.row_count,
         "build": built.mode,
         **built.headline,
         "warehouse": warehouse,
-        "preview": dg.MetadataValue.md(preview),
+        "preview": preview,
     }
 
 
@@ -343,15 +352,12 @@ def tenant_models(
             [HUBS_BY_KEY[k] for k in selected if k in HUBS_BY_KEY],
             [MARTS_BY_KEY[k] for k in selected if k in MARTS_BY_KEY],
         )
-    full = config.full_rebuild or context.run.tags.get(FULL_REBUILD_TAG, "").lower() == "true"
-    try:
-        with tenant_lock(engine, tenant_id, context.run_id, wait_s=config.lock_wait_s):
-            built = build_tenant(engine, tenant_id, context.run_id, full=full, hubs=hubs, marts=marts)
-            with engine.connect() as conn:
-                run = _ModelsRun(context, conn, tenant_id, warehouse_name, full)
-                yield from run.report(built)
-    except TenantBusyError as exc:
-        raise dg.Failure(str(exc), metadata={"error_type": "TenantBusyError", "tenant_id": tenant_id}) from None
+    full = config.full_rebuild or run_flag(context, FULL_REBUILD_TAG)
+    with holding_tenant_lock(context, engine, tenant_id, config.lock_wait_s):
+        built = build_tenant(engine, tenant_id, context.run.run_id, full=full, hubs=hubs, marts=marts)
+        with engine.connect() as conn:
+            run = _ModelsRun(context, conn, tenant_id, warehouse_name, full)
+            yield from run.report(built)
     missing = [h for h in built.hubs if h.mode == "missing_source"]
     if missing:
         context.log.warning(

@@ -105,6 +105,8 @@ def raw_asset_spec(dataset: Dataset) -> dg.AssetSpec:
         ),
         skippable=True,  # not granted, not available or disabled for a tenant: nothing to report
         kinds={"servicetitan", "table"},
+        # Filters of the asset catalogue: `tag:layer=raw`, `tag:endpoint_kind=export`.
+        tags={"layer": "raw", "endpoint_kind": endpoint.kind},
         partitions_def=tenant_partitions,
         metadata={
             "endpoint": endpoint.path,

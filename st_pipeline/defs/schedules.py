@@ -1,7 +1,8 @@
 """Schedules: an incremental sync of every enabled tenant, and a nightly reconciliation.
 
 ``ST_PIPELINE_SYNC_CRON`` (default hourly) and ``ST_PIPELINE_RECONCILE_CRON`` (default 02:30 UTC)
-set when they run (``build_schedules``). Each tick requests one run per tenant partition, with a run key per tick, so
+set when they run (``build_sync_schedule``, ``build_reconcile_schedule``, both made by
+``tenant_schedule``). Each tick requests one run per tenant partition, with a run key per tick, so
 a tick is never launched twice; disabled tenants and tenants whose credentials were rejected are
 skipped (with the reason in the tick's log).
 """
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from st_pipeline.defs.models import TENANT_MODELS_KEY
-from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME, tenant_partitions
+from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, TENANT_SYNC_OP
 from st_pipeline.defs.resources import TenantRegistryResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
@@ -32,7 +33,6 @@ OUR_JOBS = frozenset({SYNC_JOB, RECONCILE_JOB, FRESHNESS_JOB, MAINTENANCE_JOB})
 sync_job = dg.define_asset_job(
     SYNC_JOB,
     selection=dg.AssetSelection.assets(TENANT_SYNC_KEY, TENANT_MODELS_KEY),
-    partitions_def=tenant_partitions,
     description="Incremental sync of every enabled dataset of one tenant (a partition), then its hub tables "
     "and marts. Tag st_pipeline/full_rebuild=true to rebuild the hub tables and marts in full.",
 )
@@ -42,7 +42,6 @@ _RECONCILED = [d.key for d in load_catalogue().extracted_datasets() if d.extract
 reconcile_job = dg.define_asset_job(
     RECONCILE_JOB,
     selection=dg.AssetSelection.assets(TENANT_SYNC_KEY, TENANT_MODELS_KEY),
-    partitions_def=tenant_partitions,
     config={"ops": {TENANT_SYNC_OP: {"config": {"reconcile_deletes": True, "datasets": _RECONCILED}}}},
     description="Full read of the datasets without export feed; rows gone upstream get deleted_at (and leave "
     "the hub tables and marts the same way).",
@@ -73,40 +72,43 @@ def tenant_run_requests(
         yield dg.SkipReason("no enabled tenant with a partition and working credentials")
 
 
-def build_sync_schedule(cron: str) -> dg.ScheduleDefinition:
-    """Incremental sync of every enabled tenant on ``cron`` (``ST_PIPELINE_SYNC_CRON``)."""
+def tenant_schedule(name: str, job: str, cron: str, purpose: str, description: str) -> dg.ScheduleDefinition:
+    """A schedule of the job named ``job`` on ``cron``, requesting one run per tenant (``tenant_run_requests``)."""
 
     @dg.schedule(
-        job=sync_job,
+        name=name,
+        job_name=job,
         cron_schedule=cron,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Incremental sync of every enabled tenant, on ST_PIPELINE_SYNC_CRON: one run request per "
-        "tenant partition, with a run key per tick; disabled tenants and tenants whose credentials were "
-        "rejected are skipped.",
+        description=description,
     )
-    def tenant_sync_schedule(
+    def tenant_runs(
         context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:
-        """Incremental sync of every enabled tenant."""
-        yield from tenant_run_requests(context, tenant_registry, "sync")
+        yield from tenant_run_requests(context, tenant_registry, purpose)
 
-    return tenant_sync_schedule
+    return tenant_runs
+
+
+def build_sync_schedule(cron: str) -> dg.ScheduleDefinition:
+    """Incremental sync of every enabled tenant on ``cron`` (``ST_PIPELINE_SYNC_CRON``)."""
+    return tenant_schedule(
+        "tenant_sync_schedule",
+        SYNC_JOB,
+        cron,
+        "sync",
+        "Incremental sync of every enabled tenant, on ST_PIPELINE_SYNC_CRON: one run request per tenant partition, "
+        "with a run key per tick; disabled tenants and tenants whose credentials were rejected are skipped.",
+    )
 
 
 def build_reconcile_schedule(cron: str) -> dg.ScheduleDefinition:
     """Full read of the datasets without export feed on ``cron`` (``ST_PIPELINE_RECONCILE_CRON``)."""
-
-    @dg.schedule(
-        job=reconcile_job,
-        cron_schedule=cron,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Nightly full read of every enabled tenant's datasets without export feed, on "
-        "ST_PIPELINE_RECONCILE_CRON; rows gone upstream get deleted_at.",
+    return tenant_schedule(
+        "tenant_reconcile_schedule",
+        RECONCILE_JOB,
+        cron,
+        "reconcile",
+        "Nightly full read of every enabled tenant's datasets without export feed, on ST_PIPELINE_RECONCILE_CRON; "
+        "rows gone upstream get deleted_at.",
     )
-    def tenant_reconcile_schedule(
-        context: dg.ScheduleEvaluationContext, tenant_registry: TenantRegistryResource
-    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
-        """Nightly full scan of the datasets without export feed (deletes)."""
-        yield from tenant_run_requests(context, tenant_registry, "reconcile")
-
-    return tenant_reconcile_schedule

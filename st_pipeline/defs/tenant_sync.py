@@ -41,6 +41,7 @@ from st_pipeline.defs.checks import (
 from st_pipeline.defs.partitions import tenant_id_of, tenant_partitions
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, TENANT_SYNC_OP, raw_asset_key, raw_asset_specs
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource, process_cpu_s
+from st_pipeline.defs.tenant_runs import holding_tenant_lock, run_flag
 from st_pipeline.redaction import redact
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.errors import MissingScopeError, NotFoundError, ServiceTitanError
@@ -49,7 +50,6 @@ from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
 from st_pipeline.sync.state import UNAVAILABLE, DatasetStatus, dataset_statuses, row_counts
 from st_pipeline.tenants.crypto import SecretKeyError
 from st_pipeline.tenants.registry import UnknownTenantError
-from st_pipeline.warehouse.locks import TenantBusyError, tenant_lock
 from st_pipeline.warehouse.schema import ensure_raw_tables
 from st_pipeline.warehouse.tables import raw_table_name
 
@@ -394,27 +394,25 @@ def _sync(
                 f"`st-pipeline endpoints --tenant {tenant_id}` shows why, "
                 "`st-pipeline endpoints enable TARGET` turns one on"
             )
-    full_refresh = config.full_refresh or context.run.tags.get(FULL_REFRESH_TAG, "").lower() == "true"
+    full_refresh = config.full_refresh or run_flag(context, FULL_REFRESH_TAG)
     options = SyncOptions(full_refresh=full_refresh, reconcile_deletes=config.reconcile_deletes)
     records = rows_written = 0
     with client:
         ensure_raw_tables(engine, selected)
         run = _SyncRun(context, config, engine, warehouse_name, full_refresh, dataset_statuses(engine, tenant_id))
         try:
-            with tenant_lock(engine, tenant_id, context.run_id, wait_s=config.lock_wait_s):
+            with holding_tenant_lock(context, engine, tenant_id, config.lock_wait_s):
                 for result in sync_tenant(
                     client,
                     engine,
                     selected,
-                    run_id=context.run_id,
+                    run_id=context.run.run_id,
                     concurrency=servicetitan.concurrency,
                     options=options,
                 ):
                     records += result.records
                     rows_written += result.rows_written
                     yield from run.handle(result)
-        except TenantBusyError as exc:
-            raise dg.Failure(str(exc), metadata={"error_type": "TenantBusyError", "tenant_id": tenant_id}) from None
         except ServiceTitanError as exc:
             raise dg.Failure(
                 redact(str(exc)), metadata={"error_type": type(exc).__name__, "tenant_id": tenant_id}

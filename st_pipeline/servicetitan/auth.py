@@ -23,6 +23,7 @@ from st_pipeline.redaction import register_secret
 from st_pipeline.servicetitan.errors import (
     BadResponseError,
     ConfigurationError,
+    ErrorContext,
     InvalidClientError,
     RateLimitedError,
     ServerError,
@@ -135,7 +136,7 @@ class TokenProvider:
     def _fetch(self) -> tuple[str, float]:
         """One token request; ``RetryableFailure`` when another may succeed."""
         tenant_id = self._credentials.tenant_id
-        where = {"tenant_id": tenant_id, "endpoint": "token"}
+        where: ErrorContext = {"tenant_id": tenant_id, "endpoint": "token"}
         self.token_requests += 1
         form = {
             "grant_type": "client_credentials",

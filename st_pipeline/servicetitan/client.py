@@ -28,6 +28,7 @@ from st_pipeline.servicetitan.errors import (
     AuthenticationError,
     BadResponseError,
     ConfigurationError,
+    ErrorContext,
     MissingScopeError,
     NotFoundError,
     PagingLoopError,
@@ -289,7 +290,7 @@ class ServiceTitanClient:
 
     def _refused(self, endpoint: Endpoint, title: str) -> AuthenticationError:
         """The error of a request refused (401) even with freshly issued tokens: which credential is at fault."""
-        where = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
+        where: ErrorContext = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
         if _APP_KEY_REFUSAL.search(title):
             return AuthenticationError(
                 f"ServiceTitan rejected the application key ({title}); check SERVICETITAN_APP_KEY — it must be "
@@ -308,7 +309,7 @@ class ServiceTitanClient:
         self, endpoint: Endpoint, url: str, params: dict[str, Any] | None, token: str, sent_at: float
     ) -> tuple[Any, bool]:
         headers = {"ST-App-Key": self.settings.app_key.get_secret_value(), "Authorization": f"Bearer {token}"}
-        where = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
+        where: ErrorContext = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
         options = self.options
         self.stats.count("requests", endpoint)
         try:
@@ -433,6 +434,7 @@ class ServiceTitanClient:
             yield page
             if not page.has_more:
                 return
+            assert page.continue_from is not None  # _export_page refuses hasMore without a continueFrom token
             if page.continue_from in seen_tokens:
                 raise StuckCursorError(
                     "the export feed says it has more data but handed back a continueFrom token it had already "
@@ -632,7 +634,7 @@ class _LoopGuard:
     def __init__(
         self, tenant_id: int, endpoint: Endpoint, *, requested_size: int | None = None, repeats_allowed: bool = False
     ) -> None:
-        self._where = {"tenant_id": tenant_id, "endpoint": endpoint.path}
+        self._where: ErrorContext = {"tenant_id": tenant_id, "endpoint": endpoint.path}
         self._requested_size = requested_size
         self._repeats_allowed = repeats_allowed
         self._previous: object = None

@@ -9,6 +9,15 @@ tells a sync whether the tenant's other endpoints should stop too (bad credentia
 
 from __future__ import annotations
 
+from typing import TypedDict
+
+
+class ErrorContext(TypedDict):
+    """Where an error happened: the keyword arguments of ``ServiceTitanError`` after the message."""
+
+    tenant_id: int | None
+    endpoint: str | None
+
 
 class ServiceTitanError(Exception):
     """Base class of every error of the API layer."""

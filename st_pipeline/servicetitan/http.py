@@ -121,13 +121,13 @@ class _DeadlineTransport(httpx.HTTPTransport):
         # httpx exposes no network-backend option; the pool (direct or through a proxy) reads
         # this attribute whenever it opens a connection. test_hostile_servers covers it.
         pool = self._pool
-        pool._network_backend = _DeadlineBackend(pool._network_backend)  # type: ignore[attr-defined]
+        pool._network_backend = _DeadlineBackend(pool._network_backend)
 
 
 class _DeadlineClient(httpx.Client):
     """An ``httpx.Client`` whose connections, proxied ones included, honour ``request_deadline``."""
 
-    def _init_proxy_transport(self, proxy: httpx.Proxy, **kwargs: Any) -> httpx.BaseTransport:  # type: ignore[override]
+    def _init_proxy_transport(self, proxy: httpx.Proxy, **kwargs: Any) -> httpx.BaseTransport:  # type: ignore[override]  # httpx's private hook; **kwargs forwards whatever keywords it passes
         return _DeadlineTransport(proxy=proxy, **kwargs)
 
 

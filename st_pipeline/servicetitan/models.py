@@ -21,7 +21,8 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, NotRequired, Required, Union, get_args, get_origin
 
 import orjson
-from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict, is_typeddict
 
 from st_pipeline.servicetitan.catalogue import Dataset, Endpoint, load_catalogue
@@ -77,7 +78,7 @@ class _ModelBuilder:
         if kind == "string":
             return Timestamp if schema.get("format") == "date-time" else str
         if kind == "array":
-            return list[self.type_of(schema.get("items", {}), depth + 1)]  # type: ignore[misc]
+            return list[self.type_of(schema.get("items", {}), depth + 1)]  # type: ignore[misc]  # a type built at run time
         if kind == "object" and "properties" in schema:
             return self.object_model(f"Anonymous{depth}", schema, depth + 1)
         if kind == "object":
@@ -105,8 +106,8 @@ class _ModelBuilder:
             annotation = self.type_of(prop_schema, depth)
             fields[prop] = Required[int] if prop == key_field else NotRequired[annotation | None]
         model_name = "".join(part for part in name.replace(".", "_").split("_") if part)[:120] or "Record"
-        model = TypedDict(model_name, fields)  # type: ignore[operator]
-        model.__pydantic_config__ = _RECORD_CONFIG  # type: ignore[attr-defined]
+        model = TypedDict(model_name, fields)  # type: ignore[misc]  # built at run time; mypy needs a literal name
+        with_config(_RECORD_CONFIG)(model)  # sets the __pydantic_config__ pydantic reads
         return model
 
 
@@ -162,7 +163,7 @@ def _json_type(annotation: Any) -> str:
 @cache
 def _page_adapter(dataset_key: str) -> TypeAdapter[list[Any]] | None:
     model = record_model(dataset_key)
-    return None if model is None else TypeAdapter(list[model])  # type: ignore[valid-type]
+    return None if model is None else TypeAdapter(list[model])  # type: ignore[valid-type]  # a run-time record type
 
 
 @cache
@@ -176,14 +177,14 @@ def _envelope_adapter(module: str, schema_name: str | None, kind: str) -> TypeAd
     if record is None:
         return None
     if kind == "lookup":
-        return TypeAdapter(list[record])  # type: ignore[valid-type]
-    fields: dict[str, Any] = {"hasMore": bool, "data": list[record]}  # type: ignore[valid-type]
+        return TypeAdapter(list[record])  # type: ignore[valid-type]  # a record type built at run time
+    fields: dict[str, Any] = {"hasMore": bool, "data": list[record]}  # type: ignore[valid-type]  # a run-time record type
     if kind == "export":
         fields["continueFrom"] = NotRequired[str | None]
     else:
         fields.update(page=NotRequired[int], pageSize=NotRequired[int], totalCount=NotRequired[int | None])
-    envelope = TypedDict(f"{kind.title()}Envelope", fields)  # type: ignore[operator]
-    envelope.__pydantic_config__ = _RECORD_CONFIG  # type: ignore[attr-defined]
+    envelope = TypedDict(f"{kind.title()}Envelope", fields)  # type: ignore[misc]  # built at run time; mypy needs a literal name
+    with_config(_RECORD_CONFIG)(envelope)  # sets the __pydantic_config__ pydantic reads
     return TypeAdapter(envelope)
 
 
@@ -273,9 +274,9 @@ def validate_page(dataset: Dataset, records: list[Any]) -> PageValidation:
     try:
         adapter.validate_python(records)
     except ValidationError as exc:
-        problems: dict[int, list[dict[str, Any]]] = {}
+        problems: dict[int | str, list[ErrorDetails]] = {}
         for error in exc.errors(include_input=False, include_url=False):
-            problems.setdefault(error["loc"][0], []).append(error)  # type: ignore[arg-type]
+            problems.setdefault(error["loc"][0], []).append(error)
         single = _record_adapter(dataset.key)
         for index, record in enumerate(records):
             errors = problems.get(index)
@@ -297,7 +298,7 @@ def validate_page(dataset: Dataset, records: list[Any]) -> PageValidation:
     return outcome
 
 
-def _repair_or_reason(record: Any, errors: list[dict[str, Any]], warnings: list[str]) -> str | None:
+def _repair_or_reason(record: Any, errors: list[ErrorDetails], warnings: list[str]) -> str | None:
     """Null out non-finite numbers (warning); return a reason if anything else is wrong."""
     if not isinstance(record, dict):
         return "record is not a JSON object"
@@ -314,7 +315,7 @@ def _repair_or_reason(record: Any, errors: list[dict[str, Any]], warnings: list[
     return _reason(others, offset=1) if others else None
 
 
-def _reason(errors: list[dict[str, Any]], *, offset: int) -> str:
+def _reason(errors: list[ErrorDetails], *, offset: int) -> str:
     parts = []
     for error in errors[:5]:
         location = ".".join(str(p) for p in error["loc"][offset:]) or "record"

@@ -703,7 +703,8 @@ class AppointmentRules(Rules):
     """An appointment's status and times follow its job's."""
 
     def apply(self, data: Record, refs: Refs, index: int, created: int, modified: int, r: Draw) -> None:
-        job = self.b.job_by_id.get(data.get("jobId"))  # type: ignore[arg-type]
+        job_id = data.get("jobId")
+        job = None if job_id is None else self.b.job_by_id.get(job_id)
         if job is None:
             return
         if index < 0:
@@ -759,7 +760,7 @@ class InvoiceRules(Rules):
             configuration = "CounterSales"
         elif u < NO_JOB_INVOICE_SHARE + ADJUSTMENT_SHARE and self.adjustable:
             adjusted, job, original_date = _pick(self.adjustable, r)
-            refs[JOBS] = job.target  # type: ignore[assignment]
+            refs[JOBS] = job.target
             for kind, value in ((CUSTOMERS, job.customer), (LOCATIONS, job.location), (BUSINESS_UNITS, job.unit)):
                 if value is not None:
                     refs[kind] = value
@@ -803,7 +804,8 @@ class InvoiceRules(Rules):
             if job.unit is not None:
                 data["businessUnit"] = {"id": job.unit.id, "name": job.unit.name}
         stamp = None if date is None else format_ticks(date)
-        terms = PAYMENT_TERMS.get(data.get("termName"), 0)  # type: ignore[arg-type]
+        term_name = data.get("termName")
+        terms = 0 if term_name is None else PAYMENT_TERMS.get(term_name, 0)
         data.update(
             {
                 "adjustmentToId": adjusted,
@@ -848,6 +850,7 @@ class InvoiceRules(Rules):
     ) -> tuple[Record, Decimal]:
         """One item (``template``: a generated item to fill in) and its total."""
         total = price * quantity
+        cost_accounts: tuple[Record | None, Record | None]
         if kind == "Material" or kind == "Equipment":
             cost = (price * (35 + int(r() * 25)) / 100).quantize(CENT, ROUND_HALF_UP)
             cost_accounts = (COST_OF_SALES, NON_INCOME_ACCOUNTS[1])
@@ -1314,7 +1317,8 @@ class AssignmentRules(Rules):
             data["technicianId"] = technician.id
             if technician.name is not None and "technicianName" in data:
                 data["technicianName"] = technician.name
-        job = self.b.job_by_id.get(data.get("jobId"))  # type: ignore[arg-type]
+        job_id = data.get("jobId")
+        job = None if job_id is None else self.b.job_by_id.get(job_id)
         if job is not None:
             data["status"] = ASSIGNMENT_STATUS.get(job.status, "Scheduled")
 

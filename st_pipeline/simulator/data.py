@@ -169,6 +169,7 @@ class DatasetGenerator:
         without it the records are as the schemas alone make them.
         """
         rules = business.rules_for(self.key) if business is not None else None
+        records: list[StoredRecord]
         if rules is not None and rules.derived:
             records = rules.derived_records(self.full_shape.keys)
             self._add_extras(records, seed, tenant_id, pools)
@@ -191,7 +192,7 @@ class DatasetGenerator:
             self._has["active"],
         )
         own_pool: list[RefTarget] | None = [] if self.core else None
-        records: list[StoredRecord] = []
+        records = []
         previous_modified: int | None = None
         for index in range(count):
             next_id += 1 + int(r() * 3)

@@ -95,6 +95,9 @@ class ExtractResult:
 
 
 _PAGE, _DONE, _FAILED = "page", "done", "failed"
+# What a fetching thread hands the writer: (_PAGE, dataset, (page, its validation)), (_DONE, dataset,
+# None) or (_FAILED, dataset, the exception).
+_Handoff = tuple[str, Dataset, tuple[Page, PageValidation] | BaseException | None]
 # List watermarks are re-read with this overlap: a record committed upstream a little after its
 # modifiedOn is still picked up. The duplicates it brings are harmless (upserts).
 DEFAULT_WATERMARK_OVERLAP = timedelta(minutes=5)
@@ -158,10 +161,10 @@ def sync_tenant(
         dataset.key: ExtractResult(dataset, cursor=saved.get(dataset.key), cursor_before=saved.get(dataset.key))
         for dataset in datasets
     }
-    handoff: queue.Queue[tuple[str, Dataset, object]] = queue.Queue(maxsize=2 * concurrency)
+    handoff: queue.Queue[_Handoff] = queue.Queue(maxsize=2 * concurrency)
     cancelled = threading.Event()
 
-    def put(item: tuple[str, Dataset, object]) -> bool:
+    def put(item: _Handoff) -> bool:
         while not cancelled.is_set():
             try:
                 handoff.put(item, timeout=0.2)
@@ -194,7 +197,8 @@ def sync_tenant(
                 kind, dataset, item = handoff.get()
                 result = results[dataset.key]
                 if kind == _PAGE:
-                    page, validation = item  # type: ignore[misc]
+                    assert isinstance(item, tuple)  # a page comes with its validation
+                    page, validation = item
                     killpoints.reached("page_received")
                     _write_page(engine, dataset, progress[dataset.key], tenant_id, page, validation, run_id, result)
                     killpoints.reached("page_committed")
@@ -202,13 +206,15 @@ def sync_tenant(
                 if kind == _FAILED and (not isinstance(item, ServiceTitanError) or item.fatal_for_tenant):
                     # The tenant's run ends here: this dataset failed with the cause, the others
                     # are closed as cancelled, each with what it had done.
+                    assert isinstance(item, BaseException)  # a failure comes with its exception
                     result.error = item if isinstance(item, ServiceTitanError) else None
                     _finish(result, client, engine, progress[dataset.key], run_id, tenant_id, FAILED, str(item))
                     finished.add(dataset.key)
-                    raise item  # type: ignore[misc]
+                    raise item
                 finished.add(dataset.key)
                 if kind == _FAILED:
-                    result.error = item  # type: ignore[assignment]
+                    assert isinstance(item, ServiceTitanError)  # any other failure ended the run above
+                    result.error = item
                 yield _finish(result, client, engine, progress[dataset.key], run_id, tenant_id)
                 killpoints.reached("dataset_finished")
         except BaseException as exc:

@@ -82,8 +82,10 @@ def open_log(
             .where(log.tenant_id == tenant_id, log.status == RUNNING, log.run_id != run_id)
             .values(status=INTERRUPTED, error="the process stopped before this sync finished", ended_at=now)
         )
-        known = dict(
-            conn.execute(sa.select(status.dataset, status.row_count).where(status.tenant_id == tenant_id)).all()
+        known: dict[str, int] = dict(
+            conn.execute(sa.select(status.dataset, status.row_count).where(status.tenant_id == tenant_id))
+            .tuples()
+            .all()
         )
         for dataset in datasets:
             if known.get(dataset.key, -1) >= 0:
@@ -267,7 +269,7 @@ def row_counts(engine: sa.Engine, tenant_id: int, dataset_keys: Iterable[str] | 
     if dataset_keys is not None:
         query = query.where(status.dataset.in_(list(dataset_keys)))
     with engine.connect() as conn:
-        return dict(conn.execute(query).all())
+        return dict(conn.execute(query).tuples().all())
 
 
 def read_log(engine: sa.Engine, tenant_id: int, *, runs: int = 1, run_id: str | None = None) -> list[sa.Row]:

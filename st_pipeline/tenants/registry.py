@@ -7,6 +7,7 @@ Secrets are decrypted only on request, and registered with the redactor when the
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import os
 from collections.abc import Callable
@@ -309,7 +310,7 @@ class TenantRegistry:
             raise UnknownTenantError(tenant_id)
         return self.secret_box.key_id_of(row.client_secret_encrypted)
 
-    def history(self, tenant_id: int | None = None, *, limit: int = 50) -> list[AuditEntry]:
+    def history(self, tenant_id: int | None = None, *, limit: int = 50) -> builtins.list[AuditEntry]:
         """The latest audit entries (of one tenant, or all), newest first."""
         query = audit_table.select().order_by(audit_table.c.audit_id.desc()).limit(limit)
         if tenant_id is not None:

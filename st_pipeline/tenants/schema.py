@@ -68,11 +68,12 @@ def _adopt(conn: sa.Connection, where: str) -> str:
                 f"{table} has columns {', '.join(sorted(columns))} (primary key {', '.join(primary_key) or 'none'}), "
                 f"expected {', '.join(sorted(key + others))} (primary key {', '.join(key)})"
             )
-    table, index, columns = _UNVERSIONED_INDEX
+    table, index, index_columns = _UNVERSIONED_INDEX
     if table in present and not any(
-        found["name"] == index and tuple(found["column_names"]) == columns for found in inspector.get_indexes(table)
+        found["name"] == index and tuple(found["column_names"]) == index_columns
+        for found in inspector.get_indexes(table)
     ):
-        problems.append(f"index {index} on {table} ({', '.join(columns)}) is missing")
+        problems.append(f"index {index} on {table} ({', '.join(index_columns)}) is missing")
     if problems:
         raise SchemaOutOfDateError(
             f"the registry {where} has no schema version ({VERSION_TABLE}) and its tables are not those of an "

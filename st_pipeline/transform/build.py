@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import overload
 
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
@@ -176,6 +177,7 @@ def build_hub(
         )
     current = not full and state is not None and state.fingerprint == spec.fingerprint() and state.watermark is not None
     if current and changed_count == 0:
+        assert state is not None  # current implies a state row
         with engine.connect() as conn:
             total = _raw_row_count(conn, spec, tenant_id, raw)
         return HubBuild(
@@ -191,6 +193,7 @@ def build_hub(
         total = _raw_row_count(conn, spec, tenant_id, raw)
         at = datetime.now(UTC)
         if current:
+            assert state is not None  # current implies a state row
             since = _as_utc(state.watermark)
             changed = (
                 changed_count
@@ -338,6 +341,11 @@ def build_tenant(
 TABLES_STATE = "__tables__"
 
 
+def _index_name(index: sa.Index) -> str:
+    assert index.name is not None  # every hub and mart index is created with a name
+    return index.name
+
+
 def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[Mart, ...], run_id: str) -> set[str]:
     """Create or reshape hub and mart tables when their definitions changed; the warehouse's table names.
 
@@ -346,7 +354,8 @@ def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[M
     """
     tables = [hub_table(spec) for spec in hubs] + [t for mart in marts for t in mart_tables(mart)]
     ddl = "".join(
-        str(CreateTable(t).compile(dialect=engine.dialect)) + repr(sorted(i.name for i in t.indexes)) for t in tables
+        str(CreateTable(t).compile(dialect=engine.dialect)) + repr(sorted(_index_name(i) for i in t.indexes))
+        for t in tables
     )
     fingerprint = hashlib.sha256(ddl.encode()).hexdigest()[:16]
     existing = set(sa.inspect(engine).get_table_names())
@@ -427,6 +436,12 @@ def raw_table_name_for(spec: HubTable, catalogue: Catalogue | None = None) -> st
     return raw_table_name((catalogue or load_catalogue()).dataset(spec.source))
 
 
+@overload
+def _as_utc(value: datetime | str) -> datetime: ...
+@overload
+def _as_utc(value: None) -> None: ...
+@overload
+def _as_utc(value: datetime | str | None) -> datetime | None: ...
 def _as_utc(value: datetime | str | None) -> datetime | None:
     if value is None:
         return None

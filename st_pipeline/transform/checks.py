@@ -45,7 +45,7 @@ class Verdict:
     check_name: str
     passed: bool
     description: str
-    metadata: dict[str, object] = field(default_factory=dict)
+    metadata: dict[str, int | float] = field(default_factory=dict)  # counts and sums, as check metadata
 
     @property
     def is_error(self) -> bool:
@@ -125,7 +125,7 @@ def check_hub(conn: sa.Connection, spec: HubTable, tenant_id: int, raw_table: st
 
     if spec.money_totals:
         mismatched: dict[str, str] = {}
-        figures: dict[str, object] = {}
+        figures: dict[str, int | float] = {}
         for name in spec.money_totals:
             column = spec.column(name)
             raw_sum = Decimal(0)

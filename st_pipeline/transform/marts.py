@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -302,7 +302,7 @@ def _rate(numerator: str, denominator: str) -> Callable[[Sql], str]:
 
 DAY_COLUMN, BU_COLUMN = _c("day", DAY), _c("business_unit_id", INT)
 
-MARTS = (
+MARTS: tuple[Mart, ...] = (
     Mart(
         "revenue_by_business_unit",
         "Revenue per day and business unit, as ServiceTitan's Completed Revenue: income items (invoice items "
@@ -513,7 +513,7 @@ class MartBuild:
 
 def _binds(statement: str, tenant_id: int, as_of: date, built_at: object) -> tuple[sa.TextClause, dict[str, object]]:
     params: dict[str, object] = {"tenant_id": tenant_id}
-    binds = []
+    binds: list[sa.BindParameter[datetime] | sa.BindParameter[date]] = []
     if ":built_at" in statement:
         params["built_at"] = built_at
         binds.append(sa.bindparam("built_at", type_=UtcDateTime()))

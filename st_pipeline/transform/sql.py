@@ -15,6 +15,8 @@ Conversions, the same on both warehouses:
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 
 from st_pipeline.transform.spec import Column, ColumnType, HubTable
@@ -199,7 +201,7 @@ def raw_row_count_statement(spec: HubTable, raw_table: str, dialect: str) -> str
     return f"SELECT count(*) {source} WHERE {RAW_ALIAS}.tenant_id = :tenant_id AND {joined}"
 
 
-def bind_types() -> dict[str, sa.types.TypeEngine[object]]:
+def bind_types() -> dict[str, sa.types.TypeEngine[datetime]]:
     """Types of the statements' parameters, so timestamps bind in each warehouse's format."""
     from st_pipeline.sqltypes import UtcDateTime
 

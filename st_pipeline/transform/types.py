@@ -45,7 +45,7 @@ class Money(sa.TypeDecorator[Decimal]):
 
 def sql_type(kind: ColumnType) -> sa.types.TypeEngine[Any]:
     """The SQLAlchemy type of a hub or mart column."""
-    return {
+    types: dict[ColumnType, sa.types.TypeEngine[Any]] = {
         ColumnType.TEXT: sa.Text(),
         ColumnType.INTEGER: sa.BigInteger(),
         ColumnType.BOOLEAN: sa.Boolean(),
@@ -54,7 +54,8 @@ def sql_type(kind: ColumnType) -> sa.types.TypeEngine[Any]:
         ColumnType.MONEY: Money(),
         ColumnType.DECIMAL: Money(),
         ColumnType.COORDINATE: sa.Float(),
-    }[kind]
+    }
+    return types[kind]
 
 
 def column_type_name(kind: ColumnType) -> str:

@@ -123,13 +123,17 @@ def _sqlite_upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, An
     placeholders = ", ".join("?" for _ in columns)
     plan = [(column.name, _SQLITE_CONVERTERS.get(type(column.type).__name__)) for column in table.columns]
     values = [tuple(convert(row[name]) if convert else row[name] for name, convert in plan) for row in rows]
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None  # None only once the connection is closed or invalidated
+    cursor = dbapi_connection.cursor()
     try:
         cursor.execute(
             f'SELECT count(*) FROM "{table.name}" WHERE tenant_id = ? AND id IN (SELECT value FROM json_each(?))',
             (rows[0]["tenant_id"], orjson.dumps([row["id"] for row in rows]).decode()),
         )
-        existing = cursor.fetchone()[0]
+        counted = cursor.fetchone()
+        assert counted is not None  # SELECT count(*) always returns one row
+        existing = counted[0]
         cursor.executemany(_upsert_sql(table, f"VALUES ({placeholders})", "IS NOT"), values)
         written = cursor.rowcount
     finally:
@@ -167,7 +171,9 @@ def _copy_upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]
         buffer.write("\t".join(_copy_field(row[name]) for name in columns))
         buffer.write("\n")
     buffer.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None  # None only once the connection is closed or invalidated
+    cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}") ON COMMIT DELETE ROWS')
         cursor.copy_expert(f'COPY "{stage}" ({", ".join(columns)}) FROM STDIN', buffer)

@@ -78,6 +78,7 @@ class HttpReceiver:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server: its address is (host, port), the host a str
         return f"http://{host}:{port}"
 
     def url(self, path: str) -> str:

@@ -14,6 +14,7 @@ from st_pipeline.alerts import (
     AlertDeliveryError,
     AlertManager,
     AlertMessage,
+    Channel,
     EmailChannel,
     JsonWebhookChannel,
     SlackWebhookChannel,
@@ -39,7 +40,7 @@ class Everywhere:
 
     def __init__(self, receiver: HttpReceiver, smtp: SmtpServer) -> None:
         self.receiver, self.smtp = receiver, smtp
-        self.channels = [
+        self.channels: list[Channel] = [
             SlackWebhookChannel(receiver.url("/slack/T1/B1/xyz")),
             JsonWebhookChannel(receiver.url("/json")),
             EmailChannel(smtp.host, smtp.port, "st@example.test", ["oncall@example.test"]),
@@ -137,7 +138,7 @@ def test_a_failing_channel_does_not_stop_the_others(
             raise RuntimeError("channel bug")
 
     dead_webhook = JsonWebhookChannel(f"http://127.0.0.1:{refused_port}/dead/SECRETPATH")
-    channels = [dead_webhook, Broken(), *everywhere.channels]
+    channels: list[Channel] = [dead_webhook, Broken(), *everywhere.channels]
     manager = AlertManager(engine, channels, clock=clock)
     with pytest.raises(AlertDeliveryError) as raised:
         manager.open(ALERT)

@@ -114,6 +114,7 @@ def test_every_asset_has_a_description() -> None:
 def test_every_check_shows_a_description_in_the_ui() -> None:
     """Read where the webserver reads it: the repository snapshot the code server sends."""
     snap = RepositorySnap.from_def(defs.get_repository_def())
+    assert snap.asset_check_nodes is not None
     shown = {dg.AssetCheckKey(node.asset_key, node.name): node.description for node in snap.asset_check_nodes}
     assert set(shown) == set(defs.resolve_asset_graph().asset_check_keys)
     missing = sorted(key.to_user_string() for key, description in shown.items() if not (description or "").strip())

@@ -6,7 +6,7 @@ is per tenant. The scheduled job, beside it, reports only what changed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -38,7 +38,10 @@ from st_pipeline_tests.conftest import point_at_simulator
 from st_pipeline_tests.support import (
     assert_warehouse_equals_ground_truth,
     check_evaluations,
+    materializations,
+    metadata_value,
     register_tenants,
+    step_failure_error,
 )
 
 CATALOGUE = load_catalogue()
@@ -107,10 +110,8 @@ def _scheduled(instance: dg.DagsterInstance, tenant: SimulatedTenant) -> dg.Exec
     return result
 
 
-def _reported(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, dict]:
-    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-    materializations = [e.dagster_event.event_specific_data.materialization for e in events]
-    return {m.asset_key: m.metadata for m in materializations}
+def _reported(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, Mapping[str, dg.MetadataValue]]:
+    return {m.asset_key: m.metadata for m in materializations(instance, run_id)}
 
 
 def _synced(run_id: str) -> set[str]:
@@ -125,10 +126,10 @@ def _synced(run_id: str) -> set[str]:
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(e.step_failure_data.error.message for e in result.get_step_failure_events())
+    return "\n".join(step_failure_error(e).message for e in result.get_step_failure_events())
 
 
-def _check_status(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> dict[str, str]:
+def _check_status(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> dict[str | None, str]:
     """Per tenant partition, the status the UI shows for a check."""
     infos = instance.event_log_storage.get_asset_check_partition_info([key])
     return {info.partition_key: info.latest_execution_status.value for info in infos}
@@ -169,7 +170,7 @@ def test_raw_asset_alone_syncs_its_dataset_with_its_checks_and_check_status_is_p
     assert not tampered.success and "schema_conformance" in _failure(tampered)
     assert hub_asset_key(hub("customers")) not in tampered_reported
     assert started == [TENANT_SYNC_OP]  # the hub build never ran
-    assert sync_failure.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError"  # held back by Dagster
+    assert step_failure_error(sync_failure).cls_name == "DagsterAssetCheckFailedError"  # held back by Dagster
 
     # Asked for, an unchanged dataset is reported: its asset says when it was last confirmed.
     assert set(again_reported) == {customers} and again_reported[customers]["rows_written"].value == 0
@@ -239,11 +240,17 @@ def test_the_scheduled_run_reports_what_changed_and_an_empty_dataset_once(sim: S
     summaries = {TENANT_SYNC_KEY, TENANT_MODELS_KEY}
     assert {raw_asset_key(d) for d in (CUSTOMERS, INVOICES, JOBS, ZONES)} <= set(first)
     assert first[raw_asset_key(ZONES)]["dagster/row_count"].value == 0  # empty, reported: not "missing"
-    datasets_table = {r.data["dataset"]: r.data["this_run"] for r in first[TENANT_SYNC_KEY]["datasets"].records}
+    datasets_table = {
+        r.data["dataset"]: r.data["this_run"]
+        for r in metadata_value(first[TENANT_SYNC_KEY], "datasets", dg.TableMetadataValue).records
+    }
     assert datasets_table[ZONES.key] == "first sync" and datasets_table[CUSTOMERS.key] == "changed"
 
     assert set(quiet) == summaries  # nothing changed: no raw, hub or mart asset reported
-    quiet_table = {r.data["dataset"]: r.data["this_run"] for r in quiet[TENANT_SYNC_KEY]["datasets"].records}
+    quiet_table = {
+        r.data["dataset"]: r.data["this_run"]
+        for r in metadata_value(quiet[TENANT_SYNC_KEY], "datasets", dg.TableMetadataValue).records
+    }
     assert set(quiet_table.values()) == {"unchanged"} and set(quiet_table) == set(SERVED)
 
     # Three customers changed: their raw asset and the hub table built from it, and nothing else.

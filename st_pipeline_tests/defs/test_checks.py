@@ -14,7 +14,13 @@ from st_pipeline.servicetitan.errors import StuckCursorError
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.sync.extract import ExtractResult
 from st_pipeline_tests.conftest import point_at_simulator
-from st_pipeline_tests.support import check_evaluations, materialize_tenant, raw_materializations, register_tenants
+from st_pipeline_tests.support import (
+    check_evaluations,
+    materialize_tenant,
+    raw_materializations,
+    register_tenants,
+    step_failure_error,
+)
 
 CATALOGUE = load_catalogue()
 CUSTOMERS, ZONES = CATALOGUE.dataset("crm/customers"), CATALOGUE.dataset("dispatch/zones")
@@ -42,8 +48,8 @@ def test_direct_evaluation_severities() -> None:
     assert [(r.check_name, r.passed, r.severity) for r in stuck.values()] == [
         (CURSOR_CHECK, False, dg.AssetCheckSeverity.ERROR)
     ]
-    wrong = _judge(ZONES, records=10, reported_total=12)
-    assert not wrong[TOTAL_CHECK].passed and "reported 12" in wrong[TOTAL_CHECK].description
+    wrong = _judge(ZONES, records=10, reported_total=12)[TOTAL_CHECK]
+    assert not wrong.passed and wrong.description is not None and "reported 12" in wrong.description
 
 
 @pytest.fixture()
@@ -95,7 +101,7 @@ def test_bad_records_fail_the_schema_check(misbehaving) -> None:  # noqa: ANN001
     many = checks[("customers", SCHEMA_CHECK)]
     assert not many.passed and many.severity == dg.AssetCheckSeverity.ERROR
     assert not result.success  # an ERROR schema check fails the tenant's run
-    failure = result.get_step_failure_events()[0].step_failure_data.error.message
+    failure = step_failure_error(result.get_step_failure_events()[0]).message
     assert "crm/customers: check schema_conformance failed (10 of 50 records quarantined" in failure
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -124,7 +125,7 @@ def test_daemon_runs_schedules_survives_a_killed_run_and_onboards_a_new_tenant(
 
             for tenant in (first, second):
                 _wait_for(
-                    lambda t=tenant: succeeded(str(t.tenant_id), "dagster/schedule_name", "tenant_sync_schedule"),
+                    partial(succeeded, str(tenant.tenant_id), "dagster/schedule_name", "tenant_sync_schedule"),
                     f"a scheduled run of tenant {tenant.tenant_id}",
                     daemon,
                 )

@@ -4,11 +4,13 @@ its table's columns and its record's fields, under a name that fits the asset gr
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
-from st_pipeline.definitions import defs
+from st_pipeline.definitions import build_definitions, defs
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
 from st_pipeline.defs.raw_assets import MAX_NAME_LENGTH, SHORT_NAMES, raw_asset_key
 from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.settings import SettingsError, load_settings
 from st_pipeline.warehouse.tables import raw_table_name
 
 
@@ -76,10 +78,12 @@ def test_raw_assets_show_their_table_columns_then_the_fields_of_the_record_in_pa
         "payload.customFields": "array",
     }
     assert all(column.description for column in customers.values())
-    assert all("payload" in column.description for name, column in customers.items() if name.startswith("payload."))
+    assert all(
+        "payload" in (column.description or "") for name, column in customers.items() if name.startswith("payload.")
+    )
     # Records without an id are keyed by their content.
     business_hours = _columns(raw_asset_key(catalogue.dataset("dispatch/business-hours")))
-    assert "hash" in business_hours["id"].description
+    assert business_hours["id"].description is not None and "hash" in business_hours["id"].description
     for dataset in catalogue.extracted_datasets():  # every dataset with a record schema lists its fields
         if catalogue.record_schema(dataset):
             assert any(name.startswith("payload.") for name in _columns(raw_asset_key(dataset))), dataset.key
@@ -95,3 +99,12 @@ def test_long_resource_names_get_a_short_asset_name_and_keep_their_table() -> No
     # A short name only where the resource's own name does not fit, and only for an extracted dataset.
     extracted = {d.key: d for d in catalogue.extracted_datasets()}
     assert all(len(extracted[k].resource_slug) > MAX_NAME_LENGTH >= len(name) for k, name in SHORT_NAMES.items())
+
+
+@pytest.mark.parametrize(
+    ("variable", "cron"), [("ST_PIPELINE_SYNC_CRON", "every hour"), ("ST_PIPELINE_MAINTENANCE_CRON", "61 * * * *")]
+)
+def test_a_cron_dagster_refuses_names_its_variable(variable: str, cron: str) -> None:
+    settings = load_settings({"SERVICETITAN_APP_KEY": "ak1.not-used", variable: cron})
+    with pytest.raises(SettingsError, match=f"^{variable} is not a cron expression"):
+        build_definitions(settings)

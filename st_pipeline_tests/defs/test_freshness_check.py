@@ -21,7 +21,13 @@ from st_pipeline.tenants.tables import tenants_table
 from st_pipeline.warehouse.tables import dataset_status_table
 from st_pipeline_tests.alerts.conftest import HttpReceiver
 from st_pipeline_tests.conftest import point_at_simulator
-from st_pipeline_tests.support import TEST_CHANGE, materialize_tenant, open_registry, register_tenants
+from st_pipeline_tests.support import (
+    TEST_CHANGE,
+    check_evaluations,
+    materialize_tenant,
+    open_registry,
+    register_tenants,
+)
 
 OLD = SimulatedTenant(tenant_id=9801, client_id="cid.fresh-old", client_secret="cs1.fresh-old-secret")
 NEW = SimulatedTenant(tenant_id=9802, client_id="cid.fresh-new", client_secret="cs1.fresh-new-secret")
@@ -31,10 +37,7 @@ SYNCED = ["crm/customers", "settings/technicians", "payroll/gross-pay-items"]
 def _results(instance: dg.DagsterInstance, run_id: str) -> dict[str, dg.AssetCheckEvaluation]:
     """Freshness evaluations of a run by dataset key."""
     dataset_of = {raw_asset_key(d): d.key for d in load_catalogue().extracted_datasets()}
-    evaluations = [
-        e.dagster_event.event_specific_data
-        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    ]
+    evaluations = check_evaluations(instance, run_id)
     return {dataset_of[ev.asset_key]: ev for ev in evaluations if ev.check_name == FRESHNESS_CHECK}
 
 
@@ -94,14 +97,14 @@ def test_freshness_checks_name_the_stale_tenants_and_do_not_alert_per_asset(
     assert not customers.passed and customers.severity == dg.AssetCheckSeverity.WARN
     assert customers.metadata["stale_tenants"].value == str(OLD.tenant_id)  # NEW has crm disabled
     assert customers.metadata["tenants_checked"].value == 1
-    assert "last success" in customers.description
+    assert customers.description is not None and "last success" in customers.description
     technicians = results["settings/technicians"]
     assert technicians.passed and technicians.metadata["tenants_checked"].value == 2  # NEW: registered just now
     payroll = results["payroll/gross-pay-items"]  # not granted to OLD: left out, not stale
     assert payroll.passed and payroll.metadata["not_granted_tenants"].value == str(OLD.tenant_id)
     jobs = results["jpm/jobs"]  # never synced by OLD, registered 3 days ago
     assert not jobs.passed and jobs.metadata["stale_tenants"].value == str(OLD.tenant_id)
-    assert "never synced" in jobs.description
+    assert jobs.description is not None and "never synced" in jobs.description
     assert not any(FRESHNESS_CHECK in alert["title"] for alert in alerts)
 
 

@@ -5,6 +5,7 @@ raw → hub → mart."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +25,7 @@ from st_pipeline.transform.hubs import HUB_TABLES, hub, source_datasets
 from st_pipeline.transform.marts import MARTS
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline_tests.conftest import TENANT_A, point_at_simulator
-from st_pipeline_tests.support import check_evaluations, register_tenants
+from st_pipeline_tests.support import check_evaluations, materializations, metadata_value, register_tenants
 
 SOURCES = list(source_datasets())
 
@@ -56,10 +57,8 @@ def _run(instance: dg.DagsterInstance, tags: dict[str, str] | None = None) -> dg
     return result
 
 
-def _reported(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, dict]:
-    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
-    materializations = [e.dagster_event.event_specific_data.materialization for e in events]
-    return {m.asset_key: m.metadata for m in materializations}
+def _reported(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, Mapping[str, dg.MetadataValue]]:
+    return {m.asset_key: m.metadata for m in materializations(instance, run_id)}
 
 
 def test_sync_job_builds_hubs_and_marts_and_reports_only_what_changed(
@@ -88,12 +87,20 @@ def test_sync_job_builds_hubs_and_marts_and_reports_only_what_changed(
         rows = conn.execute(
             sa.text("SELECT count(*) FROM hub_invoices WHERE tenant_id = :t"), {"t": TENANT_A.tenant_id}
         ).scalar_one()
+        invoice_ids = set(
+            conn.execute(
+                sa.text("SELECT id FROM hub_invoices WHERE tenant_id = :t"), {"t": TENANT_A.tenant_id}
+            ).scalars()
+        )
     engine.dispose()
     assert invoices["dagster/row_count"].value == rows > 0
     assert invoices["build"].value == "full" and invoices["share_reprocessed"].value == 1.0
-    assert "| id |" in invoices["preview"].value
+    preview = invoices["preview"]
+    assert isinstance(preview, dg.TableMetadataValue)  # a table the UI renders, not Markdown text
+    assert preview.schema.columns[0].name == "id" and "tenant_id" not in {c.name for c in preview.schema.columns}
+    assert 1 <= len(preview.records) <= 5 and {r.data["id"] for r in preview.records} <= invoice_ids
     revenue = reported[mart_asset_key(next(m for m in MARTS if m.name == "revenue_by_business_unit"))]
-    assert revenue["completed_revenue_last_30_days"].value > 0
+    assert metadata_value(revenue, "completed_revenue_last_30_days", float) > 0
     models = reported[TENANT_MODELS_KEY]
     assert models["hubs_changed"].value == len(HUB_TABLES) and models["marts_rebuilt"].value == len(MARTS)
     checked = {(e.asset_key, e.check_name) for e in first_checks}

@@ -32,7 +32,7 @@ from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline_tests.alerts.conftest import HttpReceiver
 from st_pipeline_tests.conftest import point_at_simulator
-from st_pipeline_tests.support import TEST_CHANGE, materialize_tenant, open_registry
+from st_pipeline_tests.support import TEST_CHANGE, materialize_tenant, open_registry, run_events, stored_run
 
 CANARY = "cs1.CANARY-sensor-secret-4471"
 TENANT = SimulatedTenant(tenant_id=9701, client_id="cid.sensors", client_secret=CANARY)
@@ -70,12 +70,18 @@ def test_sync_schedule_requests_one_run_per_ready_tenant(registry: TenantRegistr
         for tenant_id in (1, 2, 3):
             add_tenant_partition(instance, tenant_id)  # 4 has no partition yet
         ticks = [datetime(2026, 11, 28, hour, tzinfo=UTC) for hour in (10, 11)]
-        requests = []
+        requests: list[list[dg.RunRequest]] = []
         for tick in ticks:
             with dg.build_schedule_context(
                 instance=instance, scheduled_execution_time=tick, resources=RESOURCES
             ) as context:
-                requests.append(list(tenant_sync_schedule(context)))
+                evaluation = tenant_sync_schedule(context)
+                assert isinstance(evaluation, Iterator), evaluation  # the schedule is a generator
+                tick_requests = []
+                for request in evaluation:
+                    assert isinstance(request, dg.RunRequest), request
+                    tick_requests.append(request)
+            requests.append(tick_requests)
     assert [[r.partition_key for r in tick] for tick in requests] == [["1"], ["1"]]
     assert requests[0][0].run_key != requests[1][0].run_key
 
@@ -91,6 +97,8 @@ def test_onboarding_adds_new_tenants_and_never_deletes_a_partition(
         add_tenant_partition(instance, 99)  # not registered (removed without DAGSTER_HOME): kept
         with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
             result = tenant_onboarding_sensor(context)
+    assert isinstance(result, dg.SensorResult), result
+    assert result.dynamic_partitions_requests is not None and result.run_requests is not None
     added = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
     deleted = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
     assert [r.partition_keys for r in added] == [["11"]] and deleted == []
@@ -109,7 +117,9 @@ def test_a_registry_listing_far_fewer_tenants_alerts_once_and_changes_nothing(
 
         def tick() -> dg.SensorResult:
             with dg.build_sensor_context(instance=instance, resources=RESOURCES) as context:
-                return tenant_onboarding_sensor(context)
+                result = tenant_onboarding_sensor(context)
+            assert isinstance(result, dg.SensorResult), result
+            return result
 
         # Every process of the deployment pointed at an empty registry by mistake.
         monkeypatch.setenv("ST_PIPELINE_REGISTRY_URL", f"sqlite:///{local_env / 'empty-registry.db'}")
@@ -168,12 +178,8 @@ def test_run_failure_alerts_once_flags_credentials_and_recovers(
         sim.revoke_credentials(TENANT.tenant_id)
         failed = materialize_tenant(instance, TENANT.tenant_id, raise_on_error=False, datasets=SOME)
         assert not failed.success
-        run = instance.get_run_by_id(failed.run_id)
-        failure_event = next(
-            e
-            for e in instance.all_logs(run.run_id)
-            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
-        ).dagster_event
+        run = stored_run(instance, failed.run_id)
+        failure_event = run_events(instance, run.run_id, dg.DagsterEventType.RUN_FAILURE)[0]
         for _ in range(2):  # still broken the second time: no repeat
             with dg.build_run_status_sensor_context(
                 sensor_name="run_failure_alert_sensor",
@@ -189,12 +195,8 @@ def test_run_failure_alerts_once_flags_credentials_and_recovers(
         sim.restore_credentials(TENANT.tenant_id)
         registry.update_credentials(TENANT.tenant_id, SecretStr(CANARY), change=TEST_CHANGE)
         ok = materialize_tenant(instance, TENANT.tenant_id, datasets=SOME)
-        ok_run = instance.get_run_by_id(ok.run_id)
-        success_event = next(
-            e
-            for e in instance.all_logs(ok_run.run_id)
-            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
-        ).dagster_event
+        ok_run = stored_run(instance, ok.run_id)
+        success_event = run_events(instance, ok_run.run_id, dg.DagsterEventType.RUN_SUCCESS)[0]
         with dg.build_run_status_sensor_context(
             sensor_name="run_recovery_sensor",
             dagster_event=success_event,

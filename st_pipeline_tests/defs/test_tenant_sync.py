@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -35,10 +36,15 @@ from st_pipeline_tests.support import (
     check_evaluations,
     deployment,
     materialize_tenant,
+    metadata_value,
+    observations,
     open_registry,
     prepared_warehouse,
     raw_materializations,
     register_tenants,
+    run_events,
+    step_failure_error,
+    stored_run,
     tenant_sync_metadata,
 )
 
@@ -65,9 +71,9 @@ def test_materialize_tenant_into_sqlite(local_env: Path, api_env: Simulator) -> 
     assert customers["records"].value == len(truth) == customers["dagster/row_count"].value
     assert customers["rows_written"].value == len(truth)
     assert customers["dagster/table_name"].value == "raw_crm_customers"
-    assert customers["pages"].value >= 2 and customers["requests"].value == customers["pages"].value
-    assert customers["duration_s"].value >= 0
-    assert sum(m["records"].value for m in metadata.values()) == rows
+    assert metadata_value(customers, "pages", int) >= 2 and customers["requests"].value == customers["pages"].value
+    assert metadata_value(customers, "duration_s", float) >= 0
+    assert sum(metadata_value(m, "records", int) for m in metadata.values()) == rows
     assert (summary["datasets_checked"].value, summary["datasets_changed"].value) == (len(extracted), len(extracted))
     assert summary["records_received"].value == rows
     # The canary secret never reaches Dagster's event log or the warehouse.
@@ -105,6 +111,7 @@ def test_materialize_into_postgres_with_the_production_instance(
     monkeypatch.setenv("DAGSTER_PG_PORT", str(url.port or 5432))
     monkeypatch.setenv("DAGSTER_PG_USER", url.username or "postgres")
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", url.password or "")
+    assert url.database is not None, postgres_url
     monkeypatch.setenv("DAGSTER_PG_DB", url.database)
     dagster_home = local_env / "dagster"
     dagster_home.mkdir()
@@ -154,7 +161,7 @@ def test_unregistered_tenant_fails_with_a_clear_message(local_env: Path, api_env
             instance, 5555, registry_url, f"sqlite:///{local_env / 'w.db'}", raise_on_error=False
         )
     assert not result.success
-    failure = result.get_step_failure_events()[0].step_failure_data.error
+    failure = step_failure_error(result.get_step_failure_events()[0])
     assert "tenant 5555 is not registered" in failure.message and "st-pipeline tenant add" in failure.message
 
 
@@ -188,9 +195,9 @@ def test_missing_scope_and_missing_module_skip_those_datasets_and_the_rest_syncs
     assert result.success and again.success
     assert materialized == {raw_asset_key(d) for d in others}
     assert summary["datasets_not_granted"].value == len(payroll)
-    assert all(d.key in summary["not_granted"].value for d in payroll)
+    assert all(d.key in metadata_value(summary, "not_granted", str) for d in payroll)
     assert summary["datasets_not_available"].value == len(forms)
-    assert all(d.key in summary["not_available"].value for d in forms)
+    assert all(d.key in metadata_value(summary, "not_available", str) for d in forms)
     scope_warning, module_warning = sorted(warnings, key=lambda w: "404" in w)  # one line each per run
     assert f"{len(payroll)} datasets skipped" in scope_warning and "tenant test" in scope_warning
     assert f"{len(forms)} datasets skipped" in module_warning and "forms" in module_warning
@@ -203,7 +210,9 @@ def test_missing_scope_and_missing_module_skip_those_datasets_and_the_rest_syncs
                 sa.select(sync_log_table.c.dataset, sync_log_table.c.status).where(
                     sync_log_table.c.run_id == result.run_id
                 )
-            ).all()
+            )
+            .tuples()
+            .all()
         )
     engine.dispose()
     assert {statuses[d.key] for d in payroll} == {"skipped"}
@@ -213,11 +222,7 @@ def test_missing_scope_and_missing_module_skip_those_datasets_and_the_rest_syncs
 
 def _observations(instance: dg.DagsterInstance, run_id: str) -> dict[dg.AssetKey, object]:
     """The raw assets a run observed, with their ``available`` metadata."""
-    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)
-    return {
-        e.dagster_event.asset_key: e.dagster_event.event_specific_data.asset_observation.metadata["available"].value
-        for e in events
-    }
+    return {o.asset_key: o.metadata["available"].value for o in observations(instance, run_id)}
 
 
 def test_disabled_endpoints_are_skipped(local_env: Path, api_env: Simulator) -> None:
@@ -262,7 +267,7 @@ def test_out_of_date_warehouse_is_refused_with_what_to_do(local_env: Path, api_e
             raise_on_error=False,
         )
     assert not result.success
-    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    message = step_failure_error(result.get_step_failure_events()[0]).message
     assert "schema revision 0001" in message and "st-pipeline db upgrade" in message
 
 
@@ -279,7 +284,14 @@ def test_a_sync_that_finds_nothing_new_is_cheap_and_changes_are_reported(
     customers_key = raw_asset_key(load_catalogue().dataset("crm/customers"))
     truth = len(sim.ground_truth(TENANT_A.tenant_id, "crm/customers"))
 
-    def sync(instance: dg.DagsterInstance, **config: object) -> tuple[dict, dict, list, int]:
+    def sync(
+        instance: dg.DagsterInstance, **config: object
+    ) -> tuple[
+        dict[dg.AssetKey, Mapping[str, dg.MetadataValue]],
+        Mapping[str, dg.MetadataValue],
+        list[dg.AssetCheckEvaluation],
+        int,
+    ]:
         result = materialize_tenant(instance, TENANT_A.tenant_id, datasets=core, config=config)
         assert result.success
         run = result.run_id
@@ -329,10 +341,11 @@ def test_a_run_without_the_right_key_fails_naming_the_tenant_and_the_variable(
         result = materialize_tenant(instance, TENANT_A.tenant_id, raise_on_error=False, datasets=["crm/customers"])
     assert not result.success
     [failure] = result.get_step_failure_events()
-    message = failure.step_failure_data.error.message
+    message = step_failure_error(failure).message
     assert f"tenant {TENANT_A.tenant_id}'s stored client secret cannot be decrypted" in message
     assert "ST_PIPELINE_SECRET_KEYS" in message and "keys rotate" not in message
-    assert failure.step_failure_data.user_failure_data.metadata["error_type"].value == "SecretKeyError"
+    user_failure = failure.step_failure_data.user_failure_data
+    assert user_failure is not None and user_failure.metadata["error_type"].value == "SecretKeyError"
 
 
 def test_two_syncs_of_one_tenant_never_overlap(local_env: Path, api_env: Simulator) -> None:
@@ -350,9 +363,10 @@ def test_two_syncs_of_one_tenant_never_overlap(local_env: Path, api_env: Simulat
             )
         after = materialize_tenant(instance, TENANT_A.tenant_id, datasets=["crm/customers"])
     assert not refused.success and after.success
-    failure = refused.get_step_failure_events()[0].step_failure_data
-    assert f"tenant {TENANT_A.tenant_id} is being synced by run the-running-sync" in failure.error.message
-    assert failure.user_failure_data.metadata["error_type"].value == "TenantBusyError"
+    refusal = refused.get_step_failure_events()[0]
+    assert f"tenant {TENANT_A.tenant_id} is being synced by run the-running-sync" in step_failure_error(refusal).message
+    user_failure = refusal.step_failure_data.user_failure_data
+    assert user_failure is not None and user_failure.metadata["error_type"].value == "TenantBusyError"
     with warehouse.connect() as conn:
         runs = set(conn.execute(sa.select(sync_log_table.c.run_id)).scalars())
     warehouse.dispose()
@@ -402,16 +416,12 @@ def test_a_killed_sync_is_marked_failed_alerts_and_the_next_one_runs(
         assert run.status == dg.DagsterRunStatus.STARTED
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             abandoned_run_sensor(context)
-        run = instance.get_run_by_id(run.run_id)
+        run = stored_run(instance, run.run_id)
         assert run.status == dg.DagsterRunStatus.FAILURE
-        failure = next(
-            e
-            for e in instance.all_logs(run.run_id)
-            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
-        )
+        failure = run_events(instance, run.run_id, dg.DagsterEventType.RUN_FAILURE)[0]
         with dg.build_run_status_sensor_context(
             sensor_name="run_failure_alert_sensor",
-            dagster_event=failure.dagster_event,
+            dagster_event=failure,
             dagster_instance=instance,
             dagster_run=run,
             resources=resources,

@@ -48,6 +48,7 @@ def test_token_is_cached_until_shortly_before_expiry(fresh_simulator: Simulator)
 
 def test_one_reauthentication_on_401(fresh_simulator: Simulator) -> None:
     endpoint = load_catalogue().dataset("crm/customers").list
+    assert endpoint is not None
     with ServiceTitanClient(_settings(fresh_simulator), _credentials()) as client:
         next(client.iter_list(endpoint, page_size=5))
         fresh_simulator.expire_tokens(TENANT_A.tenant_id)
@@ -59,6 +60,7 @@ def test_one_reauthentication_on_401(fresh_simulator: Simulator) -> None:
 
 def test_expired_simulator_clock_forces_a_new_token(fresh_simulator: Simulator) -> None:
     endpoint = load_catalogue().dataset("crm/customers").list
+    assert endpoint is not None
     with ServiceTitanClient(_settings(fresh_simulator), _credentials()) as client:
         next(client.iter_list(endpoint, page_size=5))
         fresh_simulator.advance_clock(901)  # the server-side token is now expired
@@ -69,6 +71,7 @@ def test_expired_simulator_clock_forces_a_new_token(fresh_simulator: Simulator) 
 
 def test_persistent_401_gets_two_fresh_tokens_then_blames_the_app_key(fresh_simulator: Simulator) -> None:
     endpoint = load_catalogue().dataset("crm/customers").list
+    assert endpoint is not None
     with ServiceTitanClient(_settings(fresh_simulator, app_key="ak1.wrong"), _credentials()) as client:
         with pytest.raises(AuthenticationError) as raised:
             next(client.iter_list(endpoint, page_size=5))

@@ -63,6 +63,9 @@ def test_core_datasets_read_their_export_feeds() -> None:
         assert dataset.extraction_endpoint.kind == "export", key
         assert dataset.list is not None, key
     invoices = catalogue.dataset("accounting/invoices").list
+    assert invoices is not None
     assert invoices.inactive_filter == ("activeState", "All")
-    assert catalogue.dataset("crm/customers").list.inactive_filter == ("active", "Any")
-    assert catalogue.dataset("crm/customers").export.path == "/crm/v2/tenant/{tenant}/export/customers"
+    customers = catalogue.dataset("crm/customers")
+    assert customers.list is not None and customers.export is not None
+    assert customers.list.inactive_filter == ("active", "Any")
+    assert customers.export.path == "/crm/v2/tenant/{tenant}/export/customers"

@@ -29,6 +29,7 @@ def test_test_data_spans_several_export_batches(simulator: Simulator) -> None:
 @pytest.mark.parametrize("dataset_key", CORE_DATASETS)
 def test_export_feed_is_followed_to_its_end(simulator: Simulator, dataset_key: str) -> None:
     dataset = load_catalogue().dataset(dataset_key)
+    assert dataset.export is not None
     truth = simulator.ground_truth(TENANT_A.tenant_id, dataset_key)
     with _client(simulator) as client:
         pages = list(client.iter_export(dataset.export))
@@ -41,6 +42,7 @@ def test_export_feed_is_followed_to_its_end(simulator: Simulator, dataset_key: s
 
 def test_export_resumes_from_a_continuation_token(simulator: Simulator) -> None:
     dataset = load_catalogue().dataset("crm/customers")
+    assert dataset.export is not None
     with _client(simulator) as client:
         pages = client.iter_export(dataset.export)
         first = next(pages)
@@ -52,6 +54,7 @@ def test_export_resumes_from_a_continuation_token(simulator: Simulator) -> None:
 @pytest.mark.parametrize("dataset_key", ["crm/customers", "accounting/invoices", "jpm/jobs"])
 def test_paged_list_reads_every_page_until_has_more_is_false(simulator: Simulator, dataset_key: str) -> None:
     dataset = load_catalogue().dataset(dataset_key)
+    assert dataset.list is not None
     truth = simulator.ground_truth(TENANT_A.tenant_id, dataset_key)
     page_size = 17
     with _client(simulator) as client:
@@ -69,6 +72,7 @@ def test_paged_list_reads_every_page_until_has_more_is_false(simulator: Simulato
 
 def test_list_without_inactive_filter_misses_inactive_rows(simulator: Simulator) -> None:
     dataset = load_catalogue().dataset("crm/customers")
+    assert dataset.list is not None
     truth = simulator.ground_truth(TENANT_A.tenant_id, "crm/customers")
     inactive = [r for r in truth if not r["active"]]
     assert inactive, "test data should contain inactive customers"
@@ -79,6 +83,7 @@ def test_list_without_inactive_filter_misses_inactive_rows(simulator: Simulator)
 
 def test_another_tenants_path_is_refused_with_a_clear_error(simulator: Simulator) -> None:
     dataset = load_catalogue().dataset("crm/customers")
+    assert dataset.list is not None
     # Tenant A's client credentials, but a client aimed at tenant 999999 (a wrong tenant id).
     with _client(simulator, tenant_id=999999) as client:
         with pytest.raises(MissingScopeError) as raised:

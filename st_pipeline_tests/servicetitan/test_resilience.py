@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from st_pipeline.servicetitan.auth import TenantCredentials
-from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.servicetitan.catalogue import Endpoint, load_catalogue
 from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
 from st_pipeline.servicetitan.errors import (
     ConsecutiveFailuresError,
@@ -129,20 +130,27 @@ def test_consecutive_failures_stop_the_tenant_for_the_run() -> None:
 # -- against the simulator -------------------------------------------------------------------
 
 
-def _client(sim: Simulator, fake: FakeTime, **options: object) -> ServiceTitanClient:
+def _client(sim: Simulator, fake: FakeTime, **options: Any) -> ServiceTitanClient:
+    """A client on the fake clock; ``options`` are passed through to ``ClientOptions`` unchanged."""
     settings = ApiSettings(api_url=sim.url, auth_url=sim.auth_url, app_key=SecretStr(sim.config.app_key))
     credentials = TenantCredentials(TENANT_A.tenant_id, TENANT_A.client_id, SecretStr(TENANT_A.client_secret))
     return ServiceTitanClient(
         settings,
         credentials,
-        options=ClientOptions(**options),  # type: ignore[arg-type]
+        options=ClientOptions(**options),
         limiter=RateLimiter(1000, clock=fake.clock, sleep=fake.sleep),
         clock=fake.clock,
         sleep=fake.sleep,
     )
 
 
-CUSTOMERS = load_catalogue().dataset("crm/customers")
+def _customers_list() -> Endpoint:
+    endpoint = load_catalogue().dataset("crm/customers").list
+    assert endpoint is not None
+    return endpoint
+
+
+CUSTOMERS_LIST = _customers_list()
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
@@ -150,7 +158,7 @@ def test_transient_errors_are_retried(fresh_simulator: Simulator, status: int) -
     fake = FakeTime()
     with _client(fresh_simulator, fake) as client:
         fresh_simulator.inject_faults(status, count=3, tenant_id=TENANT_A.tenant_id, retry_after_s=2)
-        page = next(client.iter_list(CUSTOMERS.list, page_size=10))
+        page = next(client.iter_list(CUSTOMERS_LIST, page_size=10))
     assert len(page.records) == 10
     assert client.stats.retries == 3 and client.stats.requests == 4
     if status == 429:
@@ -164,7 +172,7 @@ def test_client_errors_are_not_retried(fresh_simulator: Simulator, status: int, 
     with _client(fresh_simulator, fake) as client:
         fresh_simulator.inject_faults(status, count=1, tenant_id=TENANT_A.tenant_id)
         with pytest.raises(error, match=f"tenant {TENANT_A.tenant_id}"):
-            next(client.iter_list(CUSTOMERS.list, page_size=10))
+            next(client.iter_list(CUSTOMERS_LIST, page_size=10))
     assert client.stats.requests == 1 and client.stats.retries == 0
 
 
@@ -175,7 +183,7 @@ def test_retries_are_bounded_in_count(fresh_simulator: Simulator) -> None:
     ) as client:
         fresh_simulator.inject_faults(503, count=50, tenant_id=TENANT_A.tenant_id)
         with pytest.raises(ServerError, match="gave up after 4 attempts"):
-            next(client.iter_list(CUSTOMERS.list, page_size=10))
+            next(client.iter_list(CUSTOMERS_LIST, page_size=10))
     assert client.stats.requests == 4
 
 
@@ -184,7 +192,7 @@ def test_retries_are_bounded_in_time(fresh_simulator: Simulator) -> None:
     with _client(fresh_simulator, fake, retry=RetryPolicy(max_attempts=100, max_elapsed_s=20)) as client:
         fresh_simulator.inject_faults(503, count=500, tenant_id=TENANT_A.tenant_id)
         with pytest.raises(ServerError, match="gave up after"):
-            next(client.iter_list(CUSTOMERS.list, page_size=10))
+            next(client.iter_list(CUSTOMERS_LIST, page_size=10))
     assert sum(fake.sleeps) <= 20
 
 
@@ -194,11 +202,11 @@ def test_throttling_is_pacing_bounded_by_the_dataset_throttle_budget(fresh_simul
     fake = FakeTime()
     with _client(fresh_simulator, fake, retry=RetryPolicy(max_attempts=4), throttle_budget_s=100) as client:
         fresh_simulator.inject_faults(429, count=12, tenant_id=TENANT_A.tenant_id, retry_after_s=8)
-        page = next(client.iter_list(CUSTOMERS.list, page_size=10))
+        page = next(client.iter_list(CUSTOMERS_LIST, page_size=10))
         assert len(page.records) == 10 and client.stats.throttled == 12
         fresh_simulator.inject_faults(429, count=50, tenant_id=TENANT_A.tenant_id, retry_after_s=8)
         with pytest.raises(RateLimitedError, match=r"asked for 104 s of pauses.*100 s allowed \(throttle_budget_s\)"):
-            next(client.iter_list(CUSTOMERS.list, page_size=10))
+            next(client.iter_list(CUSTOMERS_LIST, page_size=10))
     assert client.stats.throttled == 13
 
 
@@ -207,21 +215,21 @@ def test_consecutive_failures_stop_hammering(fresh_simulator: Simulator) -> None
     with _client(fresh_simulator, fake, stop_after_consecutive_failures=3) as client:
         fresh_simulator.inject_faults(500, count=100, tenant_id=TENANT_A.tenant_id)
         with pytest.raises(ConsecutiveFailuresError, match=f"tenant {TENANT_A.tenant_id}"):
-            next(client.iter_list(CUSTOMERS.list, page_size=10))
+            next(client.iter_list(CUSTOMERS_LIST, page_size=10))
         assert client.stats.requests == 3
         fresh_simulator.clear_faults()
         fake.now += 3600  # however long the run goes on: no request is sent again
         with pytest.raises(ConsecutiveFailuresError):
-            next(client.iter_list(CUSTOMERS.list, page_size=10))
+            next(client.iter_list(CUSTOMERS_LIST, page_size=10))
         assert client.stats.requests == 3
 
 
 def test_a_retry_after_a_long_wait_fetches_a_fresh_token(fresh_simulator: Simulator) -> None:
     fake = FakeTime()
     with _client(fresh_simulator, fake, retry=RetryPolicy(max_elapsed_s=1000), max_retry_after_s=900) as client:
-        next(client.iter_list(CUSTOMERS.list, page_size=10))
+        next(client.iter_list(CUSTOMERS_LIST, page_size=10))
         fresh_simulator.inject_faults(429, count=1, tenant_id=TENANT_A.tenant_id, retry_after_s=880)
-        next(client.iter_list(CUSTOMERS.list, page_size=10))
+        next(client.iter_list(CUSTOMERS_LIST, page_size=10))
     # The client's own clock says the token expired during the wait: a new one, no 401 needed.
     assert client.tokens.token_requests == 2 and client.stats.reauthentications == 0
 
@@ -230,7 +238,7 @@ def test_paged_list_with_total_fetches_pages_in_parallel_in_order(simulator: Sim
     fake = FakeTime()
     truth = simulator.ground_truth(TENANT_A.tenant_id, "crm/customers")
     with _client(simulator, fake) as client:
-        pages = list(client.iter_list(CUSTOMERS.list, page_size=7))
+        pages = list(client.iter_list(CUSTOMERS_LIST, page_size=7))
     assert [p.number for p in pages] == list(range(1, len(pages) + 1))
     assert [r["id"] for p in pages for r in p.records] == [r["id"] for r in truth]
 
@@ -244,9 +252,9 @@ def test_an_absurd_retry_after_fails_that_request_at_once_and_does_not_pause_the
     with _client(fresh_simulator, fake, max_retry_after_s=60) as client:
         fresh_simulator.inject_faults(429, count=1, tenant_id=TENANT_A.tenant_id, retry_after_s=999999)
         with pytest.raises(RateLimitedError, match="asked to wait 999999 s.*more than the 60 s"):
-            next(client.iter_list(CUSTOMERS.list, page_size=10))
+            next(client.iter_list(CUSTOMERS_LIST, page_size=10))
         assert client.stats.requests == 1  # not retried
-        page = next(client.iter_list(CUSTOMERS.list, page_size=10))  # another dataset goes on
+        page = next(client.iter_list(CUSTOMERS_LIST, page_size=10))  # another dataset goes on
     assert len(page.records) == 10
     assert sum(fake.sleeps) < 60  # nobody waited for the 999999 s (fake clock: nothing really slept)
 

@@ -407,7 +407,7 @@ def test_leads_and_bookings_point_at_real_records(data: Data) -> None:
         assert lead["customerId"] is None or lead["customerId"] in customers
         assert lead["locationId"] is None or lead["locationId"] in locations
         assert lead["businessUnitId"] is None or lead["businessUnitId"] in units
-    statuses = Counter()
+    statuses: Counter[str] = Counter()
     for booking in data["crm/bookings"]:
         statuses[booking["status"]] += 1
         assert booking["campaignId"] in campaigns and booking["jobTypeId"] in types

@@ -43,7 +43,7 @@ def test_server_errors_are_500_502_503_with_json_or_html_bodies(serve: Serve) ->
     sim, http = serve(faults=FaultPlan(server_error_rate=1.0))
     responses = [http.get(HOSTILE_CUSTOMERS) for _ in range(30)]
     assert {response.status_code for response in responses} == {500, 502, 503}
-    kinds = Counter()
+    kinds: Counter[str] = Counter()
     for response in responses:
         content_type = response.headers["Content-Type"]
         if content_type.startswith("text/html"):

@@ -134,7 +134,7 @@ def test_list_returns_active_records_by_default(http: httpx.Client, sim: Simulat
 
 def test_list_envelope_and_total_count(http: httpx.Client, sim: Simulator) -> None:
     active = [r for r in sim.ground_truth(2001, "crm/customers") if r["active"]]
-    params = {"page": 2, "pageSize": 10, "includeTotal": "true"}
+    params: dict[str, str | int] = {"page": 2, "pageSize": 10, "includeTotal": "true"}
     body = http.get(CUSTOMERS_LIST, params=params).json()
     assert list(body) == ["page", "pageSize", "hasMore", "totalCount", "data"]
     assert (body["page"], body["pageSize"], body["hasMore"]) == (2, 10, True)

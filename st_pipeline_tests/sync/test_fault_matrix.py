@@ -89,8 +89,10 @@ def test_sync_completes_exactly_under_faults(fault: str, warehouse: tuple[str, s
 def test_revoked_credentials_fail_fast_and_the_other_tenant_syncs(warehouse: tuple[str, sa.Engine]) -> None:
     url, engine = warehouse
     with _simulator(None) as sim:
+        export = DATASETS[2].export
+        assert export is not None
         with _client(sim, TENANT) as client:
-            next(client.iter_export(DATASETS[2].export))  # a token is cached, then revoked mid-run
+            next(client.iter_export(export))  # a token is cached, then revoked mid-run
             sim.revoke_credentials(TENANT.tenant_id)
             requests_before = client.stats.requests
             with pytest.raises(InvalidClientError) as raised:

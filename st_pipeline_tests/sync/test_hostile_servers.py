@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 import pytest
@@ -95,16 +96,18 @@ def warehouse(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
 
 
 def _client(
-    sim: Simulator, tenant: SimulatedTenant, *, api_url: str | None = None, **changes: object
+    sim: Simulator, tenant: SimulatedTenant, *, api_url: str | None = None, max_pages: int = OPTIONS.max_pages
 ) -> ServiceTitanClient:
     settings = ApiSettings(api_url=api_url or sim.url, auth_url=sim.auth_url, app_key=SecretStr(sim.config.app_key))
     credentials = TenantCredentials(tenant.tenant_id, tenant.client_id, SecretStr(tenant.client_secret))
-    options = dataclasses.replace(OPTIONS, **changes)
+    options = dataclasses.replace(OPTIONS, max_pages=max_pages)
     return ServiceTitanClient(settings, credentials, options=options, limiter=RateLimiter(200))
 
 
-def _sync(sim: Simulator, tenant: SimulatedTenant, engine: sa.Engine, **changes: object) -> dict[str, ExtractResult]:
-    with _client(sim, tenant, **changes) as client:
+def _sync(
+    sim: Simulator, tenant: SimulatedTenant, engine: sa.Engine, *, max_pages: int = OPTIONS.max_pages
+) -> dict[str, ExtractResult]:
+    with _client(sim, tenant, max_pages=max_pages) as client:
         return {r.dataset.key: r for r in sync_tenant(client, engine, DATASETS, run_id=f"hostile-{tenant.tenant_id}")}
 
 
@@ -159,9 +162,18 @@ def test_a_list_that_says_has_more_forever_stops_within_a_few_pages(sim, tenant,
     _others_load_exactly(url, sim, tenant, results, {"crm/contacts"})
 
 
+class _Quirks(TypedDict, total=False):
+    """The keyword arguments of ``Simulator.misbehave`` these cases use."""
+
+    same_page: bool
+    short_pages: bool
+    total_count_offset: int
+    endless_has_more: bool
+
+
 # Paging that never ends, against the production page ceiling (max_pages 20,000): each guard has to
 # see the loop by itself, within 20 requests, while pytest-timeout bounds the wall time.
-LOOPS = {
+LOOPS: dict[str, tuple[str, _Quirks, str]] = {
     "same page of a list": ("crm/contacts", {"same_page": True}, "repeats page 1"),
     "same page of an export feed": ("crm/customers", {"same_page": True}, "repeats page 1"),
     "short pages that say hasMore": ("jpm/job-types", {"short_pages": True}, "fewer records than the page size"),

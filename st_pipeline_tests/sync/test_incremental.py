@@ -46,12 +46,22 @@ def warehouse(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
     engine.dispose()
 
 
-def _sync(sim: Simulator, engine: sa.Engine, run_id: str, **options: object) -> tuple[list[ExtractResult], int]:
+def _sync(
+    sim: Simulator, engine: sa.Engine, run_id: str, *, full_refresh: bool = False, reconcile_deletes: bool = False
+) -> tuple[list[ExtractResult], int]:
     """One sync of every test dataset; returns the results and the API requests it made."""
     settings = ApiSettings(api_url=sim.url, auth_url=sim.auth_url, app_key=SecretStr(sim.config.app_key))
     credentials = TenantCredentials(TENANT.tenant_id, TENANT.client_id, SecretStr(TENANT.client_secret))
     with ServiceTitanClient(settings, credentials, options=ClientOptions(requests_per_second=1000)) as client:
-        results = list(sync_tenant(client, engine, DATASETS, run_id=run_id, options=SyncOptions(**options)))
+        results = list(
+            sync_tenant(
+                client,
+                engine,
+                DATASETS,
+                run_id=run_id,
+                options=SyncOptions(full_refresh=full_refresh, reconcile_deletes=reconcile_deletes),
+            )
+        )
     assert all(r.succeeded for r in results)
     return results, client.stats.requests
 
@@ -94,7 +104,7 @@ def test_records_sharing_one_modified_on_across_a_page_boundary_all_load(
     assert len(stamps) == 1
     table = raw_table(load_catalogue().dataset(ZONES))
     with engine.connect() as conn:
-        stored = dict(conn.execute(sa.select(table.c.id, table.c.payload)).all())
+        stored = {row.id: row.payload for row in conn.execute(sa.select(table.c.id, table.c.payload))}
     for record in sim.ground_truth(TENANT.tenant_id, ZONES):
         if record["id"] in changed_zones["updated"]:
             assert stored[record["id"]] == record

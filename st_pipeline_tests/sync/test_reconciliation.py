@@ -91,7 +91,8 @@ def _sync(
     run_id: str,
     after_first_page: Callable[[], None] | None = None,
 ) -> ExtractResult:
-    with _client(sim, tenant) as client:
+    client = _client(sim, tenant)  # not `as client`: __enter__ is typed as the base ServiceTitanClient
+    with client:
         client.after_first_page = after_first_page
         [result] = sync_tenant(client, engine, [DATASET], run_id=run_id, options=RECONCILE)
     return result

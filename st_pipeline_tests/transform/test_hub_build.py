@@ -41,11 +41,15 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-def _sync(sim: Simulator, engine: sa.Engine, run_id: str, **options: object) -> None:
+def _sync(sim: Simulator, engine: sa.Engine, run_id: str, *, reconcile_deletes: bool = False) -> None:
     settings = ApiSettings(api_url=sim.url, auth_url=sim.auth_url, app_key=SecretStr(sim.config.app_key))
     credentials = TenantCredentials(TENANT.tenant_id, TENANT.client_id, SecretStr(TENANT.client_secret))
     with ServiceTitanClient(settings, credentials, options=ClientOptions(requests_per_second=1000)) as client:
-        results = list(sync_tenant(client, engine, DATASETS, run_id=run_id, options=SyncOptions(**options)))
+        results = list(
+            sync_tenant(
+                client, engine, DATASETS, run_id=run_id, options=SyncOptions(reconcile_deletes=reconcile_deletes)
+            )
+        )
     assert all(r.succeeded for r in results), [str(r.error) for r in results if not r.succeeded]
 
 

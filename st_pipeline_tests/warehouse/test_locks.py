@@ -25,6 +25,13 @@ with tenant_lock(create_warehouse_engine(sys.argv[1]), 7, "run-in-child"):
 """
 
 
+def _holder_run_id(engine: sa.Engine, tenant_id: int) -> str:
+    """The run recorded as holding the tenant's lock; fails the test if none is recorded."""
+    holder = lock_holder(engine, tenant_id)
+    assert holder is not None, f"no holder recorded for tenant {tenant_id}"
+    return holder[0]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
     url = f"sqlite:///{tmp_path / 'w.db'}" if request.param == "sqlite" else request.getfixturevalue("fresh_postgres")()
@@ -37,7 +44,7 @@ def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
 def test_one_holder_per_tenant_and_a_refusal_that_names_it(warehouse: tuple[str, sa.Engine]) -> None:
     _, engine = warehouse
     with tenant_lock(engine, 7, "run-a"):
-        assert lock_is_held(engine, 7) and lock_holder(engine, 7)[0] == "run-a"
+        assert lock_is_held(engine, 7) and _holder_run_id(engine, 7) == "run-a"
         with pytest.raises(TenantBusyError, match="tenant 7 is being synced by run run-a .*changed nothing"):
             with tenant_lock(engine, 7, "run-b", wait_s=0):
                 pass  # pragma: no cover
@@ -45,7 +52,7 @@ def test_one_holder_per_tenant_and_a_refusal_that_names_it(warehouse: tuple[str,
             assert lock_is_held(engine, 8)
     assert not lock_is_held(engine, 7) and lock_holder(engine, 7) is None
     with tenant_lock(engine, 7, "run-b"):
-        assert lock_holder(engine, 7)[0] == "run-b"
+        assert _holder_run_id(engine, 7) == "run-b"
 
 
 def test_the_lock_dies_with_its_process_and_its_record_stays(warehouse: tuple[str, sa.Engine]) -> None:
@@ -63,6 +70,6 @@ def test_the_lock_dies_with_its_process_and_its_record_stays(warehouse: tuple[st
         child.kill()
         child.wait(timeout=30)
     # Killed: the lock went with the process; the record of the holder is what tells it died.
-    assert not lock_is_held(engine, 7) and lock_holder(engine, 7)[0] == "run-in-child"
+    assert not lock_is_held(engine, 7) and _holder_run_id(engine, 7) == "run-in-child"
     with tenant_lock(engine, 7, "run-b"):
-        assert lock_holder(engine, 7)[0] == "run-b"
+        assert _holder_run_id(engine, 7) == "run-b"

@@ -101,12 +101,12 @@ def test_the_status_table_is_filled_from_the_log_on_upgrade(engine: sa.Engine) -
             )
     upgrade(engine)
     with engine.connect() as conn:
-        status = {
+        statuses = {
             (r.tenant_id, r.dataset): r
             for r in conn.execute(sa.text("SELECT * FROM st_dataset_status ORDER BY tenant_id"))
         }
         durations = conn.execute(sa.text("SELECT count(*) FROM st_sync_log WHERE duration_s IS NULL")).scalar_one()
-    customers, jobs = status[(1, "crm/customers")], status[(2, "jpm/jobs")]
+    customers, jobs = statuses[(1, "crm/customers")], statuses[(2, "jpm/jobs")]
     assert (customers.last_status, customers.row_count, jobs.last_status) == ("failed", -1, "skipped")
     assert str(customers.last_success_at).startswith("2026-11-01 11:00")
     assert str(customers.last_changed_at).startswith("2026-11-01 10:00")  # the last sync that brought records

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import pytest
@@ -351,10 +352,13 @@ def test_the_registry_head_constant_is_the_migrations_head() -> None:
 # -- two first uses at once ----------------------------------------------------------------------
 
 
-def _at_once(*uses: Callable[[], object]) -> list[object]:
+T = TypeVar("T")
+
+
+def _at_once(*uses: Callable[[], T]) -> list[T]:
     """Run ``uses`` in threads released together; their results, or the first failure raised."""
     start = threading.Barrier(len(uses))
-    results: list[object] = [None] * len(uses)
+    results: dict[int, T] = {}
     failures: list[BaseException] = []
 
     def run(index: int) -> None:
@@ -372,7 +376,7 @@ def _at_once(*uses: Callable[[], object]) -> list[object]:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not any(thread.is_alive() for thread in threads), "a first use is stuck"
     assert not failures, failures
-    return results
+    return [results[index] for index in range(len(uses))]
 
 
 def test_a_warehouse_and_a_registry_created_at_once_in_one_process(fresh_postgres: Callable[[], str]) -> None:

@@ -124,7 +124,7 @@ def check_specs(defs: dg.Definitions) -> list[dg.AssetCheckSpec]:
     graph = defs.resolve_asset_graph()
     order = {
         spec.key: index
-        for index, spec in enumerate(spec for checks in defs.asset_checks for spec in checks.check_specs)
+        for index, spec in enumerate(spec for checks in defs.asset_checks or () for spec in checks.check_specs)
     }
     specs = [graph.get_check_spec(key) for key in graph.asset_check_keys]
     return sorted(specs, key=lambda spec: (order.get(spec.key, len(order)), spec.key.to_user_string()))
@@ -201,17 +201,19 @@ def _status(value: object) -> str:
 
 def schedules_section(defs: dg.Definitions) -> str:
     """Every schedule and sensor: job, default timing, default status, description."""
-    rows = [
-        (
-            code(s.name),
-            "schedule",
-            code(s.job_name),
-            f"cron {code(s.cron_schedule)} ({s.execution_timezone or 'UTC'})",
-            _status(s.default_status),
-            first_line(s.description),
+    rows = []
+    for s in defs.schedules or ():
+        assert isinstance(s, dg.ScheduleDefinition)  # st_pipeline builds its schedules resolved, with dg.schedule
+        rows.append(
+            (
+                code(s.name),
+                "schedule",
+                code(s.job_name),
+                f"cron {code(s.cron_schedule)} ({s.execution_timezone or 'UTC'})",
+                _status(s.default_status),
+                first_line(s.description),
+            )
         )
-        for s in defs.schedules or ()
-    ]
     for sensor in defs.sensors or ():
         job = code(sensor.job_name) if sensor.has_jobs else "—"
         rows.append(
