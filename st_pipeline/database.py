@@ -8,7 +8,7 @@
 - An unreachable or unusable database fails at once, in one line naming the variable.
 
 And one way to make processes sharing a database take turns (``exclusive_lock``): a tenant's
-sync, a schema change.
+sync, a schema change; and one way to keep a bookkeeping row (``upsert_state``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -146,3 +148,23 @@ def _file_lock(engine: sa.Engine, name: str) -> Iterator[Callable[[], bool]]:
         yield try_lock
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def upsert_state(
+    conn: sa.Connection,
+    table: sa.Table,
+    key: Mapping[str, Any],
+    values: Mapping[str, Any],
+    *,
+    on_insert: Mapping[str, Any] | None = None,
+) -> None:
+    """Insert the row of primary key ``key`` with ``values`` (and ``on_insert``), or set ``values`` on
+    the row already there: a cursor, a build's state, a status, a flag.
+
+    One ``INSERT … ON CONFLICT (key) DO UPDATE`` statement (PostgreSQL and SQLite alike), in the
+    caller's transaction; columns in neither keep what they had, or their default.
+    """
+    assert set(key) == {c.name for c in table.primary_key.columns}, f"{table.name}: key must be its primary key"
+    insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    row = {**key, **(on_insert or {}), **values}
+    conn.execute(insert.values(row).on_conflict_do_update(index_elements=list(key), set_=dict(values)))

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from st_pipeline.alerts.incidents import metadata
+from st_pipeline.database import upsert_state
 from st_pipeline.sqltypes import UtcDateTime
 
 failing_checks_table = sa.Table(
@@ -77,16 +78,8 @@ class FailingChecks:
                     conn.execute(table.delete().where(where))
                     continue
                 values = {"severity": verdict.severity, "description": verdict.description, "run_id": verdict.run_id}
-                if not conn.execute(table.update().where(where).values(**values)).rowcount:
-                    conn.execute(
-                        table.insert().values(
-                            tenant_id=verdict.tenant_id,
-                            asset=verdict.asset,
-                            check_name=verdict.check_name,
-                            since=now,
-                            **values,
-                        )
-                    )
+                key = {"tenant_id": verdict.tenant_id, "asset": verdict.asset, "check_name": verdict.check_name}
+                upsert_state(conn, table, key, values, on_insert={"since": now})
         return tenants
 
     def failing(self, tenant_id: int) -> list[FailingCheck]:

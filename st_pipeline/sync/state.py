@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from st_pipeline.database import upsert_state
 from st_pipeline.servicetitan.catalogue import Dataset
 from st_pipeline.warehouse.tables import dataset_status_table, raw_table, sync_log_table, sync_state_table
 
@@ -51,9 +52,7 @@ def save_cursor(conn: sa.Connection, tenant_id: int, dataset: Dataset, cursor: s
         "run_id": run_id,
         "updated_at": datetime.now(UTC),
     }
-    where = sa.and_(sync_state_table.c.tenant_id == tenant_id, sync_state_table.c.dataset == dataset.key)
-    if not conn.execute(sync_state_table.update().where(where).values(**values)).rowcount:
-        conn.execute(sync_state_table.insert().values(tenant_id=tenant_id, dataset=dataset.key, **values))
+    upsert_state(conn, sync_state_table, {"tenant_id": tenant_id, "dataset": dataset.key}, values)
 
 
 def reset_cursors(engine: sa.Engine, tenant_id: int, dataset_keys: Iterable[str] | None = None) -> int:
@@ -94,16 +93,8 @@ def open_log(
             count = conn.execute(
                 sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
             ).scalar_one()
-            if dataset.key in known:
-                conn.execute(
-                    dataset_status_table.update()
-                    .where(status.tenant_id == tenant_id, status.dataset == dataset.key)
-                    .values(row_count=count)
-                )
-            else:
-                conn.execute(
-                    dataset_status_table.insert().values(tenant_id=tenant_id, dataset=dataset.key, row_count=count)
-                )
+            key = {"tenant_id": tenant_id, "dataset": dataset.key}
+            upsert_state(conn, dataset_status_table, key, {"row_count": count})
         rows = conn.execute(
             sync_log_table.insert().returning(log.log_id, log.dataset, sort_by_parameter_order=True),
             [

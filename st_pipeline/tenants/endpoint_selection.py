@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from st_pipeline.database import describe_url
+from st_pipeline.database import describe_url, upsert_state
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.tenants import validation
 from st_pipeline.tenants.registry import Change, write_audit
@@ -63,9 +63,7 @@ class EndpointSelection:
         scope = EVERY_TENANT if tenant_id is None else validation.tenant_id(tenant_id)
         values = {"enabled": enabled, "reason": reason, "updated_at": datetime.now(UTC)}
         with self.engine.begin() as conn:
-            condition = sa.and_(flags_table.c.tenant_id == scope, flags_table.c.target == target)
-            if not conn.execute(flags_table.update().where(condition).values(**values)).rowcount:
-                conn.execute(flags_table.insert().values(tenant_id=scope, target=target, **values))
+            upsert_state(conn, flags_table, {"tenant_id": scope, "target": target}, values)
             note = f": {reason}" if reason else ""
             write_audit(
                 conn,

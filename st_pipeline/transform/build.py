@@ -23,6 +23,7 @@ from typing import overload
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
+from st_pipeline.database import upsert_state
 from st_pipeline.schema_versions import schema_change_lock
 from st_pipeline.servicetitan.catalogue import Catalogue
 from st_pipeline.transform import sql
@@ -99,18 +100,17 @@ def _save_state(
     run_id: str,
     at: datetime,
 ) -> None:
-    t = transform_state_table
-    conn.execute(t.delete().where(t.c.tenant_id == tenant_id, t.c.table_name == spec.table_name))
-    conn.execute(
-        t.insert().values(
-            tenant_id=tenant_id,
-            table_name=spec.table_name,
-            fingerprint=spec.fingerprint(),
-            watermark=watermark,
-            row_count=row_count,
-            run_id=run_id,
-            built_at=at,
-        )
+    upsert_state(
+        conn,
+        transform_state_table,
+        {"tenant_id": tenant_id, "table_name": spec.table_name},
+        {
+            "fingerprint": spec.fingerprint(),
+            "watermark": watermark,
+            "row_count": row_count,
+            "run_id": run_id,
+            "built_at": at,
+        },
     )
 
 
@@ -318,18 +318,17 @@ def build_tenant(
             if entities is not None and not entities:
                 continue
             built = build_mart(conn, mart, tenant_id, as_of=day, built_at=at, entities=entities)
-            t = transform_state_table
-            conn.execute(t.delete().where(t.c.tenant_id == tenant_id, t.c.table_name == mart.table_name))
-            conn.execute(
-                t.insert().values(
-                    tenant_id=tenant_id,
-                    table_name=mart.table_name,
-                    fingerprint=fingerprint,
-                    watermark=None,
-                    row_count=built.row_count,
-                    run_id=run_id,
-                    built_at=at,
-                )
+            upsert_state(
+                conn,
+                transform_state_table,
+                {"tenant_id": tenant_id, "table_name": mart.table_name},
+                {
+                    "fingerprint": fingerprint,
+                    "watermark": None,
+                    "row_count": built.row_count,
+                    "run_id": run_id,
+                    "built_at": at,
+                },
             )
         result.marts.append(built)
     result.duration_s = time.monotonic() - started
@@ -366,18 +365,17 @@ def _ensure_tables(engine: sa.Engine, hubs: tuple[HubTable, ...], marts: tuple[M
     with schema_change_lock(engine), engine.begin() as conn:
         ensure_hub_tables(conn, hubs)
         ensure_mart_tables(conn, marts)
-        t = transform_state_table
-        conn.execute(t.delete().where(t.c.tenant_id == 0, t.c.table_name == TABLES_STATE))
-        conn.execute(
-            t.insert().values(
-                tenant_id=0,
-                table_name=TABLES_STATE,
-                fingerprint=fingerprint,
-                watermark=None,
-                row_count=len(tables),
-                run_id=run_id,
-                built_at=datetime.now(UTC),
-            )
+        upsert_state(
+            conn,
+            transform_state_table,
+            {"tenant_id": 0, "table_name": TABLES_STATE},
+            {
+                "fingerprint": fingerprint,
+                "watermark": None,
+                "row_count": len(tables),
+                "run_id": run_id,
+                "built_at": datetime.now(UTC),
+            },
         )
     return set(sa.inspect(engine).get_table_names())
 

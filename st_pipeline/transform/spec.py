@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 
 class ColumnType(enum.Enum):
-    """Column types of hub and mart tables (see ``tables.hub_column_type`` for the SQL types)."""
+    """Column types of hub and mart tables (see ``types.sql_type`` for the SQL types)."""
 
     TEXT = "text"
     INTEGER = "integer"  # 64-bit

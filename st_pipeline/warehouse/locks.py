@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from st_pipeline.database import advisory_key, exclusive_lock, lock_file_is_held
+from st_pipeline.database import advisory_key, exclusive_lock, lock_file_is_held, upsert_state
 from st_pipeline.warehouse.tables import tenant_lock_table
 
 
@@ -41,10 +41,8 @@ def tenant_lock(engine: sa.Engine, tenant_id: int, run_id: str, *, wait_s: float
 
 def _record_holder(engine: sa.Engine, tenant_id: int, run_id: str) -> None:
     with engine.begin() as conn:
-        conn.execute(tenant_lock_table.delete().where(tenant_lock_table.c.tenant_id == tenant_id))
-        conn.execute(
-            tenant_lock_table.insert().values(tenant_id=tenant_id, run_id=run_id, acquired_at=datetime.now(UTC))
-        )
+        holder = {"run_id": run_id, "acquired_at": datetime.now(UTC)}
+        upsert_state(conn, tenant_lock_table, {"tenant_id": tenant_id}, holder)
 
 
 def _busy_message(engine: sa.Engine, tenant_id: int) -> str:
