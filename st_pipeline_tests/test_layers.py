@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import itertools
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,3 +147,18 @@ def test_the_check_sees_an_upward_import_and_an_unplaced_module(layers: dict[str
         "st_pipeline/warehouse/tables.py:1: the warehouse layer imports st_pipeline.sync.state (sync)",
         "st_pipeline/warehouse/tables.py:2: the warehouse layer imports Dagster (dagster)",
     ]
+
+
+def test_the_simulator_imports_without_the_rest_of_the_pipeline() -> None:
+    # The embedded simulator is the demo's and the tests' ServiceTitan; a benchmark or another
+    # project can start it with no Dagster, database or settings loaded.
+    probe = (
+        "import sys, st_pipeline.simulator; "
+        "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('st_pipeline.')})); "
+        "print(sorted(m for m in ('dagster', 'sqlalchemy') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    packages, heavy = (ast.literal_eval(line) for line in loaded.stdout.splitlines())
+    allowed = {"servicetitan", "simulator", "database", "home", "redaction", "sqltypes"}
+    assert "simulator" in packages and set(packages) <= allowed, packages
+    assert heavy == []
