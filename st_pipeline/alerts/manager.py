@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TypedDict
 
 import sqlalchemy as sa
 
@@ -20,22 +20,6 @@ from st_pipeline.redaction import redact
 log = logging.getLogger(__name__)
 
 DEFAULT_RECOVERY_REASON = "The condition has cleared."
-
-
-class _IncidentFields(TypedDict):
-    """The columns of ``st_alert_incidents`` a claim writes: every field of ``Incident`` but its key."""
-
-    kind: str
-    tenant_id: int | None
-    asset: str | None
-    run_id: str | None
-    title: str
-    reason: str
-    link: str | None
-    opened_at: datetime
-    last_seen_at: datetime
-    resolved_at: datetime | None
-    notified: bool
 
 
 def utc_now() -> datetime:
@@ -187,34 +171,36 @@ class AlertManager:
 
     def _try_claim(self, alert: Alert, now: datetime) -> Incident | None:
         key = incidents_table.c.incident_key == alert.incident_key
-        fresh: _IncidentFields = {
-            "kind": alert.kind,
-            "tenant_id": alert.tenant_id,
-            "asset": alert.asset,
-            "run_id": alert.run_id,
-            "title": alert.title,
-            "reason": alert.reason,
-            "link": alert.link,
-            "opened_at": now,
-            "last_seen_at": now,
-            "resolved_at": None,
-            "notified": False,
-        }
+        incident = Incident(
+            incident_key=alert.incident_key,
+            kind=alert.kind,
+            tenant_id=alert.tenant_id,
+            asset=alert.asset,
+            run_id=alert.run_id,
+            title=alert.title,
+            reason=alert.reason,
+            link=alert.link,
+            opened_at=now,
+            last_seen_at=now,
+            resolved_at=None,
+            notified=False,
+        )
+        fresh = {name: value for name, value in asdict(incident).items() if name != "incident_key"}
         with self.engine.begin() as conn:
             seen = conn.execute(
                 incidents_table.update().where(key, incidents_table.c.resolved_at.is_(None)).values(last_seen_at=now)
             ).rowcount
             if seen:
                 row = conn.execute(incidents_table.select().where(key)).one()
-                incident = Incident.from_row(row)
+                existing = Incident.from_row(row)
                 # Already announced: stay quiet. Never announced (every channel failed): retry.
-                return None if incident.notified else incident
+                return None if existing.notified else existing
             reopened = conn.execute(
                 incidents_table.update().where(key, incidents_table.c.resolved_at.is_not(None)).values(**fresh)
             ).rowcount
             if not reopened:
                 conn.execute(incidents_table.insert().values(incident_key=alert.incident_key, **fresh))
-        return Incident(incident_key=alert.incident_key, **fresh)
+        return incident
 
     def _deliver(self, message: AlertMessage) -> tuple[int, list[tuple[str, str]]]:
         """Send to every channel; (how many delivered, [(channel name, reason)] of the failures)."""
