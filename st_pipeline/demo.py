@@ -209,12 +209,14 @@ def _print_models(engine: sa.Engine) -> None:
     """Hub table row counts and a few KPI figures of the demo tenant, as the run left them."""
     from st_pipeline.transform.hubs import HUB_TABLES
     from st_pipeline.transform.kpis import headline_kpis
+    from st_pipeline.transform.tables import hub_table
 
     print(f"\nhub tables (tenant {DEMO_TENANT_ID}):")
     with engine.connect() as conn:
         for spec in HUB_TABLES:
+            table = hub_table(spec)
             rows = conn.execute(
-                sa.text(f"SELECT count(*) FROM {spec.table_name} WHERE tenant_id = :t"), {"t": DEMO_TENANT_ID}
+                sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == DEMO_TENANT_ID)
             ).scalar_one()
             print(f"  {spec.table_name:34} {rows:>8}")
         print("\nKPIs (all days of the simulator's history):")

@@ -32,15 +32,15 @@ from st_pipeline.transform.marts import (
     MARTS,
     Mart,
     MartBuild,
-    analyze,
     build_mart,
     ensure_mart_tables,
-    load_ids,
+    entities_reached,
     mart_fingerprint,
     mart_tables,
 )
 from st_pipeline.transform.spec import HubTable
 from st_pipeline.transform.tables import ensure_hub_tables, hub_table
+from st_pipeline.warehouse.scratch import analyze, drop, load_ids
 from st_pipeline.warehouse.tables import dataset_status_table, raw_table_name, transform_state_table
 
 
@@ -114,12 +114,6 @@ def _save_state(
     )
 
 
-def _execute(conn: sa.Connection, statement: str, **params: object) -> sa.CursorResult[object]:
-    types = sql.bind_types()
-    query = sa.text(statement).bindparams(*(sa.bindparam(k, type_=types[k]) for k in params if k in types))
-    return conn.execute(query, params)
-
-
 def _raw_row_count(conn: sa.Connection, spec: HubTable, tenant_id: int, raw: str) -> int:
     """The tenant's raw rows of the source, as the write path keeps it (counted only when unknown)."""
     status = dataset_status_table.c
@@ -128,17 +122,21 @@ def _raw_row_count(conn: sa.Connection, spec: HubTable, tenant_id: int, raw: str
     ).scalar()
     if known is not None and known >= 0:
         return int(known)
-    return conn.execute(
-        sa.text(f"SELECT count(*) FROM {raw} WHERE tenant_id = :tenant_id"), {"tenant_id": tenant_id}
-    ).scalar_one()
+    return conn.execute(sql.raw_count_statement(raw, tenant_id=tenant_id)).scalar_one()
 
 
-def _write(conn: sa.Connection, statement: str, **params: object) -> int:
+def _write(conn: sa.Connection, statement: sa.Insert | sa.Delete) -> int:
     """Run an INSERT or DELETE; the rows it changed (SQLite's driver does not count ``WITH … INSERT``)."""
-    result = _execute(conn, statement, **params)
+    result = conn.execute(statement)
     if conn.dialect.name == "sqlite":
-        return int(conn.execute(sa.text("SELECT changes()")).scalar_one())
+        return int(conn.execute(sa.select(sa.func.changes())).scalar_one())
     return result.rowcount
+
+
+def _in_utc(conn: sa.Connection) -> None:
+    """Read timestamps without a zone as UTC for the rest of the transaction (PostgreSQL; SQLite has no zones)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
 
 
 _UNREAD = object()
@@ -184,12 +182,8 @@ def build_hub(
             spec.table_name, "unchanged", 0, total, row_count=state.row_count, duration_s=time.monotonic() - started
         )
     with engine.begin() as conn:
-        if dialect == "postgresql":
-            conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
-        watermark = conn.execute(
-            sa.text(f"SELECT max(extracted_at) FROM {raw} WHERE tenant_id = :tenant_id"), {"tenant_id": tenant_id}
-        ).scalar()
-        watermark = _as_utc(watermark)
+        _in_utc(conn)
+        watermark = _as_utc(conn.execute(sql.raw_max_extracted_statement(raw, tenant_id=tenant_id)).scalar())
         total = _raw_row_count(conn, spec, tenant_id, raw)
         at = datetime.now(UTC)
         if current:
@@ -198,7 +192,7 @@ def build_hub(
             changed = (
                 changed_count
                 if changed_count is not None
-                else _execute(conn, sql.changed_count_statement(raw), tenant_id=tenant_id, since=since).scalar_one()
+                else conn.execute(sql.changed_count_statement(raw, tenant_id=tenant_id, since=since)).scalar_one()
             )
             if changed == 0:
                 return HubBuild(
@@ -209,25 +203,21 @@ def build_hub(
                     row_count=state.row_count,
                     duration_s=time.monotonic() - started,
                 )
-            deleted = _write(conn, sql.delete_statement(spec, raw, incremental=True), tenant_id=tenant_id, since=since)
+            deleted = _write(conn, sql.delete_statement(spec, raw, tenant_id=tenant_id, since=since))
             inserted = _write(
-                conn,
-                sql.insert_statement(spec, raw, dialect, incremental=True),
-                tenant_id=tenant_id,
-                since=since,
-                built_at=at,
+                conn, sql.insert_statement(spec, raw, dialect, tenant_id=tenant_id, since=since, built_at=at)
             )
             row_count = state.row_count - deleted + inserted
             mode = "incremental"
         else:
             changed = total
-            deleted = _write(conn, sql.delete_statement(spec, raw, incremental=False), tenant_id=tenant_id)
+            deleted = _write(conn, sql.delete_statement(spec, raw, tenant_id=tenant_id, since=None))
             inserted = _write(
-                conn, sql.insert_statement(spec, raw, dialect, incremental=False), tenant_id=tenant_id, built_at=at
+                conn, sql.insert_statement(spec, raw, dialect, tenant_id=tenant_id, since=None, built_at=at)
             )
             row_count = inserted
             mode = "full"
-            analyze(conn, spec.table_name)
+            analyze(conn, hub_table(spec))
         _save_state(conn, tenant_id, spec, watermark, row_count, run_id, at)
     return HubBuild(spec.table_name, mode, changed, total, deleted, inserted, row_count, time.monotonic() - started)
 
@@ -297,13 +287,11 @@ def build_tenant(
     rebuilt_in_full = {h.table for h in result.hubs if h.mode == "full"}
     at = datetime.now(UTC)
     day = as_of or at.date()
-    dialect = engine.dialect.name
     for mart in marts:
         with engine.begin() as conn:
-            if dialect == "postgresql":
-                conn.execute(sa.text("SET LOCAL TIME ZONE 'UTC'"))
+            _in_utc(conn)
             state = states.get(mart.table_name)
-            fingerprint = mart_fingerprint(mart, dialect)
+            fingerprint = mart_fingerprint(mart, engine.dialect)
             new_day = mart.daily and state is not None and _as_utc(state.built_at).date() != day
             in_full = (
                 full
@@ -397,12 +385,8 @@ def _changed_ids(
                 or state.watermark is None
             ):
                 continue
-            ids = _execute(
-                conn,
-                f"SELECT r.id FROM {raw} r WHERE r.tenant_id = :tenant_id AND r.extracted_at > :since",
-                tenant_id=tenant_id,
-                since=_as_utc(state.watermark),
-            ).scalars()
+            since = _as_utc(state.watermark)
+            ids = conn.execute(sql.changed_ids_statement(raw, tenant_id=tenant_id, since=since)).scalars()
             changed[spec.table_name] = set(ids)
     return changed
 
@@ -419,11 +403,11 @@ def _reached(
             links = [(mart, link) for mart in marts for link in mart.links if link.table == table]
             if not ids or not links:
                 continue
-            load_ids(conn, "st_changed_ids", ids)
+            changed = load_ids(conn, "st_changed_ids", ids)
             for mart, link in links:
-                found = conn.execute(sa.text(link.entities), {"tenant_id": tenant_id}).scalars()
+                found = conn.execute(entities_reached(link, tenant_id, changed)).scalars()
                 reached.setdefault(mart.name, set()).update(i for i in found if i is not None)
-        conn.execute(sa.text("DROP TABLE IF EXISTS st_changed_ids"))
+            drop(conn, changed)
     return reached
 
 

@@ -84,9 +84,7 @@ def check_hub(conn: sa.Connection, spec: HubTable, tenant_id: int, raw_table: st
     verdicts.append(Verdict(NON_NULL_KEY, nulls == 0, f"{nulls} rows with a NULL key", {"null_keys": nulls}))
 
     dialect = conn.dialect.name
-    expected = conn.execute(
-        sa.text(sql.raw_row_count_statement(spec, raw_table, dialect)), {"tenant_id": tenant_id}
-    ).scalar_one()
+    expected = conn.execute(sql.raw_row_count_statement(spec, raw_table, dialect, tenant_id=tenant_id)).scalar_one()
     actual = conn.execute(
         sa.select(sa.func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
     ).scalar_one()
@@ -129,9 +127,7 @@ def check_hub(conn: sa.Connection, spec: HubTable, tenant_id: int, raw_table: st
         for name in spec.money_totals:
             column = spec.column(name)
             raw_sum = Decimal(0)
-            rows = conn.execute(
-                sa.text(sql.raw_text_statement(spec, column, raw_table, dialect)), {"tenant_id": tenant_id}
-            )
+            rows = conn.execute(sql.raw_text_statement(spec, column, raw_table, dialect, tenant_id=tenant_id))
             for (text,) in rows:
                 if text is not None:
                     try:

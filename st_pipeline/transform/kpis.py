@@ -24,12 +24,11 @@ def headline_kpis(conn: sa.Connection, tenant_id: int) -> dict[str, str]:
     revenue = _sum(conn, "revenue_by_business_unit", "completed_revenue", tenant_id)
     completed = _sum(conn, "job_conversion", "completed_jobs", tenant_id)
     invoiced = _sum(conn, "job_conversion", "invoiced_subtotal", tenant_id)
+    by_unit = mart_table(MARTS_BY_NAME["revenue_by_business_unit"])
     units = conn.execute(
-        sa.text(
-            "SELECT count(DISTINCT business_unit_id) FROM mart_revenue_by_business_unit "
-            "WHERE tenant_id = :t AND completed_revenue > 0"
-        ),
-        {"t": tenant_id},
+        sa.select(sa.func.count(sa.distinct(by_unit.c.business_unit_id))).where(
+            by_unit.c.tenant_id == tenant_id, by_unit.c.completed_revenue > 0
+        )
     ).scalar_one()
     return {
         "completed revenue": f"{revenue:,.2f} in {units} business units",

@@ -11,21 +11,38 @@ build day (receivables by age) is rebuilt in full by the first build of each day
 
 The definitions follow how ServiceTitan computes each number (see the README's "Metrics"); every
 mart's description states its date basis. Days are UTC calendar days. Records that are deleted
-(``deleted_at``) or inactive (``active`` false: voided, deactivated) never count.
+(``deleted_at``) or inactive (``active`` false: voided, deactivated) never count. The queries are
+SQLAlchemy Core; what the two warehouses spell differently is in ``expressions``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
 
 from st_pipeline.sqltypes import UtcDateTime
+from st_pipeline.transform.expressions import (
+    as_day,
+    days_between,
+    flag,
+    live,
+    money_per,
+    ratio,
+    unindexed,
+    utc_day,
+)
+from st_pipeline.transform.hubs import hub
 from st_pipeline.transform.spec import Column, ColumnType
-from st_pipeline.transform.types import MONEY_SCALE, sql_type
+from st_pipeline.transform.tables import hub_table
+from st_pipeline.transform.types import sql_type
+from st_pipeline.warehouse.scratch import analyze, drop, load_ids, recreate, temporary_table
 
 T, INT, M, D, R, DAY = (
     ColumnType.TEXT,
@@ -40,65 +57,46 @@ T, INT, M, D, R, DAY = (
 MEMBERSHIP_FOLLOW_UP_DAYS = 30
 AGING_BUCKETS = ((0, 30, "0-30"), (31, 60, "31-60"), (61, 90, "61-90"), (91, None, "91+"))
 
+Expression = ColumnElement[Any]
+# The changed rows' ids of one hub table → the ids of the mart entities the change reaches.
+EntityFinder = Callable[[int, sa.Select[Any]], sa.Select[Any]]
+
 
 @dataclass(frozen=True)
-class Sql:
-    """Dialect helpers the mart queries are written with."""
+class Scope:
+    """Whose facts a query selects: one tenant's entities on one build day — all of them, or
+    only those whose ids are in the temporary table ``entities``."""
 
-    dialect: str
+    tenant_id: int
+    as_of: date
+    entities: sa.Table | None = None
 
-    def day(self, timestamp: str) -> str:
-        """The UTC calendar day of a timestamp column."""
-        if self.dialect == "sqlite":
-            return f"substr({timestamp}, 1, 10)"
-        return f"(({timestamp}) AT TIME ZONE 'UTC')::date"
+    def tenant(self, table: sa.FromClause) -> ColumnElement[bool]:
+        return table.c.tenant_id == self.tenant_id
 
-    def days_between(self, later: str, earlier: str) -> str:
-        """Whole days from one day (``date`` value) to another."""
-        if self.dialect == "sqlite":
-            return f"CAST(julianday({later}) - julianday({earlier}) AS INTEGER)"
-        return f"(({later})::date - ({earlier})::date)"
-
-    def date_param(self, name: str) -> str:
-        """A date parameter as a value of the ``day`` columns."""
-        return name if self.dialect == "sqlite" else f"CAST({name} AS DATE)"
-
-    def ratio(self, numerator: str, denominator: str) -> str:
-        """numerator / denominator as a floating-point rate (NULL when there is nothing to divide by)."""
-        cast = "REAL" if self.dialect == "sqlite" else "double precision"
-        return f"(CAST({numerator} AS {cast}) / NULLIF({denominator}, 0))"
-
-    def money_per(self, amount: str, count: str) -> str:
-        """An amount divided by a count, exact to 4 decimals (cut, not rounded, on both warehouses)."""
-        if self.dialect == "sqlite":  # integer ten-thousandths: integer division cuts
-            return f"({amount} / NULLIF({count}, 0))"
-        return f"trunc({amount} / NULLIF({count}, 0), {MONEY_SCALE})"
-
-    @staticmethod
-    def live(alias: str) -> str:
-        """A row that counts: not deleted, not inactive."""
-        return f"({alias}.deleted_at IS NULL AND COALESCE({alias}.active, TRUE))"
+    def chosen(self, entity_id: Expression) -> ColumnElement[bool]:
+        if self.entities is None:
+            return sa.true()
+        return entity_id.in_(sa.select(self.entities.c.id))
 
 
 @dataclass(frozen=True)
 class Link:
-    """How a change to one hub table reaches a mart's entities: SQL selecting the entity ids for the
-    changed records, whose ids are in the temporary table ``st_changed_ids``."""
+    """How a change to one hub table reaches a mart's entities."""
 
     table: str  # the hub table whose change this follows
-    entities: str  # SELECT <entity id> … WHERE … IN (SELECT id FROM st_changed_ids)
+    entities: EntityFinder  # (tenant id, SELECT of the changed rows' ids) → SELECT of entity ids
 
 
 @dataclass(frozen=True)
 class Mart:
     """One KPI mart: ``mart_<name>``, keyed by ``tenant_id`` and ``group``.
 
-    An additive mart gives ``facts``: a query of ``entity_id``, the ``group`` columns and the
-    ``measures`` for the tenant's entities passing ``{entities}`` (a condition on the entity id);
-    the mart sums the measures per group and computes ``derived`` columns from the sums (``{name}``
-    in their SQL stands for the sum of measure ``name``). ``links`` say which entities a change of
-    a hub table affects. ``daily``: the facts depend on the build day (``:as_of``), so the first
-    build of a day is a full one.
+    An additive mart gives ``facts``: a query, for a ``Scope``, of ``entity_id``, the ``group``
+    columns and the ``measures``; the mart sums the measures per group and computes ``derived``
+    columns from the sums (each a function of the sums by measure name). ``links`` say which
+    entities a change of a hub table affects. ``daily``: the facts depend on the build day
+    (``Scope.as_of``), so the first build of a day is a full one.
     """
 
     name: str
@@ -106,9 +104,9 @@ class Mart:
     group: tuple[Column, ...]
     measures: tuple[Column, ...]
     reads: tuple[str, ...]  # hub tables, e.g. ``hub_jobs``
-    facts: Callable[[Sql, str], str]
+    facts: Callable[[Scope], sa.Select[Any]]
     links: tuple[Link, ...] = ()
-    derived: tuple[tuple[Column, Callable[[Sql], str]], ...] = ()
+    derived: tuple[tuple[Column, Callable[[Mapping[str, Expression]], Expression]], ...] = ()
     daily: bool = False
     # Figures for the UI to plot: (metadata label, column, summed over the last N days with data; 0 = all rows).
     headline: tuple[tuple[str, str, int], ...] = ()
@@ -137,167 +135,273 @@ def _c(name: str, kind: ColumnType, description: str = "") -> Column:
     return Column(name, name, kind, description)
 
 
-def _flag(condition: str) -> str:
-    return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
+def _hub(name: str, alias: str) -> sa.FromClause:
+    """A hub table under a short alias (the facts queries read several at once)."""
+    return hub_table(hub(name)).alias(alias)
 
 
-def _job_facts(s: Sql, entities: str) -> str:
-    """One row per completed job of the tenant (passing ``entities`` on the job id): its day,
-    business unit, location, threshold and totals."""
-    return f"""
-    SELECT j.id AS job_id, j.business_unit_id, j.location_id, {s.day("j.completed_on")} AS day,
-           COALESCE(j.no_charge, FALSE) OR COALESCE(jt.no_charge, FALSE) AS no_charge,
-           COALESCE(jt.sold_threshold, 0) AS threshold,
-           COALESCE((SELECT SUM(i.sub_total) FROM hub_invoices i WHERE i.tenant_id = :tenant_id AND i.job_id = j.id
-                     AND {Sql.live("i")} AND i.adjustment_to_id IS NULL), 0) AS invoiced,
-           (SELECT COUNT(*) FROM hub_estimates e WHERE e.tenant_id = :tenant_id AND e.job_id = j.id
-            AND {Sql.live("e")}) AS estimates,
-           COALESCE((SELECT SUM(e.sub_total) FROM hub_estimates e WHERE e.tenant_id = :tenant_id AND e.job_id = j.id
-                     AND {Sql.live("e")} AND e.status = 'Sold'), 0) AS sold
-    FROM hub_jobs j
-    LEFT JOIN hub_job_types jt ON jt.tenant_id = j.tenant_id AND jt.id = j.job_type_id
-    WHERE j.tenant_id = :tenant_id AND {Sql.live("j")} AND j.job_status = 'Completed'
-      AND j.completed_on IS NOT NULL AND {entities.format(id="j.id")}"""
+def _one() -> Expression:
+    return sa.literal_column("1")
+
+
+def _completed(jobs: sa.FromClause) -> ColumnElement[bool]:
+    """A job that counts as completed: live, status Completed, with a completion time."""
+    return sa.and_(live(jobs), jobs.c.job_status == "Completed", jobs.c.completed_on.is_not(None))
+
+
+def _job_facts(scope: Scope) -> sa.Select[Any]:
+    """One row per completed job of the tenant (chosen by job id): its day, business unit, location,
+    No Charge flag, sold threshold, invoiced subtotal (adjustments excluded), estimates and sold."""
+    j, jt, i, e = _hub("jobs", "j"), _hub("job_types", "jt"), _hub("invoices", "i"), _hub("estimates", "e")
+    invoiced = (
+        sa.select(sa.func.sum(i.c.sub_total))
+        .where(scope.tenant(i), i.c.job_id == j.c.id, live(i), i.c.adjustment_to_id.is_(None))
+        .scalar_subquery()
+    )
+    job_estimates = (scope.tenant(e), e.c.job_id == j.c.id, live(e))
+    estimates = sa.select(sa.func.count()).select_from(e).where(*job_estimates).scalar_subquery()
+    sold = sa.select(sa.func.sum(e.c.sub_total)).where(*job_estimates, e.c.status == "Sold").scalar_subquery()
+    no_charge = sa.or_(sa.func.coalesce(j.c.no_charge, sa.false()), sa.func.coalesce(jt.c.no_charge, sa.false()))
+    return (
+        sa.select(
+            j.c.id.label("job_id"),
+            j.c.business_unit_id,
+            j.c.location_id,
+            utc_day(j.c.completed_on).label("day"),
+            no_charge.label("no_charge"),
+            sa.func.coalesce(jt.c.sold_threshold, 0).label("threshold"),
+            sa.func.coalesce(invoiced, 0).label("invoiced"),
+            estimates.label("estimates"),
+            sa.func.coalesce(sold, 0).label("sold"),
+        )
+        .select_from(j.outerjoin(jt, sa.and_(jt.c.tenant_id == j.c.tenant_id, jt.c.id == j.c.job_type_id)))
+        .where(scope.tenant(j), _completed(j), scope.chosen(j.c.id))
+    )
 
 
 # A job is an opportunity unless it is No Charge (a No Charge job that still reaches the sold
 # threshold counts); it converted when its invoiced subtotal is positive and reaches the threshold.
-_CONVERTED = "(f.invoiced > 0 AND f.invoiced >= f.threshold)"
-_OPPORTUNITY = f"(NOT f.no_charge OR {_CONVERTED})"
+def _converted(f: sa.Subquery) -> ColumnElement[bool]:
+    return sa.and_(f.c.invoiced > 0, f.c.invoiced >= f.c.threshold)
+
+
+def _opportunity(f: sa.Subquery) -> ColumnElement[bool]:
+    return sa.or_(sa.not_(f.c.no_charge), _converted(f))
+
+
 # A sales opportunity is a completed job with an estimate; it closed when its sold estimates
 # reach the threshold.
-_SALES_OPPORTUNITY = "(f.estimates > 0)"
-_CLOSED = "(f.estimates > 0 AND f.sold > 0 AND f.sold >= f.threshold)"
+def _sales_opportunity(f: sa.Subquery) -> ColumnElement[bool]:
+    return f.c.estimates > 0
 
 
-def _changed(table: str, column: str = "id") -> str:
-    return (
-        f"SELECT x.{column} FROM {table} x WHERE x.tenant_id = :tenant_id AND x.id IN (SELECT id FROM st_changed_ids)"
+def _closed(f: sa.Subquery) -> ColumnElement[bool]:
+    return sa.and_(f.c.estimates > 0, f.c.sold > 0, f.c.sold >= f.c.threshold)
+
+
+def _own(name: str, column: str = "id") -> EntityFinder:
+    """The entities are ``column`` of the changed rows themselves (their ids, or e.g. their job)."""
+    table = _hub(name, "x")
+    return lambda tenant_id, changed: sa.select(table.c[column]).where(
+        table.c.tenant_id == tenant_id, table.c.id.in_(changed)
+    )
+
+
+def _pointing(name: str, column: str) -> EntityFinder:
+    """The entities are the rows of ``name`` whose ``column`` points at a changed row."""
+    table = _hub(name, "p")
+    return lambda tenant_id, changed: sa.select(table.c.id).where(
+        table.c.tenant_id == tenant_id, table.c[column].in_(changed)
     )
 
 
 # The jobs a change reaches: the job itself, its invoices and estimates, its job type, its assignments.
 _JOB_LINKS = (
-    Link("hub_jobs", _changed("hub_jobs")),
-    Link("hub_invoices", _changed("hub_invoices", "job_id")),
-    Link("hub_estimates", _changed("hub_estimates", "job_id")),
-    Link(
-        "hub_job_types",
-        "SELECT j.id FROM hub_jobs j WHERE j.tenant_id = :tenant_id "
-        "AND j.job_type_id IN (SELECT id FROM st_changed_ids)",
-    ),
+    Link("hub_jobs", _own("jobs")),
+    Link("hub_invoices", _own("invoices", "job_id")),
+    Link("hub_estimates", _own("estimates", "job_id")),
+    Link("hub_job_types", _pointing("jobs", "job_type_id")),
 )
 
 
-def _revenue_facts(s: Sql, entities: str) -> str:
-    income = "it.gl_account_type = 'Income'"
-    base = "FROM hub_invoice_items it JOIN hub_invoices i ON i.tenant_id = it.tenant_id AND i.id = it.invoice_id"
-    where = (
-        f"it.tenant_id = :tenant_id AND {s.live('i')} AND it.deleted_at IS NULL AND {income} "
-        f"AND {entities.format(id='i.id')}"
+def _jobs_at_locations_of_memberships(tenant_id: int, changed: sa.Select[Any]) -> sa.Select[Any]:
+    """A changed membership reaches every job at its location."""
+    return _pointing("jobs", "location_id")(tenant_id, _own("memberships", "location_id")(tenant_id, changed))
+
+
+def _revenue_facts(scope: Scope) -> sa.Select[Any]:
+    it, i, j = _hub("invoice_items", "it"), _hub("invoices", "i"), _hub("jobs", "j")
+    items = it.join(i, sa.and_(i.c.tenant_id == it.c.tenant_id, i.c.id == it.c.invoice_id))
+    counted = (
+        it.c.tenant_id == scope.tenant_id,
+        live(i),
+        it.c.deleted_at.is_(None),
+        it.c.gl_account_type == "Income",
+        scope.chosen(i.c.id),
     )
-    return f"""
-    SELECT invoice_id AS entity_id, day, business_unit_id,
-           SUM(CASE WHEN kind = 'completed' THEN amount ELSE 0 END) AS completed_revenue,
-           SUM(CASE WHEN kind = 'non_job' THEN amount ELSE 0 END) AS non_job_revenue,
-           SUM(CASE WHEN kind = 'adjustment' THEN amount ELSE 0 END) AS adjustment_revenue
-    FROM (
-      SELECT 'completed' AS kind, i.id AS invoice_id, {s.day("j.completed_on")} AS day,
-             COALESCE(it.business_unit_id, j.business_unit_id) AS business_unit_id, it.total AS amount
-      {base} JOIN hub_jobs j ON j.tenant_id = i.tenant_id AND j.id = i.job_id
-      WHERE {where} AND i.adjustment_to_id IS NULL AND {s.live("j")} AND j.job_status = 'Completed'
-        AND j.completed_on IS NOT NULL
-      UNION ALL
-      SELECT CASE WHEN i.adjustment_to_id IS NOT NULL THEN 'adjustment' ELSE 'non_job' END, i.id,
-             {s.day("i.invoice_date")}, COALESCE(it.business_unit_id, i.business_unit_id), it.total
-      {base}
-      WHERE {where} AND (i.adjustment_to_id IS NOT NULL OR i.job_id IS NULL) AND i.invoice_date IS NOT NULL
-    ) revenue
-    GROUP BY invoice_id, day, business_unit_id"""
+    completed = (
+        sa.select(
+            sa.literal("completed").label("kind"),
+            i.c.id.label("invoice_id"),
+            utc_day(j.c.completed_on).label("day"),
+            sa.func.coalesce(it.c.business_unit_id, j.c.business_unit_id).label("business_unit_id"),
+            it.c.total.label("amount"),
+        )
+        .select_from(items.join(j, sa.and_(j.c.tenant_id == i.c.tenant_id, j.c.id == i.c.job_id)))
+        .where(*counted, i.c.adjustment_to_id.is_(None), _completed(j))
+    )
+    adjustment_or_non_job = (
+        sa.select(
+            sa.case((i.c.adjustment_to_id.is_not(None), sa.literal("adjustment")), else_=sa.literal("non_job")),
+            i.c.id,
+            utc_day(i.c.invoice_date),
+            sa.func.coalesce(it.c.business_unit_id, i.c.business_unit_id),
+            it.c.total,
+        )
+        .select_from(items)
+        .where(*counted, sa.or_(i.c.adjustment_to_id.is_not(None), i.c.job_id.is_(None)), i.c.invoice_date.is_not(None))
+    )
+    revenue = sa.union_all(completed, adjustment_or_non_job).subquery("revenue")
+
+    def of_kind(kind: str) -> Expression:
+        return sa.func.sum(sa.case((revenue.c.kind == kind, revenue.c.amount), else_=0))
+
+    return sa.select(
+        revenue.c.invoice_id.label("entity_id"),
+        revenue.c.day,
+        revenue.c.business_unit_id,
+        of_kind("completed").label("completed_revenue"),
+        of_kind("non_job").label("non_job_revenue"),
+        of_kind("adjustment").label("adjustment_revenue"),
+    ).group_by(revenue.c.invoice_id, revenue.c.day, revenue.c.business_unit_id)
 
 
-def _sales_facts(s: Sql, entities: str) -> str:
-    return f"""
-    SELECT e.id AS entity_id, {s.day("e.sold_on")} AS day, e.business_unit_id, 1 AS sold_estimates, e.sub_total AS sales
-    FROM hub_estimates e
-    WHERE e.tenant_id = :tenant_id AND {s.live("e")} AND e.status = 'Sold' AND e.sold_on IS NOT NULL
-      AND {entities.format(id="e.id")}"""
+def _sales_facts(scope: Scope) -> sa.Select[Any]:
+    e = _hub("estimates", "e")
+    return sa.select(
+        e.c.id.label("entity_id"),
+        utc_day(e.c.sold_on).label("day"),
+        e.c.business_unit_id,
+        _one().label("sold_estimates"),
+        e.c.sub_total.label("sales"),
+    ).where(scope.tenant(e), live(e), e.c.status == "Sold", e.c.sold_on.is_not(None), scope.chosen(e.c.id))
 
 
-def _conversion_facts(s: Sql, entities: str) -> str:
-    return f"""
-    SELECT f.job_id AS entity_id, f.day, f.business_unit_id, 1 AS completed_jobs,
-           {_flag(_OPPORTUNITY)} AS opportunities, {_flag(_CONVERTED)} AS converted,
-           f.invoiced AS invoiced_subtotal, {_flag(_SALES_OPPORTUNITY)} AS sales_opportunities,
-           {_flag(_CLOSED)} AS closed
-    FROM ({_job_facts(s, entities)}) f"""
+def _conversion_facts(scope: Scope) -> sa.Select[Any]:
+    f = _job_facts(scope).subquery("f")
+    return sa.select(
+        f.c.job_id.label("entity_id"),
+        f.c.day,
+        f.c.business_unit_id,
+        _one().label("completed_jobs"),
+        flag(_opportunity(f)).label("opportunities"),
+        flag(_converted(f)).label("converted"),
+        f.c.invoiced.label("invoiced_subtotal"),
+        flag(_sales_opportunity(f)).label("sales_opportunities"),
+        flag(_closed(f)).label("closed"),
+    )
 
 
-def _technician_facts(s: Sql, entities: str) -> str:
+def _technician_facts(scope: Scope) -> sa.Select[Any]:
     # Each technician assigned to a job is credited with the job once, however many visits.
-    return f"""
-    SELECT f.job_id AS entity_id, f.day, a.technician_id, f.business_unit_id, 1 AS completed_jobs,
-           {_flag(_OPPORTUNITY)} AS opportunities, {_flag(_CONVERTED)} AS converted,
-           {_flag(_SALES_OPPORTUNITY)} AS sales_opportunities, {_flag(_CLOSED)} AS closed, f.sold AS sold_on_jobs
-    FROM ({_job_facts(s, entities)}) f
-    JOIN (SELECT DISTINCT aa.job_id, aa.technician_id FROM hub_appointment_assignments aa
-          WHERE aa.tenant_id = :tenant_id AND {s.live("aa")} AND aa.technician_id IS NOT NULL
-            AND {entities.format(id="aa.job_id")}) a ON a.job_id = f.job_id"""
-
-
-def _membership_facts(s: Sql, entities: str) -> str:
-    # Opportunity: a completed job at a location with no membership in force that day. (``+`` keeps
-    # SQLite from scanning the location index for ``IS NOT NULL`` instead of looking the jobs up.)
-    covered = f"""EXISTS (SELECT 1 FROM hub_memberships m WHERE m.tenant_id = :tenant_id AND {s.live("m")}
-        AND m.location_id = f.location_id AND {s.day("m.valid_from")} < f.day
-        AND (m.valid_to IS NULL OR {s.day("m.valid_to")} >= f.day) AND COALESCE(m.status, '') <> 'Canceled')"""
-    sold_within = f"""EXISTS (SELECT 1 FROM hub_memberships m WHERE m.tenant_id = :tenant_id AND {s.live("m")}
-        AND m.location_id = f.location_id AND {s.day("m.valid_from")} >= f.day
-        AND {s.days_between(s.day("m.valid_from"), "f.day")} <= {{days}})"""
-    return f"""
-    SELECT f.job_id AS entity_id, f.day, 1 AS opportunities,
-           {_flag(sold_within.format(days=0))} AS sold_same_day,
-           {_flag(sold_within.format(days=MEMBERSHIP_FOLLOW_UP_DAYS))} AS sold_within_30_days
-    FROM (SELECT j.id AS job_id, j.location_id, {s.day("j.completed_on")} AS day FROM hub_jobs j
-          WHERE j.tenant_id = :tenant_id AND {s.live("j")} AND j.job_status = 'Completed'
-            AND j.completed_on IS NOT NULL AND +j.location_id IS NOT NULL AND {entities.format(id="j.id")}) f
-    WHERE NOT {covered}"""
-
-
-def _calls_facts(s: Sql, entities: str) -> str:
-    bookable = "c.call_type IN ('Booked', 'Unbooked')"
-    return f"""
-    SELECT c.id AS entity_id, {s.day("c.created_on")} AS day, 1 AS inbound_calls,
-           {_flag(bookable)} AS bookable_calls, {_flag("c.call_type = 'Booked'")} AS booked_calls
-    FROM hub_calls c
-    WHERE c.tenant_id = :tenant_id AND {s.live("c")} AND c.direction = 'Inbound' AND c.created_on IS NOT NULL
-      AND {entities.format(id="c.id")}"""
-
-
-def _collections_facts(s: Sql, entities: str) -> str:
-    return f"""
-    SELECT p.id AS entity_id, {s.day("p.payment_date")} AS day, 1 AS payments, p.total AS collected
-    FROM hub_payments p
-    WHERE p.tenant_id = :tenant_id AND {s.live("p")} AND p.payment_date IS NOT NULL AND {entities.format(id="p.id")}"""
-
-
-def _receivables_facts(s: Sql, entities: str) -> str:
-    age = s.days_between(s.date_param(":as_of"), s.day("i.invoice_date"))
-    bucket = (
-        "CASE "
-        + " ".join(f"WHEN {age} <= {high} THEN '{label}'" for _low, high, label in AGING_BUCKETS if high is not None)
-        + f" ELSE '{AGING_BUCKETS[-1][2]}' END"
+    f = _job_facts(scope).subquery("f")
+    aa = _hub("appointment_assignments", "aa")
+    assigned = (
+        sa.select(aa.c.job_id, aa.c.technician_id)
+        .distinct()
+        .where(scope.tenant(aa), live(aa), aa.c.technician_id.is_not(None), scope.chosen(aa.c.job_id))
+        .subquery("a")
     )
-    return f"""
-    SELECT i.id AS entity_id, {s.date_param(":as_of")} AS as_of, {bucket} AS aging_bucket, 1 AS open_invoices,
-           i.balance AS open_balance
-    FROM hub_invoices i
-    WHERE i.tenant_id = :tenant_id AND {s.live("i")} AND i.balance > 0 AND i.invoice_date IS NOT NULL
-      AND {s.day("i.invoice_date")} <= {s.date_param(":as_of")} AND {entities.format(id="i.id")}"""
+    return sa.select(
+        f.c.job_id.label("entity_id"),
+        f.c.day,
+        assigned.c.technician_id,
+        f.c.business_unit_id,
+        _one().label("completed_jobs"),
+        flag(_opportunity(f)).label("opportunities"),
+        flag(_converted(f)).label("converted"),
+        flag(_sales_opportunity(f)).label("sales_opportunities"),
+        flag(_closed(f)).label("closed"),
+        f.c.sold.label("sold_on_jobs"),
+    ).select_from(f.join(assigned, assigned.c.job_id == f.c.job_id))
 
 
-def _rate(numerator: str, denominator: str) -> Callable[[Sql], str]:
-    return lambda s: s.ratio(f"{{{numerator}}}", f"{{{denominator}}}")
+def _membership_facts(scope: Scope) -> sa.Select[Any]:
+    # Opportunity: a completed job at a location with no membership in force that day.
+    j, m = _hub("jobs", "j"), _hub("memberships", "m")
+    f = (
+        sa.select(j.c.id.label("job_id"), j.c.location_id, utc_day(j.c.completed_on).label("day"))
+        .where(scope.tenant(j), _completed(j), unindexed(j.c.location_id).is_not(None), scope.chosen(j.c.id))
+        .subquery("f")
+    )
+    at_location = (scope.tenant(m), live(m), m.c.location_id == f.c.location_id)
+    starts = utc_day(m.c.valid_from)
+    covered = sa.exists().where(
+        *at_location,
+        starts < f.c.day,
+        sa.or_(m.c.valid_to.is_(None), utc_day(m.c.valid_to) >= f.c.day),
+        sa.func.coalesce(m.c.status, "") != "Canceled",
+    )
+
+    def sold_within(days: int) -> ColumnElement[bool]:
+        return sa.exists().where(*at_location, starts >= f.c.day, days_between(starts, f.c.day) <= days)
+
+    return sa.select(
+        f.c.job_id.label("entity_id"),
+        f.c.day,
+        _one().label("opportunities"),
+        flag(sold_within(0)).label("sold_same_day"),
+        flag(sold_within(MEMBERSHIP_FOLLOW_UP_DAYS)).label("sold_within_30_days"),
+    ).where(~covered)
+
+
+def _calls_facts(scope: Scope) -> sa.Select[Any]:
+    c = _hub("calls", "c")
+    return sa.select(
+        c.c.id.label("entity_id"),
+        utc_day(c.c.created_on).label("day"),
+        _one().label("inbound_calls"),
+        flag(c.c.call_type.in_(("Booked", "Unbooked"))).label("bookable_calls"),
+        flag(c.c.call_type == "Booked").label("booked_calls"),
+    ).where(scope.tenant(c), live(c), c.c.direction == "Inbound", c.c.created_on.is_not(None), scope.chosen(c.c.id))
+
+
+def _collections_facts(scope: Scope) -> sa.Select[Any]:
+    p = _hub("payments", "p")
+    return sa.select(
+        p.c.id.label("entity_id"),
+        utc_day(p.c.payment_date).label("day"),
+        _one().label("payments"),
+        p.c.total.label("collected"),
+    ).where(scope.tenant(p), live(p), p.c.payment_date.is_not(None), scope.chosen(p.c.id))
+
+
+def _receivables_facts(scope: Scope) -> sa.Select[Any]:
+    i = _hub("invoices", "i")
+    as_of = as_day(sa.literal(scope.as_of, sa.Date()))
+    age = days_between(as_of, utc_day(i.c.invoice_date))
+    bucket = sa.case(
+        *((age <= high, sa.literal(label)) for _low, high, label in AGING_BUCKETS if high is not None),
+        else_=sa.literal(AGING_BUCKETS[-1][2]),
+    )
+    return sa.select(
+        i.c.id.label("entity_id"),
+        as_of.label("as_of"),
+        bucket.label("aging_bucket"),
+        _one().label("open_invoices"),
+        i.c.balance.label("open_balance"),
+    ).where(
+        scope.tenant(i),
+        live(i),
+        i.c.balance > 0,
+        i.c.invoice_date.is_not(None),
+        utc_day(i.c.invoice_date) <= as_of,
+        scope.chosen(i.c.id),
+    )
+
+
+def _rate(numerator: str, denominator: str) -> Callable[[Mapping[str, Expression]], Expression]:
+    return lambda sums: ratio(sums[numerator], sums[denominator])
 
 
 DAY_COLUMN, BU_COLUMN = _c("day", DAY), _c("business_unit_id", INT)
@@ -312,16 +416,14 @@ MARTS: tuple[Mart, ...] = (
         "credited to the item's business unit (else the invoice's).",
         group=(DAY_COLUMN, BU_COLUMN),
         measures=(_c("completed_revenue", M), _c("non_job_revenue", M), _c("adjustment_revenue", M)),
-        derived=((_c("total_revenue", M), lambda s: "{completed_revenue} + {non_job_revenue} + {adjustment_revenue}"),),
+        derived=(
+            (_c("total_revenue", M), lambda m: m["completed_revenue"] + m["non_job_revenue"] + m["adjustment_revenue"]),
+        ),
         reads=("hub_invoice_items", "hub_invoices", "hub_jobs"),
         facts=_revenue_facts,
         links=(
-            Link("hub_invoices", _changed("hub_invoices")),
-            Link(
-                "hub_jobs",
-                "SELECT i.id FROM hub_invoices i WHERE i.tenant_id = :tenant_id "
-                "AND i.job_id IN (SELECT id FROM st_changed_ids)",
-            ),
+            Link("hub_invoices", _own("invoices")),
+            Link("hub_jobs", _pointing("invoices", "job_id")),
         ),
         headline=(("completed_revenue_last_30_days", "completed_revenue", 30),),
     ),
@@ -334,7 +436,7 @@ MARTS: tuple[Mart, ...] = (
         measures=(_c("sold_estimates", INT), _c("sales", M)),
         reads=("hub_estimates",),
         facts=_sales_facts,
-        links=(Link("hub_estimates", _changed("hub_estimates")),),
+        links=(Link("hub_estimates", _own("estimates")),),
         headline=(("sales_last_30_days", "sales", 30),),
     ),
     Mart(
@@ -357,7 +459,7 @@ MARTS: tuple[Mart, ...] = (
         ),
         derived=(
             (_c("conversion_rate", R), _rate("converted", "opportunities")),
-            (_c("average_ticket", M), lambda s: s.money_per("{invoiced_subtotal}", "{completed_jobs}")),
+            (_c("average_ticket", M), lambda m: money_per(m["invoiced_subtotal"], m["completed_jobs"])),
             (_c("close_rate", R), _rate("closed", "sales_opportunities")),
         ),
         reads=("hub_jobs", "hub_job_types", "hub_invoices", "hub_estimates"),
@@ -383,7 +485,7 @@ MARTS: tuple[Mart, ...] = (
         derived=((_c("conversion_rate", R), _rate("converted", "opportunities")),),
         reads=("hub_jobs", "hub_job_types", "hub_invoices", "hub_estimates", "hub_appointment_assignments"),
         facts=_technician_facts,
-        links=(*_JOB_LINKS, Link("hub_appointment_assignments", _changed("hub_appointment_assignments", "job_id"))),
+        links=(*_JOB_LINKS, Link("hub_appointment_assignments", _own("appointment_assignments", "job_id"))),
     ),
     Mart(
         "membership_conversion",
@@ -402,12 +504,8 @@ MARTS: tuple[Mart, ...] = (
         reads=("hub_jobs", "hub_memberships"),
         facts=_membership_facts,
         links=(
-            Link("hub_jobs", _changed("hub_jobs")),
-            Link(
-                "hub_memberships",
-                "SELECT j.id FROM hub_jobs j WHERE j.tenant_id = :tenant_id AND j.location_id IN "
-                f"({_changed('hub_memberships', 'location_id')})",
-            ),
+            Link("hub_jobs", _own("jobs")),
+            Link("hub_memberships", _jobs_at_locations_of_memberships),
         ),
     ),
     Mart(
@@ -419,7 +517,7 @@ MARTS: tuple[Mart, ...] = (
         derived=((_c("booking_rate", R), _rate("booked_calls", "bookable_calls")),),
         reads=("hub_calls",),
         facts=_calls_facts,
-        links=(Link("hub_calls", _changed("hub_calls")),),
+        links=(Link("hub_calls", _own("calls")),),
         headline=(("booked_calls_last_30_days", "booked_calls", 30),),
     ),
     Mart(
@@ -429,7 +527,7 @@ MARTS: tuple[Mart, ...] = (
         measures=(_c("payments", INT), _c("collected", M)),
         reads=("hub_payments",),
         facts=_collections_facts,
-        links=(Link("hub_payments", _changed("hub_payments")),),
+        links=(Link("hub_payments", _own("payments")),),
         headline=(("collected_last_30_days", "collected", 30),),
     ),
     Mart(
@@ -441,7 +539,7 @@ MARTS: tuple[Mart, ...] = (
         measures=(_c("open_invoices", INT), _c("open_balance", M)),
         reads=("hub_invoices",),
         facts=_receivables_facts,
-        links=(Link("hub_invoices", _changed("hub_invoices")),),
+        links=(Link("hub_invoices", _own("invoices")),),
         daily=True,
         headline=(("open_balance", "open_balance", 0),),
     ),
@@ -511,172 +609,155 @@ class MartBuild:
     groups: int = 0
 
 
-def _binds(statement: str, tenant_id: int, as_of: date, built_at: object) -> tuple[sa.TextClause, dict[str, object]]:
-    params: dict[str, object] = {"tenant_id": tenant_id}
-    binds: list[sa.BindParameter[datetime] | sa.BindParameter[date]] = []
-    if ":built_at" in statement:
-        params["built_at"] = built_at
-        binds.append(sa.bindparam("built_at", type_=UtcDateTime()))
-    if ":as_of" in statement:
-        params["as_of"] = as_of
-        binds.append(sa.bindparam("as_of", type_=sa.Date()))
-    return sa.text(statement).bindparams(*binds), params
+def _group_names(mart: Mart) -> list[str]:
+    return [c.name for c in mart.group]
 
 
-def _run(conn: sa.Connection, statement: str, tenant_id: int, as_of: date, built_at: object) -> None:
-    query, params = _binds(statement, tenant_id, as_of, built_at)
-    conn.execute(query, params)
+def _measure_names(mart: Mart) -> list[str]:
+    return [c.name for c in mart.measures]
 
 
-def _summed(mart: Mart, s: Sql, where: str) -> str:
-    """SELECT the mart's rows from its facts (those passing ``where``): sums per key, then derived columns."""
-    sums = {
-        c.name: (f"CAST(SUM(f.{c.name}) AS BIGINT)" if c.type == INT else f"SUM(f.{c.name})") for c in mart.measures
-    }
-    group = ", ".join(f"f.{c.name}" for c in mart.group)
-    derived = [sql(s).format(**sums) for _, sql in mart.derived]
-    columns = ", ".join(["CAST(:tenant_id AS BIGINT)", group, *sums.values(), *derived, ":built_at"])
+def _fill_facts(mart: Mart, scope: Scope) -> sa.Insert:
+    """INSERT the scope's facts into the mart's facts table."""
+    facts = facts_table(mart)
+    query = mart.facts(scope).subquery("q")
+    names = ["entity_id", *_group_names(mart), *_measure_names(mart)]
+    select = sa.select(sa.literal(scope.tenant_id, sa.BigInteger()), *(query.c[n] for n in names))
+    return facts.insert().from_select(["tenant_id", *names], select)
+
+
+def _sum(column: Column, value: Expression) -> Expression:
+    """SUM of a measure; counts stay 64-bit integers (PostgreSQL sums bigints as numeric)."""
+    total = sa.func.sum(value)
+    return sa.cast(total, sa.BigInteger()) if column.type == INT else total
+
+
+def _derived(mart: Mart, sums: Mapping[str, Expression]) -> list[Expression]:
+    return [derive(sums) for _, derive in mart.derived]
+
+
+def _summed(mart: Mart, tenant_id: int, built_at: datetime) -> sa.Select[Any]:
+    """The tenant's mart rows from its facts: sums per key, then the derived columns."""
+    facts = facts_table(mart)
+    group = [facts.c[n] for n in _group_names(mart)]
+    sums = {m.name: _sum(m, facts.c[m.name]) for m in mart.measures}
     return (
-        f"SELECT {columns} FROM {mart.facts_table_name} f WHERE f.tenant_id = :tenant_id AND {where} GROUP BY {group}"
+        sa.select(
+            sa.literal(tenant_id, sa.BigInteger()),
+            *group,
+            *sums.values(),
+            *_derived(mart, sums),
+            sa.literal(built_at, UtcDateTime()),
+        )
+        .where(facts.c.tenant_id == tenant_id)
+        .group_by(*group)
     )
 
 
-def _same_group(mart: Mart, s: Sql, left: str, right: str) -> str:
+def _same_group(mart: Mart, left: sa.FromClause, right: sa.FromClause) -> ColumnElement[bool]:
     """``left`` and ``right`` have the same mart key (NULL-safe after the first column, never NULL)."""
-    same = "IS" if s.dialect == "sqlite" else "IS NOT DISTINCT FROM"
-    first, *rest = (c.name for c in mart.group)
-    return " AND ".join([f"{left}.{first} = {right}.{first}", *(f"{left}.{n} {same} {right}.{n}" for n in rest)])
+    first, *rest = _group_names(mart)
+    return sa.and_(left.c[first] == right.c[first], *(left.c[n].is_not_distinct_from(right.c[n]) for n in rest))
+
+
+def _column_names(mart: Mart) -> list[str]:
+    return [*(c.name for c in mart.columns), "built_at"]
 
 
 def build_mart(
-    conn: sa.Connection, mart: Mart, tenant_id: int, *, as_of: date, built_at: object, entities: set[int] | None = None
+    conn: sa.Connection,
+    mart: Mart,
+    tenant_id: int,
+    *,
+    as_of: date,
+    built_at: datetime,
+    entities: set[int] | None = None,
 ) -> MartBuild:
-    """Build a mart for one tenant: in full, or (``entities``) for the facts of those entities only.
-
-    Incrementally, the affected entities' old facts are subtracted from the mart rows and their new
-    facts added (``st_delta``, summed per key into ``st_change``); rows left without facts go, new
-    keys come in, and the derived columns of the changed rows are computed again. The work follows
-    the number of changed entities, not the size of the mart.
-    """
-    s = Sql(conn.dialect.name)
-    table = mart_table(mart)
-    names = ", ".join([*(c.name for c in mart.columns), "built_at"])
-    facts = facts_table(mart)
-    fact_columns = ", ".join(["tenant_id", "entity_id", *(c.name for c in (*mart.group, *mart.measures))])
+    """Build a mart for one tenant: in full, or (``entities``) for the facts of those entities only."""
+    table, facts = mart_table(mart), facts_table(mart)
     if entities is None:
         conn.execute(facts.delete().where(facts.c.tenant_id == tenant_id))
-        _run(
-            conn,
-            f"INSERT INTO {facts.name} ({fact_columns}) SELECT :tenant_id, q.* FROM ({mart.facts(s, '1 = 1')}) q",
-            tenant_id,
-            as_of,
-            built_at,
-        )
-        analyze(conn, facts.name)
+        conn.execute(_fill_facts(mart, Scope(tenant_id, as_of)))
+        analyze(conn, facts)
         conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
-        _run(conn, f"INSERT INTO {mart.table_name} ({names}) {_summed(mart, s, '1 = 1')}", tenant_id, as_of, built_at)
+        conn.execute(table.insert().from_select(_column_names(mart), _summed(mart, tenant_id, built_at)))
         return _finish(conn, mart, tenant_id, MartBuild(mart.table_name, 0, {}))
-
     build = MartBuild(mart.table_name, 0, {}, mode="incremental", entities=len(entities))
-    load_ids(conn, "st_mart_entities", entities)
-    group = ", ".join(c.name for c in mart.group)
-    by_fact_group = ", ".join(f"f.{c.name}" for c in mart.group)
-    measures = [c.name for c in mart.measures]
-    # The entities' facts; CROSS JOIN keeps SQLite looking facts up by entity, from the few entities.
-    theirs = f"FROM st_mart_entities x CROSS JOIN {facts.name} f WHERE f.tenant_id = :tenant_id AND f.entity_id = x.id"
-    for temporary in ("st_delta", "st_change"):
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {temporary}"))
-    negated = ", ".join(f"-SUM(f.{m}) AS {m}" for m in measures)
-    _run(
-        conn,
-        f"CREATE TEMPORARY TABLE st_delta AS SELECT {by_fact_group}, {negated} {theirs} GROUP BY {by_fact_group}",
-        tenant_id,
-        as_of,
-        built_at,
+    build.groups = _apply_change(
+        conn, mart, Scope(tenant_id, as_of, load_ids(conn, "st_mart_entities", entities)), built_at
     )
-    conn.execute(
-        sa.text(
-            f"DELETE FROM {facts.name} WHERE tenant_id = :tenant_id AND entity_id IN (SELECT id FROM st_mart_entities)"
-        ),
-        {"tenant_id": tenant_id},
-    )
-    _run(
-        conn,
-        f"INSERT INTO {facts.name} ({fact_columns}) SELECT :tenant_id, q.* FROM "
-        f"({mart.facts(s, '{id} IN (SELECT id FROM st_mart_entities)')}) q",
-        tenant_id,
-        as_of,
-        built_at,
-    )
-    added = ", ".join(f"SUM(f.{m})" for m in measures)
-    _run(
-        conn,
-        f"INSERT INTO st_delta SELECT {by_fact_group}, {added} {theirs} GROUP BY {by_fact_group}",
-        tenant_id,
-        as_of,
-        built_at,
-    )
-    conn.execute(
-        sa.text(
-            f"CREATE TEMPORARY TABLE st_change AS SELECT {group}, "
-            f"{', '.join(f'SUM({m}) AS {m}' for m in measures)} FROM st_delta GROUP BY {group}"
+    return _finish(conn, mart, tenant_id, build)
+
+
+def _apply_change(conn: sa.Connection, mart: Mart, scope: Scope, built_at: datetime) -> int:
+    """Recompute the facts of the scope's entities and carry the change into the mart; the mart rows changed.
+
+    The entities' old facts are subtracted from the mart rows and their new facts added
+    (``st_delta``, summed per key into ``st_change``); rows left without facts go, new keys come
+    in, and the derived columns of the changed rows are computed again. The work follows the
+    number of changed entities, not the size of the mart.
+    """
+    assert scope.entities is not None
+    target, facts = mart_table(mart), facts_table(mart)
+    group, measures = _group_names(mart), _measure_names(mart)
+
+    def scratch(name: str, columns: tuple[Column, ...], index: tuple[str, ...] = ()) -> sa.Table:
+        return recreate(
+            conn, temporary_table(name, *(sa.Column(c.name, sql_type(c.type)) for c in columns), index=index)
         )
-    )
-    build.groups = conn.execute(sa.text("SELECT count(*) FROM st_change")).scalar_one()
-    conn.execute(sa.text(f"CREATE INDEX st_change_key ON st_change ({group})"))  # looked up per mart row below
-    analyze(conn, "st_change")
-    target = mart.table_name
-    matches = _same_group(mart, s, "t", "c")
-    after_change = {m: f"(t.{m} + c.{m})" for m in measures}
-    derived_after = "".join(f", {c.name} = {sql(s).format(**after_change)}" for c, sql in mart.derived)
+
+    delta = scratch("st_delta", (*mart.group, *mart.measures))
+    change = scratch("st_change", (*mart.group, *mart.measures), index=tuple(group))  # looked up per mart row
+    emptied = scratch("st_emptied", mart.group)
+    theirs = sa.and_(facts.c.tenant_id == scope.tenant_id, facts.c.entity_id.in_(sa.select(scope.entities.c.id)))
+    fact_group = [facts.c[n] for n in group]
+    old = sa.select(*fact_group, *(-sa.func.sum(facts.c[m]) for m in measures)).where(theirs).group_by(*fact_group)
+    conn.execute(delta.insert().from_select([*group, *measures], old))
+    conn.execute(facts.delete().where(theirs))
+    conn.execute(_fill_facts(mart, scope))
+    new = sa.select(*fact_group, *(sa.func.sum(facts.c[m]) for m in measures)).where(theirs).group_by(*fact_group)
+    conn.execute(delta.insert().from_select([*group, *measures], new))
+    delta_group = [delta.c[n] for n in group]
+    net = sa.select(*delta_group, *(sa.func.sum(delta.c[m]) for m in measures)).group_by(*delta_group)
+    conn.execute(change.insert().from_select([*group, *measures], net))
+    changed_rows = conn.execute(sa.select(sa.func.count()).select_from(change)).scalar_one()
+    analyze(conn, change)
+
     # Existing rows: add the change, and derive again from the new sums (SET reads the old values).
-    _run(
-        conn,
-        f"UPDATE {target} AS t SET {', '.join(f'{m} = t.{m} + c.{m}' for m in measures)}{derived_after}, "
-        f"built_at = :built_at FROM st_change c WHERE t.tenant_id = :tenant_id AND {matches}",
-        tenant_id,
-        as_of,
-        built_at,
+    after = {m: target.c[m] + change.c[m] for m in measures}
+    derived_after = {c.name: derive(after) for c, derive in mart.derived}
+    conn.execute(
+        target.update()
+        .where(target.c.tenant_id == scope.tenant_id, _same_group(mart, target, change))
+        .values({**after, **derived_after, "built_at": built_at})
     )
     # New keys.
-    new_sums = {m: f"c.{m}" for m in measures}
-    derived_new = "".join(f", {sql(s).format(**new_sums)}" for _, sql in mart.derived)
-    _run(
-        conn,
-        f"INSERT INTO {target} ({names}) SELECT CAST(:tenant_id AS BIGINT), "
-        f"{', '.join(f'c.{c.name}' for c in mart.group)}, {', '.join(f'c.{m}' for m in measures)}"
-        f"{derived_new}, :built_at FROM st_change c "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE t.tenant_id = :tenant_id AND {matches})",
-        tenant_id,
-        as_of,
-        built_at,
-    )
+    existing = target.alias("t")
+    new_sums = {m: change.c[m] for m in measures}
+    new_rows = sa.select(
+        sa.literal(scope.tenant_id, sa.BigInteger()),
+        *(change.c[n] for n in group),
+        *new_sums.values(),
+        *_derived(mart, new_sums),
+        sa.literal(built_at, UtcDateTime()),
+    ).where(~sa.exists().where(existing.c.tenant_id == scope.tenant_id, _same_group(mart, existing, change)))
+    conn.execute(target.insert().from_select(_column_names(mart), new_rows))
     # Keys left without facts (found from the change, then removed).
-    conn.execute(sa.text("DROP TABLE IF EXISTS st_emptied"))
-    _run(
-        conn,
-        f"CREATE TEMPORARY TABLE st_emptied AS SELECT {', '.join(f'c.{c.name}' for c in mart.group)} "
-        f"FROM st_change c WHERE NOT EXISTS (SELECT 1 FROM {facts.name} f "
-        f"WHERE f.tenant_id = :tenant_id AND {_same_group(mart, s, 'f', 'c')})",
-        tenant_id,
-        as_of,
-        built_at,
+    without_facts = sa.select(*(change.c[n] for n in group)).where(
+        ~sa.exists().where(facts.c.tenant_id == scope.tenant_id, _same_group(mart, facts, change))
     )
-    if conn.execute(sa.text("SELECT count(*) FROM st_emptied")).scalar_one():
-        first = mart.group[0].name
-        _run(
-            conn,
-            f"DELETE FROM {target} WHERE tenant_id = :tenant_id AND {target}.{first} IN "
-            f"(SELECT {first} FROM st_emptied) AND EXISTS (SELECT 1 FROM st_emptied c "
-            f"WHERE {_same_group(mart, s, target, 'c')})",
-            tenant_id,
-            as_of,
-            built_at,
+    conn.execute(emptied.insert().from_select(group, without_facts))
+    if conn.execute(sa.select(sa.func.count()).select_from(emptied)).scalar_one():
+        first = group[0]
+        conn.execute(
+            target.delete().where(
+                target.c.tenant_id == scope.tenant_id,
+                target.c[first].in_(sa.select(emptied.c[first])),
+                sa.exists().where(_same_group(mart, target, emptied)),
+            )
         )
-    conn.execute(sa.text("DROP TABLE st_emptied"))
-    for temporary in ("st_delta", "st_change"):
-        conn.execute(sa.text(f"DROP TABLE {temporary}"))
-    return _finish(conn, mart, tenant_id, build)
+    drop(conn, emptied, delta, change)
+    return int(changed_rows)
 
 
 def current_mart(conn: sa.Connection, mart: Mart, tenant_id: int) -> MartBuild:
@@ -684,25 +765,9 @@ def current_mart(conn: sa.Connection, mart: Mart, tenant_id: int) -> MartBuild:
     return _finish(conn, mart, tenant_id, MartBuild(mart.table_name, 0, {}, mode="unchanged"))
 
 
-def analyze(conn: sa.Connection, table: str) -> None:
-    """Refresh PostgreSQL's statistics of a table just filled in bulk (the next queries plan on them)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text(f"ANALYZE {table}"))
-
-
-def load_ids(conn: sa.Connection, name: str, ids: set[int]) -> None:
-    """Fill the temporary table ``name`` (one ``id`` column) with ``ids``, replacing what it held."""
-    conn.execute(sa.text(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} (id BIGINT PRIMARY KEY)"))
-    conn.execute(sa.text(f"DELETE FROM {name}"))
-    ordered = sorted(ids)
-    if conn.dialect.name == "postgresql":  # one statement with an array, not a round trip per id
-        conn.execute(sa.text(f"INSERT INTO {name} (id) SELECT unnest(CAST(:ids AS BIGINT[]))"), {"ids": ordered})
-        conn.execute(sa.text(f"ANALYZE {name}"))  # temporary tables have no statistics otherwise
-        return
-    for start in range(0, len(ordered), 5000):
-        conn.execute(
-            sa.text(f"INSERT INTO {name} (id) VALUES (:id)"), [{"id": i} for i in ordered[start : start + 5000]]
-        )
+def entities_reached(link: Link, tenant_id: int, changed_ids: sa.Table) -> sa.Select[Any]:
+    """The ids of the mart entities a link reaches from the changed rows (ids in ``changed_ids``)."""
+    return link.entities(tenant_id, sa.select(changed_ids.c.id))
 
 
 def _finish(conn: sa.Connection, mart: Mart, tenant_id: int, build: MartBuild) -> MartBuild:
@@ -732,14 +797,26 @@ def _headline(conn: sa.Connection, mart: Mart, tenant_id: int) -> dict[str, floa
     return figures
 
 
-def mart_fingerprint(mart: Mart, dialect: str) -> str:
-    """Changes whenever the mart's columns or queries change (then it is rebuilt in full for every tenant)."""
-    import hashlib
+def mart_fingerprint(mart: Mart, dialect: sa.Dialect) -> str:
+    """Changes whenever the mart's columns or queries change (then it is rebuilt in full for every tenant).
 
-    s = Sql(dialect)
-    queries = _summed(mart, s, "1 = 1") + mart.facts(s, "{id} = 0")
+    The queries are compiled for a fixed tenant and day; their parameters (the constants the
+    queries compare with) are part of the fingerprint beside the SQL.
+    """
+    tenant_id, day, at = 0, date(2000, 1, 1), datetime(2000, 1, 1, tzinfo=UTC)
+    ids = temporary_table("st_changed_ids", sa.Column("id", sa.BigInteger))
+    queries = [
+        _summed(mart, tenant_id, at),
+        mart.facts(Scope(tenant_id, day)),
+        *(entities_reached(link, tenant_id, ids) for link in mart.links),
+    ]
+    compiled = [query.compile(dialect=dialect) for query in queries]
     shape = repr(
-        ([(c.name, c.type.value) for c in mart.columns], mart.key, queries, [link.entities for link in mart.links])
+        (
+            [(c.name, c.type.value) for c in mart.columns],
+            mart.key,
+            [(str(c), sorted(c.params.items(), key=lambda item: item[0])) for c in compiled],
+        )
     )
     return hashlib.sha256(shape.encode()).hexdigest()[:16]
 

@@ -1,96 +1,66 @@
-"""The SQL that fills a hub table from its raw table, generated from the spec, per dialect.
+"""The statements that fill a hub table from its raw table, made from the hub's spec (SQLAlchemy Core).
 
-Everything runs inside the warehouse: SQLite's JSON functions or PostgreSQL's ``jsonb``
-operators read the payloads; no record passes through Python. The same statements serve a full
-build (every raw row of the tenant) and an incremental one (raw rows changed after a watermark).
-
-Conversions, the same on both warehouses:
-- timestamps to UTC (a value without a zone is taken as UTC), millisecond precision;
-- money and other decimals exactly, from the JSON text of the value (never through a float),
-  to 4 decimal places (digits beyond the fourth are cut); a value that is not a plain decimal
-  number becomes NULL;
-- a value of the wrong shape (text where a timestamp belongs) becomes NULL rather than failing
-  the build; the reconciliation checks count rows, not values.
+Everything runs inside the warehouse: SQLite's JSON functions or PostgreSQL's ``jsonb`` operators
+read the payloads (see ``expressions``); no record passes through Python. The same statements
+serve a full build (every raw row of the tenant) and an incremental one (raw rows extracted after
+a watermark, ``since``). A value of the wrong shape becomes NULL rather than failing the build;
+the reconciliation checks count rows, not values.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
 
+from st_pipeline.sqltypes import UtcDateTime
+from st_pipeline.transform.expressions import array_elements, decimal_from_text, json_text, json_value
 from st_pipeline.transform.spec import Column, ColumnType, HubTable
-from st_pipeline.transform.types import MONEY_SCALE
-
-RAW_ALIAS = "r"
-ELEMENT_ALIAS = "e"
-_DECIMAL_PATTERN = "^[-+]?[0-9]+(\\.[0-9]*)?$"
+from st_pipeline.transform.tables import hub_table
+from st_pipeline.warehouse.tables import PayloadType
 
 
-def _sqlite_path(path: tuple[str, ...]) -> str:
-    return "$." + ".".join(f'"{part}"' for part in path)
+def raw_source(name: str) -> sa.TableClause:
+    """A raw table by name, with the columns the hub statements read."""
+    return sa.table(
+        name,
+        sa.column("tenant_id", sa.BigInteger()),
+        sa.column("id", sa.BigInteger()),
+        sa.column("active", sa.Boolean()),
+        sa.column("payload", PayloadType),
+        sa.column("modified_on", UtcDateTime()),
+        sa.column("extracted_at", UtcDateTime()),
+        sa.column("deleted_at", UtcDateTime()),
+    )
 
 
-def _pg_path(path: tuple[str, ...]) -> str:
-    return "'{" + ",".join(path) + "}'"
+@dataclass(frozen=True)
+class _Rows:
+    """Where a hub table's rows come from: the raw records, or the elements of an array in each."""
+
+    raw: sa.TableClause
+    source: sa.FromClause
+    condition: ColumnElement[bool]
+    element: ColumnElement[Any] | None = None  # the array element (exploded tables)
+    position: ColumnElement[int] | None = None
 
 
-def _source(column: Column, spec: HubTable, dialect: str) -> str:
+def _rows(spec: HubTable, raw_name: str, dialect: str) -> _Rows:
+    raw = raw_source(raw_name).alias("r")
+    if spec.explode is None:
+        return _Rows(raw, raw, sa.true())  # type: ignore[arg-type]  # an aliased TableClause has its columns
+    elements = array_elements(dialect, raw, raw.c.payload, tuple(spec.explode.split(".")))
+    return _Rows(raw, elements.source, elements.condition, elements.value, elements.position)  # type: ignore[arg-type]
+
+
+def _document(column: Column, rows: _Rows) -> ColumnElement[Any]:
     """The JSON document a column reads: the raw payload, or the exploded array element."""
-    if spec.explode is None or column.from_parent:
-        return f"{RAW_ALIAS}.payload"
-    return f"{ELEMENT_ALIAS}.value"
-
-
-def _sqlite_text(document: str, path: str) -> str:
-    """The JSON value at ``path`` as the text it was written in: ``->`` keeps a number's literal and a
-    string's quotes, which are cut (a decimal string holds no quote or escape)."""
-    return f"trim({document} -> '{path}', '\"')"
-
-
-def _sqlite_decimal(text: str) -> str:
-    """A decimal number's text → integer ten-thousandths, by string arithmetic only."""
-    digits = f"ltrim({text}, '+-')"
-    dot = f"instr({digits}, '.')"
-    whole = f"(CASE WHEN {dot} > 0 THEN substr({digits}, 1, {dot} - 1) ELSE {digits} END)"
-    fraction = (
-        f"(CASE WHEN {dot} > 0 THEN substr(substr({digits}, {dot} + 1) || '0000', 1, {MONEY_SCALE}) ELSE '0000' END)"
-    )
-    sign = f"(CASE WHEN substr({text}, 1, 1) = '-' THEN -1 ELSE 1 END)"
-    valid = (
-        f"{text} <> '' AND {digits} <> '' AND {digits} <> '.' AND {text} NOT GLOB '?*[+-]*' "
-        f"AND {text} NOT GLOB '[+-][+-]*' AND {digits} NOT GLOB '*[^0-9.]*' AND {digits} NOT GLOB '*.*.*'"
-    )
-    scaled = f"CAST({whole} AS INTEGER) * {10**MONEY_SCALE} + CAST({fraction} AS INTEGER)"
-    return f"(CASE WHEN {valid} THEN {sign} * ({scaled}) END)"
-
-
-def _sqlite_value(column: Column, document: str) -> str:
-    # One parse of the document per column: each JSON function call parses its argument again, so
-    # no ``json_type`` guards. Values already passed the record models, so their JSON types are right.
-    path = _sqlite_path(column.json_path)
-    if column.type == ColumnType.TIMESTAMP:
-        return f"strftime('%Y-%m-%d %H:%M:%f', json_extract({document}, '{path}'))"
-    return f"json_extract({document}, '{path}')"
-
-
-def _pg_value(column: Column, document: str) -> str:
-    text = f"({document} #>> {_pg_path(column.json_path)})"
-    kind = f"jsonb_typeof({document} #> {_pg_path(column.json_path)})"
-    if column.type in (ColumnType.MONEY, ColumnType.DECIMAL):
-        return f"(CASE WHEN {text} ~ '{_DECIMAL_PATTERN}' THEN trunc({text}::numeric, {MONEY_SCALE}) END)"
-    if column.type == ColumnType.TIMESTAMP:
-        # Fractions are cut to milliseconds in the text first: the cast would round a 7th digit
-        # (23:59:59.9999999 to the next day), where SQLite and Python cut.
-        cut = f"regexp_replace({text}, '(\\.[0-9]{{3}})[0-9]+', '\\1')"
-        return f"(CASE WHEN {text} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}' THEN ({cut})::timestamptz END)"
-    if column.type == ColumnType.TEXT:
-        return text
-    if column.type == ColumnType.BOOLEAN:
-        return f"(CASE {kind} WHEN 'boolean' THEN {text}::boolean END)"
-    if column.type == ColumnType.INTEGER:
-        return f"(CASE WHEN {kind} = 'number' AND {text} ~ '^-?[0-9]+$' THEN {text}::bigint END)"
-    return f"(CASE {kind} WHEN 'number' THEN {text}::double precision END)"
+    if rows.element is None or column.from_parent:
+        return rows.raw.c.payload
+    return rows.element
 
 
 def _is_decimal(column: Column) -> bool:
@@ -101,108 +71,113 @@ def _is_decimal(column: Column) -> bool:
 _RAW_COLUMNS = {("id", ColumnType.INTEGER): "id", ("active", ColumnType.BOOLEAN): "active"}
 
 
-def column_value(column: Column, spec: HubTable, dialect: str) -> str:
-    """The SQL expression of one hub column (on SQLite, a decimal's text: see ``insert_statement``)."""
+def _extracted(column: Column, rows: _Rows) -> ColumnElement[Any]:
+    """A hub column as read from the JSON (a decimal as its text: converted in a second step)."""
     if column.path == "#":
-        return f"{ELEMENT_ALIAS}.key" if dialect == "sqlite" else f"{ELEMENT_ALIAS}.position"
-    reads_record = spec.explode is None or column.from_parent
+        assert rows.position is not None, "'#' (position) is a column of exploded tables only"
+        return rows.position
     raw_column = _RAW_COLUMNS.get((".".join(column.json_path), column.type))
-    if reads_record and raw_column is not None:
-        return f"{RAW_ALIAS}.{raw_column}"
-    document = _source(column, spec, dialect)
-    if dialect != "sqlite":
-        return _pg_value(column, document)
+    if (rows.element is None or column.from_parent) and raw_column is not None:
+        return rows.raw.c[raw_column]
     if _is_decimal(column):
-        return _sqlite_text(document, _sqlite_path(column.json_path))
-    return _sqlite_value(column, document)
+        return json_text(_document(column, rows), column.json_path)
+    return json_value(_document(column, rows), column.json_path, column.type)
 
 
-def from_clause(spec: HubTable, raw_table: str, dialect: str) -> tuple[str, str]:
-    """``FROM`` the raw table (joined with the exploded array's elements) and the join's condition.
+def _tenant_rows(rows: _Rows, tenant_id: int, since: datetime | None) -> ColumnElement[bool]:
+    """The tenant's raw rows, or those extracted after ``since``."""
+    condition = rows.raw.c.tenant_id == tenant_id
+    if since is not None:
+        condition = sa.and_(condition, rows.raw.c.extracted_at > since)
+    return condition
 
-    Exploded elements come with their 0-based position in the array.
+
+def insert_statement(
+    spec: HubTable, raw_name: str, dialect: str, *, tenant_id: int, since: datetime | None, built_at: datetime
+) -> sa.Insert:
+    """``INSERT INTO hub … SELECT …`` the rows of the tenant's raw records (those extracted after ``since``).
+
+    The values are read from the JSON first, into a CTE, and decimals converted from their text
+    there: the conversion names the text many times, and SQLite would extract it again each time
+    (so the CTE is materialized on SQLite; PostgreSQL inlines it).
     """
-    raw = f"{raw_table} {RAW_ALIAS}"
-    if spec.explode is None:
-        return f"FROM {raw}", "1 = 1"
-    if dialect == "sqlite":
-        path = _sqlite_path(tuple(spec.explode.split(".")))
-        # Array elements are the rows with an integer key (a scalar or null gives one row keyed NULL).
-        return (
-            f"FROM {raw}, json_each({RAW_ALIAS}.payload, '{path}') {ELEMENT_ALIAS}",
-            f"typeof({ELEMENT_ALIAS}.key) = 'integer'",
+    rows = _rows(spec, raw_name, dialect)
+    extracted = (
+        sa.select(
+            rows.raw.c.tenant_id,
+            *(_extracted(c, rows).label(c.name) for c in spec.columns),
+            rows.raw.c.deleted_at,
+            rows.raw.c.modified_on.label("source_modified_on"),
         )
-    array = f"{RAW_ALIAS}.payload #> {_pg_path(tuple(spec.explode.split('.')))}"
-    return (
-        f"FROM {raw} CROSS JOIN LATERAL (SELECT ordinality - 1 AS position, value FROM jsonb_array_elements("
-        f"CASE jsonb_typeof({array}) WHEN 'array' THEN {array} ELSE '[]'::jsonb END) WITH ORDINALITY) {ELEMENT_ALIAS}",
-        "1 = 1",
+        .select_from(rows.source)
+        .where(_tenant_rows(rows, tenant_id, since), rows.condition)
+        .cte("src")
+        .prefix_with("MATERIALIZED", dialect="sqlite")
+    )
+    values = [decimal_from_text(extracted.c[c.name]) if _is_decimal(c) else extracted.c[c.name] for c in spec.columns]
+    hub = hub_table(spec)
+    select = sa.select(
+        extracted.c.tenant_id,
+        *values,
+        extracted.c.deleted_at,
+        extracted.c.source_modified_on,
+        sa.literal(built_at, UtcDateTime()),
+    )
+    names = ["tenant_id", *(c.name for c in spec.columns), "deleted_at", "source_modified_on", "built_at"]
+    return hub.insert().from_select(names, select)
+
+
+def delete_statement(spec: HubTable, raw_name: str, *, tenant_id: int, since: datetime | None) -> sa.Delete:
+    """Delete the tenant's hub rows about to be rebuilt: all, or those of raw records extracted after ``since``."""
+    hub = hub_table(spec)
+    statement = hub.delete().where(hub.c.tenant_id == tenant_id)
+    if since is None:
+        return statement
+    raw = raw_source(raw_name).alias("r")
+    changed = sa.select(raw.c.id).where(raw.c.tenant_id == tenant_id, raw.c.extracted_at > since)
+    return statement.where(hub.c[spec.parent_key_column].in_(changed))
+
+
+def changed_ids_statement(raw_name: str, *, tenant_id: int, since: datetime) -> sa.Select[tuple[int]]:
+    """The ids of the tenant's raw records extracted after ``since``."""
+    raw = raw_source(raw_name).alias("r")
+    return sa.select(raw.c.id).where(raw.c.tenant_id == tenant_id, raw.c.extracted_at > since)
+
+
+def changed_count_statement(raw_name: str, *, tenant_id: int, since: datetime) -> sa.Select[tuple[int]]:
+    """How many of the tenant's raw records were extracted after ``since``."""
+    return sa.select(sa.func.count()).select_from(
+        changed_ids_statement(raw_name, tenant_id=tenant_id, since=since).subquery()
     )
 
 
-def _changed_filter(incremental: bool) -> str:
-    base = f"{RAW_ALIAS}.tenant_id = :tenant_id"
-    return f"{base} AND {RAW_ALIAS}.extracted_at > :since" if incremental else base
-
-
-def insert_statement(spec: HubTable, raw_table: str, dialect: str, *, incremental: bool) -> str:
-    """``INSERT INTO hub … SELECT …`` the rows of the tenant's raw records (changed since ``:since``).
-
-    On SQLite, decimals are converted from their text by string arithmetic, which names the text
-    many times; the texts are extracted once, into a materialized CTE, and converted from there.
-    """
-    names = [c.name for c in spec.columns]
-    values = [column_value(c, spec, dialect) for c in spec.columns]
-    select = ",\n  ".join(f"{value} AS {name}" for value, name in zip(values, names, strict=True))
-    source, joined = from_clause(spec, raw_table, dialect)
-    inner = (
-        f"SELECT {RAW_ALIAS}.tenant_id AS tenant_id,\n  {select},\n  {RAW_ALIAS}.deleted_at AS deleted_at, "
-        f"{RAW_ALIAS}.modified_on AS source_modified_on\n{source}\nWHERE {_changed_filter(incremental)} AND {joined}"
-    )
-    target = f"INSERT INTO {spec.table_name} (tenant_id, {', '.join(names)}, deleted_at, source_modified_on, built_at)"
-    if dialect != "sqlite":
-        return f"{target}\nSELECT src.*, :built_at FROM ({inner}) src"
-    outer = ", ".join(_sqlite_decimal(f"src.{c.name}") if _is_decimal(c) else f"src.{c.name}" for c in spec.columns)
-    return (
-        f"WITH src AS MATERIALIZED ({inner})\n{target}\n"
-        f"SELECT src.tenant_id, {outer}, src.deleted_at, src.source_modified_on, :built_at FROM src"
-    )
-
-
-def delete_statement(spec: HubTable, raw_table: str, *, incremental: bool) -> str:
-    """Delete the tenant's hub rows about to be rebuilt: all, or those of raw records changed since ``:since``."""
-    if not incremental:
-        return f"DELETE FROM {spec.table_name} WHERE tenant_id = :tenant_id"
-    return (
-        f"DELETE FROM {spec.table_name} WHERE tenant_id = :tenant_id AND {spec.parent_key_column} IN "
-        f"(SELECT {RAW_ALIAS}.id FROM {raw_table} {RAW_ALIAS} WHERE {_changed_filter(True)})"
-    )
-
-
-def changed_count_statement(raw_table: str) -> str:
-    """How many of the tenant's raw records changed since ``:since``."""
-    return f"SELECT count(*) FROM {raw_table} {RAW_ALIAS} WHERE {_changed_filter(True)}"
-
-
-def raw_text_statement(spec: HubTable, column: Column, raw_table: str, dialect: str) -> str:
-    """Every value of a hub column's source as the JSON text it was received in (for reconciliation)."""
-    document = _source(column, spec, dialect)
-    if dialect == "sqlite":
-        value = _sqlite_text(document, _sqlite_path(column.json_path))
-    else:
-        value = f"({document} #>> {_pg_path(column.json_path)})"
-    source, joined = from_clause(spec, raw_table, dialect)
-    return f"SELECT {value} {source} WHERE {RAW_ALIAS}.tenant_id = :tenant_id AND {joined}"
-
-
-def raw_row_count_statement(spec: HubTable, raw_table: str, dialect: str) -> str:
+def raw_row_count_statement(spec: HubTable, raw_name: str, dialect: str, *, tenant_id: int) -> sa.Select[tuple[int]]:
     """How many hub rows the tenant's raw records make (records, or elements of the exploded array)."""
-    source, joined = from_clause(spec, raw_table, dialect)
-    return f"SELECT count(*) {source} WHERE {RAW_ALIAS}.tenant_id = :tenant_id AND {joined}"
+    rows = _rows(spec, raw_name, dialect)
+    return (
+        sa.select(sa.func.count()).select_from(rows.source).where(_tenant_rows(rows, tenant_id, None), rows.condition)
+    )
 
 
-def bind_types() -> dict[str, sa.types.TypeEngine[datetime]]:
-    """Types of the statements' parameters, so timestamps bind in each warehouse's format."""
-    from st_pipeline.sqltypes import UtcDateTime
+def raw_text_statement(
+    spec: HubTable, column: Column, raw_name: str, dialect: str, *, tenant_id: int
+) -> sa.Select[tuple[str]]:
+    """Every value of a hub column's source as the JSON text it was received in (for reconciliation)."""
+    rows = _rows(spec, raw_name, dialect)
+    return (
+        sa.select(json_text(_document(column, rows), column.json_path))
+        .select_from(rows.source)
+        .where(_tenant_rows(rows, tenant_id, None), rows.condition)
+    )
 
-    return {"since": UtcDateTime(), "built_at": UtcDateTime()}
+
+def raw_max_extracted_statement(raw_name: str, *, tenant_id: int) -> sa.Select[tuple[datetime | None]]:
+    """The newest ``extracted_at`` of the tenant's raw records (a hub build's next watermark)."""
+    raw = raw_source(raw_name)
+    return sa.select(sa.func.max(raw.c.extracted_at)).where(raw.c.tenant_id == tenant_id)
+
+
+def raw_count_statement(raw_name: str, *, tenant_id: int) -> sa.Select[tuple[int]]:
+    """How many raw records the tenant has."""
+    raw = raw_source(raw_name)
+    return sa.select(sa.func.count()).select_from(raw).where(raw.c.tenant_id == tenant_id)

@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy as sa
 
 from st_pipeline.servicetitan.timestamps import parse_timestamp
+from st_pipeline.warehouse.scratch import drop, load_ids
 
 # Columns an upsert replaces; ``deleted_at`` is cleared when a record shows up again.
 _UPDATED = ("modified_on", "active", "payload", "extracted_at", "run_id", "deleted_at")
@@ -234,21 +235,11 @@ def mark_missing_deleted(
 
     Rows are never removed. The seen ids go through a temporary table (no parameter limits).
     """
-    conn.execute(sa.text("CREATE TEMPORARY TABLE IF NOT EXISTS st_seen_ids (id BIGINT PRIMARY KEY)"))
-    conn.execute(sa.text("DELETE FROM st_seen_ids"))
-    ids = sorted(seen_ids)
-    for start in range(0, len(ids), 5000):
-        conn.execute(
-            sa.text("INSERT INTO st_seen_ids (id) VALUES (:id)"), [{"id": i} for i in ids[start : start + 5000]]
-        )
+    seen = load_ids(conn, "st_seen_ids", seen_ids)
     flagged = conn.execute(
         table.update()
-        .where(
-            table.c.tenant_id == tenant_id,
-            table.c.deleted_at.is_(None),
-            table.c.id.not_in(sa.select(sa.column("id")).select_from(sa.table("st_seen_ids"))),
-        )
+        .where(table.c.tenant_id == tenant_id, table.c.deleted_at.is_(None), table.c.id.not_in(sa.select(seen.c.id)))
         .values(deleted_at=at, extracted_at=at)  # a change like any other, for incremental transforms
     ).rowcount
-    conn.execute(sa.text("DELETE FROM st_seen_ids"))
+    drop(conn, seen)
     return flagged
