@@ -17,12 +17,15 @@ from st_pipeline.defs.alerting import (
 )
 from st_pipeline.defs.freshness import build_freshness_schedule, freshness_checks, freshness_job
 from st_pipeline.defs.maintenance import build_maintenance_schedule, maintenance_job
-from st_pipeline.defs.models import tenant_models
+from st_pipeline.defs.models import TENANT_MODELS_KEY, tenant_models
+from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import build_reconcile_schedule, build_sync_schedule, reconcile_job, sync_job
 from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
-from st_pipeline.defs.tenant_sync import tenant_sync
+from st_pipeline.defs.tenant_sync import build_tenant_sync, tenant_sync
+from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import Settings, SettingsError, load_settings
+from st_pipeline.sync.observer import SyncObserver
 
 
 def _on_cron(build: Callable[[str], dg.ScheduleDefinition], variable: str, cron: str) -> dg.ScheduleDefinition:
@@ -33,14 +36,41 @@ def _on_cron(build: Callable[[str], dg.ScheduleDefinition], variable: str, cron:
         raise SettingsError(f"{variable} is not a cron expression (e.g. '0 * * * *' for hourly)") from None
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    """Assets, checks, jobs, schedules (on the configured crons), sensors and resources."""
+# The summary assets are owned with the layer they write.
+_SUMMARY_LAYERS = {TENANT_SYNC_KEY: "raw", TENANT_MODELS_KEY: "hub"}
+
+
+def _owned(owners: dict[str, tuple[str, ...]]) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
+    """An asset spec with the owners of its layer (its ``layer`` tag) added."""
+
+    def owned(spec: dg.AssetSpec) -> dg.AssetSpec:
+        layer = spec.tags.get("layer") or _SUMMARY_LAYERS.get(spec.key)
+        added = owners.get(layer, ()) if layer else ()
+        return spec.merge_attributes(owners=list(added)) if added else spec
+
+    return owned
+
+
+def build_definitions(settings: Settings, *, sync_observer: SyncObserver | None = None) -> dg.Definitions:
+    """Assets, checks, jobs, schedules (on the configured crons), sensors and resources.
+
+    ``sync_observer`` is told each point every tenant sync reaches (``st_pipeline.sync.observer``);
+    the crash tests' code location kills the process there.
+    """
+    sync = (
+        tenant_sync
+        if sync_observer is None
+        else build_tenant_sync(load_catalogue().extracted_datasets(), sync_observer)
+    )
+    assets = [sync, tenant_models]
+    if any(settings.asset_owners.values()):  # for the catalogue's owner filter (ST_PIPELINE_*_OWNERS)
+        assets = list(dg.map_asset_specs(_owned(settings.asset_owners), assets))
     return dg.Definitions(
         # A run is two steps (the tenant sync, then its models): a step subprocess would only add a
         # second interpreter start and import.
         executor=dg.in_process_executor,
         # The raw, hub and mart assets, with their checks, are the specs of these two multi-assets.
-        assets=[tenant_sync, tenant_models],
+        assets=assets,
         asset_checks=[freshness_checks],
         jobs=[sync_job, reconcile_job, freshness_job, maintenance_job],
         schedules=[

@@ -12,6 +12,7 @@ Every secret value read here is registered with the redactor the moment it is lo
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from st_pipeline.servicetitan.errors import ConfigurationError
 from st_pipeline.servicetitan.settings import CUSTOM_ENVIRONMENT, ApiSettings, check_api_location
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
+# An asset owner as Dagster takes it: a team (``team:NAME``) or an email address.
+_OWNER = re.compile(r"team:[^\s,]+|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}")
 
 
 class SettingsError(ValueError):
@@ -173,6 +176,20 @@ class Settings(BaseModel):
         "ST_PIPELINE_MAINTENANCE_CRON", "45 3 * * *", "when the maintenance job (sync-log and run retention) runs"
     )
 
+    # -- the asset catalogue ----------------------------------------------------------------------
+    raw_owners: tuple[str, ...] = _variable(
+        "ST_PIPELINE_RAW_OWNERS",
+        (),
+        "owners of the raw assets and `servicetitan/tenant_sync` in the Dagster catalogue, comma-separated "
+        "`team:NAME` or email addresses, e.g. `team:data-platform`",
+    )
+    hub_owners: tuple[str, ...] = _variable(
+        "ST_PIPELINE_HUB_OWNERS", (), "owners of the hub tables and `servicetitan/tenant_models`, the same way"
+    )
+    mart_owners: tuple[str, ...] = _variable(
+        "ST_PIPELINE_MART_OWNERS", (), "owners of the marts, the same way, e.g. `team:analytics,ana@example.com`"
+    )
+
     # -- alerts ------------------------------------------------------------------------------------
     alert_slack_webhook_url: SecretStr | None = _variable(
         "ST_PIPELINE_ALERT_SLACK_WEBHOOK_URL", None, "Slack incoming webhook", table=ALERTS_TABLE
@@ -223,11 +240,21 @@ class Settings(BaseModel):
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("disabled_endpoints", "alert_email_to", mode="before")
+    @field_validator("disabled_endpoints", "alert_email_to", "raw_owners", "hub_owners", "mart_owners", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("raw_owners", "hub_owners", "mart_owners", mode="after")
+    @classmethod
+    def _owners(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(_OWNER.fullmatch(owner) for owner in value):
+            raise ValueError(
+                "holds an owner that is neither `team:NAME` nor an email address; list them comma-separated, "
+                "e.g. team:analytics,ana@example.com"
+            )
         return value
 
     @field_validator("home", "secret_keys_file", "dagster_home", "alert_smtp_ca_file", mode="after")
@@ -372,6 +399,11 @@ class Settings(BaseModel):
     def registry_database_url(self) -> str:
         """The registry URL, or the SQLite file in the home directory."""
         return self.registry_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def asset_owners(self) -> dict[str, tuple[str, ...]]:
+        """The owners of each layer's assets (``raw``, ``hub``, ``mart``, the assets' ``layer`` tag)."""
+        return {"raw": self.raw_owners, "hub": self.hub_owners, "mart": self.mart_owners}
 
     @property
     def freshness_sla(self) -> timedelta:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from st_pipeline.alerts import Alert, AlertManager
 from st_pipeline.cli import main
 from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.servicetitan.counters import SyncCounters
 from st_pipeline.settings import load_settings
 from st_pipeline.sync.state import FAILED, SUCCEEDED, DatasetClose, close_dataset, open_log
 from st_pipeline.warehouse.schema import upgrade
@@ -221,16 +222,20 @@ def test_sync_log_shows_the_latest_run_by_default_and_more_on_request(local_env:
     engine = prepared_warehouse(load_settings().warehouse_database_url, [customers, jobs])
     runs = {
         "run-a-0000": {
-            customers: DatasetClose(SUCCEEDED, records=40, rows_written=40, requests=1, changed=True),
-            jobs: DatasetClose(SUCCEEDED, records=25, rows_written=25, requests=1, changed=True),
+            customers: DatasetClose(SUCCEEDED, SyncCounters(records=40, rows_written=40, requests=1), changed=True),
+            jobs: DatasetClose(SUCCEEDED, SyncCounters(records=25, rows_written=25, requests=1), changed=True),
         },
         "run-b-0000": {
-            customers: DatasetClose(FAILED, requests=8, retries=7, error="ServerError: 503 from /customers"),
-            jobs: DatasetClose(SUCCEEDED, records=3, requests=1),
+            customers: DatasetClose(
+                FAILED, SyncCounters(requests=8, retries=7), error="ServerError: 503 from /customers"
+            ),
+            jobs: DatasetClose(SUCCEEDED, SyncCounters(records=3, requests=1)),
         },
         "run-c-0000": {
-            customers: DatasetClose(SUCCEEDED, records=5, rows_written=2, requests=2, throttled=1, changed=True),
-            jobs: DatasetClose(SUCCEEDED, records=1, requests=1),
+            customers: DatasetClose(
+                SUCCEEDED, SyncCounters(records=5, rows_written=2, requests=2, throttled=1), changed=True
+            ),
+            jobs: DatasetClose(SUCCEEDED, SyncCounters(records=1, requests=1)),
         },
     }
     for run_id, closes in runs.items():

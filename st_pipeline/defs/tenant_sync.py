@@ -44,9 +44,11 @@ from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResou
 from st_pipeline.defs.tenant_runs import holding_tenant_lock, run_flag
 from st_pipeline.redaction import redact
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
+from st_pipeline.servicetitan.counters import SyncCounters
 from st_pipeline.servicetitan.errors import MissingScopeError, NotFoundError, ServiceTitanError
 from st_pipeline.settings import SettingsError
 from st_pipeline.sync.extract import ExtractResult, SyncOptions, sync_tenant
+from st_pipeline.sync.observer import NO_OBSERVER, SyncObserver
 from st_pipeline.sync.state import UNAVAILABLE, DatasetStatus, dataset_statuses, row_counts
 from st_pipeline.tenants.crypto import SecretKeyError
 from st_pipeline.tenants.registry import UnknownTenantError
@@ -123,14 +125,8 @@ def select_datasets(requested: list[str]) -> list[Dataset]:
 
 def _raw_metadata(result: ExtractResult, row_count: int | None, warehouse: str) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "records": result.records,
-        "rows_written": result.rows_written,
-        "pages": result.pages,
-        "requests": result.requests,
-        "quarantined": result.quarantined,
+        **result.metadata(),  # the counters (SyncCounters): records, rows_written, pages, requests, …
         "non_finite_numbers_nulled": len(result.warnings),
-        "retries": result.retries,
-        "throttled_429s": result.throttled,
         "duration_s": round(result.duration_s, 3),
         "dagster/table_name": raw_table_name(result.dataset),
         "endpoint": result.endpoint_path,
@@ -139,8 +135,6 @@ def _raw_metadata(result: ExtractResult, row_count: int | None, warehouse: str) 
     }
     if row_count is not None:
         metadata["dagster/row_count"] = row_count
-    if result.rows_deleted:
-        metadata["rows_flagged_deleted"] = result.rows_deleted
     if result.cursor_before:
         metadata["cursor_before"] = result.cursor_before
     if result.cursor:
@@ -313,8 +307,11 @@ def _requested(
     return [d for d in by_key.values() if d.key in chosen]
 
 
-def build_tenant_sync(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
-    """The multi-asset of the tenant sync and the raw assets of ``datasets``, with their checks."""
+def build_tenant_sync(datasets: Sequence[Dataset], observer: SyncObserver = NO_OBSERVER) -> dg.AssetsDefinition:
+    """The multi-asset of the tenant sync and the raw assets of ``datasets``, with their checks.
+
+    ``observer`` is told each point every sync reaches (``st_pipeline.sync.observer``).
+    """
     by_key = {raw_asset_key(dataset): dataset for dataset in datasets}
 
     @dg.multi_asset(
@@ -336,7 +333,9 @@ def build_tenant_sync(datasets: Sequence[Dataset]) -> dg.AssetsDefinition:
         if not context.selected_asset_keys:  # checks alone: judge the tenant's latest syncs again
             yield from _judge_latest(context, config, warehouse, by_key)
             return
-        yield from _sync(context, config, servicetitan, tenant_registry, warehouse, _requested(context, config, by_key))
+        yield from _sync(
+            context, config, servicetitan, tenant_registry, warehouse, _requested(context, config, by_key), observer
+        )
 
     return tenant_sync
 
@@ -368,6 +367,7 @@ def _sync(
     tenant_registry: TenantRegistryResource,
     warehouse: WarehouseResource,
     requested: list[Dataset],
+    observer: SyncObserver,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     began = time.perf_counter()
     tenant_id = tenant_id_of(context.partition_key)
@@ -396,7 +396,7 @@ def _sync(
             )
     full_refresh = config.full_refresh or run_flag(context, FULL_REFRESH_TAG)
     options = SyncOptions(full_refresh=full_refresh, reconcile_deletes=config.reconcile_deletes)
-    records = rows_written = 0
+    received = SyncCounters()  # what the datasets received and wrote
     with client:
         ensure_raw_tables(engine, selected)
         run = _SyncRun(context, config, engine, warehouse_name, full_refresh, dataset_statuses(engine, tenant_id))
@@ -409,9 +409,9 @@ def _sync(
                     run_id=context.run.run_id,
                     concurrency=servicetitan.concurrency,
                     options=options,
+                    observer=observer,
                 ):
-                    records += result.records
-                    rows_written += result.rows_written
+                    received += result
                     yield from run.handle(result)
         except ServiceTitanError as exc:
             raise dg.Failure(
@@ -442,7 +442,7 @@ def _sync(
     changed = [key for key, outcome in run.outcomes.items() if outcome in (CHANGED, FAILED)]
     context.log.info(
         f"tenant {tenant_id}: {len(selected)} datasets checked in {duration:.1f} s, {len(changed)} changed, "
-        f"{records} records received, {rows_written} rows written, {stats.requests} requests"
+        f"{received.records} records received, {received.rows_written} rows written, {stats.requests} requests"
     )
     if run.failures:
         shown = "; ".join(run.failures[:FIRST_ERRORS])
@@ -463,8 +463,8 @@ def _sync(
             "datasets_not_available": len(unavailable),
             "datasets_disabled": len(disabled),
             "datasets_reported": run.reported,
-            "records_received": records,
-            "rows_written": rows_written,
+            "records_received": received.records,
+            "rows_written": received.rows_written,
             "requests": stats.requests,
             "retries": stats.retries,
             "throttled_429s": stats.throttled,

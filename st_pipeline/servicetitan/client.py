@@ -24,6 +24,7 @@ import orjson
 
 from st_pipeline.servicetitan.auth import TenantCredentials, TokenProvider, TokenRequestBounds
 from st_pipeline.servicetitan.catalogue import Endpoint
+from st_pipeline.servicetitan.counters import SyncCounters
 from st_pipeline.servicetitan.errors import (
     AuthenticationError,
     BadResponseError,
@@ -76,38 +77,35 @@ class Page:
     validated: bool = False  # every record already passed its record model while decoding
 
 
-@dataclass
-class RequestStats:
-    """Counters of one client's traffic (thread-safe), reported as materialization metadata."""
+@dataclass(kw_only=True)
+class RequestStats(SyncCounters):
+    """One client's traffic (thread-safe): its totals, and each dataset's share of them.
 
-    requests: int = 0
-    pages: int = 0
-    records: int = 0
-    retries: int = 0
-    throttled: int = 0
-    reauthentications: int = 0
-    by_endpoint: dict[str, int] = field(default_factory=dict)
-    retries_by_endpoint: dict[str, int] = field(default_factory=dict)
-    throttled_by_endpoint: dict[str, int] = field(default_factory=dict)
-    throttle_wait_s_by_endpoint: dict[str, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    A dataset's share holds what its requests counted (requests, retries, 429s); what it received
+    and wrote is counted by its extraction.
+    """
 
-    def count(self, name: str, endpoint: Endpoint | None = None, amount: int = 1) -> None:
+    _by_dataset: dict[str, SyncCounters] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _throttle_wait_s: dict[str, float] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def add(self, other: SyncCounters, endpoint: Endpoint | None = None) -> None:
+        """Count ``other`` in the totals, and in the share of ``endpoint``'s dataset when given."""
         with self._lock:
-            setattr(self, name, getattr(self, name) + amount)
-            per_endpoint = {
-                "requests": self.by_endpoint,
-                "retries": self.retries_by_endpoint,
-                "throttled": self.throttled_by_endpoint,
-            }.get(name)
-            if endpoint is not None and per_endpoint is not None:
-                per_endpoint[endpoint.dataset_key] = per_endpoint.get(endpoint.dataset_key, 0) + amount
+            super().add(other)
+            if endpoint is not None:
+                self._by_dataset.setdefault(endpoint.dataset_key, SyncCounters()).add(other)
+
+    def of(self, dataset_key: str) -> SyncCounters:
+        """A copy of the dataset's share (zeros if none of its requests was sent)."""
+        with self._lock:
+            return self._by_dataset.get(dataset_key, SyncCounters()).counters()
 
     def add_throttle_wait(self, endpoint: Endpoint, seconds: float) -> float:
         """Count a 429's pause against its dataset; returns the dataset's pauses so far in this run."""
         with self._lock:
-            total = self.throttle_wait_s_by_endpoint.get(endpoint.dataset_key, 0.0) + seconds
-            self.throttle_wait_s_by_endpoint[endpoint.dataset_key] = total
+            total = self._throttle_wait_s.get(endpoint.dataset_key, 0.0) + seconds
+            self._throttle_wait_s[endpoint.dataset_key] = total
             return total
 
 
@@ -253,7 +251,7 @@ class ServiceTitanClient:
                 if refusals > _FRESH_TOKENS_PER_REQUEST:
                     raise self._refused(endpoint, refusal.title) from None
                 self.tokens.invalidate(token)
-                self.stats.count("reauthentications")
+                self.stats.add(SyncCounters(reauthentications=1))
                 raise RetryableFailure(
                     AuthenticationError(
                         f"refused with HTTP 401 ({refusal.title})", tenant_id=self.tenant_id, endpoint=endpoint.path
@@ -285,7 +283,7 @@ class ServiceTitanClient:
             clock=self._clock,
             pause=self._sleep,
             rng=self._rng,
-            on_retry=lambda: self.stats.count("retries", endpoint),
+            on_retry=lambda: self.stats.add(SyncCounters(retries=1), endpoint),
         )
 
     def _refused(self, endpoint: Endpoint, title: str) -> AuthenticationError:
@@ -311,7 +309,7 @@ class ServiceTitanClient:
         headers = {"ST-App-Key": self.settings.app_key.get_secret_value(), "Authorization": f"Bearer {token}"}
         where: ErrorContext = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
         options = self.options
-        self.stats.count("requests", endpoint)
+        self.stats.add(SyncCounters(requests=1), endpoint)
         try:
             with request_deadline(options.request_deadline_s) as deadline:
                 with self._http.stream("GET", url, params=params, headers=headers) as response:
@@ -355,7 +353,7 @@ class ServiceTitanClient:
             raise _Unauthorized(title)
         if status == 429:
             wait = retry_after_s(response_headers.get("Retry-After"), title)
-            self.stats.count("throttled", endpoint)
+            self.stats.add(SyncCounters(throttled=1), endpoint)
             cap = options.max_retry_after_s
             if wait is not None and wait > cap:
                 self.limiter.throttled(1.0, sent_at)  # slow down, but do not stop every thread for that long
@@ -580,8 +578,7 @@ class ServiceTitanClient:
         yield page
 
     def _count(self, page: Page) -> None:
-        self.stats.count("pages")
-        self.stats.count("records", amount=len(page.records))
+        self.stats.add(SyncCounters(pages=1, records=len(page.records)))
 
     def _export_page(self, endpoint: Endpoint, body: Any, number: int) -> Page:
         if not isinstance(body, dict) or not isinstance(body.get("hasMore"), bool):

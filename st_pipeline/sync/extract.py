@@ -23,10 +23,11 @@ import sqlalchemy as sa
 
 from st_pipeline.servicetitan.catalogue import Dataset, load_catalogue
 from st_pipeline.servicetitan.client import Page, ServiceTitanClient
+from st_pipeline.servicetitan.counters import SyncCounters
 from st_pipeline.servicetitan.errors import MissingScopeError, NotFoundError, ServiceTitanError
 from st_pipeline.servicetitan.models import PageValidation, validate_page
 from st_pipeline.servicetitan.timestamps import parse_timestamp
-from st_pipeline.sync import killpoints
+from st_pipeline.sync.observer import NO_OBSERVER, SyncObserver, SyncPoint
 from st_pipeline.sync.state import (
     CANCELLED,
     FAILED,
@@ -49,24 +50,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_CONCURRENCY = 8
 
 
-@dataclass
-class ExtractResult:
-    """What one dataset's extraction did, reported as materialization metadata."""
+@dataclass(kw_only=True)
+class ExtractResult(SyncCounters):
+    """What one dataset's extraction did: its counters (``SyncCounters``), then where it left off and how it ended."""
 
-    dataset: Dataset
-    records: int = 0  # records received
-    pages: int = 0
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
+    dataset: Dataset = field(kw_only=False)
     duration_s: float = 0.0  # from this dataset's first request to its end
-    rows_written: int = 0  # raw rows inserted or changed (a record read again unchanged writes nothing)
-    rows_deleted: int = 0  # rows a reconciliation flagged deleted
     cursor: str | None = None  # after this sync (unchanged when nothing new)
     cursor_before: str | None = None
-    quarantined: int = 0
     reported_total: int | None = None  # a paged list's totalCount, when it gave one
-    duplicates: int = 0  # records that arrived more than once in this sync
     warnings: list[str] = field(default_factory=list)
     error: ServiceTitanError | None = None
     status: str = ""  # as the sync log records it
@@ -137,13 +129,15 @@ def sync_tenant(
     run_id: str,
     concurrency: int = DEFAULT_CONCURRENCY,
     options: SyncOptions = SyncOptions(),
+    observer: SyncObserver = NO_OBSERVER,
 ) -> Iterator[ExtractResult]:
     """Extract ``datasets`` of the client's tenant; yield each dataset's result as it completes.
 
     Each dataset resumes from its saved cursor (export token, or list watermark minus an overlap)
     unless ``options.full_refresh``. A dataset that fails (say, a missing scope) is yielded with
     its ``error`` and the others go on. An error that dooms the whole tenant (revoked credentials,
-    too many consecutive failures) stops every extraction and is raised.
+    too many consecutive failures) stops every extraction and is raised. ``observer`` is told each
+    point the sync reaches (``SyncPoint``), on this thread.
     """
     if not datasets:
         return
@@ -199,9 +193,11 @@ def sync_tenant(
                 if kind == _PAGE:
                     assert isinstance(item, tuple)  # a page comes with its validation
                     page, validation = item
-                    killpoints.reached("page_received")
-                    _write_page(engine, dataset, progress[dataset.key], tenant_id, page, validation, run_id, result)
-                    killpoints.reached("page_committed")
+                    observer.reached(SyncPoint.PAGE_RECEIVED, dataset)
+                    _write_page(
+                        engine, dataset, progress[dataset.key], tenant_id, page, validation, run_id, result, observer
+                    )
+                    observer.reached(SyncPoint.PAGE_COMMITTED, dataset)
                     continue
                 if kind == _FAILED and (not isinstance(item, ServiceTitanError) or item.fatal_for_tenant):
                     # The tenant's run ends here: this dataset failed with the cause, the others
@@ -216,7 +212,7 @@ def sync_tenant(
                     assert isinstance(item, ServiceTitanError)  # any other failure ended the run above
                     result.error = item
                 yield _finish(result, client, engine, progress[dataset.key], run_id, tenant_id)
-                killpoints.reached("dataset_finished")
+                observer.reached(SyncPoint.DATASET_FINISHED, dataset)
         except BaseException as exc:
             cancelled.set()
             client.cancel()  # requests still retrying for the other datasets stop now
@@ -275,6 +271,7 @@ def _write_page(
     validation: PageValidation,
     run_id: str,
     result: ExtractResult,
+    observer: SyncObserver,
 ) -> None:
     """One transaction: the page's rows, its quarantined records, the cursor after it, its log line
     and the pair's row count; the page is counted in ``result``. A page with nothing to write and
@@ -307,8 +304,8 @@ def _write_page(
     if progress.key_field:  # content-keyed records repeat on purpose (identical records stay rows)
         result.duplicates += sum(1 for record_id in page_ids if record_id in progress.seen_ids)
     progress.seen_ids.update(page_ids)
-    result.pages += 1
-    result.records += len(page.records)
+    received = SyncCounters(pages=1, records=len(page.records))
+    result += received
     if page.number == 1 and page.total_count is not None:
         result.reported_total = page.total_count
     finishes_reconciliation = progress.reconcile and not page.has_more
@@ -317,7 +314,7 @@ def _write_page(
     deleted = 0
     with engine.begin() as conn:
         counts = upsert_rows(conn, progress.table, rows)
-        killpoints.reached("rows_written")
+        observer.reached(SyncPoint.ROWS_WRITTEN, dataset)
         if validation.quarantined:
             conn.execute(
                 quarantine_table.insert(),
@@ -325,23 +322,22 @@ def _write_page(
             )
         if cursor is not None:
             save_cursor(conn, tenant_id, dataset, cursor, run_id)
-            killpoints.reached("cursor_written")
+            observer.reached(SyncPoint.CURSOR_WRITTEN, dataset)
         if finishes_reconciliation:
             deleted = mark_missing_deleted(conn, progress.table, tenant_id, progress.seen_ids, at=now)
+        written = SyncCounters(
+            rows_written=counts.written, rows_deleted=deleted, quarantined=len(validation.quarantined)
+        )
         log_page(
             conn,
             progress.log_id,
             tenant_id,
             dataset.key,
-            records=len(page.records),
-            quarantined=len(validation.quarantined),
-            rows_written=counts.written + deleted,
+            received + written,
             rows_inserted=counts.inserted,
             cursor=cursor,
         )
-    result.rows_written += counts.written
-    result.rows_deleted += deleted
-    result.quarantined += len(validation.quarantined)
+    result += written
     result.warnings.extend(validation.warnings)
     result.cursor = cursor or result.cursor
 
@@ -358,9 +354,7 @@ def _finish(
 ) -> ExtractResult:
     """Close the dataset's log and status rows with its true outcome (``status``/``error`` override)."""
     key = result.dataset.key
-    result.requests = client.stats.by_endpoint.get(key, 0)
-    result.retries = client.stats.retries_by_endpoint.get(key, 0)
-    result.throttled = client.stats.throttled_by_endpoint.get(key, 0)
+    result += client.stats.of(key)  # what its requests counted (once: the dataset ends here)
     result.duration_s = time.perf_counter() - result.started if result.started is not None else 0.0
     result.status = status or _status(result)
     progress.seen_ids = set()  # no longer needed: free it before the next dataset
@@ -372,14 +366,7 @@ def _finish(
         progress.log_id,
         DatasetClose(
             status=result.status,
-            records=result.records,
-            pages=result.pages,
-            quarantined=result.quarantined,
-            rows_written=result.rows_written + result.rows_deleted,
-            requests=result.requests,
-            retries=result.retries,
-            throttled=result.throttled,
-            duplicates=result.duplicates,
+            counts=result.counters(),
             reported_total=result.reported_total,
             duration_s=result.duration_s,
             changed=bool(result.rows_written or result.rows_deleted),

@@ -11,13 +11,14 @@ alerts read a small indexed table instead of the log's history.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from st_pipeline.database import upsert_state
 from st_pipeline.servicetitan.catalogue import Dataset
+from st_pipeline.servicetitan.counters import COUNTER_NAMES, SyncCounters
 from st_pipeline.warehouse.tables import dataset_status_table, raw_table, sync_log_table, sync_state_table
 
 RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
@@ -117,24 +118,17 @@ def log_page(
     log_id: int,
     tenant_id: int,
     dataset_key: str,
+    counts: SyncCounters,
     *,
-    records: int,
-    quarantined: int,
-    rows_written: int,
     rows_inserted: int,
     cursor: str | None,
 ) -> None:
-    """A committed page, inside its transaction: the log row's counters and the pair's row count.
+    """A committed page, inside its transaction: its ``counts`` added to the log row's, and the pair's row count.
 
     (A page that changes nothing is not logged page by page; closing the row writes the totals.)
     """
     log, status = sync_log_table.c, dataset_status_table.c
-    values: dict[str, object] = {
-        "records": log.records + records,
-        "pages": log.pages + 1,
-        "quarantined": log.quarantined + quarantined,
-        "rows_written": log.rows_written + rows_written,
-    }
+    values: dict[str, object] = {name: log[name] + value for name, value in _logged_counts(counts).items()}
     if cursor is not None:
         values["cursor_after"] = cursor
     conn.execute(sync_log_table.update().where(log.log_id == log_id).values(**values))
@@ -146,19 +140,19 @@ def log_page(
         )
 
 
+def _logged_counts(counts: SyncCounters) -> dict[str, int]:
+    """The log row's counter columns: each the counter of its name; ``rows_written`` counts rows flagged deleted too."""
+    logged = {name: getattr(counts, name) for name in COUNTER_NAMES if name in sync_log_table.c}
+    logged["rows_written"] = counts.rows_written + counts.rows_deleted
+    return logged
+
+
 @dataclass(frozen=True)
 class DatasetClose:
     """How a dataset's sync ended, as the log row and the status row record it."""
 
     status: str
-    records: int = 0
-    pages: int = 0
-    quarantined: int = 0
-    rows_written: int = 0
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
-    duplicates: int = 0
+    counts: SyncCounters = field(default_factory=SyncCounters)
     reported_total: int | None = None
     duration_s: float = 0.0
     changed: bool = False
@@ -193,14 +187,7 @@ def close_dataset(
                 status=close.status,
                 started_at=started,
                 ended_at=now,
-                records=close.records,
-                pages=close.pages,
-                quarantined=close.quarantined,
-                rows_written=close.rows_written,
-                requests=close.requests,
-                retries=close.retries,
-                throttled=close.throttled,
-                duplicates=close.duplicates,
+                **_logged_counts(close.counts),
                 reported_total=close.reported_total,
                 duration_s=round(close.duration_s, 3),
                 error=close.error,

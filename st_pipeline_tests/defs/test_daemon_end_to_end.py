@@ -21,6 +21,7 @@ from st_pipeline.demo import LOCAL_DAGSTER_YAML
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline_tests.alerts.conftest import HttpReceiver
+from st_pipeline_tests.killing import KILL_AT_VARIABLE, KILL_ONCE_FILE_VARIABLE
 from st_pipeline_tests.support import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -59,14 +60,27 @@ def environment(tmp_path: Path, local_env: Path, receiver: HttpReceiver) -> Iter
             "SERVICETITAN_AUTH_URL": sim.auth_url,
             "SERVICETITAN_APP_KEY": config.app_key,
             "ST_PIPELINE_SYNC_CRON": "* * * * *",
-            # The first run to commit a page dies there, by SIGKILL.
-            "ST_PIPELINE_KILL_AT": "page_committed:1",
-            "ST_PIPELINE_KILL_ONCE_FILE": str(kill_once),
+            # The first run to commit a page dies there, by SIGKILL (the code location of `_workspace`).
+            KILL_AT_VARIABLE: "page_committed:1",
+            KILL_ONCE_FILE_VARIABLE: str(kill_once),
         }
         import sqlalchemy as sa
 
         upgrade(sa.create_engine(f"sqlite:///{local_env / 'warehouse.db'}"))
         yield env, sim
+
+
+def _workspace(directory: Path) -> Path:
+    """A workspace of the project's code location with the killing sync (``st_pipeline_tests.killing_location``)."""
+    workspace = directory / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n"
+        "  - python_module:\n"
+        "      module_name: st_pipeline_tests.killing_location\n"
+        "      location_name: st_pipeline\n"
+        f"      working_directory: {json.dumps(str(REPO_ROOT))}\n"
+    )
+    return workspace
 
 
 def _add_tenant(env: dict[str, str], tenant: SimulatedTenant) -> None:
@@ -104,7 +118,7 @@ def test_daemon_runs_schedules_survives_a_killed_run_and_onboards_a_new_tenant(
             shutil.which("dagster-daemon", path=str(BIN)) or "dagster-daemon",
             "run",
             "-w",
-            str(REPO_ROOT / "workspace.yaml"),
+            str(_workspace(Path(env["DAGSTER_HOME"]))),
         ],
         env=env,
         cwd=REPO_ROOT,

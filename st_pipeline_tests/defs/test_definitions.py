@@ -7,8 +7,9 @@ import dagster as dg
 import pytest
 
 from st_pipeline.definitions import build_definitions, defs
+from st_pipeline.defs.models import TENANT_MODELS_KEY
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
-from st_pipeline.defs.raw_assets import MAX_NAME_LENGTH, SHORT_NAMES, raw_asset_key
+from st_pipeline.defs.raw_assets import MAX_NAME_LENGTH, SHORT_NAMES, TENANT_SYNC_KEY, raw_asset_key
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import SettingsError, load_settings
 from st_pipeline.warehouse.tables import raw_table_name
@@ -108,3 +109,35 @@ def test_a_cron_dagster_refuses_names_its_variable(variable: str, cron: str) -> 
     settings = load_settings({"SERVICETITAN_APP_KEY": "ak1.not-used", variable: cron})
     with pytest.raises(SettingsError, match=f"^{variable} is not a cron expression"):
         build_definitions(settings)
+
+
+def test_each_layers_owners_are_on_its_assets_for_the_catalogues_owner_filter() -> None:
+    settings = load_settings(
+        {
+            "ST_PIPELINE_RAW_OWNERS": "team:data-platform",
+            "ST_PIPELINE_HUB_OWNERS": " team:data-platform , hubs@example.com",
+            "ST_PIPELINE_MART_OWNERS": "team:analytics,ana@example.com",
+        }
+    )
+    graph = build_definitions(settings).resolve_asset_graph()
+    owners = {key: tuple(graph.get(key).owners) for key in graph.get_all_asset_keys()}
+    layers = {key: graph.get(key).tags.get("layer") for key in graph.get_all_asset_keys()}
+    expected = {
+        "raw": ("team:data-platform",),
+        "hub": ("team:data-platform", "hubs@example.com"),
+        "mart": ("team:analytics", "ana@example.com"),
+    }
+    assert all(owners[key] == expected[layer] for key, layer in layers.items() if layer)
+    assert owners[TENANT_SYNC_KEY] == expected["raw"] and owners[TENANT_MODELS_KEY] == expected["hub"]
+    marts = dg.AssetSelection.from_string('owner:"team:analytics"').resolve(graph)
+    assert marts == {key for key, layer in layers.items() if layer == "mart"} and len(marts) >= 8
+    assert len(dg.AssetSelection.from_string('owner:"team:data-platform"').resolve(graph)) == len(owners) - len(marts)
+    # None configured (the default): no owners, the asset graph as it is.
+    unowned = defs.resolve_asset_graph()
+    assert not any(unowned.get(key).owners for key in unowned.get_all_asset_keys())
+
+
+@pytest.mark.parametrize("owners", ["data-platform", "team:", "team:analytics,ana@", "ana@example"])
+def test_an_owner_dagster_would_refuse_names_its_variable(owners: str) -> None:
+    with pytest.raises(SettingsError, match="^ST_PIPELINE_MART_OWNERS holds an owner that is neither"):
+        load_settings({"ST_PIPELINE_MART_OWNERS": owners})

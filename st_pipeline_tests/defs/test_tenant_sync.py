@@ -29,6 +29,7 @@ from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table, sync_log_table
 from st_pipeline_tests.alerts.conftest import HttpReceiver
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A, TENANT_B, point_at_simulator
+from st_pipeline_tests.killing import KILL_AT_VARIABLE
 from st_pipeline_tests.support import (
     REPO_ROOT,
     TEST_CHANGE,
@@ -382,7 +383,7 @@ def test_a_killed_sync_is_marked_failed_alerts_and_the_next_one_runs(
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "ST_PIPELINE_KILL_AT": "page_committed:2"}
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), KILL_AT_VARIABLE: "page_committed:2"}
     prepared_warehouse(f"sqlite:///{local_env / 'warehouse.db'}", []).dispose()
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         add_tenant_partition(instance, TENANT_A.tenant_id)
@@ -392,7 +393,7 @@ def test_a_killed_sync_is_marked_failed_alerts_and_the_next_one_runs(
             "asset",
             "materialize",
             "-m",
-            "st_pipeline.definitions",
+            "st_pipeline_tests.killing_location",  # the project's code location, dying at that point
             "--select",
             TENANT_SYNC_KEY.to_user_string(),
             "--partition",

@@ -1,9 +1,9 @@
 """A tenant sync in a process of its own, for the crash tests (run with ``python -m``).
 
-    python -m st_pipeline_tests.sync.crash_child API_URL TENANT_ID CLIENT_ID WAREHOUSE_URL RUN_ID
+    python -m st_pipeline_tests.sync.crash_child API_URL TENANT_ID CLIENT_ID WAREHOUSE_URL RUN_ID [POINT:N]
 
-The client secret comes on standard input. With ``ST_PIPELINE_KILL_AT`` set, the process kills
-itself at that point of the sync (see ``st_pipeline.sync.killpoints``).
+The client secret comes on standard input. With ``POINT:N`` (e.g. ``rows_written:14``), the process
+kills itself the N-th time the sync reaches that point (``st_pipeline_tests.killing``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,17 @@ from st_pipeline.servicetitan.catalogue import CORE_DATASETS, load_catalogue
 from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
 from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.sync.extract import sync_tenant
+from st_pipeline.sync.observer import NO_OBSERVER, SyncObserver
 from st_pipeline.warehouse.engine import create_warehouse_engine
 from st_pipeline.warehouse.schema import ensure_raw_tables
+from st_pipeline_tests.killing import KillAt
 
 EXTRA_DATASETS = ("dispatch/zones",)  # a list endpoint with a modifiedOn watermark
 
 
 def main() -> None:
     api_url, tenant_id, client_id, warehouse_url, run_id = sys.argv[1:6]
+    observer: SyncObserver = KillAt.parse(sys.argv[6]) if len(sys.argv) > 6 else NO_OBSERVER
     catalogue = load_catalogue()
     datasets = [catalogue.dataset(key) for key in (*CORE_DATASETS, *EXTRA_DATASETS)]
     engine = create_warehouse_engine(warehouse_url)
@@ -33,7 +36,7 @@ def main() -> None:
     credentials = TenantCredentials(int(tenant_id), client_id, SecretStr(sys.stdin.readline().strip()))
     # Two extraction threads: pages interleave, so kill points land in different datasets.
     with ServiceTitanClient(settings, credentials, options=ClientOptions(requests_per_second=1000)) as client:
-        results = list(sync_tenant(client, engine, datasets, run_id=run_id, concurrency=2))
+        results = list(sync_tenant(client, engine, datasets, run_id=run_id, concurrency=2, observer=observer))
     print(sum(r.records for r in results), "records")
 
 

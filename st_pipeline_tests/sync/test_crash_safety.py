@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -49,9 +48,6 @@ def sim() -> Iterator[Simulator]:
 
 
 def _sync(sim: Simulator, warehouse_url: str, run_id: str, kill_at: str | None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ST_PIPELINE_KILL_AT"}
-    if kill_at:
-        env["ST_PIPELINE_KILL_AT"] = kill_at
     return subprocess.run(
         [
             sys.executable,
@@ -62,9 +58,9 @@ def _sync(sim: Simulator, warehouse_url: str, run_id: str, kill_at: str | None) 
             TENANT.client_id,
             warehouse_url,
             run_id,
+            *([kill_at] if kill_at else []),
         ],
         input=TENANT.client_secret + "\n",
-        env=env,
         capture_output=True,
         text=True,
         timeout=300,

@@ -112,9 +112,7 @@ def test_revoked_credentials_fail_fast_and_the_other_tenant_syncs(warehouse: tup
         [failed] = [row for row in rows if row.status == "failed"]
         assert "rejected client id" in failed.error and failed.error_kind == "InvalidClientError"
         assert all(row.error.startswith("stopped: ") for row in rows if row.status == "cancelled")
-        assert {row.dataset: row.requests for row in rows} == {
-            d.key: client.stats.by_endpoint.get(d.key, 0) for d in DATASETS
-        }
+        assert {row.dataset: row.requests for row in rows} == {d.key: client.stats.of(d.key).requests for d in DATASETS}
         assert all(row.ended_at is not None and row.duration_s is not None for row in rows)
         with _client(sim, OTHER) as other:
             results = list(sync_tenant(other, engine, DATASETS, run_id="healthy"))

@@ -138,6 +138,9 @@ def test_a_listing_that_breaks_off_flags_nothing_and_keeps_the_cursor(
     sim.clear_faults()
     complete = _sync(sim, tenant, engine, "complete")
     assert complete.succeeded and complete.rows_deleted == 2
+    [logged] = read_log(engine, tenant.tenant_id, run_id="complete")
+    # The sync log's rows_written counts the rows flagged deleted too (the result keeps them apart).
+    assert complete.rows_written > 0 and logged.rows_written == complete.rows_written + complete.rows_deleted
     flags = _deleted(engine, tenant)
     assert {record_id for record_id, deleted in flags.items() if deleted} == set(gone)
     assert load_cursors(engine, tenant.tenant_id)[ZONES] == _newest_modified_on(sim, tenant) != cursor
