@@ -13,16 +13,20 @@ tenant while its hubs build, which is what makes "changed after the watermark" e
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import overload
+from pathlib import Path
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
+from st_pipeline import sqltypes
 from st_pipeline.database import upsert_state
 from st_pipeline.schema_versions import schema_change_lock
 from st_pipeline.servicetitan.catalogue import Catalogue
@@ -287,11 +291,12 @@ def build_tenant(
     rebuilt_in_full = {h.table for h in result.hubs if h.mode == "full"}
     at = datetime.now(UTC)
     day = as_of or at.date()
+    fingerprints = _mart_fingerprints(engine, marts, run_id)
     for mart in marts:
         with engine.begin() as conn:
             _in_utc(conn)
             state = states.get(mart.table_name)
-            fingerprint = mart_fingerprint(mart, engine.dialect)
+            fingerprint = fingerprints[mart.name]
             new_day = mart.daily and state is not None and _as_utc(state.built_at).date() != day
             in_full = (
                 full
@@ -326,6 +331,65 @@ def build_tenant(
 # The row of ``st_transform_state`` (tenant 0: no tenant) that records the shape of every hub and mart
 # table as last checked, so that a build whose tables are as expected does not inspect each of them.
 TABLES_STATE = "__tables__"
+
+
+# Rows of ``st_transform_state`` (tenant 0) remembering each mart's fingerprint for one version of the
+# code: compiling every mart's queries to fingerprint them costs more CPU than a build with nothing
+# to do, and a run is a new process.
+FINGERPRINT_STATE_PREFIX = "__fingerprint__"
+
+
+def _code_version(dialect: sa.Dialect, marts: tuple[Mart, ...]) -> str:
+    """What the mart fingerprints are a function of: the source of the transform package and of every
+    module defining a part of a mart, the SQLAlchemy release and the warehouse (dialect, server version)."""
+    parts: list[Callable[..., Any]] = []
+    for mart in marts:
+        parts += [mart.facts, *(derive for _, derive in mart.derived), *(link.entities for link in mart.links)]
+    sources = {Path(sqltypes.__file__), *Path(__file__).parent.glob("*.py")}
+    sources |= {Path(file) for part in parts if (file := inspect.getsourcefile(part))}
+    return _source_digest(f"{sa.__version__}/{dialect.name}/{dialect.server_version_info}", frozenset(sources))
+
+
+@functools.cache
+def _source_digest(salt: str, sources: frozenset[Path]) -> str:
+    digest = hashlib.sha256(salt.encode())
+    for source in sorted(sources):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _mart_fingerprints(engine: sa.Engine, marts: tuple[Mart, ...], run_id: str) -> dict[str, str]:
+    """Each mart's fingerprint, as remembered for this version of the code, or computed and remembered."""
+    version = _code_version(engine.dialect, marts)
+    names = {mart.name: f"{FINGERPRINT_STATE_PREFIX}/{version}/{mart.table_name}" for mart in marts}
+    t = transform_state_table
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.table_name, t.c.fingerprint).where(t.c.tenant_id == 0, t.c.table_name.in_(names.values()))
+        )
+        known = {row.table_name: row.fingerprint for row in rows}
+    fingerprints = {name: known.get(row) for name, row in names.items()}
+    missing = [mart for mart in marts if fingerprints[mart.name] is None]
+    if not missing:
+        return {name: fp for name, fp in fingerprints.items() if fp is not None}
+    with engine.begin() as conn:
+        stale = sa.and_(t.c.table_name.like(f"{FINGERPRINT_STATE_PREFIX}/%"), t.c.table_name.not_like(f"%/{version}/%"))
+        conn.execute(t.delete().where(t.c.tenant_id == 0, stale))  # earlier versions'
+        for mart in missing:
+            fingerprints[mart.name] = mart_fingerprint(mart, engine.dialect)
+            upsert_state(
+                conn,
+                t,
+                {"tenant_id": 0, "table_name": names[mart.name]},
+                {
+                    "fingerprint": fingerprints[mart.name],
+                    "watermark": None,
+                    "row_count": 0,
+                    "run_id": run_id,
+                    "built_at": datetime.now(UTC),
+                },
+            )
+    return {name: fp for name, fp in fingerprints.items() if fp is not None}
 
 
 def _index_name(index: sa.Index) -> str:

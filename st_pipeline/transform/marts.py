@@ -797,23 +797,13 @@ def _headline(conn: sa.Connection, mart: Mart, tenant_id: int) -> dict[str, floa
     return figures
 
 
-_fingerprints: dict[tuple[str, str], str] = {}
-
-
 def mart_fingerprint(mart: Mart, dialect: sa.Dialect) -> str:
     """Changes whenever the mart's columns or queries change (then it is rebuilt in full for every tenant).
 
     The queries are compiled for a fixed tenant and day; their parameters (the constants the
-    queries compare with) are part of the fingerprint beside the SQL. Computed once per process
-    and dialect (the definitions do not change while it runs).
+    queries compare with) are part of the fingerprint beside the SQL. (Compiling them costs; the
+    build remembers the result per version of the code: ``build._mart_fingerprints``.)
     """
-    key = (mart.name, dialect.name)
-    if key not in _fingerprints:
-        _fingerprints[key] = _fingerprint(mart, dialect)
-    return _fingerprints[key]
-
-
-def _fingerprint(mart: Mart, dialect: sa.Dialect) -> str:
     tenant_id, day, at = 0, date(2000, 1, 1), datetime(2000, 1, 1, tzinfo=UTC)
     ids = temporary_table("st_changed_ids", sa.Column("id", sa.BigInteger))
     queries = [

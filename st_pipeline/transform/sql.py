@@ -41,7 +41,7 @@ def raw_source(name: str) -> sa.TableClause:
 class _Rows:
     """Where a hub table's rows come from: the raw records, or the elements of an array in each."""
 
-    raw: sa.TableClause
+    raw: sa.FromClause
     source: sa.FromClause
     condition: ColumnElement[bool]
     element: ColumnElement[Any] | None = None  # the array element (exploded tables)
@@ -51,9 +51,9 @@ class _Rows:
 def _rows(spec: HubTable, raw_name: str, dialect: str) -> _Rows:
     raw = raw_source(raw_name).alias("r")
     if spec.explode is None:
-        return _Rows(raw, raw, sa.true())  # type: ignore[arg-type]  # an aliased TableClause has its columns
+        return _Rows(raw, raw, sa.true())
     elements = array_elements(dialect, raw, raw.c.payload, tuple(spec.explode.split(".")))
-    return _Rows(raw, elements.source, elements.condition, elements.value, elements.position)  # type: ignore[arg-type]
+    return _Rows(raw, elements.source, elements.condition, elements.value, elements.position)
 
 
 def _document(column: Column, rows: _Rows) -> ColumnElement[Any]:
