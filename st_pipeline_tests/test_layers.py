@@ -67,7 +67,7 @@ def layer_of(module: str, layers: dict[str, Layer]) -> str | None:
 
 
 def imports_of(path: Path, module: str) -> list[tuple[int, str]]:
-    """(line, dotted module) of every import in the file of ``module``, relative imports resolved."""
+    """(line, dotted name) of every import in the file of ``module``, relative imports resolved."""
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -79,7 +79,8 @@ def imports_of(path: Path, module: str) -> list[tuple[int, str]]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            found.append((node.lineno, target))
+            # ``from package import module`` imports the module: each name is taken as a part of the target.
+            found += [(node.lineno, f"{target}.{alias.name}") for alias in node.names]
     return found
 
 
@@ -136,15 +137,17 @@ def test_the_check_sees_an_upward_import_and_an_unplaced_module(layers: dict[str
         "sync/state.py": "from ..warehouse import tables\n",
         "servicetitan/__init__.py": "",
         "servicetitan/client.py": "def f():\n    from st_pipeline.defs import resources\n",
+        "servicetitan/auth.py": "from st_pipeline import sync, sqltypes\n",  # a module from the package
         "newthing.py": "",
     }.items():
         (package / relative).parent.mkdir(parents=True, exist_ok=True)
         (package / relative).write_text(text)
     assert violations(package, layers) == [
         "st_pipeline/newthing.py: no row of the layer table holds this module",
-        "st_pipeline/servicetitan/client.py:2: the servicetitan layer imports st_pipeline.defs (defs)",
-        "st_pipeline/warehouse/loader.py:1: the warehouse layer imports st_pipeline.sync (sync)",
-        "st_pipeline/warehouse/tables.py:1: the warehouse layer imports st_pipeline.sync.state (sync)",
+        "st_pipeline/servicetitan/auth.py:1: the servicetitan layer imports st_pipeline.sync (sync)",
+        "st_pipeline/servicetitan/client.py:2: the servicetitan layer imports st_pipeline.defs.resources (defs)",
+        "st_pipeline/warehouse/loader.py:1: the warehouse layer imports st_pipeline.sync.state (sync)",
+        "st_pipeline/warehouse/tables.py:1: the warehouse layer imports st_pipeline.sync.state.x (sync)",
         "st_pipeline/warehouse/tables.py:2: the warehouse layer imports Dagster (dagster)",
     ]
 
