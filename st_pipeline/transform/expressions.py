@@ -259,8 +259,8 @@ def _money_per_pg(element: money_per, compiler: SQLCompiler, **kw: Any) -> str:
 class unindexed(FunctionElement[Any]):  # noqa: N801
     """A column SQLite's planner must not pick an index for (``+column``); the column elsewhere.
 
-    SQLite would otherwise scan an index on a column tested with ``IS NOT NULL`` instead of looking
-    the rows up by the key the query narrows them with.
+    SQLite would otherwise walk an index on that column (one tested with ``IS NOT NULL``, or grouped
+    by) instead of looking the rows up by the key the query narrows them with.
     """
 
     name = "unindexed"
