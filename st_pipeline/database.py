@@ -14,13 +14,16 @@ sync, a schema change; and one way to keep a bookkeeping row (``upsert_state``).
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -67,6 +70,27 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    dbapi_connection.create_function(SQLITE_LOCAL_DAY, 2, sqlite_local_day, deterministic=True)
+
+
+# SQLite has no time zones: the marts' local days come from this function, registered on every connection.
+SQLITE_LOCAL_DAY = "st_local_day"
+
+
+def sqlite_local_day(timestamp: str | None, time_zone: str | None) -> str | None:
+    """The ``YYYY-MM-DD`` day in ``time_zone`` of a UTC timestamp as SQLite keeps it (``YYYY-MM-DD HH:MM:SS…``)."""
+    if timestamp is None or time_zone is None:
+        return None
+    try:
+        instant = datetime.fromisoformat(timestamp).replace(tzinfo=UTC)
+        return instant.astimezone(_zone(time_zone)).date().isoformat()
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
 
 
 # How often a process waiting for an ``exclusive_lock`` tries again; the wait itself is the caller's.

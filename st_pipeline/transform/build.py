@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, overload
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
@@ -250,14 +251,16 @@ def build_tenant(
     hubs: tuple[HubTable, ...] = HUB_TABLES,
     marts: tuple[Mart, ...] = MARTS,
     as_of: date | None = None,
+    time_zone: str | None = None,
 ) -> TenantBuild:
     """Build a tenant's hub tables, then the marts that read a hub table that changed.
 
     A mart is built incrementally — the facts of the entities the changes reach, found through its
     links on the hub tables both before and after they changed — unless it is new, its definition
-    changed, a hub table it reads was built in full, or ``full``: then in full. ``as_of``
-    (default: today, UTC) is the day receivables are aged on; a ``daily`` mart's first build of a
-    day is a full one. ``hubs`` and ``marts`` build only some of them (see ``build_plan``); every
+    changed, a hub table it reads was built in full, the tenant's time zone changed, or ``full``: then
+    in full. ``time_zone`` (IANA; None: UTC) is the tenant's calendar, the marts' days; ``as_of``
+    (default: today in that zone) is the day receivables are aged on; a ``daily`` mart's first build
+    of a (local) day is a full one. ``hubs`` and ``marts`` build only some of them (see ``build_plan``); every
     hub and mart table is created either way.
     """
     started = time.monotonic()
@@ -290,14 +293,17 @@ def build_tenant(
     changed = set(result.changed_tables)
     rebuilt_in_full = {h.table for h in result.hubs if h.mode == "full"}
     at = datetime.now(UTC)
-    day = as_of or at.date()
+    zone = time_zone or "UTC"
+    day = as_of or at.astimezone(ZoneInfo(zone)).date()
     fingerprints = _mart_fingerprints(engine, marts, run_id)
     for mart in marts:
         with engine.begin() as conn:
             _in_utc(conn)
             state = states.get(mart.table_name)
-            fingerprint = fingerprints[mart.name]
-            new_day = mart.daily and state is not None and _as_utc(state.built_at).date() != day
+            fingerprint = zoned_fingerprint(fingerprints[mart.name], zone)
+            new_day = (
+                mart.daily and state is not None and _as_utc(state.built_at).astimezone(ZoneInfo(zone)).date() != day
+            )
             in_full = (
                 full
                 or state is None
@@ -310,7 +316,7 @@ def build_tenant(
             entities = None if in_full else reached_before.get(mart.name, set()) | reached_after.get(mart.name, set())
             if entities is not None and not entities:
                 continue
-            built = build_mart(conn, mart, tenant_id, as_of=day, built_at=at, entities=entities)
+            built = build_mart(conn, mart, tenant_id, as_of=day, built_at=at, entities=entities, time_zone=zone)
             upsert_state(
                 conn,
                 transform_state_table,
@@ -326,6 +332,12 @@ def build_tenant(
         result.marts.append(built)
     result.duration_s = time.monotonic() - started
     return result
+
+
+def zoned_fingerprint(fingerprint: str, time_zone: str) -> str:
+    """A mart's state fingerprint for a tenant: its definition's, and the tenant's time zone (a tenant
+    whose zone changed has every mart rebuilt in full, in its new calendar)."""
+    return f"{fingerprint}@{time_zone}"
 
 
 # The row of ``st_transform_state`` (tenant 0: no tenant) that records the shape of every hub and mart

@@ -1,8 +1,8 @@
 """The SQL expressions of the transform layer whose text differs between SQLite and PostgreSQL.
 
 Hub statements and mart queries are SQLAlchemy Core; where the two warehouses spell a thing
-differently — reading a JSON path, exact decimals from text, the UTC day of a timestamp, a rate, an
-amount per count — they use one of the constructs below, and SQLAlchemy compiles it per dialect
+differently — reading a JSON path, exact decimals from text, the UTC or local day of a timestamp, a
+rate, an amount per count or share — they use one of the constructs below, and SQLAlchemy compiles it per dialect
 (``@compiles``). Everything else is plain Core and reads the same on both.
 
 Conversions, the same on both warehouses:
@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
+from st_pipeline.database import SQLITE_LOCAL_DAY
 from st_pipeline.transform.spec import ColumnType
 from st_pipeline.transform.types import MONEY_SCALE
 
@@ -182,6 +183,37 @@ def _utc_day_pg(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
     return f"(({timestamp}) AT TIME ZONE 'UTC')::date"
 
 
+class local_day(FunctionElement[Any]):  # noqa: N801
+    """The calendar day of a timestamp column in an IANA time zone (a bound parameter), as a ``day`` value.
+
+    SQLite has no time zones: there it calls ``st_local_day``, a Python function every warehouse
+    connection registers (``st_pipeline.database``).
+    """
+
+    name = "local_day"
+    type = sa.Date()
+    inherit_cache = True
+
+
+@compiles(local_day, "sqlite")
+def _local_day_sqlite(element: local_day, compiler: SQLCompiler, **kw: Any) -> str:
+    timestamp, zone = _args(element, compiler, **kw)
+    return f"{SQLITE_LOCAL_DAY}({timestamp}, {zone})"
+
+
+@compiles(local_day, "postgresql")
+def _local_day_pg(element: local_day, compiler: SQLCompiler, **kw: Any) -> str:
+    timestamp, zone = _args(element, compiler, **kw)
+    return f"(({timestamp}) AT TIME ZONE {zone})::date"
+
+
+def calendar_day(timestamp: ColumnElement[Any], time_zone: str) -> ColumnElement[Any]:
+    """The day of ``timestamp`` in ``time_zone``: the UTC day itself when the zone is UTC (no conversion)."""
+    if time_zone == "UTC":
+        return utc_day(timestamp)
+    return local_day(timestamp, sa.literal(time_zone, sa.Text()))
+
+
 class as_day(FunctionElement[Any]):  # noqa: N801
     """A date parameter as a value of the ``day`` columns (text on SQLite, ``date`` on PostgreSQL)."""
 
@@ -254,6 +286,26 @@ def _money_per_sqlite(element: money_per, compiler: SQLCompiler, **kw: Any) -> s
 def _money_per_pg(element: money_per, compiler: SQLCompiler, **kw: Any) -> str:
     amount, count = _args(element, compiler, **kw)
     return f"trunc({amount} / NULLIF({count}, 0), {MONEY_SCALE})"
+
+
+class money_share(FunctionElement[Any]):  # noqa: N801
+    """An amount times a percentage (a ``DECIMAL`` column, 0 to 100), exact to 4 decimals (cut)."""
+
+    name = "money_share"
+    inherit_cache = True
+
+
+@compiles(money_share, "sqlite")
+def _money_share_sqlite(element: money_share, compiler: SQLCompiler, **kw: Any) -> str:
+    amount, percent = _args(element, compiler, **kw)
+    # Both are integer ten-thousandths: amount × percent / (100 × 10^4) stays in ten-thousandths.
+    return f"(({amount}) * ({percent}) / {100 * 10**MONEY_SCALE})"
+
+
+@compiles(money_share, "postgresql")
+def _money_share_pg(element: money_share, compiler: SQLCompiler, **kw: Any) -> str:
+    amount, percent = _args(element, compiler, **kw)
+    return f"trunc(({amount}) * ({percent}) / 100, {MONEY_SCALE})"
 
 
 class unindexed(FunctionElement[Any]):  # noqa: N801

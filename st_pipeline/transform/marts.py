@@ -10,7 +10,8 @@ change costs about 1% of a full build, and gives the same table. A mart whose fa
 build day (receivables by age) is rebuilt in full by the first build of each day.
 
 The definitions follow how ServiceTitan computes each number (see the README's "Metrics"); every
-mart's description states its date basis. Days are UTC calendar days. Records that are deleted
+mart's description states its date basis. Days are the tenant's calendar days: in its time zone
+(``Scope.time_zone``, the registry's; UTC when none is set), while hub timestamps stay UTC. Records that are deleted
 (``deleted_at``) or inactive (``active`` false: voided, deactivated) never count. The queries are
 SQLAlchemy Core; what the two warehouses spell differently is in ``expressions``.
 """
@@ -30,13 +31,14 @@ from sqlalchemy.sql.elements import ColumnElement
 from st_pipeline.sqltypes import UtcDateTime
 from st_pipeline.transform.expressions import (
     as_day,
+    calendar_day,
     days_between,
     flag,
     live,
     money_per,
+    money_share,
     ratio,
     unindexed,
-    utc_day,
 )
 from st_pipeline.transform.hubs import hub
 from st_pipeline.transform.spec import Column, ColumnType
@@ -65,11 +67,16 @@ EntityFinder = Callable[[int, sa.Select[Any]], sa.Select[Any]]
 @dataclass(frozen=True)
 class Scope:
     """Whose facts a query selects: one tenant's entities on one build day — all of them, or
-    only those whose ids are in the temporary table ``entities``."""
+    only those whose ids are in the temporary table ``entities`` — and the tenant's calendar."""
 
     tenant_id: int
-    as_of: date
+    as_of: date  # the build day in the tenant's time zone
     entities: sa.Table | None = None
+    time_zone: str = "UTC"  # the tenant's IANA zone: its calendar days
+
+    def day(self, timestamp: Expression) -> Expression:
+        """The tenant's local calendar day of a (UTC) timestamp."""
+        return calendar_day(timestamp, self.time_zone)
 
     def tenant(self, table: sa.FromClause) -> ColumnElement[bool]:
         return table.c.tenant_id == self.tenant_id
@@ -149,9 +156,27 @@ def _completed(jobs: sa.FromClause) -> ColumnElement[bool]:
     return sa.and_(live(jobs), jobs.c.job_status == "Completed", jobs.c.completed_on.is_not(None))
 
 
+def _income_items(scope: Scope, alias: str) -> tuple[sa.FromClause, sa.FromClause, sa.Join, tuple[Any, ...]]:
+    """Invoice items (``it``), their invoices (``i``), the two joined, and what makes an item revenue:
+    a live invoice, an item not deleted, booked to an Income GL account (pass-through items such as
+    permit fees, booked to a liability account, are not revenue)."""
+    it, i = _hub("invoice_items", f"{alias}_it"), _hub("invoices", f"{alias}_i")
+    items = it.join(i, sa.and_(i.c.tenant_id == it.c.tenant_id, i.c.id == it.c.invoice_id))
+    counted = (it.c.tenant_id == scope.tenant_id, live(i), it.c.deleted_at.is_(None), it.c.gl_account_type == "Income")
+    return it, i, items, counted
+
+
+def _job_revenue(scope: Scope, job_id: Expression) -> Expression:
+    """A job's revenue: the income items of its invoices, adjustments excluded (its completed revenue)."""
+    it, i, items, counted = _income_items(scope, "jr")
+    total = sa.select(sa.func.sum(it.c.total)).select_from(items)
+    return total.where(*counted, i.c.job_id == job_id, i.c.adjustment_to_id.is_(None)).scalar_subquery()
+
+
 def _job_facts(scope: Scope) -> sa.Select[Any]:
     """One row per completed job of the tenant (chosen by job id): its day, business unit, location,
-    No Charge flag, sold threshold, invoiced subtotal (adjustments excluded), estimates and sold."""
+    customer, No Charge flag, sold threshold, invoiced subtotal and revenue (adjustments excluded),
+    estimates and sold."""
     j, jt, i, e = _hub("jobs", "j"), _hub("job_types", "jt"), _hub("invoices", "i"), _hub("estimates", "e")
     invoiced = (
         sa.select(sa.func.sum(i.c.sub_total))
@@ -167,10 +192,12 @@ def _job_facts(scope: Scope) -> sa.Select[Any]:
             j.c.id.label("job_id"),
             j.c.business_unit_id,
             j.c.location_id,
-            utc_day(j.c.completed_on).label("day"),
+            j.c.customer_id,
+            scope.day(j.c.completed_on).label("day"),
             no_charge.label("no_charge"),
             sa.func.coalesce(jt.c.sold_threshold, 0).label("threshold"),
             sa.func.coalesce(invoiced, 0).label("invoiced"),
+            sa.func.coalesce(_job_revenue(scope, j.c.id), 0).label("revenue"),
             estimates.label("estimates"),
             sa.func.coalesce(sold, 0).label("sold"),
         )
@@ -189,14 +216,14 @@ def _opportunity(f: sa.Subquery) -> ColumnElement[bool]:
     return sa.or_(sa.not_(f.c.no_charge), _converted(f))
 
 
-# A sales opportunity is a completed job with an estimate; it closed when its sold estimates
-# reach the threshold.
-def _sales_opportunity(f: sa.Subquery) -> ColumnElement[bool]:
-    return f.c.estimates > 0
-
-
+# A sales opportunity is a completed job with an estimate, by the same rule for No Charge jobs: one
+# counts only when its sold estimates reach the threshold. It closed when they reach the threshold.
 def _closed(f: sa.Subquery) -> ColumnElement[bool]:
     return sa.and_(f.c.estimates > 0, f.c.sold > 0, f.c.sold >= f.c.threshold)
+
+
+def _sales_opportunity(f: sa.Subquery) -> ColumnElement[bool]:
+    return sa.and_(f.c.estimates > 0, sa.or_(sa.not_(f.c.no_charge), _closed(f)))
 
 
 def _own(name: str, column: str = "id") -> EntityFinder:
@@ -215,51 +242,46 @@ def _pointing(name: str, column: str) -> EntityFinder:
     )
 
 
-# The jobs a change reaches: the job itself, its invoices and estimates, its job type, its assignments.
+def _through(first: EntityFinder, then: EntityFinder) -> EntityFinder:
+    """Two hops: the entities ``then`` finds from the ids ``first`` finds."""
+    return lambda tenant_id, changed: then(tenant_id, first(tenant_id, changed))
+
+
+# The jobs a change reaches: the job itself, its invoices and estimates, its job type.
 _JOB_LINKS = (
     Link("hub_jobs", _own("jobs")),
     Link("hub_invoices", _own("invoices", "job_id")),
     Link("hub_estimates", _own("estimates", "job_id")),
     Link("hub_job_types", _pointing("jobs", "job_type_id")),
 )
-
-
-def _jobs_at_locations_of_memberships(tenant_id: int, changed: sa.Select[Any]) -> sa.Select[Any]:
-    """A changed membership reaches every job at its location."""
-    return _pointing("jobs", "location_id")(tenant_id, _own("memberships", "location_id")(tenant_id, changed))
+_JOB_READS = ("hub_jobs", "hub_job_types", "hub_invoices", "hub_invoice_items", "hub_estimates")
 
 
 def _revenue_facts(scope: Scope) -> sa.Select[Any]:
-    it, i, j = _hub("invoice_items", "it"), _hub("invoices", "i"), _hub("jobs", "j")
-    items = it.join(i, sa.and_(i.c.tenant_id == it.c.tenant_id, i.c.id == it.c.invoice_id))
-    counted = (
-        it.c.tenant_id == scope.tenant_id,
-        live(i),
-        it.c.deleted_at.is_(None),
-        it.c.gl_account_type == "Income",
-        scope.chosen(i.c.id),
-    )
+    it, i, items, counted = _income_items(scope, "rv")
+    j = _hub("jobs", "j")
+    chosen = (*counted, scope.chosen(i.c.id))
     completed = (
         sa.select(
             sa.literal("completed").label("kind"),
             i.c.id.label("invoice_id"),
-            utc_day(j.c.completed_on).label("day"),
+            scope.day(j.c.completed_on).label("day"),
             sa.func.coalesce(it.c.business_unit_id, j.c.business_unit_id).label("business_unit_id"),
             it.c.total.label("amount"),
         )
         .select_from(items.join(j, sa.and_(j.c.tenant_id == i.c.tenant_id, j.c.id == i.c.job_id)))
-        .where(*counted, i.c.adjustment_to_id.is_(None), _completed(j))
+        .where(*chosen, i.c.adjustment_to_id.is_(None), _completed(j))
     )
     adjustment_or_non_job = (
         sa.select(
             sa.case((i.c.adjustment_to_id.is_not(None), sa.literal("adjustment")), else_=sa.literal("non_job")),
             i.c.id,
-            utc_day(i.c.invoice_date),
+            scope.day(i.c.invoice_date),
             sa.func.coalesce(it.c.business_unit_id, i.c.business_unit_id),
             it.c.total,
         )
         .select_from(items)
-        .where(*counted, sa.or_(i.c.adjustment_to_id.is_not(None), i.c.job_id.is_(None)), i.c.invoice_date.is_not(None))
+        .where(*chosen, sa.or_(i.c.adjustment_to_id.is_not(None), i.c.job_id.is_(None)), i.c.invoice_date.is_not(None))
     )
     revenue = sa.union_all(completed, adjustment_or_non_job).subquery("revenue")
 
@@ -280,7 +302,7 @@ def _sales_facts(scope: Scope) -> sa.Select[Any]:
     e = _hub("estimates", "e")
     return sa.select(
         e.c.id.label("entity_id"),
-        utc_day(e.c.sold_on).label("day"),
+        scope.day(e.c.sold_on).label("day"),
         e.c.business_unit_id,
         _one().label("sold_estimates"),
         e.c.sub_total.label("sales"),
@@ -297,69 +319,130 @@ def _conversion_facts(scope: Scope) -> sa.Select[Any]:
         flag(_opportunity(f)).label("opportunities"),
         flag(_converted(f)).label("converted"),
         f.c.invoiced.label("invoiced_subtotal"),
+        f.c.revenue.label("revenue"),
+        flag(f.c.revenue > 0).label("jobs_with_revenue"),
         flag(_sales_opportunity(f)).label("sales_opportunities"),
         flag(_closed(f)).label("closed"),
     )
 
 
-def _technician_facts(scope: Scope) -> sa.Select[Any]:
-    # Each technician assigned to a job is credited with the job once, however many visits.
-    f = _job_facts(scope).subquery("f")
-    aa = _hub("appointment_assignments", "aa")
+def _job_credits(scope: Scope) -> sa.Subquery:
+    """Who is credited with each job, and with what share (percent): the technicians with a split
+    above zero (``payroll/jobs/splits``, summed per technician); a job without any split record
+    falls back to its actively assigned technicians, in equal shares (``share`` NULL, ``shared_by`` them)."""
+    s, aa, other = _hub("job_splits", "s"), _hub("appointment_assignments", "aa"), _hub("job_splits", "s2")
+    by_split = (
+        sa.select(
+            s.c.job_id,
+            s.c.technician_id,
+            sa.func.sum(s.c.split).label("share"),
+            sa.literal(1, sa.BigInteger()).label("shared_by"),
+        )
+        .where(scope.tenant(s), live(s), s.c.technician_id.is_not(None), s.c.split > 0, scope.chosen(s.c.job_id))
+        .group_by(s.c.job_id, s.c.technician_id)
+    )
     assigned = (
         sa.select(aa.c.job_id, aa.c.technician_id)
         .distinct()
-        .where(scope.tenant(aa), live(aa), aa.c.technician_id.is_not(None), scope.chosen(aa.c.job_id))
-        .subquery("a")
+        .where(
+            scope.tenant(aa),
+            live(aa),
+            aa.c.technician_id.is_not(None),
+            scope.chosen(aa.c.job_id),
+            ~sa.exists().where(scope.tenant(other), live(other), other.c.job_id == aa.c.job_id),
+        )
+        .subquery("assigned")
     )
+    peers = assigned.alias("peers")
+    shared_by = (
+        sa.select(sa.func.count()).select_from(peers).where(peers.c.job_id == assigned.c.job_id).scalar_subquery()
+    )
+    by_assignment = sa.select(
+        assigned.c.job_id, assigned.c.technician_id, sa.null().label("share"), shared_by.label("shared_by")
+    )
+    return sa.union_all(by_split, by_assignment).subquery("credit")
+
+
+def _technician_facts(scope: Scope) -> sa.Select[Any]:
+    f, credit = _job_facts(scope).subquery("f"), _job_credits(scope)
+
+    def weighted(amount: Expression) -> Expression:
+        return sa.case(
+            (credit.c.share.is_(None), money_per(amount, credit.c.shared_by)), else_=money_share(amount, credit.c.share)
+        )
+
     return sa.select(
         f.c.job_id.label("entity_id"),
         f.c.day,
-        assigned.c.technician_id,
+        credit.c.technician_id,
         f.c.business_unit_id,
         _one().label("completed_jobs"),
         flag(_opportunity(f)).label("opportunities"),
         flag(_converted(f)).label("converted"),
         flag(_sales_opportunity(f)).label("sales_opportunities"),
         flag(_closed(f)).label("closed"),
-        f.c.sold.label("sold_on_jobs"),
-    ).select_from(f.join(assigned, assigned.c.job_id == f.c.job_id))
+        weighted(f.c.revenue).label("revenue"),
+        weighted(f.c.sold).label("sold_on_jobs"),
+        f.c.revenue.label("revenue_unweighted"),
+        f.c.sold.label("sold_on_jobs_unweighted"),
+    ).select_from(f.join(credit, credit.c.job_id == f.c.job_id))
 
 
 def _membership_facts(scope: Scope) -> sa.Select[Any]:
-    # Opportunity: a completed job at a location with no membership in force that day.
+    """Two opportunities per completed job: at its location, and for its customer (any location)."""
     j, m = _hub("jobs", "j"), _hub("memberships", "m")
     f = (
-        sa.select(j.c.id.label("job_id"), j.c.location_id, utc_day(j.c.completed_on).label("day"))
-        .where(scope.tenant(j), _completed(j), unindexed(j.c.location_id).is_not(None), scope.chosen(j.c.id))
+        sa.select(j.c.id.label("job_id"), j.c.location_id, j.c.customer_id, scope.day(j.c.completed_on).label("day"))
+        .where(scope.tenant(j), _completed(j), scope.chosen(j.c.id))
         .subquery("f")
     )
-    at_location = (scope.tenant(m), live(m), m.c.location_id == f.c.location_id)
-    starts = utc_day(m.c.valid_from)
-    covered = sa.exists().where(
-        *at_location,
+    starts = scope.day(m.c.valid_from)
+    # In force on the job's day: started before it, not yet ended (its ``to`` day is its last day in
+    # force) and not canceled by then (the cancellation day is no longer in force; a Canceled
+    # membership without a cancellation date never counts as in force).
+    in_force = (
         starts < f.c.day,
-        sa.or_(m.c.valid_to.is_(None), utc_day(m.c.valid_to) >= f.c.day),
-        sa.func.coalesce(m.c.status, "") != "Canceled",
+        sa.or_(m.c.valid_to.is_(None), scope.day(m.c.valid_to) >= f.c.day),
+        sa.or_(
+            sa.func.coalesce(m.c.status, "") != "Canceled",
+            sa.and_(m.c.cancellation_date.is_not(None), scope.day(m.c.cancellation_date) > f.c.day),
+        ),
     )
 
-    def sold_within(days: int) -> ColumnElement[bool]:
-        return sa.exists().where(*at_location, starts >= f.c.day, days_between(starts, f.c.day) <= days)
+    def holder(column: str) -> tuple[ColumnElement[bool], ...]:
+        return (scope.tenant(m), live(m), m.c[column] == f.c[column])
 
-    return sa.select(
-        f.c.job_id.label("entity_id"),
+    def sold_within(column: str, days: int) -> Expression:
+        return flag(sa.exists().where(*holder(column), starts >= f.c.day, days_between(starts, f.c.day) <= days))
+
+    flags = sa.select(
+        f.c.job_id,
         f.c.day,
-        _one().label("opportunities"),
-        flag(sold_within(0)).label("sold_same_day"),
-        flag(sold_within(MEMBERSHIP_FOLLOW_UP_DAYS)).label("sold_within_30_days"),
-    ).where(~covered)
+        flag(sa.and_(f.c.location_id.is_not(None), ~sa.exists().where(*holder("location_id"), *in_force))).label("lo"),
+        sold_within("location_id", 0).label("l0"),
+        sold_within("location_id", MEMBERSHIP_FOLLOW_UP_DAYS).label("l30"),
+        flag(sa.and_(f.c.customer_id.is_not(None), ~sa.exists().where(*holder("customer_id"), *in_force))).label("co"),
+        sold_within("customer_id", 0).label("c0"),
+        sold_within("customer_id", MEMBERSHIP_FOLLOW_UP_DAYS).label("c30"),
+    ).subquery("flags")
+    g = flags.c
+    return sa.select(
+        g.job_id.label("entity_id"),
+        g.day,
+        g.lo.label("opportunities"),
+        (g.lo * g.l0).label("sold_same_day"),
+        (g.lo * g.l30).label("sold_within_30_days"),
+        g.co.label("customer_opportunities"),
+        (g.co * g.c0).label("customer_sold_same_day"),
+        (g.co * g.c30).label("customer_sold_within_30_days"),
+    ).where(sa.or_(g.lo == 1, g.co == 1))
 
 
 def _calls_facts(scope: Scope) -> sa.Select[Any]:
     c = _hub("calls", "c")
     return sa.select(
         c.c.id.label("entity_id"),
-        utc_day(c.c.created_on).label("day"),
+        scope.day(c.c.created_on).label("day"),
         _one().label("inbound_calls"),
         flag(c.c.call_type.in_(("Booked", "Unbooked"))).label("bookable_calls"),
         flag(c.c.call_type == "Booked").label("booked_calls"),
@@ -370,7 +453,7 @@ def _collections_facts(scope: Scope) -> sa.Select[Any]:
     p = _hub("payments", "p")
     return sa.select(
         p.c.id.label("entity_id"),
-        utc_day(p.c.payment_date).label("day"),
+        scope.day(p.c.payment_date).label("day"),
         _one().label("payments"),
         p.c.total.label("collected"),
     ).where(scope.tenant(p), live(p), p.c.payment_date.is_not(None), scope.chosen(p.c.id))
@@ -379,23 +462,26 @@ def _collections_facts(scope: Scope) -> sa.Select[Any]:
 def _receivables_facts(scope: Scope) -> sa.Select[Any]:
     i = _hub("invoices", "i")
     as_of = as_day(sa.literal(scope.as_of, sa.Date()))
-    age = days_between(as_of, utc_day(i.c.invoice_date))
+    age = days_between(as_of, scope.day(i.c.invoice_date))
     bucket = sa.case(
         *((age <= high, sa.literal(label)) for _low, high, label in AGING_BUCKETS if high is not None),
         else_=sa.literal(AGING_BUCKETS[-1][2]),
     )
+    owed, credit = i.c.balance > 0, i.c.balance < 0
     return sa.select(
         i.c.id.label("entity_id"),
         as_of.label("as_of"),
         bucket.label("aging_bucket"),
-        _one().label("open_invoices"),
-        i.c.balance.label("open_balance"),
+        flag(owed).label("open_invoices"),
+        sa.case((owed, i.c.balance), else_=0).label("open_balance"),
+        flag(credit).label("credit_invoices"),
+        sa.case((credit, i.c.balance), else_=0).label("credits"),
     ).where(
         scope.tenant(i),
         live(i),
-        i.c.balance > 0,
+        i.c.balance != 0,
         i.c.invoice_date.is_not(None),
-        utc_day(i.c.invoice_date) <= as_of,
+        scope.day(i.c.invoice_date) <= as_of,
         scope.chosen(i.c.id),
     )
 
@@ -444,35 +530,43 @@ MARTS: tuple[Mart, ...] = (
         "Conversion, close rate and average ticket per day (job completion) and business unit (the job's). "
         "Opportunity: a completed job that is not No Charge (job or job type), or a No Charge job that reached "
         "the sold threshold. Converted: the job's invoiced subtotal (adjustments excluded) is positive and at "
-        "least its job type's sold threshold. Sales opportunity: a completed job with an estimate; closed when "
+        "least its job type's sold threshold. Sales opportunity: a completed job with an estimate, by the same "
+        "No Charge rule (a No Charge job counts only when its sold estimates reach the threshold); closed when "
         "its sold estimates reach the threshold (a job whose estimates were all dismissed is still a sales "
-        "opportunity). Average ticket: invoiced subtotal (all items, adjustments excluded) per completed job, "
-        "No Charge jobs included, cut to 4 decimals.",
+        "opportunity). Revenue: the income items of the job's invoices (adjustments excluded; pass-through "
+        "items such as permit fees are not revenue). Average ticket: revenue per completed job (No Charge jobs "
+        "included), and per job with revenue; both cut to 4 decimals.",
         group=(DAY_COLUMN, BU_COLUMN),
         measures=(
             _c("completed_jobs", INT),
             _c("opportunities", INT),
             _c("converted", INT),
             _c("invoiced_subtotal", M),
+            _c("revenue", M),
+            _c("jobs_with_revenue", INT),
             _c("sales_opportunities", INT),
             _c("closed", INT),
         ),
         derived=(
             (_c("conversion_rate", R), _rate("converted", "opportunities")),
-            (_c("average_ticket", M), lambda m: money_per(m["invoiced_subtotal"], m["completed_jobs"])),
+            (_c("average_ticket", M), lambda m: money_per(m["revenue"], m["completed_jobs"])),
+            (_c("average_ticket_jobs_with_revenue", M), lambda m: money_per(m["revenue"], m["jobs_with_revenue"])),
             (_c("close_rate", R), _rate("closed", "sales_opportunities")),
         ),
-        reads=("hub_jobs", "hub_job_types", "hub_invoices", "hub_estimates"),
+        reads=_JOB_READS,
         facts=_conversion_facts,
         links=_JOB_LINKS,
         headline=(("completed_jobs_last_30_days", "completed_jobs", 30),),
     ),
     Mart(
         "technician_performance",
-        "Per day (job completion), technician and business unit (the job's): completed jobs credited once to "
-        "every technician assigned to them in full (no split weighting: a job of two technicians counts for "
-        "both), opportunities, converted jobs and conversion rate (as in job_conversion), sales opportunities, "
-        "closed, and the sold estimates' subtotal of their jobs (also in full for each).",
+        "Per day (job completion), technician and business unit (the job's), credited as ServiceTitan does: by "
+        "the job's splits (payroll/jobs/splits). A job counts once for every technician with a split above zero; "
+        "its revenue (income items, as in job_conversion) and the sold estimates' subtotal are weighted by the "
+        "technician's split (percent, cut to 4 decimals). A job without any split falls back to its actively "
+        "assigned technicians in equal shares. Opportunities, converted, sales opportunities and closed count "
+        "the job once per credited technician (as in job_conversion); the unweighted revenue and sales are kept "
+        "beside, to reconcile. Job average: weighted revenue per completed job.",
         group=(DAY_COLUMN, _c("technician_id", INT), BU_COLUMN),
         measures=(
             _c("completed_jobs", INT),
@@ -480,32 +574,59 @@ MARTS: tuple[Mart, ...] = (
             _c("converted", INT),
             _c("sales_opportunities", INT),
             _c("closed", INT),
+            _c("revenue", M),
             _c("sold_on_jobs", M),
+            _c("revenue_unweighted", M),
+            _c("sold_on_jobs_unweighted", M),
         ),
-        derived=((_c("conversion_rate", R), _rate("converted", "opportunities")),),
-        reads=("hub_jobs", "hub_job_types", "hub_invoices", "hub_estimates", "hub_appointment_assignments"),
+        derived=(
+            (_c("conversion_rate", R), _rate("converted", "opportunities")),
+            (_c("close_rate", R), _rate("closed", "sales_opportunities")),
+            (_c("job_average", M), lambda m: money_per(m["revenue"], m["completed_jobs"])),
+        ),
+        reads=(*_JOB_READS, "hub_appointment_assignments", "hub_job_splits"),
         facts=_technician_facts,
-        links=(*_JOB_LINKS, Link("hub_appointment_assignments", _own("appointment_assignments", "job_id"))),
+        links=(
+            *_JOB_LINKS,
+            Link("hub_appointment_assignments", _own("appointment_assignments", "job_id")),
+            Link("hub_job_splits", _own("job_splits", "job_id")),
+        ),
     ),
     Mart(
         "membership_conversion",
         "Membership conversion per day (job completion). Opportunity: a completed job at a location with no "
-        "membership in force that day. Two variants: sold the same day (ServiceTitan's: only memberships "
-        f'sold "for today") and sold within {MEMBERSHIP_FOLLOW_UP_DAYS} days (a membership starting at the '
-        "location from the job's day on, as sold on a later visit). A membership's sale day is its start "
-        "(from); the counts are of jobs converted, so one membership converts every opportunity at its location "
-        "in the window before it.",
+        "membership in force that day; in the customer variant (ServiceTitan's), a completed job of a customer "
+        "with no membership in force at any of their locations. In force on a day: started (from) on an earlier "
+        "day, its last day (to) not before it, and not canceled by then (a membership canceled later was in "
+        "force; a canceled one without a cancellation date never is). Two variants each: sold the same day "
+        '(ServiceTitan\'s: only memberships sold "for today") and sold within '
+        f"{MEMBERSHIP_FOLLOW_UP_DAYS} days (a membership starting from the job's day on, as sold on a later "
+        "visit). A membership's sale day is its start (from); the counts are of jobs converted, so one "
+        "membership converts every opportunity in the window before it.",
         group=(DAY_COLUMN,),
-        measures=(_c("opportunities", INT), _c("sold_same_day", INT), _c("sold_within_30_days", INT)),
+        measures=(
+            _c("opportunities", INT),
+            _c("sold_same_day", INT),
+            _c("sold_within_30_days", INT),
+            _c("customer_opportunities", INT),
+            _c("customer_sold_same_day", INT),
+            _c("customer_sold_within_30_days", INT),
+        ),
         derived=(
             (_c("conversion_rate_same_day", R), _rate("sold_same_day", "opportunities")),
             (_c("conversion_rate_30_days", R), _rate("sold_within_30_days", "opportunities")),
+            (_c("customer_conversion_rate_same_day", R), _rate("customer_sold_same_day", "customer_opportunities")),
+            (
+                _c("customer_conversion_rate_30_days", R),
+                _rate("customer_sold_within_30_days", "customer_opportunities"),
+            ),
         ),
         reads=("hub_jobs", "hub_memberships"),
         facts=_membership_facts,
         links=(
             Link("hub_jobs", _own("jobs")),
-            Link("hub_memberships", _jobs_at_locations_of_memberships),
+            Link("hub_memberships", _through(_own("memberships", "location_id"), _pointing("jobs", "location_id"))),
+            Link("hub_memberships", _through(_own("memberships", "customer_id"), _pointing("jobs", "customer_id"))),
         ),
     ),
     Mart(
@@ -532,16 +653,18 @@ MARTS: tuple[Mart, ...] = (
     ),
     Mart(
         "accounts_receivable",
-        "Accounts receivable on the build day: the invoices' current open balances (balance > 0) by age "
-        "since the invoice date, in buckets 0-30, 31-60, 61-90 and 91+ days. Rebuilt in full by the first "
-        "build of each day (ages move on), incrementally after.",
+        "Accounts receivable on the build day (the tenant's calendar): the invoices' current balances by age "
+        "since the invoice date, in buckets 0-30, 31-60, 61-90 and 91+ days: open balances (balance > 0), "
+        "credits (balance < 0: owed to the customer, negative) and net receivables (open balance + credits). "
+        "Rebuilt in full by the first build of each day (ages move on), incrementally after.",
         group=(_c("as_of", DAY), _c("aging_bucket", T)),
-        measures=(_c("open_invoices", INT), _c("open_balance", M)),
+        measures=(_c("open_invoices", INT), _c("open_balance", M), _c("credit_invoices", INT), _c("credits", M)),
+        derived=((_c("net_receivables", M), lambda m: m["open_balance"] + m["credits"]),),
         reads=("hub_invoices",),
         facts=_receivables_facts,
         links=(Link("hub_invoices", _own("invoices")),),
         daily=True,
-        headline=(("open_balance", "open_balance", 0),),
+        headline=(("open_balance", "open_balance", 0), ("net_receivables", "net_receivables", 0)),
     ),
 )
 
@@ -672,19 +795,21 @@ def build_mart(
     as_of: date,
     built_at: datetime,
     entities: set[int] | None = None,
+    time_zone: str = "UTC",
 ) -> MartBuild:
-    """Build a mart for one tenant: in full, or (``entities``) for the facts of those entities only."""
+    """Build a mart for one tenant: in full, or (``entities``) for the facts of those entities only;
+    days in the tenant's ``time_zone``."""
     table, facts = mart_table(mart), facts_table(mart)
     if entities is None:
         conn.execute(facts.delete().where(facts.c.tenant_id == tenant_id))
-        conn.execute(_fill_facts(mart, Scope(tenant_id, as_of)))
+        conn.execute(_fill_facts(mart, Scope(tenant_id, as_of, time_zone=time_zone)))
         analyze(conn, facts)
         conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
         conn.execute(table.insert().from_select(_column_names(mart), _summed(mart, tenant_id, built_at)))
         return _finish(conn, mart, tenant_id, MartBuild(mart.table_name, 0, {}))
     build = MartBuild(mart.table_name, 0, {}, mode="incremental", entities=len(entities))
     build.groups = _apply_change(
-        conn, mart, Scope(tenant_id, as_of, load_ids(conn, "st_mart_entities", entities)), built_at
+        conn, mart, Scope(tenant_id, as_of, load_ids(conn, "st_mart_entities", entities), time_zone), built_at
     )
     return _finish(conn, mart, tenant_id, build)
 

@@ -33,13 +33,19 @@ Jobs (all "Completed" unless said otherwise):
   J7 4007  loc 2003  BU 10  type 301  Scheduled (not completed), tech 102, invoice 6007 of 75,
            estimate 7107 Sold 250 on 2024-03-05
   J8 4008  loc 2002  BU 20  type 302  completed 2024-03-03 but inactive; tech 103, invoice 6008 of 500
+  J10-J12 4010-4012  BU 20  type 302  completed 2024-03-03, nothing invoiced: J10 at 2006 (customer 1001's
+           second location), J11 at 2007 (membership canceled later), J12 at 2008 (membership's last day)
+Splits: J1 Alice 60 / Bob 40; J9 Bob 100 / Carol 0; other jobs have none (equal shares of assignees).
+J3 (No Charge) also has an Open estimate 7108 of 300.
 Non-job invoices: 6009 (2024-03-04, BU 30: 250 Income BU 20, 50 Income no BU, 35 Liability), 6012
 (2024-02-14, 45.50 BU 10), 6013 (2024-01-15, 12.34 BU 30), 6014 (2024-04-20, after as-of, 99 BU 10),
 6016 (2024-02-15, 20 BU 20), 6017 (2024-01-16, 7 BU 20), 6011 (2024-03-04, 70 BU 10, deleted).
 Memberships: 8001 loc 2001 from 2024-01-15 open-ended; 8002 loc 2002 from 2024-04-01 (31 days after
 J2); 8003 loc 2003 from 2024-03-02 (same day as J3); 8004 loc 2004 2023-06-01..2024-05-31; 8005 loc
 2005 Canceled; 8006 loc 2005 from 2024-03-03 but inactive; 8007 loc 2005 from 2024-04-01 (30 days
-after J5 and J9: sold on a later visit); 8008 loc 2002 expired 2024-02-29.
+after J5 and J9: sold on a later visit); 8008 loc 2002 expired 2024-02-29; 8009 loc 2007 canceled on
+2024-03-20; 8010 loc 2008 to 2024-03-03. Each membership is its location's customer's (location 20xx →
+customer 10xx).
 Calls: 2024-03-01 Booked, Unbooked, Excused inbound + 1 outbound; 2024-03-02 Booked, Abandoned,
 Booked (inactive), Unbooked (deleted), Booked, Unbooked.
 Payments: 9001 200 (2024-03-18, partial on 6001), 9002 0.30 (2024-03-01), 9003 85 (2024-03-02, 80
@@ -261,11 +267,14 @@ def membership(
     valid_to: str | None,
     status: str = "Active",
     active: bool = True,
+    *,
+    customer: int | None = None,
+    canceled: str | None = None,
 ) -> dict[str, Any]:
     return rec(
         membership_id,
         active,
-        customerId=1001,
+        customerId=customer if customer is not None else 1000 + location % 1000,  # the location's customer
         locationId=location,
         membershipTypeId=501,
         businessUnitId=10,
@@ -273,9 +282,13 @@ def membership(
         followUpStatus="NotAttempted",
         **{"from": valid_from, "to": valid_to},
         soldById=None,
-        cancellationDate=None,
+        cancellationDate=canceled,
         billingFrequency="Monthly",
     )
+
+
+def split(split_id: int, job_id: int, technician: int, percent: float) -> dict[str, Any]:
+    return rec(split_id, jobId=job_id, technicianId=technician, split=percent)
 
 
 def call(
@@ -373,7 +386,7 @@ TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
             balance="0.00",
             address=address("1 Main St", "Springfield", 39.78, -89.65),
         )
-        for c in (1001, 1002, 1003, 1004, 1005)
+        for c in (1001, 1002, 1003, 1004, 1005, 1007, 1008)
     ],
     "crm/locations": [
         rec(
@@ -402,7 +415,16 @@ TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
                 taxZoneId=None,
                 address=address(f"{loc} Oak Ave", "Springfield", 39.8, -89.6),
             )
-            for loc in (2002, 2003, 2004, 2005)
+            for loc in (2002, 2003, 2004, 2005, 2007, 2008)
+        ),
+        # Customer 1001's second location (a member at 2001).
+        rec(
+            2006,
+            customerId=1001,
+            name="Cabin",
+            zoneId=5,
+            taxZoneId=None,
+            address=address("6 Lake Rd", "Springfield", 39.8, -89.6),
         ),
     ],
     "memberships/membership-types": [
@@ -425,6 +447,9 @@ TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
         job(4007, 2003, 10, 301, None, status="Scheduled", customer=1003),
         job(4008, 2002, 20, 302, "2024-03-03T11:00:00.0000000Z", customer=1002, active=False),
         job(4009, 2005, 20, 302, "2024-03-02T16:00:00.0000000Z", customer=1005),
+        job(4010, 2006, 20, 302, "2024-03-03T10:00:00.0000000Z", customer=1001),  # member at another location
+        job(4011, 2007, 20, 302, "2024-03-03T11:00:00.0000000Z", customer=1007),  # canceled later: in force
+        job(4012, 2008, 20, 302, "2024-03-03T12:00:00.0000000Z", customer=1008),  # the membership's last day
     ],
     "jpm/appointments": [
         appointment(5001, 4001, "2024-02-28T15:00:00Z"),
@@ -674,6 +699,7 @@ TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
         estimate(7105, 4006, 30, "Sold", "1500.00", "2024-03-03T09:30:00.0000000Z"),
         estimate(7106, 4002, 20, "Sold", "300.00", "2024-03-05T10:00:00.0000000Z", active=False),
         estimate(7107, 4007, 10, "Sold", "250.00", "2024-03-05T10:00:00.0000000Z"),
+        estimate(7108, 4003, 10, "Open", "300.00", None),  # on No Charge J3: not a sales opportunity
     ],
     "memberships/memberships": [
         membership(8001, 2001, "2024-01-15T00:00:00Z", None),
@@ -684,6 +710,22 @@ TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
         membership(8006, 2005, "2024-03-03T00:00:00Z", "2025-03-02T00:00:00Z", active=False),
         membership(8007, 2005, "2024-04-01T08:00:00Z", "2025-03-31T00:00:00Z"),  # 30 days after J5, J9
         membership(8008, 2002, "2023-03-01T00:00:00Z", "2024-02-29T00:00:00Z", status="Expired"),
+        # Canceled on 2024-03-20, after J11's day: in force on 2024-03-03.
+        membership(
+            8009,
+            2007,
+            "2024-01-01T00:00:00Z",
+            "2024-12-31T00:00:00Z",
+            status="Canceled",
+            canceled="2024-03-20T15:00:00Z",
+        ),
+        membership(8010, 2008, "2023-03-04T00:00:00Z", "2024-03-03T00:00:00Z"),  # J12's day is its last (to)
+    ],
+    "payroll/jobs/splits": [
+        split(8501, 4001, 101, 60.0),  # J1: Alice 60 %, Bob 40 %
+        split(8502, 4001, 102, 40.0),
+        split(8503, 4009, 102, 100.0),  # J9: Bob 100 %, Carol 0 % (not credited)
+        split(8504, 4009, 103, 0.0),
     ],
     "telecom/calls": [
         call(9101, "2024-03-01T14:00:00.0000000Z", "Booked", job_id=4001),
@@ -743,8 +785,8 @@ OTHER_TENANT_RECORDS: dict[str, list[dict[str, Any]]] = {
         estimate(7103, 4003, 10, "Sold", "700.00", "2024-03-02T14:00:00Z"),
     ],
     "memberships/memberships": [
-        membership(8002, 2002, "2024-03-01T00:00:00Z", None),
-        membership(8007, 2005, "2024-03-02T00:00:00Z", None),
+        membership(8002, 2002, "2024-03-01T00:00:00Z", None, customer=1001),
+        membership(8007, 2005, "2024-03-02T00:00:00Z", None, customer=1005),
     ],
     "telecom/calls": [call(9102, "2024-03-01T15:30:00Z", "Booked"), call(9106, "2024-03-02T09:30:00Z", "Booked")],
 }
@@ -822,8 +864,8 @@ def assert_types(
 ) -> None:
     """Money comes back as Decimal (exact), counts as int, rates as float or None."""
     for row in rows.values():
-        for column in money:
-            assert isinstance(row[column], Decimal), (column, row[column])
+        for column in money:  # (None only where a derived amount has nothing to divide by)
+            assert row[column] is None or isinstance(row[column], Decimal), (column, row[column])
         for column in counts:
             assert isinstance(row[column], int) and not isinstance(row[column], bool), (column, row[column])
         for column in rates:
@@ -916,7 +958,11 @@ def test_job_conversion(warehouse: sa.Engine) -> None:
             "converted": 1,
             "conversion_rate": 1 / 1,
             "invoiced_subtotal": D("375.00"),
-            "average_ticket": D("375.00"),  # 375 / 1
+            # Revenue: 150 + 200 income items; the 25.00 permit fee (Liability) is not revenue.
+            "revenue": D("350.00"),
+            "jobs_with_revenue": 1,
+            "average_ticket": D("350.00"),  # 350 / 1 (not the subtotal's 375)
+            "average_ticket_jobs_with_revenue": D("350.00"),
             "sales_opportunities": 1,
             "closed": 1,
             "close_rate": 1 / 1,
@@ -928,7 +974,10 @@ def test_job_conversion(warehouse: sa.Engine) -> None:
             "converted": 1,
             "conversion_rate": 1 / 1,
             "invoiced_subtotal": D("0.30"),
+            "revenue": D("0.30"),
+            "jobs_with_revenue": 1,
             "average_ticket": D("0.30"),  # 0.30 / 1
+            "average_ticket_jobs_with_revenue": D("0.30"),
             "sales_opportunities": 0,
             "closed": 0,
             "close_rate": None,  # 0 / 0
@@ -942,7 +991,10 @@ def test_job_conversion(warehouse: sa.Engine) -> None:
             "converted": 1,
             "conversion_rate": 1 / 2,
             "invoiced_subtotal": D("80.00"),  # 0.00 + 80.00 + 0.00
+            "revenue": D("80.00"),  # J3 0.00, J4 80.00, J6 none
+            "jobs_with_revenue": 1,  # J4 only
             "average_ticket": D("26.6666"),  # 80 / 3 = 26.66666… cut to 4 decimals (not rounded to …67)
+            "average_ticket_jobs_with_revenue": D("80.00"),  # 80 / 1
             "sales_opportunities": 1,
             "closed": 1,
             "close_rate": 1 / 1,
@@ -955,138 +1007,153 @@ def test_job_conversion(warehouse: sa.Engine) -> None:
             "converted": 1,
             "conversion_rate": 1 / 2,
             "invoiced_subtotal": D("210.00"),  # 60 + 150
+            "revenue": D("210.00"),
+            "jobs_with_revenue": 2,
             "average_ticket": D("105.00"),  # 210 / 2
+            "average_ticket_jobs_with_revenue": D("105.00"),
             "sales_opportunities": 1,
             "closed": 0,
             "close_rate": 0 / 1,
+        },
+        # J10, J11, J12 (type 302, threshold 0): nothing invoiced → opportunities, not converted.
+        (day("2024-03-03"), 20): {
+            "completed_jobs": 3,
+            "opportunities": 3,
+            "converted": 0,
+            "conversion_rate": 0 / 3,
+            "invoiced_subtotal": D("0"),
+            "revenue": D("0"),
+            "jobs_with_revenue": 0,
+            "average_ticket": D("0"),  # 0 / 3
+            "average_ticket_jobs_with_revenue": None,  # 0 / 0
+            "sales_opportunities": 0,
+            "closed": 0,
+            "close_rate": None,
         },
         # J7 is not completed and J8 inactive: no row for either.
     }
     rows = mart_rows(warehouse, "job_conversion")
     assert_types(
         rows,
-        ("invoiced_subtotal", "average_ticket"),
-        ("completed_jobs", "opportunities", "converted", "sales_opportunities", "closed"),
+        ("invoiced_subtotal", "revenue", "average_ticket", "average_ticket_jobs_with_revenue"),
+        ("completed_jobs", "opportunities", "converted", "jobs_with_revenue", "sales_opportunities", "closed"),
         ("conversion_rate", "close_rate"),
     )
     assert rows == expected
 
 
 def test_technician_performance(warehouse: sa.Engine) -> None:
-    """Each technician assigned (actively) to a completed job is credited with it once, in the job's BU."""
+    """Credited by the job splits: once per technician with a split above zero, revenue and sales weighted
+    by the split; a job without splits falls back to its active assignees in equal shares."""
+
+    def row(
+        jobs: int,
+        opportunities: int,
+        converted: int,
+        sales_opportunities: int,
+        closed: int,
+        revenue: str,
+        sold: str,
+        revenue_unweighted: str,
+        sold_unweighted: str,
+    ) -> dict[str, Any]:
+        return {
+            "completed_jobs": jobs,
+            "opportunities": opportunities,
+            "converted": converted,
+            "sales_opportunities": sales_opportunities,
+            "closed": closed,
+            "revenue": D(revenue),
+            "sold_on_jobs": D(sold),
+            "revenue_unweighted": D(revenue_unweighted),
+            "sold_on_jobs_unweighted": D(sold_unweighted),
+            "conversion_rate": converted / opportunities if opportunities else None,
+            "close_rate": closed / sales_opportunities if sales_opportunities else None,
+            "job_average": D(revenue) / jobs,
+        }
+
     expected = {
-        # J1 (BU 10; split: Alice and Bob; Alice on two visits, credited once): converted, closed, sold 1200.
-        (day("2024-03-01"), 101, 10): {
-            "completed_jobs": 1,
-            "opportunities": 1,
-            "converted": 1,
-            "conversion_rate": 1 / 1,
-            "sales_opportunities": 1,
-            "closed": 1,
-            "sold_on_jobs": D("1200.00"),
-        },
-        (day("2024-03-01"), 102, 10): {
-            "completed_jobs": 1,
-            "opportunities": 1,
-            "converted": 1,
-            "conversion_rate": 1 / 1,
-            "sales_opportunities": 1,
-            "closed": 1,
-            "sold_on_jobs": D("1200.00"),
-        },
-        # J2 (BU 20; Carol; Bob's assignment inactive): converted, no estimate.
-        (day("2024-03-01"), 103, 20): {
-            "completed_jobs": 1,
-            "opportunities": 1,
-            "converted": 1,
-            "conversion_rate": 1 / 1,
-            "sales_opportunities": 0,
-            "closed": 0,
-            "sold_on_jobs": D("0"),
-        },
-        # Alice, BU 10: J3 (no charge, not an opportunity) and J6 (opportunity, not converted; closed 1500).
-        (day("2024-03-02"), 101, 10): {
-            "completed_jobs": 2,
-            "opportunities": 1,
-            "converted": 0,
-            "conversion_rate": 0 / 1,
-            "sales_opportunities": 1,
-            "closed": 1,
-            "sold_on_jobs": D("1500.00"),
-        },
-        # Bob, BU 10: J4 (No Charge type but 80 ≥ 50: opportunity, converted; no estimate).
-        (day("2024-03-02"), 102, 10): {
-            "completed_jobs": 1,
-            "opportunities": 1,
-            "converted": 1,
-            "conversion_rate": 1 / 1,
-            "sales_opportunities": 0,
-            "closed": 0,
-            "sold_on_jobs": D("0"),
-        },
-        # Bob, BU 20: J5 (not converted; sold 40 < 100, not closed) and J9 (converted); J7 not completed.
-        (day("2024-03-02"), 102, 20): {
-            "completed_jobs": 2,
-            "opportunities": 2,
-            "converted": 1,
-            "conversion_rate": 1 / 2,
-            "sales_opportunities": 1,
-            "closed": 0,
-            "sold_on_jobs": D("40.00"),
-        },
-        # Carol, BU 20: J5 and J9 (split with Bob); J8 is inactive.
-        (day("2024-03-02"), 103, 20): {
-            "completed_jobs": 2,
-            "opportunities": 2,
-            "converted": 1,
-            "conversion_rate": 1 / 2,
-            "sales_opportunities": 1,
-            "closed": 0,
-            "sold_on_jobs": D("40.00"),
-        },
+        # J1 (BU 10): revenue 350.00 (150 + 200 income items), sold 1200.00; splits Alice 60 %, Bob 40 %
+        # (Alice's second visit changes nothing): Alice 210.00 and 720.00, Bob 140.00 and 480.00.
+        (day("2024-03-01"), 101, 10): row(1, 1, 1, 1, 1, "210.00", "720.00", "350.00", "1200.00"),
+        (day("2024-03-01"), 102, 10): row(1, 1, 1, 1, 1, "140.00", "480.00", "350.00", "1200.00"),
+        # J2 (BU 20): no splits; Carol is its one active assignee (Bob's assignment is inactive): in full.
+        (day("2024-03-01"), 103, 20): row(1, 1, 1, 0, 0, "0.30", "0", "0.30", "0"),
+        # Alice, BU 10, no splits: J3 (No Charge, its Open estimate not a sales opportunity) and J6
+        # (opportunity, not converted; sold 1500 ≥ 1000: closed; no revenue).
+        (day("2024-03-02"), 101, 10): row(2, 1, 0, 1, 1, "0", "1500.00", "0", "1500.00"),
+        # Bob, BU 10: J4 (No Charge type but 80 ≥ 50: opportunity, converted; revenue 80).
+        (day("2024-03-02"), 102, 10): row(1, 1, 1, 0, 0, "80.00", "0", "80.00", "0"),
+        # Bob, BU 20: J5 without splits, shared with Carol: half of 60.00 and of 40.00 sold (30.00, 20.00);
+        # J9 by split 100 %: 150.00. Revenue 30 + 150 = 180.00; unweighted 60 + 150 = 210.00.
+        (day("2024-03-02"), 102, 20): row(2, 2, 1, 1, 0, "180.00", "20.00", "210.00", "40.00"),
+        # Carol, BU 20: J5's other half; J9 (split 0 %) is not hers. J8 is inactive.
+        (day("2024-03-02"), 103, 20): row(1, 1, 0, 1, 0, "30.00", "20.00", "60.00", "40.00"),
     }
     rows = mart_rows(warehouse, "technician_performance")
     assert_types(
         rows,
-        ("sold_on_jobs",),
+        ("revenue", "sold_on_jobs", "revenue_unweighted", "sold_on_jobs_unweighted", "job_average"),
         ("completed_jobs", "opportunities", "converted", "sales_opportunities", "closed"),
-        ("conversion_rate",),
+        ("conversion_rate", "close_rate"),
     )
     assert rows == expected
+    # The 60/40 split adds up to the job: 210.00 + 140.00 = 350.00.
+    assert rows[(day("2024-03-01"), 101, 10)]["revenue"] + rows[(day("2024-03-01"), 102, 10)]["revenue"] == D("350")
 
 
 def test_membership_conversion(warehouse: sa.Engine) -> None:
-    """Opportunities: completed jobs at a location without a membership in force that day."""
+    """Opportunities: completed jobs at a location (or of a customer) without a membership in force that day."""
+
+    def row(opportunities: int, same_day: int, within_30: int, customer: tuple[int, int, int]) -> dict[str, Any]:
+        c_opportunities, c_same_day, c_within_30 = customer
+        return {
+            "opportunities": opportunities,
+            "sold_same_day": same_day,
+            "sold_within_30_days": within_30,
+            "customer_opportunities": c_opportunities,
+            "customer_sold_same_day": c_same_day,
+            "customer_sold_within_30_days": c_within_30,
+            "conversion_rate_same_day": same_day / opportunities if opportunities else None,
+            "conversion_rate_30_days": within_30 / opportunities if opportunities else None,
+            "customer_conversion_rate_same_day": c_same_day / c_opportunities if c_opportunities else None,
+            "customer_conversion_rate_30_days": c_within_30 / c_opportunities if c_opportunities else None,
+        }
+
     expected = {
         # J1 at 2001: covered by 8001 (from 2024-01-15, no end) → not an opportunity.
         # J2 at 2002: 8008 expired 2024-02-29 → opportunity; 8002 starts 2024-04-01, 31 days later:
-        # neither the same day nor within 30 days.
-        (day("2024-03-01"),): {
-            "opportunities": 1,
-            "sold_same_day": 0,
-            "sold_within_30_days": 0,
-            "conversion_rate_same_day": 0 / 1,
-            "conversion_rate_30_days": 0 / 1,
-        },
+        # neither the same day nor within 30 days. (Each location is one customer's here: the same.)
+        (day("2024-03-01"),): row(1, 0, 0, (1, 0, 0)),
         # J3 at 2003: opportunity, 8003 sold the same day (0 days). J4 at 2004: covered by 8004.
-        # J6 at 2001: covered by 8001. J5 and J9 at 2005: 8005 is Canceled (not in force) →
-        # opportunities; 8006 (2024-03-03) is inactive; 8007 starts 2024-04-01 = 30 days later →
-        # sold within 30 days (a later visit), not the same day.
-        (day("2024-03-02"),): {
-            "opportunities": 3,
-            "sold_same_day": 1,
-            "sold_within_30_days": 3,
-            "conversion_rate_same_day": 1 / 3,
-            "conversion_rate_30_days": 3 / 3,
-        },
-        # J8 (2024-03-03) is inactive: no row.
+        # J6 at 2001: covered by 8001. J5 and J9 at 2005: 8005 is Canceled without a cancellation date
+        # (never in force) → opportunities; 8006 (2024-03-03) is inactive; 8007 starts 2024-04-01 = 30
+        # days later → sold within 30 days (a later visit), not the same day.
+        (day("2024-03-02"),): row(3, 1, 3, (3, 1, 3)),
+        # J10 at 2006: no membership there → a location opportunity; but its customer 1001 is a member
+        # at 2001 (8001) → not a customer opportunity. J11 at 2007: 8009 was canceled on 2024-03-20, in
+        # force on 2024-03-03 → neither. J12 at 2008: 2024-03-03 is 8010's last day (to) → in force, neither.
+        (day("2024-03-03"),): row(1, 0, 0, (0, 0, 0)),
+        # J8 (2024-03-03) is inactive.
     }
     rows = mart_rows(warehouse, "membership_conversion")
     assert_types(
         rows,
         (),
-        ("opportunities", "sold_same_day", "sold_within_30_days"),
-        ("conversion_rate_same_day", "conversion_rate_30_days"),
+        (
+            "opportunities",
+            "sold_same_day",
+            "sold_within_30_days",
+            "customer_opportunities",
+            "customer_sold_same_day",
+            "customer_sold_within_30_days",
+        ),
+        (
+            "conversion_rate_same_day",
+            "conversion_rate_30_days",
+            "customer_conversion_rate_same_day",
+            "customer_conversion_rate_30_days",
+        ),
     )
     assert rows == expected
 
@@ -1120,22 +1187,32 @@ def test_collections(warehouse: sa.Engine) -> None:
 
 
 def test_accounts_receivable(warehouse: sa.Engine) -> None:
-    """Open balances (> 0) as of 2024-04-15, aged from the invoice date."""
+    """Balances as of 2024-04-15, aged from the invoice date: open (> 0), credits (< 0) and net."""
+
+    def row(open_invoices: int, open_balance: str, credit_invoices: int = 0, credits: str = "0") -> dict[str, Any]:
+        return {
+            "open_invoices": open_invoices,
+            "open_balance": D(open_balance),
+            "credit_invoices": credit_invoices,
+            "credits": D(credits),
+            "net_receivables": D(open_balance) + D(credits),
+        }
+
     expected = {
         # 6001 (2024-03-16: 15 days left in March + 15 in April = 30 days): 405.00 - 200.00 paid = 205.00.
-        (AS_OF, "0-30"): {"open_invoices": 1, "open_balance": D("205.00")},
+        (AS_OF, "0-30"): row(1, "205.00"),
         # 6006 (03-15: 31 days) 60.00 + 6009 (03-04: 42 days) 335.00 + 6015 (03-02: 44 days) 150.00 +
-        # 6016 (02-15: 29 + 31 = 60 days) 20.00 = 565.00.
-        (AS_OF, "31-60"): {"open_invoices": 4, "open_balance": D("565.00")},
+        # 6016 (02-15: 29 + 31 = 60 days) 20.00 = 565.00. The credit: adjustment 6002 (03-10: 21 + 15 =
+        # 36 days), balance -40.25 owed to the customer. Net 565.00 - 40.25 = 524.75.
+        (AS_OF, "31-60"): row(4, "565.00", 1, "-40.25"),
         # 6012 (02-14: 61 days) 45.50 + 6017 (01-16: 30 + 29 + 31 = 90 days) 7.00 = 52.50.
-        (AS_OF, "61-90"): {"open_invoices": 2, "open_balance": D("52.50")},
+        (AS_OF, "61-90"): row(2, "52.50"),
         # 6013 (01-15: 31 + 29 + 31 = 91 days) 12.34.
-        (AS_OF, "91+"): {"open_invoices": 1, "open_balance": D("12.34")},
-        # Left out: 6014 dated after the as-of day; voided 6010; deleted 6011; 6002 (-40.25);
-        # paid ones (balance 0).
+        (AS_OF, "91+"): row(1, "12.34"),
+        # Left out: 6014 dated after the as-of day; voided 6010; deleted 6011; paid ones (balance 0).
     }
     rows = mart_rows(warehouse, "accounts_receivable")
-    assert_types(rows, ("open_balance",), ("open_invoices",))
+    assert_types(rows, ("open_balance", "credits", "net_receivables"), ("open_invoices", "credit_invoices"))
     assert rows == expected
 
 
@@ -1156,14 +1233,20 @@ def test_other_tenant_is_separate(warehouse: sa.Engine) -> None:
         },
     }
     # Job 4001 at 2002 on 03-01: 8002 starts that day → sold the same day. Job 4003 at 2002 on
-    # 03-02: 8002 (from 03-01) is in force → not an opportunity.
+    # 03-02: 8002 (from 03-01) is in force → not an opportunity. (8002 is the job's customer's: the
+    # customer variant is the same.)
     assert mart_rows(warehouse, "membership_conversion", OTHER_TENANT) == {
         (day("2024-03-01"),): {
             "opportunities": 1,
             "sold_same_day": 1,
             "sold_within_30_days": 1,
+            "customer_opportunities": 1,
+            "customer_sold_same_day": 1,
+            "customer_sold_within_30_days": 1,
             "conversion_rate_same_day": 1.0,
             "conversion_rate_30_days": 1.0,
+            "customer_conversion_rate_same_day": 1.0,
+            "customer_conversion_rate_30_days": 1.0,
         },
     }
     assert mart_rows(warehouse, "collections", OTHER_TENANT) == {
@@ -1298,7 +1381,7 @@ END_OF_DAY_RECORDS: dict[str, list[dict[str, Any]]] = {
     ],
     "memberships/memberships": [
         # In force up to the end of 2024-03-01: not on 2024-03-02, when job 4102 is completed.
-        membership(8101, 2102, "2023-03-02T00:00:00.0000000Z", "2024-03-01T23:59:59.9999999Z"),
+        membership(8101, 2102, "2023-03-02T00:00:00.0000000Z", "2024-03-01T23:59:59.9999999Z", customer=1001),
     ],
     "telecom/calls": [
         call(9201, "2024-03-04T23:59:59.9999999Z", "Booked"),  # 2024-03-04
@@ -1345,20 +1428,36 @@ def test_days_are_utc_calendar_days_to_the_last_tick(
                 "opportunities": 1,
                 "sold_same_day": 0,
                 "sold_within_30_days": 0,
+                "customer_opportunities": 1,
+                "customer_sold_same_day": 0,
+                "customer_sold_within_30_days": 0,
                 "conversion_rate_same_day": 0 / 1,
                 "conversion_rate_30_days": 0 / 1,
+                "customer_conversion_rate_same_day": 0 / 1,
+                "customer_conversion_rate_30_days": 0 / 1,
             },
             (day("2024-03-03"),): {
                 "opportunities": 1,
                 "sold_same_day": 0,
                 "sold_within_30_days": 0,
+                "customer_opportunities": 1,
+                "customer_sold_same_day": 0,
+                "customer_sold_within_30_days": 0,
                 "conversion_rate_same_day": 0 / 1,
                 "conversion_rate_30_days": 0 / 1,
+                "customer_conversion_rate_same_day": 0 / 1,
+                "customer_conversion_rate_30_days": 0 / 1,
             },
         },
         # Invoice 6101 dated 2024-03-03: 7 days old on 2024-03-10 → 0-30.
         "accounts_receivable": {
-            (date(2024, 3, 10), "0-30"): {"open_invoices": 1, "open_balance": D("10.00")},
+            (date(2024, 3, 10), "0-30"): {
+                "open_invoices": 1,
+                "open_balance": D("10.00"),
+                "credit_invoices": 0,
+                "credits": D("0"),
+                "net_receivables": D("10.00"),
+            },
         },
         # 9201 on 2024-03-04 (booked 1 of 1); 9202 and 9203 on 2024-03-05 (booked 1 of 2).
         "call_booking": {
