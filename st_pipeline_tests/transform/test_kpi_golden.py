@@ -1484,3 +1484,99 @@ def test_a_completed_job_with_nothing_invoiced_is_an_opportunity_not_converted(t
     row = rows[(day("2024-03-05"), 10)]
     assert (row["completed_jobs"], row["opportunities"], row["converted"]) == (1, 1, 0)  # 0.00 invoiced
     assert row["conversion_rate"] == 0 / 1 and row["invoiced_subtotal"] == D("0")
+
+
+# ------------------------------------------------------------------------------------------------
+# The tenant's calendar: days in its time zone
+# ------------------------------------------------------------------------------------------------
+
+# A Los Angeles shop's evening: 23:30 on the last day of March (PDT, UTC-7) is 06:30 UTC on April 1st;
+# 23:30 on 29 February (PST, UTC-8, before the switch to daylight time) is 07:30 UTC on March 1st.
+ZONE_TENANT = 7005
+ZONE_AS_OF = date(2024, 5, 1)
+ZONE_RECORDS: dict[str, list[dict[str, Any]]] = {
+    "settings/business-units": [rec(10, name="HVAC Service")],
+    "jpm/job-types": [rec(302, name="Maintenance", soldThreshold=0.0, noCharge=False)],
+    "jpm/jobs": [job(4201, 2201, 10, 302, "2024-04-01T06:30:00.0000000Z")],  # 2024-03-31 23:30 PDT
+    "accounting/invoices": [
+        invoice(
+            6201,
+            job=4201,
+            bu=10,
+            day="2024-04-01T06:30:00Z",
+            items=[item(62011, "100.00", 10)],
+            sub_total="100.00",
+            balance="100.00",
+        ),
+        invoice(  # a counter sale at 2024-02-29 23:30 PST
+            6202,
+            job=None,
+            bu=10,
+            day="2024-03-01T07:30:00Z",
+            items=[item(62021, "20.00", 10)],
+            sub_total="20.00",
+            balance="20.00",
+        ),
+    ],
+    "sales/estimates": [estimate(7201, 4201, 10, "Sold", "500.00", "2024-04-01T06:40:00Z")],  # 23:40 PDT
+    "telecom/calls": [call(9301, "2024-04-01T06:45:00.0000000Z", "Booked", job_id=4201)],  # 23:45 PDT
+    "accounting/payments": [payment(9401, "2024-04-01T06:50:00Z", "10.00", [], unapplied="10.00")],  # 23:50 PDT
+}
+
+
+def _calendar(engine: sa.Engine) -> dict[str, dict[tuple[Any, ...], Any]]:
+    """The figures of the zone tenant that move with its calendar: one value per mart row."""
+    columns = {
+        "revenue_by_business_unit": "total_revenue",
+        "sales": "sales",
+        "job_conversion": "completed_jobs",
+        "call_booking": "booked_calls",
+        "collections": "collected",
+        "accounts_receivable": "open_balance",
+    }
+    return {
+        name: {key: values[column] for key, values in mart_rows(engine, name, ZONE_TENANT).items()}
+        for name, column in columns.items()
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_days_are_the_tenant_s_local_calendar(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}" if backend == "sqlite" else request.getfixturevalue("fresh_postgres")()
+    engine = prepared_warehouse(url, datasets_of(ZONE_RECORDS))
+    try:
+        load_tenant(engine, ZONE_TENANT, ZONE_RECORDS)
+        build_tenant(engine, ZONE_TENANT, "zone-utc", as_of=ZONE_AS_OF)  # no zone set: UTC
+        in_utc = _calendar(engine)
+        changed = build_tenant(engine, ZONE_TENANT, "zone-la", as_of=ZONE_AS_OF, time_zone="America/Los_Angeles")
+        in_los_angeles = _calendar(engine)
+        again = build_tenant(engine, ZONE_TENANT, "zone-la-2", as_of=ZONE_AS_OF, time_zone="America/Los_Angeles")
+    finally:
+        engine.dispose()
+    march_31, april_1, feb_29, march_1 = day("2024-03-31"), day("2024-04-01"), day("2024-02-29"), day("2024-03-01")
+    assert in_utc == {
+        # In UTC the evening's work lands on April 1st, and the February counter sale on March 1st.
+        "revenue_by_business_unit": {(april_1, 10): D("100.00"), (march_1, 10): D("20.00")},
+        "sales": {(april_1, 10): D("500.00")},
+        "job_conversion": {(april_1, 10): 1},
+        "call_booking": {(april_1,): 1},
+        "collections": {(april_1,): D("10.00")},
+        # Aged on 2024-05-01: 6201 from April 1st is 30 days old; 6202 from March 1st 61 days.
+        "accounts_receivable": {(ZONE_AS_OF, "0-30"): D("100.00"), (ZONE_AS_OF, "61-90"): D("20.00")},
+    }
+    assert in_los_angeles == {
+        # In Los Angeles it is March 31st (and February 29th): the last day of the month, in its month.
+        "revenue_by_business_unit": {(march_31, 10): D("100.00"), (feb_29, 10): D("20.00")},
+        "sales": {(march_31, 10): D("500.00")},
+        "job_conversion": {(march_31, 10): 1},
+        "call_booking": {(march_31,): 1},
+        "collections": {(march_31,): D("10.00")},
+        # 6201 from March 31st is 31 days old on 2024-05-01; 6202 from February 29th 62 days.
+        "accounts_receivable": {(ZONE_AS_OF, "31-60"): D("100.00"), (ZONE_AS_OF, "61-90"): D("20.00")},
+    }
+    revenue_months = {key[0].month for key in in_los_angeles["revenue_by_business_unit"]}
+    assert revenue_months == {2, 3} and {key[0].month for key in in_utc["revenue_by_business_unit"]} == {3, 4}
+    # The zone change alone rebuilt every mart in full; the next build has nothing to do but the
+    # receivables, aged on an as-of day (2024-05-01) that is not the day they were built.
+    assert {m.table: m.mode for m in changed.marts} == {m.table_name: "full" for m in MARTS}
+    assert [m.table for m in again.marts] == ["mart_accounts_receivable"]
