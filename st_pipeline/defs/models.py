@@ -45,7 +45,9 @@ from st_pipeline.transform.checks import (
     hub_checks_for,
 )
 from st_pipeline.transform.hubs import HUB_TABLES
-from st_pipeline.transform.marts import MARTS, Mart, MartBuild, current_mart, mart_table
+from st_pipeline.transform.mart_build import MartBuild, current_mart, mart_table
+from st_pipeline.transform.mart_parts import Mart
+from st_pipeline.transform.marts import MARTS
 from st_pipeline.transform.spec import Column, HubTable
 from st_pipeline.transform.tables import hub_table
 from st_pipeline.transform.types import column_type_name

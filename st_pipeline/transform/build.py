@@ -33,9 +33,7 @@ from st_pipeline.schema_versions import schema_change_lock
 from st_pipeline.servicetitan.catalogue import Catalogue
 from st_pipeline.transform import sql
 from st_pipeline.transform.hubs import HUB_TABLES
-from st_pipeline.transform.marts import (
-    MARTS,
-    Mart,
+from st_pipeline.transform.mart_build import (
     MartBuild,
     build_mart,
     ensure_mart_tables,
@@ -43,6 +41,8 @@ from st_pipeline.transform.marts import (
     mart_fingerprint,
     mart_tables,
 )
+from st_pipeline.transform.mart_parts import Mart
+from st_pipeline.transform.marts import MARTS
 from st_pipeline.transform.spec import HubTable
 from st_pipeline.transform.tables import ensure_hub_tables, hub_table
 from st_pipeline.warehouse.scratch import analyze, drop, load_ids

@@ -15,7 +15,8 @@ from decimal import Decimal, InvalidOperation
 import sqlalchemy as sa
 
 from st_pipeline.transform import sql
-from st_pipeline.transform.marts import Mart, mart_table
+from st_pipeline.transform.mart_build import mart_table
+from st_pipeline.transform.mart_parts import Mart
 from st_pipeline.transform.spec import HubTable
 from st_pipeline.transform.tables import hub_table
 from st_pipeline.transform.types import MONEY_SCALE

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from st_pipeline.transform.marts import MARTS_BY_NAME, mart_table
+from st_pipeline.transform.mart_build import mart_table
+from st_pipeline.transform.marts import MARTS_BY_NAME
 
 
 def _sum(conn: sa.Connection, mart: str, column: str, tenant_id: int) -> Decimal | int:

@@ -71,7 +71,8 @@ import sqlalchemy as sa
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.transform.build import build_tenant
 from st_pipeline.transform.hubs import hub
-from st_pipeline.transform.marts import MARTS, MARTS_BY_NAME, mart_table
+from st_pipeline.transform.mart_build import mart_table
+from st_pipeline.transform.marts import MARTS, MARTS_BY_NAME
 from st_pipeline.transform.tables import hub_table
 from st_pipeline.warehouse.loader import mark_missing_deleted, raw_rows, upsert_rows
 from st_pipeline.warehouse.tables import raw_table

@@ -12,7 +12,9 @@ import sqlalchemy as sa
 from st_pipeline.transform.build import FINGERPRINT_STATE_PREFIX, build_tenant
 from st_pipeline.transform.expressions import live, utc_day
 from st_pipeline.transform.hubs import hub
-from st_pipeline.transform.marts import MARTS, MARTS_BY_NAME, Scope, mart_fingerprint
+from st_pipeline.transform.mart_build import mart_fingerprint
+from st_pipeline.transform.mart_parts import Scope
+from st_pipeline.transform.marts import MARTS, MARTS_BY_NAME
 from st_pipeline.transform.tables import hub_table
 from st_pipeline.warehouse.engine import create_warehouse_engine
 from st_pipeline.warehouse.schema import upgrade
