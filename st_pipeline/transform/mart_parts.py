@@ -28,6 +28,9 @@ T, INT, M, D, R, DAY = (
     ColumnType.DATE,
 )
 
+# The window of a mart's ``trailing`` columns, in days (the row's day included).
+TRAILING_DAYS = 30
+
 Expression = ColumnElement[Any]
 # The changed rows' ids of one hub table → the ids of the mart entities the change reaches.
 EntityFinder = Callable[[int, sa.Select[Any]], sa.Select[Any]]
@@ -84,6 +87,10 @@ class Mart:
     links: tuple[Link, ...] = ()
     derived: tuple[tuple[Column, Callable[[Mapping[str, Expression]], Expression]], ...] = ()
     daily: bool = False
+    # Columns over each row's trailing window (its day and the TRAILING_DAYS - 1 before): functions of
+    # the row's sums and the window's sums, by measure name. Computed after every build from the mart's
+    # rows (a mart grouped by day only).
+    trailing: tuple[tuple[Column, Callable[[Mapping[str, Expression], Mapping[str, Expression]], Expression]], ...] = ()
     # Figures for the UI to plot: (metadata label, column, summed over the last N days with data; 0 = all rows).
     headline: tuple[tuple[str, str, int], ...] = ()
 
@@ -101,7 +108,13 @@ class Mart:
 
     @property
     def columns(self) -> tuple[Column, ...]:
-        return (col("tenant_id", INT), *self.group, *self.measures, *(c for c, _ in self.derived))
+        return (
+            col("tenant_id", INT),
+            *self.group,
+            *self.measures,
+            *(c for c, _ in self.derived),
+            *(c for c, _ in self.trailing),
+        )
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)

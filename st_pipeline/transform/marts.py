@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from st_pipeline.transform.dashboard import DASHBOARD_MARTS
 from st_pipeline.transform.expressions import as_day, days_between, flag, live, money_per, money_share
 from st_pipeline.transform.mart_parts import (
     BU_COLUMN,
@@ -469,6 +470,7 @@ MARTS: tuple[Mart, ...] = (
         daily=True,
         headline=(("open_balance", "open_balance", 0), ("net_receivables", "net_receivables", 0)),
     ),
+    *DASHBOARD_MARTS,
 )
 
 MARTS_BY_NAME = {mart.name: mart for mart in MARTS}
