@@ -63,7 +63,13 @@ from collections.abc import Callable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from st_pipeline.simulator.clock import REFERENCE_END_TICKS, TICKS_PER_DAY, TICKS_PER_SECOND, format_ticks
+from st_pipeline.simulator.clock import (
+    REFERENCE_END_TICKS,
+    REFERENCE_START_TICKS,
+    TICKS_PER_DAY,
+    TICKS_PER_SECOND,
+    format_ticks,
+)
 from st_pipeline.simulator.schema import RefTarget
 from st_pipeline.simulator.store import StoredRecord, dumpb
 
@@ -91,6 +97,15 @@ LEADS = "crm/leads"
 BOOKINGS = "crm/bookings"
 ASSIGNMENTS = "dispatch/appointment-assignments"
 SPLITS = "payroll/jobs/splits"
+GROSS_PAY = "payroll/gross-pay-items"
+PURCHASE_ORDERS = "inventory/purchase-orders"
+AP_BILLS = "accounting/ap-bills"
+CAMPAIGN_COSTS = "marketing/costs"
+STATUS_CHANGES = "memberships/membership-status-changes"
+SERVICE_EVENTS = "memberships/recurring-service-events"
+CANCEL_REASONS = "jpm/job-cancel-reasons"
+CANCELED_LOGS = "jpm/job-canceled-logs"
+SHIFTS = "dispatch/technician-shifts"
 
 # Datasets whose business fields come from other datasets' records, beyond the references their
 # schemas name: generating one generates these too (so its records never depend on which
@@ -108,6 +123,13 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
     ASSIGNMENTS: (APPOINTMENTS, JOBS, TECHNICIANS),
     SPLITS: (JOBS, TECHNICIANS),
     JOB_TYPES: (BUSINESS_UNITS,),
+    GROSS_PAY: (JOBS, APPOINTMENTS, INVOICES, TECHNICIANS, BUSINESS_UNITS),
+    PURCHASE_ORDERS: (JOBS, INVOICES, TECHNICIANS),
+    AP_BILLS: (JOBS, INVOICES, TECHNICIANS),
+    STATUS_CHANGES: (MEMBERSHIPS,),
+    SERVICE_EVENTS: (MEMBERSHIPS, JOBS),
+    CANCELED_LOGS: (JOBS, CANCEL_REASONS),
+    SHIFTS: (APPOINTMENTS, JOBS, TECHNICIANS),
 }
 
 HOUR = 3600 * TICKS_PER_SECOND
@@ -146,6 +168,17 @@ LEAD_STATUSES = (("Open", 0.3), ("Dismissed", 0.6), ("Converted", 1.0))
 FIRST_ITEM_TYPES = ("Service", "Service", "Service", "Material", "Equipment")  # an invoice's first item
 MORE_ITEM_TYPES = (("Service", 0.35), ("Material", 0.75), ("Equipment", 0.85), ("PriceModifier", 1.0))
 INBOUND_SHARE = 0.85
+FREE_CAMPAIGNS = ("Referral", "Repeat", "Website")  # campaigns (by first word) that cost nothing
+CREW_PATTERNS = ((100,), (100,), (100,), (50, 50), (60, 40), (70, 30))  # a job's technicians' splits
+OVERTIME_SHARE = 0.10  # labour paid at time and a half
+BONUS_SHARE = 0.40  # jobs whose technicians also earn a bonus on the invoice
+LOWEST_RATE, HIGHEST_RATE = Decimal("18.00"), Decimal("80.00")
+PURCHASE_ORDER_SHARE = 0.60  # of jobs with materials on their invoice (the rest: truck stock)
+SUSPENDED_SHARE = 0.05  # memberships suspended for a while (then active again)
+SERVICE_EVERY = 182 * TICKS_PER_DAY  # a membership's recurring service: twice a year
+SERVICE_JOB_WINDOW = SERVICE_EVERY  # a job at the location before the next event wins it
+SERVICE_OUTCOMES = (("Contacted", 0.4), ("Unreachable", 0.7), ("Dismissed", 1.0))  # past, not won
+SHIFT_START, SHIFT_END = 8 * 3600 * TICKS_PER_SECOND, 17 * 3600 * TICKS_PER_SECOND  # 08:00–17:00 UTC
 
 # -- vocabularies --------------------------------------------------------------------------------
 
@@ -342,6 +375,9 @@ class JobFact:
         "total",
         "record",
         "target",
+        "campaign",
+        "visits",
+        "materials",
     )
 
     def __init__(
@@ -368,6 +404,10 @@ class JobFact:
         self.total = ZERO  # that invoice's total
         self.record: StoredRecord | None = None  # serialized with placeholders until invoiced
         self.target: RefTarget | None = None
+        self.campaign: int | None = None  # the campaign the job is attributed to
+        self.visits: list[tuple[int, int, int]] = []  # its appointments: (id, start, end)
+        # The Material and Equipment items of its own invoice: (sku, kind, quantity, unit cost).
+        self.materials: list[tuple[str, str, int, Decimal]] = []
 
 
 class PaymentSlot:
@@ -388,6 +428,60 @@ class PaymentSlot:
         self.amount = amount
         self.customer = customer
         self.unit = unit
+
+
+class MembershipFact:
+    """What a membership's status history and service events need to know about it."""
+
+    __slots__ = ("id", "location", "name", "sold", "ends", "status", "cancelled")
+
+    def __init__(
+        self,
+        membership_id: int,
+        location: int | None,
+        name: str | None,
+        sold: int,
+        ends: int,
+        status: str,
+        cancelled: int | None,
+    ) -> None:
+        self.id = membership_id
+        self.location = location
+        self.name = name
+        self.sold = sold
+        self.ends = ends
+        self.status = status
+        self.cancelled = cancelled
+
+
+class Purchase:
+    """A purchase order for a job's materials (and the vendor's bill for it)."""
+
+    __slots__ = ("id", "job", "date", "received", "items", "subtotal", "tax", "shipping", "billed")
+
+    def __init__(
+        self,
+        job: JobFact,
+        date: int,
+        received: int,
+        items: list[tuple[str, str, int, Decimal]],
+        tax_rate: Decimal,
+        shipping: Decimal,
+        billed: int | None,
+    ) -> None:
+        self.id = 0  # decided once every purchase is known
+        self.job = job
+        self.date = date
+        self.received = received
+        self.items = items
+        self.subtotal = sum((cost * quantity for _, _, quantity, cost in items), ZERO)
+        self.tax = (self.subtotal * tax_rate).quantize(CENT, ROUND_HALF_UP)
+        self.shipping = shipping
+        self.billed = billed  # the bill's date (None: not billed yet)
+
+    @property
+    def total(self) -> Decimal:
+        return self.subtotal + self.tax + self.shipping
 
 
 class TenantBusiness:
@@ -443,6 +537,15 @@ class TenantBusiness:
         self._next_ids = {key: self._range_start(key) for key in (INVOICE_ITEMS, ESTIMATE_ITEMS)}
         self._rules: dict[str, Rules | None] = {}
         self._other_units: dict[int | None, list[RefTarget]] = {}
+        self.campaign_names = dict(self.campaigns)
+        # Facts later datasets need: every appointment (id, job, start, end), every membership,
+        # the cancel reasons' ids, the technicians' hourly rates; decided here: the crews.
+        self.visits: list[tuple[int, JobFact, int, int]] = []
+        self.memberships: list[MembershipFact] = []
+        self.cancel_reasons: list[int] = []
+        self.hourly_rates: dict[int, Decimal] = {}
+        self._crews: dict[int, tuple[tuple[RefTarget, int], ...]] | None = None
+        self._purchases: list[Purchase] | None = None
 
     # -- reference entities ------------------------------------------------------------------
 
@@ -492,6 +595,59 @@ class TenantBusiness:
             others = self._other_units[key] = [u for u in self.pool(BUSINESS_UNITS) if u.id != key]
         return others
 
+    def crew(self, job: JobFact) -> tuple[tuple[RefTarget, int], ...]:
+        """The technicians who work ``job`` and their split of its credit (percent, adding up to
+        100; the lead first): decided for every job at once, from a stream of their own."""
+        if self._crews is None:
+            rng = random.Random(f"{self.seed}:{self.tenant_id}:crews:business")
+            r = rng.random
+            technicians = self.pool(TECHNICIANS)
+            self._crews = {}
+            for each in self.jobs:
+                pattern = _pick(CREW_PATTERNS, r)
+                if len(pattern) > len(technicians):
+                    pattern = (100,)
+                chosen: list[RefTarget] = []
+                while len(chosen) < len(pattern):
+                    technician = _pick(technicians, r)
+                    if technician not in chosen:
+                        chosen.append(technician)
+                self._crews[each.id] = tuple(zip(chosen, pattern, strict=True))
+        return self._crews.get(job.id, ())
+
+    def hourly_rate(self, technician: RefTarget) -> Decimal:
+        """The technician's pay per hour (its record's ``hourlyRate`` when that is plausible)."""
+        rate = self.hourly_rates.get(technician.id)
+        if rate is None or not LOWEST_RATE <= rate <= HIGHEST_RATE:
+            rate = LOWEST_RATE + Decimal(technician.id % 2_000).scaleb(-2)  # $18.00–$37.99
+        return rate
+
+    def purchases(self) -> list[Purchase]:
+        """The purchase orders of the jobs' materials: for some completed jobs whose own invoice
+        has Material or Equipment items, those items at their unit cost."""
+        if self._purchases is None:
+            rng = random.Random(f"{self.seed}:{self.tenant_id}:purchases:business")
+            r = rng.random
+            found = []
+            for job in self.completed_jobs:
+                if not job.materials or r() >= PURCHASE_ORDER_SHARE:
+                    continue
+                assert job.completed is not None
+                date = job.created + int(r() * (job.completed - job.created) / 2)
+                received = date + int(r() * (job.completed - date))
+                equipment = any(kind == "Equipment" for _, kind, _, _ in job.materials)
+                shipping = _cents(1_500 + int(r() * 6_000)) if equipment else ZERO
+                billed = received + int(r() * 12 * DAY)
+                found.append(
+                    Purchase(
+                        job, date, received, job.materials, self.tax_rate, shipping, billed if billed <= END else None
+                    )
+                )
+            for purchase, purchase_id in zip(found, self._ids(PURCHASE_ORDERS, len(found)), strict=True):
+                purchase.id = purchase_id
+            self._purchases = found
+        return self._purchases
+
     def add_job(self, job: JobFact) -> None:
         self.jobs.append(job)
         self.job_by_id[job.id] = job
@@ -530,6 +686,11 @@ class TenantBusiness:
         self.invoice_items = None
         self.estimate_items = None
         self.payment_slots = []
+        self.visits = []  # (the memberships stay: new status changes and events point at them)
+        self._purchases = None
+        for job in self.jobs:
+            job.visits = []
+            job.materials = []
         for rules in self._rules.values():
             if rules is not None:
                 rules.release()
@@ -564,6 +725,14 @@ class Rules:
     def ids(self, count: int) -> list[int] | None:
         """Ids to give the records instead of generated ones (``None``: keep those)."""
         return None
+
+    def count(self, volume: int) -> int:
+        """How many records to generate (``volume``: the dataset's usual count at this scale)."""
+        return volume
+
+    def created_ticks(self, ticks: list[int]) -> list[int]:
+        """The records' creation times, ascending (``ticks``: the generated ones)."""
+        return ticks
 
     def nulls(self, data: Record, names: tuple[str, ...]) -> Record:
         """``{name: None}`` for those of ``names`` the records have (worked out once)."""
@@ -680,8 +849,9 @@ class JobRules(Rules):
         data["completedOn"] = None if completed is None else format_ticks(completed)
         data["jobTypeId"] = job_type.id
         data["noCharge"] = no_charge
+        campaign = None
         if b.campaigns:
-            data["campaignId"] = _pick(b.campaigns, r)[0]
+            campaign = data["campaignId"] = _pick(b.campaigns, r)[0]
         if "soldById" in data:
             data["soldById"] = _pick(technicians, r).id if completed and technicians and r() < 0.6 else None
         data.update(self.nulls(data, _DANGLING_JOB_FIELDS))
@@ -691,7 +861,9 @@ class JobRules(Rules):
             return
         data["invoiceId"] = _INVOICE_PLACEHOLDER
         data["total"] = _TOTAL_PLACEHOLDER
-        b.add_job(JobFact(job_id, refs, status, created, completed, job_type, no_charge))
+        job = JobFact(job_id, refs, status, created, completed, job_type, no_charge)
+        job.campaign = campaign
+        b.add_job(job)
 
     def stored(self, record: StoredRecord, target: RefTarget | None) -> None:
         job = self.b.jobs[-1]
@@ -720,6 +892,9 @@ class AppointmentRules(Rules):
         end = job.completed if index >= 0 and job.completed is not None else start + HOUR + int(r() * 2 * HOUR)
         data["start"] = format_ticks(start)
         data["end"] = format_ticks(max(end, start))
+        if index >= 0:
+            job.visits.append((data["id"], start, max(end, start)))
+            self.b.visits.append((data["id"], job, start, max(end, start)))
         window = _day_start(start) + (start % DAY) // (2 * HOUR) * 2 * HOUR
         if data.get("arrivalWindowStart") is not None:
             data["arrivalWindowStart"] = format_ticks(window)
@@ -784,6 +959,12 @@ class InvoiceRules(Rules):
                 items, subtotal, discount = self._items(data, job, job.unit, count, date, r)
                 if own and not job.no_charge:
                     self.adjustable.append((invoice_id, job, date))
+                if own:
+                    job.materials = [
+                        (item["skuName"], item["type"], int(Decimal(item["quantity"])), Decimal(item["cost"]))
+                        for item in items
+                        if item["type"] in ("Material", "Equipment")
+                    ]
 
         tax = (subtotal * b.tax_rate).quantize(CENT, ROUND_HALF_UP)
         total = subtotal + tax
@@ -1208,15 +1389,14 @@ class MembershipRules(Rules):
         else:
             status = "Active" if index < 0 or ends > END else "Expired"
         technicians = b.pool(TECHNICIANS)
+        kind = _pick(b.membership_types, r) if b.membership_types else None
         data.update(
             {
                 "customerId": job.customer.id if job.customer else data.get("customerId"),
                 "locationId": job.location.id if job.location else data.get("locationId"),
                 "recurringLocationId": job.location.id if job.location else None,
                 "businessUnitId": job.unit.id if job.unit else data.get("businessUnitId"),
-                "membershipTypeId": (
-                    _pick(b.membership_types, r)[0] if b.membership_types else data.get("membershipTypeId")
-                ),
+                "membershipTypeId": kind[0] if kind is not None else data.get("membershipTypeId"),
                 "soldById": _pick(technicians, r).id if technicians else None,
                 "from": format_ticks(sold),
                 "to": format_ticks(ends),
@@ -1231,6 +1411,10 @@ class MembershipRules(Rules):
                 "billingTemplateId": None,
             }
         )
+        if index >= 0:
+            location = job.location.id if job.location else None
+            name = kind[1] if kind is not None else None
+            b.memberships.append(MembershipFact(data["id"], location, name, sold, ends, status, cancelled))
 
 
 # -- calls, leads and bookings --------------------------------------------------------------------
@@ -1261,6 +1445,8 @@ class CallRules(Rules):
                 data["customer"] = None
                 data["location"] = None
         data["campaign"] = {"id": (c := _pick(b.campaigns, r))[0], "name": c[1]} if b.campaigns else None
+        if job is not None and job.campaign is not None:  # the campaign that brought the job
+            data["campaign"] = {"id": job.campaign, "name": b.campaign_names.get(job.campaign)}
         if "lead" in data:
             data["lead"] = None
 
@@ -1308,60 +1494,496 @@ class BookingRules(Rules):
 # -- dispatch and payroll -------------------------------------------------------------------------
 
 
-class AssignmentRules(Rules):
-    """Assignments name the technician of their appointment, whose job they share."""
+class TechnicianRules(Rules):
+    """Technicians are left as generated; their hourly rate is noted (labour cost is paid at it)."""
 
     def apply(self, data: Record, refs: Refs, index: int, created: int, modified: int, r: Draw) -> None:
-        technician = refs.get(TECHNICIANS)
-        if technician is not None:
-            data["technicianId"] = technician.id
-            if technician.name is not None and "technicianName" in data:
-                data["technicianName"] = technician.name
-        job_id = data.get("jobId")
-        job = None if job_id is None else self.b.job_by_id.get(job_id)
-        if job is not None:
-            data["status"] = ASSIGNMENT_STATUS.get(job.status, "Scheduled")
+        rate = data.get("hourlyRate")
+        if index >= 0 and isinstance(rate, (int, float)):
+            self.b.hourly_rates[data["id"]] = Decimal(repr(rate)).quantize(CENT, ROUND_HALF_UP)
 
 
-class SplitRules(Rules):
-    """A completed job's credit split between its technicians: its splits add up to 100."""
+class CancelReasonRules(Rules):
+    """Cancel reasons are left as generated; their ids are noted (canceled jobs' logs name one)."""
 
-    PATTERNS = ((100,), (100,), (100,), (50, 50), (60, 40), (70, 30))
+    def stored(self, record: StoredRecord, target: RefTarget | None) -> None:
+        self.b.cancel_reasons.append(record.id)
+
+
+class FactRules(Rules):
+    """Rules of a dataset whose records stand for facts of other datasets, one record a fact.
+
+    :meth:`facts` lists them (once the datasets they come from are generated); record *i* is
+    :meth:`fill`-ed from fact *i*. A tenant with no such fact still gets one record, and a
+    record added by a simulated change, like it, is filled by :meth:`fill_new`.
+    """
 
     def __init__(self, business: TenantBusiness, key: str) -> None:
         super().__init__(business, key)
-        self.remaining = 0
-        self.pending: list[tuple[int, int, int]] = []  # (job id, technician id, split)
-        self.cursor = 0  # next completed job to split (new splits continue from here)
+        self.listed: list[Any] = []
 
-    def begin(self, count: int) -> None:
-        self.remaining = count
+    def facts(self) -> list[Any]:
+        """The facts, in the order their records are to be created."""
+        return []
+
+    def count(self, volume: int) -> int:
+        self.listed = self.facts()
+        return max(1, len(self.listed))
 
     def apply(self, data: Record, refs: Refs, index: int, created: int, modified: int, r: Draw) -> None:
+        if 0 <= index < len(self.listed):
+            self.fill(data, self.listed[index], r)
+        else:
+            self.fill_new(data, created, r)
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        """Write one fact's business fields into its record."""
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        """Business fields of a record no fact stands for (``created``: its creation time)."""
+
+    def release(self) -> None:
+        self.listed = []
+
+
+def _job_reference(data: Record, job: JobFact) -> None:
+    """The job's number, customer, location and business unit, where the record has them."""
+    values = {
+        "jobNumber": job.number,
+        "customerId": job.customer.id if job.customer else None,
+        "customerName": job.customer.name if job.customer else None,
+        "locationId": job.location.id if job.location else None,
+        "locationName": job.location.name if job.location else None,
+        "businessUnitName": job.unit.name if job.unit else None,
+        "jobTypeName": job.type.name,
+    }
+    data.update({name: value for name, value in values.items() if name in data})
+
+
+class AssignmentRules(FactRules):
+    """One assignment per appointment and technician of the job's crew (the job's technicians
+    are its split technicians), assigned between the job's creation and the visit."""
+
+    def facts(self) -> list[Any]:
         b = self.b
-        technicians = b.pool(TECHNICIANS)
-        jobs = b.completed_jobs or b.jobs  # (a tiny tenant may have no completed job)
-        if not jobs or not technicians:
-            return
-        if index < 0:
-            self.remaining, self.pending = 1, []
-        if not self.pending:
-            pattern = _pick(self.PATTERNS, r)
-            if len(pattern) > min(self.remaining, len(technicians)):
-                pattern = (100,)
-            job = jobs[self.cursor % len(jobs)]
-            self.cursor += 1 + int(r() * 3)
-            chosen: list[RefTarget] = []
-            while len(chosen) < len(pattern):
-                technician = _pick(technicians, r)
-                if technician not in chosen:
-                    chosen.append(technician)
-            self.pending = [(job.id, t.id, split) for t, split in zip(chosen, pattern, strict=True)]
-        job_id, technician_id, split = self.pending.pop(0)
-        self.remaining -= 1
-        data["jobId"] = job_id
-        data["technicianId"] = technician_id
-        data["split"] = float(split)
+        return [(visit, technician) for visit in b.visits for technician, _ in b.crew(visit[1])]
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        (appointment_id, job, start, _), technician = fact
+        self._fill(data, appointment_id, job, technician, job.created + int(r() * (start - job.created)))
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        job_id = data.get("jobId")
+        job = None if job_id is None else self.b.job_by_id.get(job_id)
+        technicians = self.b.pool(TECHNICIANS)
+        if job is not None and job.visits and technicians:
+            crew = self.b.crew(job)
+            technician = crew[0][0] if crew else _pick(technicians, r)
+            self._fill(data, job.visits[0][0], job, technician, created)
+
+    @staticmethod
+    def _fill(data: Record, appointment_id: int, job: JobFact, technician: RefTarget, assigned: int) -> None:
+        data.update(
+            appointmentId=appointment_id,
+            jobId=job.id,
+            technicianId=technician.id,
+            status=ASSIGNMENT_STATUS.get(job.status, "Scheduled"),
+            assignedOn=format_ticks(assigned),
+            isPaused=False,
+        )
+        if technician.name is not None and "technicianName" in data:
+            data["technicianName"] = technician.name
+
+
+class SplitRules(FactRules):
+    """A completed job's credit split between its crew: its splits add up to 100."""
+
+    def facts(self) -> list[Any]:
+        b = self.b
+        return [(job, technician, split) for job in b.completed_jobs for technician, split in b.crew(job)]
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        job, technician, split = fact
+        data.update(jobId=job.id, technicianId=technician.id, split=float(split))
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        # A simulated new split: the lead's of some completed job again (a correction to sync).
+        jobs = self.b.completed_jobs
+        if jobs:
+            job = _pick(jobs, r)
+            crew = self.b.crew(job)
+            if crew:
+                self.fill(data, (job, crew[0][0], crew[0][1]), r)
+
+
+class GrossPayRules(FactRules):
+    """Labour cost: each crew technician of a completed job is paid for the job's visit hours
+    (``TimesheetTime``, at the hourly rate, some of it overtime) on the completion day; on some
+    invoiced jobs also a bonus on the invoice (``InvoiceRelatedBonus``), by split."""
+
+    def facts(self) -> list[Any]:
+        b = self.b
+        r = self.r
+        facts: list[Any] = []
+        for job in b.completed_jobs:
+            assert job.completed is not None
+            visits = job.visits or [(0, max(job.created, job.completed - 2 * HOUR), job.completed)]
+            seconds = sum(end - start for _, start, end in visits) // TICKS_PER_SECOND
+            hours = Decimal(max(1, round(seconds / 900))) / 4  # quarter hours, at least one
+            started, ended = min(v[1] for v in visits), max(v[2] for v in visits)
+            bonus = job.total > 0 and job.invoice_id is not None and r() < BONUS_SHARE
+            percent = Decimal(2 + int(r() * 4))  # 2–5% of the invoice
+            for technician, split in b.crew(job):
+                overtime = r() < OVERTIME_SHARE
+                rate = b.hourly_rate(technician) * (Decimal("1.5") if overtime else 1)
+                amount = (rate * hours).quantize(CENT, ROUND_HALF_UP)
+                kind = "Overtime" if overtime else "Regular"
+                facts.append((job, technician, "TimesheetTime", kind, amount, hours, started, ended))
+                if bonus:
+                    share = (job.total * percent * split / 10_000).quantize(CENT, ROUND_HALF_UP)
+                    if share > 0:
+                        facts.append((job, technician, "InvoiceRelatedBonus", "Regular", share, None, None, None))
+        return facts
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        job, technician, item_type, time_type, amount, hours, started, ended = fact
+        assert job.completed is not None
+        bonus = item_type == "InvoiceRelatedBonus"
+        data.update(
+            employeeId=technician.id,
+            employeeType="Technician",
+            grossPayItemType=item_type,
+            paidTimeType=time_type,
+            amount=float(amount),
+            amountAdjustment=None,
+            paidDurationHours=None if hours is None else float(hours),
+            date=format_ticks(_day_start(job.completed)),
+            startedOn=None if started is None else format_ticks(started),
+            endedOn=None if ended is None else format_ticks(ended),
+            jobId=job.id,
+            invoiceId=job.invoice_id if bonus else None,
+            invoiceNumber=str(job.invoice_id) if bonus else None,
+            invoiceItemId=None,
+            projectId=None,
+            projectNumber=None,
+            budgetCodeId=None,
+        )
+        _job_reference(data, job)
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        b = self.b
+        jobs = b.completed_jobs
+        job = _pick(jobs, r) if jobs else None
+        crew = b.crew(job) if job is not None else ()
+        if job is not None and crew:
+            technician = crew[0][0]
+            amount = b.hourly_rate(technician)
+            self.fill(data, (job, technician, "TimesheetTime", "Regular", amount, Decimal(1), None, None), r)
+
+
+class PurchaseOrderRules(FactRules):
+    """Purchase orders for some completed jobs' materials (see :meth:`TenantBusiness.purchases`):
+    ordered after the job was created, received before it was completed."""
+
+    def facts(self) -> list[Any]:
+        return list(self.b.purchases())
+
+    def ids(self, count: int) -> list[int] | None:
+        listed = [purchase.id for purchase in self.listed]
+        return listed if len(listed) == count else None
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        purchase: Purchase = fact
+        job = purchase.job
+        template = (data.get("items") or [{}])[0]
+        items = []
+        for position, (sku, kind, quantity, cost) in enumerate(purchase.items):
+            item = dict(template)
+            item.update(
+                id=purchase.id * 10 + position + 1 if purchase.id else item.get("id"),
+                skuId=SKU_IDS[sku],
+                skuName=sku,
+                skuCode=str(SKU_IDS[sku]),
+                skuType=kind,
+                description=sku,
+                quantity=float(quantity),
+                quantityReceived=float(quantity),
+                cost=float(cost),
+                total=float(cost * quantity),
+                chargeable=True,
+                status="Received",
+                budgetCodeId=None,
+                serialNumbers=[],
+            )
+            items.append(item)
+        crew = self.b.crew(job)
+        data.update(
+            number=str(purchase.id),
+            jobId=job.id,
+            invoiceId=job.invoice_id,
+            projectId=None,
+            budgetCodeId=None,
+            technicianId=crew[0][0].id if crew else None,
+            businessUnitId=job.unit.id if job.unit else data.get("businessUnitId"),
+            status="Received",
+            date=format_ticks(purchase.date),
+            sentOn=format_ticks(purchase.date),
+            requiredOn=format_ticks(_day_start(job.created) + DAY),
+            receivedOn=format_ticks(purchase.received),
+            items=items,
+            tax=float(purchase.tax),
+            shipping=float(purchase.shipping),
+            total=float(purchase.total),
+        )
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        # A new order not tied to a job yet (stock): its money at least adds up.
+        cost = _cents(500 + int(r() * 20_000))
+        items = data.get("items") or []
+        for item in items:
+            item.update(quantity=1.0, cost=float(cost), total=float(cost))
+        data.update(jobId=None, invoiceId=None, projectId=None, tax=0.0, shipping=0.0, status="Pending")
+        data["total"] = float(cost * len(items))
+        data["date"] = format_ticks(created)
+
+
+class ApBillRules(FactRules):
+    """Vendors' bills for the purchase orders, received after the goods: same job, same money."""
+
+    def facts(self) -> list[Any]:
+        return [purchase for purchase in self.b.purchases() if purchase.billed is not None]
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        purchase: Purchase = fact
+        assert purchase.billed is not None
+        job = purchase.job
+        total = money(purchase.total)
+        data.update(
+            jobId=job.id,
+            jobNumber=job.number,
+            purchaseOrderId=purchase.id,
+            billDate=format_ticks(purchase.billed),
+            postDate=format_ticks(purchase.billed),
+            dueDate=format_ticks(purchase.billed + 30 * DAY),
+            billAmount=total,
+            vendorInvoiceTotal=total,
+            taxAmount=money(purchase.tax),
+            shippingAmount=money(purchase.shipping),
+            otherAmount=money(ZERO),
+            referenceNumber=str(purchase.id),
+            dateCanceled=None,
+            budgetCodeId=None,
+            items=[],
+            expenseItems=[],
+        )
+        if job.unit is not None:
+            data["businessUnit"] = _named(job.unit)
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        amount = money(_cents(2_000 + int(r() * 50_000)))
+        data.update(jobId=None, jobNumber=None, purchaseOrderId=None, billDate=format_ticks(created))
+        data.update(billAmount=amount, vendorInvoiceTotal=amount, taxAmount="0.00", shippingAmount="0.00")
+        data.update(otherAmount="0.00", items=[], expenseItems=[])
+
+
+class CampaignCostRules(FactRules):
+    """What each campaign cost per day, for every month of the history (some cost nothing)."""
+
+    def facts(self) -> list[Any]:
+        r = self.r
+        months = _months(REFERENCE_START_TICKS, END)
+        facts = []
+        for campaign_id, name in self.b.campaigns:
+            free = name.split(" ")[0] in FREE_CAMPAIGNS
+            base = 10 + int(r() * 240)
+            for year, month in months:
+                factor = Decimal(70 + int(r() * 61)) / 100
+                cost = ZERO if free else (Decimal(base) * factor).quantize(CENT, ROUND_HALF_UP)
+                facts.append((campaign_id, year, month, cost))
+        return facts
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        campaign_id, year, month, cost = fact
+        data.update(campaignId=campaign_id, year=year, month=month, dailyCost=float(cost))
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        if self.b.campaigns:
+            stamp = format_ticks(created)
+            data.update(campaignId=_pick(self.b.campaigns, r)[0], year=int(stamp[:4]), month=int(stamp[5:7]))
+            data["dailyCost"] = float(_cents(1_000 + int(r() * 20_000)))
+
+
+class StatusChangeRules(FactRules):
+    """Each membership's status history: Active → Canceled on its cancellation date, Active →
+    Expired at its end; a few were Suspended for a while (and Active again) before that."""
+
+    def facts(self) -> list[Any]:
+        r = self.r
+        changes = []
+        for membership in self.b.memberships:
+            last = min(membership.ends, END, membership.cancelled or END)
+            if r() < SUSPENDED_SHARE and last - membership.sold > 60 * DAY:
+                suspended = membership.sold + DAY + int(r() * (last - membership.sold - 45 * DAY))
+                resumed = suspended + 7 * DAY + int(r() * 30 * DAY)
+                changes.append((suspended, membership.id, "Active", "Suspended"))
+                changes.append((resumed, membership.id, "Suspended", "Active"))
+            if membership.status == "Canceled" and membership.cancelled is not None:
+                changes.append((membership.cancelled, membership.id, "Active", "Canceled"))
+            elif membership.status == "Expired":
+                changes.append((membership.ends, membership.id, "Active", "Expired"))
+        changes.sort(key=lambda change: (change[0], change[1]))
+        return changes
+
+    def created_ticks(self, ticks: list[int]) -> list[int]:
+        if len(self.listed) != len(ticks):
+            return ticks
+        return [change[0] for change in self.listed]
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        when, membership_id, old, new = fact
+        data.update(createdOn=format_ticks(when), membershipId=membership_id, oldStatus=old, newStatus=new)
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        memberships = self.b.memberships
+        if memberships:
+            data["membershipId"] = _pick(memberships, r).id
+
+
+class ServiceEventRules(FactRules):
+    """A membership's recurring service, twice a year of its term: past events were won (a job
+    at the location completed before the next event: ``jobId``), or contacted, unreachable or
+    dismissed; those after a cancellation dismissed; future ones not attempted."""
+
+    def facts(self) -> list[Any]:
+        r = self.r
+        by_location: dict[int | None, list[JobFact]] = {}
+        for job in self.b.completed_jobs:
+            by_location.setdefault(job.location.id if job.location else None, []).append(job)
+        for jobs in by_location.values():
+            jobs.sort(key=lambda job: job.completed or 0)
+        events = []
+        for membership in self.b.memberships:
+            jobs = by_location.get(membership.location, [])
+            completions = [job.completed or 0 for job in jobs]
+            date = _day_start(membership.sold) + 14 * DAY
+            while date < membership.ends:
+                won: JobFact | None = None
+                if membership.cancelled is not None and date > membership.cancelled:
+                    status = "Dismissed"
+                elif date > END:
+                    status = "NotAttempted"
+                else:
+                    at = bisect_left(completions, date)
+                    if at < len(jobs) and completions[at] <= date + SERVICE_JOB_WINDOW:
+                        status, won = "Won", jobs[at]
+                    else:
+                        status = _choose(SERVICE_OUTCOMES, r())
+                events.append((membership, date, status, won))
+                date += SERVICE_EVERY
+        return events
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        membership, date, status, job = fact
+        data.update(
+            membershipId=membership.id,
+            membershipName=membership.name,
+            date=format_ticks(date),
+            status=status,
+            jobId=None if job is None else job.id,
+        )
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        data.update(status="NotAttempted", jobId=None, date=format_ticks(created + 30 * DAY))
+        if self.b.memberships:
+            membership = _pick(self.b.memberships, r)
+            data.update(membershipId=membership.id, membershipName=membership.name)
+
+
+class CanceledLogRules(FactRules):
+    """One log per canceled job: when (after its creation) and why (one of the cancel reasons)."""
+
+    def facts(self) -> list[Any]:
+        r = self.r
+        logs = []
+        for job in self.b.jobs:
+            if job.status == "Canceled":
+                when = job.created + int(r() * min(3 * DAY, max(0, END - job.created)))
+                reason = _pick(self.b.cancel_reasons, r) if self.b.cancel_reasons else None
+                logs.append((when, job, reason))
+        logs.sort(key=lambda log: (log[0], log[1].id))
+        return logs
+
+    def created_ticks(self, ticks: list[int]) -> list[int]:
+        if len(self.listed) != len(ticks):
+            return ticks
+        return [log[0] for log in self.listed]
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        when, job, reason = fact
+        data.update(createdOn=format_ticks(when), jobId=job.id)
+        if reason is not None:
+            data["reasonId"] = reason
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        canceled = [job for job in self.b.jobs if job.status == "Canceled"]
+        if canceled:
+            data["jobId"] = _pick(canceled, r).id  # logged again
+        if self.b.cancel_reasons:
+            data["reasonId"] = _pick(self.b.cancel_reasons, r)
+
+
+class ShiftRules(FactRules):
+    """A technician's shift on each day of an appointment they are assigned to: 08:00–17:00 UTC,
+    longer if that day's visits start earlier or end later (so they are always covered)."""
+
+    def facts(self) -> list[Any]:
+        b = self.b
+        days: dict[tuple[int, int], list[int]] = {}
+        for _, job, start, end in b.visits:
+            for technician, _ in b.crew(job):
+                key = (technician.id, _day_start(start))
+                span = days.get(key)
+                if span is None:
+                    days[key] = [start, end]
+                else:
+                    span[0], span[1] = min(span[0], start), max(span[1], end)
+        shifts = []
+        for (technician_id, day), (first, last) in days.items():
+            begins = min(day + SHIFT_START, first - first % HOUR)
+            ends = max(day + SHIFT_END, last if last % HOUR == 0 else last - last % HOUR + HOUR)
+            shifts.append((begins, ends, technician_id))
+        shifts.sort()
+        return shifts
+
+    def fill(self, data: Record, fact: Any, r: Draw) -> None:
+        begins, ends, technician_id = fact
+        data.update(
+            technicianId=technician_id,
+            start=format_ticks(begins),
+            end=format_ticks(ends),
+            shiftType="Normal",
+            title="Shift",
+            timesheetCodeId=None,
+        )
+
+    def fill_new(self, data: Record, created: int, r: Draw) -> None:
+        technicians = self.b.pool(TECHNICIANS)
+        day = _day_start(created) + DAY
+        if technicians:
+            data["technicianId"] = _pick(technicians, r).id
+        data.update(start=format_ticks(day + SHIFT_START), end=format_ticks(day + SHIFT_END), shiftType="Normal")
+
+
+def _months(start: int, end: int) -> list[tuple[int, int]]:
+    """(year, month) of every month from the one of ``start`` to the one before ``end``."""
+    first, last = format_ticks(start), format_ticks(end - 1)
+    year, month = int(first[:4]), int(first[5:7])
+    stop = (int(last[:4]), int(last[5:7]))
+    months = []
+    while (year, month) <= stop:
+        months.append((year, month))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
 
 
 RULES: dict[str, Callable[[TenantBusiness, str], Rules]] = {
@@ -1382,4 +2004,14 @@ RULES: dict[str, Callable[[TenantBusiness, str], Rules]] = {
     BOOKINGS: BookingRules,
     ASSIGNMENTS: AssignmentRules,
     SPLITS: SplitRules,
+    TECHNICIANS: TechnicianRules,
+    CANCEL_REASONS: CancelReasonRules,
+    GROSS_PAY: GrossPayRules,
+    PURCHASE_ORDERS: PurchaseOrderRules,
+    AP_BILLS: ApBillRules,
+    CAMPAIGN_COSTS: CampaignCostRules,
+    STATUS_CHANGES: StatusChangeRules,
+    SERVICE_EVENTS: ServiceEventRules,
+    CANCELED_LOGS: CanceledLogRules,
+    SHIFTS: ShiftRules,
 }

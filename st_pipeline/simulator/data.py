@@ -178,12 +178,16 @@ class DatasetGenerator:
         c = GenContext(rng, pools)
         r = c.r
         count = self.volume(scale)
+        if rules is not None:  # datasets whose records stand for facts of others have as many
+            count = rules.count(count)
         ids = rules.ids(count) if rules is not None else None
         if rules is not None:
             rules.begin(count)
         next_id = self.id_base + (tenant_id % 1000) * 1000
         # Ids grow with creation time, as they do in ServiceTitan.
         created_ticks = sorted(REFERENCE_START_TICKS + int(r() * HISTORY_TICKS) for _ in range(count))
+        if rules is not None:
+            created_ticks = rules.created_ticks(created_ticks)
         anchors = pools.get(self._anchor, []) if self._anchor else []
         has_id, has_created, has_modified, has_active = (
             self._has["id"],
@@ -330,7 +334,7 @@ class GenerationPlan:
             unknown = sorted(wanted - set(all_keys))
             if unknown:
                 raise ValueError(f"unknown datasets: {', '.join(unknown)}")
-        order = list(CORE_DATASETS) + [key for key in all_keys if key not in CORE_DATASETS]
+        order = list(CORE_DATASETS) + _after_dependencies([key for key in all_keys if key not in CORE_DATASETS])
         id_bases = {key: ID_RANGE * (index + 1) for index, key in enumerate(all_keys)}
         compiled = _with_dependencies(wanted, set(all_keys))
 
@@ -366,6 +370,33 @@ class GenerationPlan:
             unsupported={key: reason for key, reason in unsupported.items() if key in wanted},
             id_bases=id_bases,
         )
+
+
+def _after_dependencies(order: list[str]) -> list[str]:
+    """``order`` (the non-core datasets, which come after the core ones), with each dataset
+    moved after the datasets its business rules depend on if they came later; the rest keep
+    their places (a membership's status changes come after the memberships, although they sort
+    before them)."""
+    result: list[str] = []
+    placed: set[str] = set()
+    waiting: list[str] = []
+    present = set(order)
+
+    def ready(key: str) -> bool:
+        return all(d in placed or d not in present for d in DEPENDENCIES.get(key, ()))
+
+    for key in order:
+        if not ready(key):
+            waiting.append(key)
+            continue
+        result.append(key)
+        placed.add(key)
+        for other in list(waiting):
+            if ready(other):
+                waiting.remove(other)
+                result.append(other)
+                placed.add(other)
+    return result + waiting
 
 
 def _with_dependencies(wanted: set[str], known: set[str]) -> set[str]:
