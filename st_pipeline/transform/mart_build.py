@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from st_pipeline.sqltypes import UtcDateTime
-from st_pipeline.transform.expressions import unindexed
+from st_pipeline.transform.expressions import days_between, unindexed
 from st_pipeline.transform.mart_parts import INT, Expression, Link, Mart, Scope
 from st_pipeline.transform.marts import MARTS
 from st_pipeline.transform.spec import Column
@@ -134,7 +134,36 @@ def _same_group(mart: Mart, left: sa.FromClause, right: sa.FromClause) -> Column
 
 
 def _column_names(mart: Mart) -> list[str]:
-    return [*(c.name for c in mart.columns), "built_at"]
+    """The columns a build inserts (the trailing ones are set after, by ``_roll``)."""
+    trailing = {c.name for c, _ in mart.trailing}
+    return [*(c.name for c in mart.columns if c.name not in trailing), "built_at"]
+
+
+def _roll(conn: sa.Connection, mart: Mart, tenant_id: int) -> None:
+    """Compute the trailing columns of every row of the tenant from the rows of its window."""
+    if mart.trailing:
+        conn.execute(_roll_statement(mart, tenant_id))
+
+
+def _roll_statement(mart: Mart, tenant_id: int) -> sa.Update:
+    table = mart_table(mart)
+    window = table.alias("w")
+
+    def window_sum(measure: str) -> Expression:
+        return (
+            sa.select(sa.func.sum(window.c[measure]))
+            .where(
+                window.c.tenant_id == table.c.tenant_id,
+                window.c.day <= table.c.day,
+                sa.true() if mart.window_days is None else days_between(table.c.day, window.c.day) < mart.window_days,
+            )
+            .scalar_subquery()
+        )
+
+    row = {m.name: table.c[m.name] for m in mart.measures}
+    windows = {m.name: window_sum(m.name) for m in mart.measures}
+    values = {c.name: compute(row, windows) for c, compute in mart.trailing}
+    return table.update().where(table.c.tenant_id == tenant_id).values(values)
 
 
 def build_mart(
@@ -156,11 +185,13 @@ def build_mart(
         analyze(conn, facts)
         conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
         conn.execute(table.insert().from_select(_column_names(mart), _summed(mart, tenant_id, built_at)))
+        _roll(conn, mart, tenant_id)
         return _finish(conn, mart, tenant_id, MartBuild(mart.table_name, 0, {}))
     build = MartBuild(mart.table_name, 0, {}, mode="incremental", entities=len(entities))
     build.groups = _apply_change(
         conn, mart, Scope(tenant_id, as_of, load_ids(conn, "st_mart_entities", entities), time_zone), built_at
     )
+    _roll(conn, mart, tenant_id)
     return _finish(conn, mart, tenant_id, build)
 
 
@@ -288,6 +319,7 @@ def mart_fingerprint(mart: Mart, dialect: sa.Dialect) -> str:
         _summed(mart, tenant_id, at),
         mart.facts(Scope(tenant_id, day)),
         *(entities_reached(link, tenant_id, ids) for link in mart.links),
+        *([_roll_statement(mart, tenant_id)] if mart.trailing else []),
     ]
     compiled = [query.compile(dialect=dialect) for query in queries]
     shape = repr(

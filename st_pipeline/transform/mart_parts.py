@@ -87,10 +87,12 @@ class Mart:
     links: tuple[Link, ...] = ()
     derived: tuple[tuple[Column, Callable[[Mapping[str, Expression]], Expression]], ...] = ()
     daily: bool = False
-    # Columns over each row's trailing window (its day and the TRAILING_DAYS - 1 before): functions of
+    # Columns over each row's trailing window (its day and the window_days - 1 before): functions of
     # the row's sums and the window's sums, by measure name. Computed after every build from the mart's
     # rows (a mart grouped by day only).
     trailing: tuple[tuple[Column, Callable[[Mapping[str, Expression], Mapping[str, Expression]], Expression]], ...] = ()
+    # The window of the trailing columns in days (the row's day included); None: every day up to the row's.
+    window_days: int | None = TRAILING_DAYS
     # Figures for the UI to plot: (metadata label, column, summed over the last N days with data; 0 = all rows).
     headline: tuple[tuple[str, str, int], ...] = ()
 
