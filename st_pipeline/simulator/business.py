@@ -11,7 +11,10 @@ is serialized) and rewrites the fields that KPIs are computed from, so that, per
   follow, and ``balance`` is what the payments applied to them leave open;
 - payments are applied to real invoices, never beyond what is owed;
 - estimates, memberships, calls, leads, bookings, assignments and splits point at real jobs,
-  locations, technicians, campaigns and job types, with dates that follow from the jobs'.
+  locations, technicians, campaigns and job types, with dates that follow from the jobs';
+- labour (gross pay), materials (purchase orders, vendor bills), campaign costs, membership
+  status histories and service events, cancellations and technician shifts follow the jobs,
+  crews, campaigns and memberships they are about.
 
 Everything is drawn from random streams of its own (``{seed}:{tenant}:{dataset}:business``), so
 the generic generators' streams, and with them the ids, counts and timestamps of every core
@@ -51,8 +54,44 @@ What the fields mean, for KPIs computed from them:
   (``to`` passed) or Canceled (with ``cancellationDate``).
 - ``telecom/calls``: ``type`` is Booked, Unbooked, Excused or Abandoned; a Booked call's
   ``job`` is the job it booked (others: null); ``direction`` mostly Inbound.
-- ``crm/bookings``: status Converted iff ``jobId`` is set. ``payroll/jobs/splits``: a job's
-  ``split`` values add up to 100.
+- ``crm/bookings``: status Converted iff ``jobId`` is set. ``telecom/calls``, ``crm/leads``
+  and ``jpm/jobs`` name real campaigns; a Booked call's ``campaign`` is its job's ``campaignId``.
+- Crews: every job has one to two technicians (the lead first) and their shares of its credit:
+  100, or 50/50, 60/40, 70/30. ``dispatch/appointment-assignments`` has one record per
+  appointment and crew technician (``assignedOn`` between the job's creation and the visit);
+  ``payroll/jobs/splits`` one per completed job and crew technician, ``split`` adding up to 100
+  per job — so a job's split technicians are exactly its assigned ones.
+- ``payroll/gross-pay-items``: labour cost. Per completed job and crew technician one
+  ``TimesheetTime`` item: ``paidDurationHours`` the job's visit hours (quarter hours),
+  ``amount`` those hours at the technician's ``hourlyRate`` (time and a half when
+  ``paidTimeType`` is Overtime), ``date`` midnight of the completion day, ``startedOn``/``endedOn``
+  the first visit's start and last visit's end. Some invoiced jobs add an ``InvoiceRelatedBonus``
+  per technician (2–5% of the invoice total, by split; ``invoiceId`` the job's invoice).
+  ``employeeId`` is the technician's id, ``employeeType`` Technician.
+- ``inventory/purchase-orders``: materials bought for a job. Some completed jobs whose own
+  invoice has Material/Equipment items have one order: its ``items`` are those items (same
+  quantity) at their unit ``cost``, so the items' sum equals the invoice items' ``totalCost``;
+  ``total`` = items + ``tax`` + ``shipping``; ``date`` after the job's creation, ``receivedOn``
+  before its completion; ``jobId``/``invoiceId`` the job's. ``accounting/ap-bills``: the
+  vendor's bill of such an order (unless not yet billed): ``purchaseOrderId``, the same
+  ``jobId``, ``billAmount`` = the order's ``total`` (with ``taxAmount``, ``shippingAmount``),
+  ``billDate`` on or after its receipt.
+- ``marketing/costs``: one record per campaign and month of the history (``year``, ``month``)
+  with the campaign's ``dailyCost`` that month (the month's spend = daily cost × its days);
+  referral, repeat-customer and website campaigns cost 0.
+- ``memberships/membership-status-changes``: each membership starts Active; a Canceled one has
+  a change Active → Canceled dated (``createdOn``) its ``cancellationDate``, an Expired one
+  Active → Expired at its ``to``; a few were Suspended for a while (and Active again) before.
+  Replaying a membership's changes in date order ends at its ``status``. No renewals.
+- ``memberships/recurring-service-events``: a membership's service visits, two a year of its
+  term from two weeks after the sale: ``Won`` (``jobId`` a completed job at its location, done
+  on or after the event's ``date`` and before the next event), else Contacted, Unreachable or
+  Dismissed; Dismissed after a cancellation, NotAttempted when still to come.
+- ``jpm/job-canceled-logs``: exactly one per Canceled job, ``createdOn`` within three days of
+  the job's creation, ``reasonId`` one of ``jpm/job-cancel-reasons``.
+- ``dispatch/technician-shifts``: available hours. One Normal shift per technician and day on
+  which an appointment assigned to them starts: 08:00–17:00 UTC, stretched to whole hours
+  covering that day's visits. Days without appointments have no shift.
 """
 
 from __future__ import annotations

@@ -41,6 +41,15 @@ DATASETS = (
     "crm/leads",
     "crm/bookings",
     "payroll/jobs/splits",
+    "payroll/gross-pay-items",
+    "inventory/purchase-orders",
+    "accounting/ap-bills",
+    "marketing/costs",
+    "memberships/membership-status-changes",
+    "memberships/recurring-service-events",
+    "jpm/job-cancel-reasons",
+    "jpm/job-canceled-logs",
+    "dispatch/technician-shifts",
 )
 JOB_STATUSES = {"Completed", "Scheduled", "InProgress", "Canceled", "Hold"}
 ITEM_TYPES = {"Service", "Material", "Equipment", "PriceModifier", "Unspecified"}
@@ -396,6 +405,201 @@ def test_job_splits_add_up_to_a_hundred(data: Data) -> None:
         assert jobs[split["jobId"]]["jobStatus"] == "Completed"
         splits[split["jobId"]] += number(split["split"])
     assert splits and all(total == 100 for total in splits.values())
+    completed = {job["id"] for job in data["jpm/jobs"] if job["jobStatus"] == "Completed"}
+    assert set(splits) == completed  # every completed job is split, once
+
+
+def split_technicians(data: Data) -> dict[int, dict[int, Decimal]]:
+    """Job → technician → split percent."""
+    splits: dict[int, dict[int, Decimal]] = defaultdict(dict)
+    for split in data["payroll/jobs/splits"]:
+        splits[split["jobId"]][split["technicianId"]] = number(split["split"])
+    return splits
+
+
+def test_split_technicians_are_the_assigned_ones_and_some_jobs_are_shared_unequally(data: Data) -> None:
+    assigned: dict[int, set[int]] = defaultdict(set)
+    for assignment in data["dispatch/appointment-assignments"]:
+        assigned[assignment["jobId"]].add(assignment["technicianId"])
+    splits = split_technicians(data)
+    checked = 0
+    for job_id, shares in splits.items():
+        if job_id in assigned:
+            assert set(shares) == assigned[job_id], job_id
+            checked += 1
+    assert checked > 0.9 * len(splits)
+    patterns = Counter(tuple(sorted(shares.values(), reverse=True)) for shares in splits.values())
+    assert patterns[(Decimal(60), Decimal(40))] >= 1, patterns
+    assert patterns[(Decimal(100),)] > len(splits) / 3
+    # Every appointment is assigned, to each of its job's technicians once.
+    appointments = {a["id"] for a in data["jpm/appointments"]}
+    pairs = Counter((a["appointmentId"], a["technicianId"]) for a in data["dispatch/appointment-assignments"])
+    assert {appointment for appointment, _ in pairs} == appointments
+    assert set(pairs.values()) == {1}
+
+
+def test_gross_pay_is_labour_of_the_split_technicians_on_completion_day(data: Data) -> None:
+    jobs, splits = by_id(data["jpm/jobs"]), split_technicians(data)
+    invoices = by_id(data["accounting/invoices"])
+    paid: dict[int, set[int]] = defaultdict(set)
+    types: Counter[str] = Counter()
+    for item in data["payroll/gross-pay-items"]:
+        job = jobs[item["jobId"]]
+        assert job["jobStatus"] == "Completed"
+        assert item["employeeType"] == "Technician" and item["employeeId"] in splits[job["id"]]
+        assert number(item["amount"]) > 0
+        assert day(item["date"]) == day(job["completedOn"])
+        types[item["grossPayItemType"]] += 1
+        if item["grossPayItemType"] == "TimesheetTime":
+            hours = number(item["paidDurationHours"])
+            assert 0 < hours <= 24 and hours * 4 == int(hours * 4)  # quarter hours
+            assert item["startedOn"] <= item["endedOn"] <= job["completedOn"]
+            rate = number(item["amount"]) / hours
+            assert Decimal(15) < rate < Decimal(125), rate
+            paid[job["id"]].add(item["employeeId"])
+        else:
+            assert item["grossPayItemType"] == "InvoiceRelatedBonus"
+            assert item["invoiceId"] == job["invoiceId"]
+            assert number(item["amount"]) < money(invoices[item["invoiceId"]]["total"])
+    assert types["TimesheetTime"] and types["InvoiceRelatedBonus"], types
+    assert {paid_on: set(shares) for paid_on, shares in splits.items()} == dict(paid)
+
+
+def test_purchase_orders_buy_a_jobs_invoiced_materials_at_cost(data: Data) -> None:
+    jobs, invoices = by_id(data["jpm/jobs"]), by_id(data["accounting/invoices"])
+    orders = data["inventory/purchase-orders"]
+    assert len({order["jobId"] for order in orders}) == len(orders) > 0
+    for order in orders:
+        job = jobs[order["jobId"]]
+        assert job["jobStatus"] == "Completed" and order["invoiceId"] == job["invoiceId"]
+        assert job["createdOn"] <= order["date"] <= order["receivedOn"] <= job["completedOn"]
+        subtotal = Decimal(0)
+        for item in order["items"]:
+            assert number(item["cost"]) * number(item["quantity"]) == number(item["total"])
+            subtotal += number(item["total"])
+        assert number(order["total"]) == subtotal + number(order["tax"]) + number(order["shipping"])
+        invoiced = sum(
+            (
+                money(i["totalCost"])
+                for i in invoices[job["invoiceId"]]["items"]
+                if i["type"] in ("Material", "Equipment")
+            ),
+            Decimal(0),
+        )
+        assert subtotal == invoiced > 0
+
+
+def test_ap_bills_bill_the_purchase_orders(data: Data) -> None:
+    orders = by_id(data["inventory/purchase-orders"])
+    bills = data["accounting/ap-bills"]
+    assert bills and len({bill["purchaseOrderId"] for bill in bills}) == len(bills)
+    for bill in bills:
+        order = orders[bill["purchaseOrderId"]]
+        assert bill["jobId"] == order["jobId"]
+        assert money(bill["billAmount"]) == number(order["total"])
+        assert bill["billDate"] >= order["receivedOn"]
+
+
+def test_invoice_item_costs_are_below_the_price_for_materials_and_equipment(data: Data) -> None:
+    items = [item for invoice in data["accounting/invoices"] for item in invoice["items"]]
+    goods = [item for item in items if item["type"] in ("Material", "Equipment")]
+    assert goods
+    for item in goods:
+        assert 0 < money(item["cost"]) < money(item["price"])
+        assert money(item["totalCost"]) == money(item["cost"]) * money(item["quantity"])
+    assert all(money(item["cost"]) == 0 for item in items if item["type"] == "Service")
+
+
+def test_campaign_costs_are_per_campaign_and_month(data: Data) -> None:
+    campaigns = by_id(data["marketing/campaigns"])
+    costs = data["marketing/costs"]
+    months = Counter((cost["campaignId"], cost["year"], cost["month"]) for cost in costs)
+    assert set(months.values()) == {1}
+    assert {campaign for campaign, _, _ in months} == set(campaigns)
+    per_campaign = Counter(campaign for campaign, _, _ in months)
+    assert set(per_campaign.values()) == {24}  # June 2023 to May 2025
+    assert min((y, m) for _, y, m in months) == (2023, 6)
+    assert max((y, m) for _, y, m in months) == (2025, 5)
+    assert all(number(cost["dailyCost"]) >= 0 for cost in costs)
+    assert sum(number(cost["dailyCost"]) > 0 for cost in costs) > len(costs) / 2
+
+
+def test_membership_status_changes_agree_with_the_memberships(data: Data) -> None:
+    memberships = by_id(data["memberships/memberships"])
+    history: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for change in sorted(data["memberships/membership-status-changes"], key=lambda c: c["createdOn"]):
+        history[change["membershipId"]].append(change)
+    assert set(history) <= set(memberships)
+    for membership_id, membership in memberships.items():
+        changes = history.get(membership_id, [])
+        status = "Active"
+        for change in changes:
+            assert change["oldStatus"] == status and change["newStatus"] != status
+            assert membership["from"] <= change["createdOn"] <= "2025-06-01"
+            status = change["newStatus"]
+        assert status == membership["status"], membership_id
+        ends = [c["createdOn"] for c in changes if c["newStatus"] == membership["status"]]
+        if membership["status"] == "Canceled":
+            assert ends == [membership["cancellationDate"]]
+        elif membership["status"] == "Expired":
+            assert ends == [membership["to"]]
+    assert {c["newStatus"] for c in data["memberships/membership-status-changes"]} >= {"Canceled", "Expired"}
+
+
+def test_recurring_service_events_follow_their_membership(data: Data) -> None:
+    memberships, jobs = by_id(data["memberships/memberships"]), by_id(data["jpm/jobs"])
+    statuses: Counter[str] = Counter()
+    for event in data["memberships/recurring-service-events"]:
+        membership = memberships[event["membershipId"]]
+        assert membership["from"] <= event["date"] < membership["to"]
+        statuses[event["status"]] += 1
+        assert (event["jobId"] is not None) == (event["status"] == "Won")
+        if event["status"] == "Won":
+            job = jobs[event["jobId"]]
+            assert job["locationId"] == membership["locationId"] and job["jobStatus"] == "Completed"
+            assert job["completedOn"] >= event["date"]
+        if event["date"] > "2025-06-01":
+            assert event["status"] in {"NotAttempted", "Dismissed"}
+        if membership["status"] == "Canceled" and event["date"] > membership["cancellationDate"]:
+            assert event["status"] == "Dismissed"
+    assert statuses["Won"] and statuses["NotAttempted"], statuses
+    assert {e["membershipId"] for e in data["memberships/recurring-service-events"]} == set(memberships)
+
+
+def test_each_canceled_job_has_one_canceled_log(data: Data) -> None:
+    jobs, reasons = by_id(data["jpm/jobs"]), by_id(data["jpm/job-cancel-reasons"])
+    logs = data["jpm/job-canceled-logs"]
+    canceled = {job_id for job_id, job in jobs.items() if job["jobStatus"] == "Canceled"}
+    assert canceled and Counter(log["jobId"] for log in logs) == Counter(canceled)
+    for log in logs:
+        assert log["reasonId"] in reasons
+        assert jobs[log["jobId"]]["createdOn"] <= log["createdOn"] <= "2025-06-01"
+
+
+def test_shifts_cover_every_assigned_appointment(data: Data) -> None:
+    appointments, technicians = by_id(data["jpm/appointments"]), by_id(data["settings/technicians"])
+    shifts: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for shift in data["dispatch/technician-shifts"]:
+        assert shift["technicianId"] in technicians and shift["start"] < shift["end"]
+        assert shift["shiftType"] == "Normal"
+        assert moment(shift["end"]) - moment(shift["start"]) >= timedelta(hours=9)
+        shifts[shift["technicianId"]].append((shift["start"], shift["end"]))
+    for assignment in data["dispatch/appointment-assignments"]:
+        appointment = appointments[assignment["appointmentId"]]
+        assert any(
+            start <= appointment["start"] and appointment["end"] <= end
+            for start, end in shifts[assignment["technicianId"]]
+        ), assignment
+    days = Counter((technician, day(start)) for technician, spans in shifts.items() for start, _ in spans)
+    assert set(days.values()) == {1}  # one shift a technician a day
+
+
+def test_a_booked_calls_job_carries_the_calls_campaign(data: Data) -> None:
+    jobs = by_id(data["jpm/jobs"])
+    booked = [call for call in data["telecom/calls"] if call["type"] == "Booked"]
+    assert booked
+    for call in booked:
+        assert jobs[call["job"]["id"]]["campaignId"] == call["campaign"]["id"]
 
 
 def test_leads_and_bookings_point_at_real_records(data: Data) -> None:
@@ -427,6 +631,9 @@ def test_business_data_is_deterministic_and_independent_of_what_else_is_served(d
     assert calls.ground_truth(TENANT, "memberships/memberships") == data["memberships/memberships"]
     items = Simulator(config(datasets=("sales/estimates/items",)))
     assert items.ground_truth(TENANT, "sales/estimates/items") == data["sales/estimates/items"]
+    history = Simulator(config(datasets=("memberships/membership-status-changes", "accounting/ap-bills")))
+    for key in ("memberships/membership-status-changes", "accounting/ap-bills"):
+        assert history.ground_truth(TENANT, key) == data[key], key
 
 
 def test_simulated_changes_keep_the_business_data_plausible() -> None:
