@@ -118,8 +118,15 @@ def _missed_facts(scope: Scope) -> sa.Select[Any]:
         flag(f.c.revenue > 0),
         f.c.revenue,
     )
-    canceled = sa.select(j.c.id, scope.day(j.c.modified_on), zero, zero, zero, one(), zero, no_money).where(
-        scope.tenant(j), live(j), j.c.job_status == "Canceled", j.c.modified_on.is_not(None), scope.chosen(j.c.id)
+    log = hub_alias("job_canceled_logs", "l")
+    logged = (
+        sa.select(sa.func.max(log.c.created_on))
+        .where(scope.tenant(log), log.c.job_id == j.c.id, log.c.deleted_at.is_(None))
+        .scalar_subquery()
+    )
+    canceled_on = sa.func.coalesce(logged, j.c.modified_on)
+    canceled = sa.select(j.c.id, scope.day(canceled_on), zero, zero, zero, one(), zero, no_money).where(
+        scope.tenant(j), live(j), j.c.job_status == "Canceled", canceled_on.is_not(None), scope.chosen(j.c.id)
     )
     return sa.select(sa.union_all(calls, completed, canceled).subquery("missed"))
 
@@ -167,7 +174,8 @@ DASHBOARD_MARTS: tuple[Mart, ...] = (
         "missed_revenue",
         "Missed revenue per day (the tenant's calendar), as the dashboard estimates it: unbooked inbound calls "
         "(call creation day), completed jobs that were opportunities but did not convert (job completion day) "
-        "and canceled jobs (the day the job last changed: the cancellation), each valued at the trailing "
+        "and canceled jobs (the day of the job's cancellation log, else the day the job last changed), each "
+        "valued at the trailing "
         f"{TRAILING_DAYS}-day average ticket (revenue of the jobs completed on the day and the {TRAILING_DAYS - 1} "
         "days before, per job with revenue). NULL where the window has no job with revenue.",
         group=(DAY_COLUMN,),
@@ -189,9 +197,13 @@ DASHBOARD_MARTS: tuple[Mart, ...] = (
             (col("missed_canceled_revenue", M), _missed("canceled_jobs")),
             (col("missed_revenue", M), _missed_total),
         ),
-        reads=(*JOB_READS, "hub_calls"),
+        reads=(*JOB_READS, "hub_calls", "hub_job_canceled_logs"),
         facts=_missed_facts,
-        links=(*JOB_LINKS, Link("hub_calls", own("calls"))),
+        links=(
+            *JOB_LINKS,
+            Link("hub_calls", own("calls")),
+            Link("hub_job_canceled_logs", own("job_canceled_logs", "job_id")),
+        ),
         headline=(("missed_revenue_last_30_days", "missed_revenue", 30),),
     ),
 )

@@ -7,7 +7,7 @@ The scenario (tenant 7101, UTC; business unit 10; job type 302 with threshold 0)
   J1 5001  completed 2024-03-01  invoice 7001 of 100.00 (03-01), paid 100.00 on 03-05 (4 days)
   J2 5002  completed 2024-03-02  invoice 7002 of 300.00 (03-02): 150.00 on 03-04, 50.00 on 03-20, 100.00 open
   J3 5003  completed 2024-03-02  no invoice: an opportunity, not converted
-  J4 5004  Canceled, last changed 2024-03-02
+  J4 5004  Canceled on 2024-03-02 (its canceled log), last changed 2024-04-10
   J5 5005  completed 2024-04-05  invoice 7005 of 60.00 (04-05), unpaid
   J6 5006  completed 2024-04-05  no invoice: not converted
   counter sale 7003 of 50.00 (03-01), paid on 03-15 (14 days); adjustment 7004 of -10.00 to 7001
@@ -66,7 +66,7 @@ DASHBOARD_RECORDS: dict[str, list[dict[str, Any]]] = {
         job(5001, 2001, 10, 302, "2024-03-01T10:00:00Z"),
         job(5002, 2001, 10, 302, "2024-03-02T10:00:00Z"),
         job(5003, 2001, 10, 302, "2024-03-02T11:00:00Z"),
-        canceled_job(5004, "2024-03-02T09:00:00Z"),
+        canceled_job(5004, "2024-04-10T09:00:00Z"),  # changed since; canceled on 03-02 (its log)
         job(5005, 2001, 10, 302, "2024-04-05T10:00:00Z"),
         job(5006, 2001, 10, 302, "2024-04-05T11:00:00Z"),
     ],
@@ -123,6 +123,17 @@ DASHBOARD_RECORDS: dict[str, list[dict[str, Any]]] = {
         payment(9502, "2024-03-04T10:00:00Z", "150.00", [(7002, "150.00")]),
         payment(9503, "2024-03-20T10:00:00Z", "50.00", [(7002, "50.00")]),
         payment(9504, "2024-03-15T10:00:00Z", "50.00", [(7003, "50.00")]),
+    ],
+    "jpm/job-canceled-logs": [
+        {
+            "id": 5904,
+            "jobId": 5004,
+            "reasonId": 1,
+            "memo": None,
+            "createdById": 1,
+            "active": True,
+            "createdOn": "2024-03-02T08:00:00Z",
+        }
     ],
     "telecom/calls": [
         call(9601, "2024-03-02T09:00:00Z", "Unbooked"),
