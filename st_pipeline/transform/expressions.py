@@ -254,6 +254,29 @@ def _days_between_pg(element: days_between, compiler: SQLCompiler, **kw: Any) ->
     return f"(({later})::date - ({earlier})::date)"
 
 
+class month_day(FunctionElement[Any]):  # noqa: N801
+    """Day ``n`` (0-based) of a month given by year and month numbers, as a ``day`` value; NULL past the
+    month's last day."""
+
+    name = "month_day"
+    type = sa.Date()
+    inherit_cache = True
+
+
+@compiles(month_day, "sqlite")
+def _month_day_sqlite(element: month_day, compiler: SQLCompiler, **kw: Any) -> str:
+    year, month, n = _args(element, compiler, **kw)
+    day = f"date(printf('%04d-%02d-01', {year}, {month}), '+' || ({n}) || ' days')"
+    return f"(CASE WHEN CAST(strftime('%m', {day}) AS INTEGER) = {month} THEN {day} END)"
+
+
+@compiles(month_day, "postgresql")
+def _month_day_pg(element: month_day, compiler: SQLCompiler, **kw: Any) -> str:
+    year, month, n = _args(element, compiler, **kw)
+    day = f"(make_date(CAST({year} AS INTEGER), CAST({month} AS INTEGER), 1) + CAST({n} AS INTEGER))"
+    return f"(CASE WHEN EXTRACT(MONTH FROM {day}) = {month} THEN {day} END)"
+
+
 class ratio(FunctionElement[Any]):  # noqa: N801
     """numerator / denominator as a floating-point rate, NULL when there is nothing to divide by."""
 

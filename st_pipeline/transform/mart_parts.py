@@ -182,6 +182,8 @@ def job_facts(scope: Scope) -> sa.Select[Any]:
             j.c.business_unit_id,
             j.c.location_id,
             j.c.customer_id,
+            j.c.campaign_id,
+            j.c.warranty_id,
             scope.day(j.c.completed_on).label("day"),
             no_charge.label("no_charge"),
             sa.func.coalesce(jt.c.sold_threshold, 0).label("threshold"),

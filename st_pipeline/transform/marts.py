@@ -25,6 +25,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from st_pipeline.transform.dashboard import DASHBOARD_MARTS
 from st_pipeline.transform.expressions import as_day, days_between, flag, live, money_per, money_share
+from st_pipeline.transform.job_costing import JOB_COSTING
+from st_pipeline.transform.marketing import MARKETING_ROI
 from st_pipeline.transform.mart_parts import (
     BU_COLUMN,
     DAY,
@@ -471,6 +473,8 @@ MARTS: tuple[Mart, ...] = (
         headline=(("open_balance", "open_balance", 0), ("net_receivables", "net_receivables", 0)),
     ),
     *DASHBOARD_MARTS,
+    JOB_COSTING,
+    MARKETING_ROI,
 )
 
 MARTS_BY_NAME = {mart.name: mart for mart in MARTS}
