@@ -17,6 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import SecretStr
 
+from st_pipeline.database import open_engine
 from st_pipeline.home import DAGSTER_HOME_NAME, KEY_FILE_NAME, create_private_file, ensure_private_dir, secure_home
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, Dataset, load_catalogue
 from st_pipeline.settings import load_settings
@@ -24,7 +25,8 @@ from st_pipeline.simulator import Simulator, SimulatorConfig
 from st_pipeline.sync.state import RUNNING
 from st_pipeline.tenants.crypto import generate_key
 from st_pipeline.tenants.onboarding import add_tenant
-from st_pipeline.tenants.registry import Change, TenantRegistry
+from st_pipeline.tenants.registry import REGISTRY_VARIABLE, Change, TenantRegistry
+from st_pipeline.tenants.schema import upgrade_registry
 from st_pipeline.warehouse.engine import create_warehouse_engine, describe_url
 from st_pipeline.warehouse.schema import upgrade
 from st_pipeline.warehouse.tables import raw_table, sync_log_table
@@ -85,6 +87,10 @@ def run_demo(*, port: int, scale: float) -> int:
         print(f"simulator on {sim.url}; state in {env['ST_PIPELINE_HOME']}")
 
         demo_tenant = config.tenants[0]
+        # The demo's own state, made by an older checkout, is upgraded as `st-pipeline db upgrade` would.
+        registry_engine = open_engine(settings.registry_database_url, variable=REGISTRY_VARIABLE)
+        upgrade_registry(registry_engine)
+        registry_engine.dispose()
         registry = TenantRegistry.open(settings)
         if demo_tenant.tenant_id not in {t.tenant_id for t in registry.list()}:
             add_tenant(

@@ -3,6 +3,7 @@ what a tenant's latest runs did.
 
 Four tenants: healthy (synced an hour ago), stale (last success beyond the 6 h SLA), failing (a
 dataset whose latest sync failed, credentials rejected, an open incident) and disabled (never synced).
+Only the healthy one has a time zone (America/Chicago); the others are flagged for it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,14 @@ def _register() -> None:
             (FAILING, "Failing Electric"),
             (DISABLED, "Disabled Roofing"),
         ):
-            registry.add(tenant_id, name, f"cid.{tenant_id}", SecretStr(f"secret-{tenant_id}"), change=TEST_CHANGE)
+            registry.add(
+                tenant_id,
+                name,
+                f"cid.{tenant_id}",
+                SecretStr(f"secret-{tenant_id}"),
+                change=TEST_CHANGE,
+                time_zone="America/Chicago" if tenant_id == HEALTHY else None,
+            )
         registry.set_enabled(DISABLED, False, change=TEST_CHANGE, reason="contract paused")
         registry.flag_needs_credentials(FAILING, "401 from the token endpoint", change=TEST_CHANGE)
         alerts = AlertManager(registry.engine, channels=[])
@@ -120,6 +128,7 @@ def test_status_json_gives_each_tenants_state(fleet: None) -> None:
         "tenant_id": HEALTHY,
         "name": "Healthy HVAC",
         "enabled": True,
+        "time_zone": "America/Chicago",
         "needs_credentials": False,
         "last_success": HOUR_AGO.isoformat(),
         "stale": False,
@@ -132,6 +141,7 @@ def test_status_json_gives_each_tenants_state(fleet: None) -> None:
         "tenant_id": STALE,
         "name": "Stale Plumbing",
         "enabled": True,
+        "time_zone": None,
         "needs_credentials": False,
         "last_success": DAY_AGO.isoformat(),
         "stale": True,
@@ -144,6 +154,7 @@ def test_status_json_gives_each_tenants_state(fleet: None) -> None:
         "tenant_id": FAILING,
         "name": "Failing Electric",
         "enabled": True,
+        "time_zone": None,
         "needs_credentials": True,
         "last_success": HOUR_AGO.isoformat(),
         "stale": False,
@@ -156,6 +167,7 @@ def test_status_json_gives_each_tenants_state(fleet: None) -> None:
         "tenant_id": DISABLED,
         "name": "Disabled Roofing",
         "enabled": False,
+        "time_zone": None,
         "needs_credentials": False,
         "last_success": None,
         "stale": False,  # registered just now: within the SLA
@@ -180,13 +192,16 @@ def test_status_table_has_one_line_per_tenant(fleet: None) -> None:
         "datasets",
         "open",
         "incidents",
+        "time",
+        "zone",
         "name",
     ]
     by_tenant = {int(line.split()[0]): line.split() for line in lines[1:5]}
     assert list(by_tenant) == [HEALTHY, STALE, FAILING, DISABLED]
     hour, day = f"{HOUR_AGO:%Y-%m-%d %H:%M}".split(), f"{DAY_AGO:%Y-%m-%d %H:%M}".split()
-    assert by_tenant[HEALTHY] == [str(HEALTHY), "enabled", *hour, "ok", "-", "0", "Healthy", "HVAC"]
-    assert by_tenant[STALE] == [str(STALE), "enabled", *day, "STALE", "-", "0", "Stale", "Plumbing"]
+    unset = ["not", "set", "(UTC)"]
+    assert by_tenant[HEALTHY] == [str(HEALTHY), "enabled", *hour, "ok", "-", "0", "America/Chicago", "Healthy", "HVAC"]
+    assert by_tenant[STALE] == [str(STALE), "enabled", *day, "STALE", "-", "0", *unset, "Stale", "Plumbing"]
     assert by_tenant[FAILING] == [
         str(FAILING),
         "needs",
@@ -196,11 +211,47 @@ def test_status_table_has_one_line_per_tenant(fleet: None) -> None:
         "1:",
         "crm/customers",
         "1",
+        *unset,
         "Failing",
         "Electric",
     ]
-    assert by_tenant[DISABLED] == [str(DISABLED), "disabled", "never", "synced", "ok", "-", "0", "Disabled", "Roofing"]
+    assert by_tenant[DISABLED] == [
+        str(DISABLED),
+        "disabled",
+        "never",
+        "synced",
+        "ok",
+        "-",
+        "0",
+        *unset,
+        "Disabled",
+        "Roofing",
+    ]
+    assert lines[-2] == "4 tenants; 1 stale (SLA 6 h); 1 with failing datasets; 1 open incidents"
+    assert lines[-1] == (
+        f"3 without a time zone, so their days are UTC ({STALE}, {FAILING}, {DISABLED}): set each with "
+        "`st-pipeline tenant set-time-zone --tenant ID ZONE` (an IANA name such as America/Los_Angeles)"
+    )
+
+
+def test_status_flags_no_time_zone_once_every_tenant_has_one(fleet: None) -> None:
+    registry = open_registry()
+    try:
+        for tenant_id in (STALE, FAILING, DISABLED):
+            registry.set_time_zone(tenant_id, "Europe/Berlin", change=TEST_CHANGE)
+    finally:
+        registry.close()
+    lines = _st("status").stdout.splitlines()
     assert lines[-1] == "4 tenants; 1 stale (SLA 6 h); 1 with failing datasets; 1 open incidents"
+    column = lines[0].index("time zone")
+    assert [line[column:].split()[0] for line in lines[1:5]] == ["America/Chicago"] + ["Europe/Berlin"] * 3
+    zones = [(r["tenant_id"], r["time_zone"]) for r in json.loads(_st("status", "--json").stdout)]
+    assert zones == [
+        (HEALTHY, "America/Chicago"),
+        (STALE, "Europe/Berlin"),
+        (FAILING, "Europe/Berlin"),
+        (DISABLED, "Europe/Berlin"),
+    ]
 
 
 def test_a_warehouse_without_sync_status_shows_every_tenant_never_synced(local_env: Path) -> None:

@@ -1,5 +1,5 @@
 """A tenant's life through the command line: add, test, disable and enable, remove (data kept),
-remove with --purge-data; the audit trail; owner-only files."""
+remove with --purge-data; the audit trail; owner-only files; its time zone."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
+from pydantic import SecretStr
 
 from st_pipeline.cli import main
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
@@ -23,8 +24,8 @@ from st_pipeline.demo import prepare_local_environment
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.warehouse.tables import raw_table, sync_log_table
-from st_pipeline_tests.conftest import point_at_simulator
-from st_pipeline_tests.support import materialize_tenant
+from st_pipeline_tests.conftest import TENANT_A, point_at_simulator
+from st_pipeline_tests.support import TEST_CHANGE, materialize_tenant, open_registry
 
 ONE = SimulatedTenant(tenant_id=6601, client_id="cid.life-one", client_secret="cs1.life-one-secret")
 TWO = SimulatedTenant(tenant_id=6602, client_id="cid.life-two", client_secret="cs1.life-two-secret")
@@ -185,3 +186,130 @@ def test_the_demo_creates_its_state_owner_only(
         assert isinstance(coordinator, dg.QueuedRunCoordinator), coordinator
         limits = coordinator.get_run_queue_config().tag_concurrency_limits
         assert limits[0]["key"] == "dagster/partition" and limits[0]["limit"] == 1
+
+
+def _refused(*args: str, stdin: str = "") -> Result:
+    result = CliRunner().invoke(main, list(args), input=stdin, prog_name="st-pipeline")
+    assert result.exit_code != 0, (args, result.stdout)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def _show_row(tenant_id: int, label: str) -> str:
+    """The value of one row of `tenant show`."""
+    shown = _st("tenant", "show", "--tenant", str(tenant_id)).stdout.splitlines()
+    [row] = [line for line in shown if line[2:17] == f"{label:15}"]
+    return row[18:]
+
+
+def _list_row(tenant_id: int) -> list[str]:
+    header, *rows = _st("tenant", "list").stdout.splitlines()
+    assert header.split() == ["tenant", "id", "state", "client", "id", "time", "zone", "name"]
+    [row] = [line.split() for line in rows if line.split()[0] == str(tenant_id)]
+    return row
+
+
+def test_tenant_add_takes_a_time_zone_and_refuses_a_bad_one(api_env: Simulator) -> None:
+    add = ["tenant", "add", "--tenant", str(TENANT_A.tenant_id), "--name", "Zoned", "--client-id", TENANT_A.client_id]
+    refused = _refused(*add, "--time-zone", "PST", stdin=TENANT_A.client_secret + "\n")
+    assert refused.exit_code == 1
+    assert refused.stderr == (
+        "error: time zone must be an IANA time zone name such as America/Los_Angeles, Europe/Berlin or UTC, "
+        "got 'PST'; `st-pipeline tenant time-zones [TEXT]` lists them\n"
+    )
+    assert _st("tenant", "list").stdout.startswith("no tenants registered")
+    assert _st("tenant", "history").stdout == "no changes recorded\n"
+
+    added = _st(*add, "--time-zone", "America/Los_Angeles", stdin=TENANT_A.client_secret + "\n")
+    assert "time zone America/Los_Angeles: its marts count days in it." in added.stdout
+    assert _show_row(TENANT_A.tenant_id, "time zone") == "America/Los_Angeles"
+    assert _list_row(TENANT_A.tenant_id) == [
+        str(TENANT_A.tenant_id),
+        "enabled",
+        TENANT_A.client_id,
+        "America/Los_Angeles",
+        "Zoned",
+    ]
+
+
+def test_tenant_add_without_a_time_zone_says_days_are_utc(api_env: Simulator) -> None:
+    added = _st(
+        "tenant",
+        "add",
+        "--tenant",
+        str(TENANT_A.tenant_id),
+        "--name",
+        "Unzoned",
+        "--client-id",
+        TENANT_A.client_id,
+        stdin=TENANT_A.client_secret + "\n",
+    )
+    assert (
+        "note: no time zone given, so its days are UTC; set its own with `st-pipeline tenant set-time-zone "
+        f"--tenant {TENANT_A.tenant_id} ZONE` (an IANA name such as America/Los_Angeles)." in added.stderr
+    )
+    assert _list_row(TENANT_A.tenant_id)[3:6] == ["not", "set", "(UTC)"]
+
+
+def test_set_time_zone_changes_unsets_and_refuses_from_the_command_line(local_env: Path) -> None:
+    registry = open_registry()
+    registry.add(6601, "Acme Heating", "cid.acme", SecretStr("cs1.acme"), change=TEST_CHANGE)
+    registry.close()
+    missing = (
+        "not set — days are UTC; set it with `st-pipeline tenant set-time-zone --tenant 6601 ZONE` "
+        "(an IANA name such as America/Los_Angeles)"
+    )
+    assert _show_row(6601, "time zone") == missing
+
+    first = _st("tenant", "set-time-zone", "--tenant", "6601", "America/Los_Angeles").stdout
+    assert first == (
+        "tenant 6601 (Acme Heating): time zone America/Los_Angeles (was not set). Its next model build rebuilds "
+        "its marts in the new zone; hub timestamps stay UTC.\n"
+    )
+    moved = _st("tenant", "set-time-zone", "--tenant", "6601", "Europe/Berlin").stdout
+    assert moved.startswith("tenant 6601 (Acme Heating): time zone Europe/Berlin (was America/Los_Angeles). ")
+    assert _show_row(6601, "time zone") == "Europe/Berlin"
+    assert _list_row(6601)[3] == "Europe/Berlin"
+    same = _st("tenant", "set-time-zone", "--tenant", "6601", "Europe/Berlin").stdout
+    assert same == "tenant 6601 (Acme Heating): time zone already Europe/Berlin; nothing changed.\n"
+
+    # Refused: a clear error, a non-zero exit, and the registry as it was.
+    history = _st("tenant", "history", "--tenant", "6601").stdout
+    for bad, shown in (("localtime", "'localtime'"), ("../etc", "'../etc'"), ("", "an empty value")):
+        refused = _refused("tenant", "set-time-zone", "--tenant", "6601", bad)
+        assert refused.exit_code == 1
+        assert refused.stderr.startswith(
+            "error: time zone must be an IANA time zone name such as America/Los_Angeles, Europe/Berlin or UTC, "
+            f"got {shown}; "
+        )
+    assert _refused("tenant", "set-time-zone", "--tenant", "6601").exit_code == 2  # neither ZONE nor --unset
+    assert _refused("tenant", "set-time-zone", "--tenant", "6601", "UTC", "--unset").exit_code == 2
+    unknown = _refused("tenant", "set-time-zone", "--tenant", "6602", "UTC")
+    assert "tenant 6602 is not registered" in unknown.stderr
+    assert _show_row(6601, "time zone") == "Europe/Berlin"
+    assert _st("tenant", "history", "--tenant", "6601").stdout == history
+
+    unset = _st("tenant", "set-time-zone", "--tenant", "6601", "--unset").stdout
+    assert unset == (
+        "tenant 6601 (Acme Heating): time zone unset (was Europe/Berlin); its days are UTC. Its next model build "
+        "rebuilds its marts in UTC.\n"
+    )
+    assert _show_row(6601, "time zone") == missing
+    assert _list_row(6601)[3:6] == ["not", "set", "(UTC)"]
+
+    registry = open_registry()
+    entries = list(reversed(registry.history(6601)))
+    registry.close()
+    assert [(e.command, e.actor, e.detail) for e in entries[1:]] == [
+        ("tenant set-time-zone", getpass.getuser(), "time zone America/Los_Angeles (was not set)"),
+        ("tenant set-time-zone", getpass.getuser(), "time zone Europe/Berlin (was America/Los_Angeles)"),
+        ("tenant set-time-zone", getpass.getuser(), "time zone unset, days are UTC (was Europe/Berlin)"),
+    ]
+
+
+def test_time_zones_lists_the_names_set_time_zone_accepts(local_env: Path) -> None:
+    assert _st("tenant", "time-zones", "los_ang").stdout == "America/Los_Angeles\n"
+    everything = _st("tenant", "time-zones").stdout.splitlines()
+    assert {"America/Los_Angeles", "Europe/Berlin", "UTC"} <= set(everything) and "localtime" not in everything
+    assert everything == sorted(everything)
+    assert "no IANA time zone name contains 'Springfield'" in _refused("tenant", "time-zones", "Springfield").stderr

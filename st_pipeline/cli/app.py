@@ -141,6 +141,19 @@ def main(traceback: bool) -> None:
     """ServiceTitan → warehouse pipelines for many tenants (Dagster)."""
 
 
+SET_TIME_ZONE_COMMAND = "st-pipeline tenant set-time-zone"
+
+
+def time_zone_cell(time_zone: str | None) -> str:
+    """A tenant's time zone in a table: its IANA name, or that it is not set and days are UTC."""
+    return time_zone if time_zone is not None else "not set (UTC)"
+
+
+def set_time_zone_hint(tenant_id: int | str) -> str:
+    """How to set a tenant's time zone (``tenant_id`` may be a placeholder such as ``ID``)."""
+    return f"`{SET_TIME_ZONE_COMMAND} --tenant {tenant_id} ZONE` (an IANA name such as America/Los_Angeles)"
+
+
 def no_tenants_message(settings: Settings) -> str:
     """Say where the registry looked, so state kept elsewhere (another home, a database) is found."""
     where = (

@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from st_pipeline.cli.app import main, no_tenants_message, open_registry, open_warehouse, tenant_option
+from st_pipeline.cli.app import (
+    main,
+    no_tenants_message,
+    open_registry,
+    open_warehouse,
+    set_time_zone_hint,
+    tenant_option,
+    time_zone_cell,
+)
 from st_pipeline.settings import load_settings
 from st_pipeline.tenants import validation
 
@@ -84,7 +92,7 @@ def kpis(tenant_id: int) -> None:
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects (ISO timestamps), for scripts.")
 def status(as_json: bool) -> None:
-    """The fleet on one screen: per tenant, its state, last success, staleness, failures, open incidents."""
+    """The fleet on one screen: per tenant, its state, time zone, last success, staleness, failures, open incidents."""
     import json
 
     from st_pipeline.sync.fleet import fleet_status
@@ -99,9 +107,10 @@ def status(as_json: bool) -> None:
     if not rows:
         click.echo(no_tenants_message(settings))
         return
+    zone_width = max(len("time zone"), *(len(time_zone_cell(row.time_zone)) for row in rows))
     click.echo(
         f"{'tenant id':>19}  {'state':17}  {'last success (UTC)':18}  {'fresh':5}  "
-        f"{'failing datasets':34}  {'open incidents':14}  name"
+        f"{'failing datasets':34}  {'open incidents':14}  {'time zone':{zone_width}}  name"
     )
     for row in rows:
         state = "needs credentials" if row.needs_credentials else ("enabled" if row.enabled else "disabled")
@@ -109,7 +118,8 @@ def status(as_json: bool) -> None:
         failing = _first_few(row.failing_datasets)
         click.echo(
             f"{row.tenant_id:>19}  {state:17}  {last:18}  {'STALE' if row.stale else 'ok':5}  "
-            f"{failing:34}  {len(row.open_incidents):<14}  {validation.printable(row.name)}"
+            f"{failing:34}  {len(row.open_incidents):<14}  {time_zone_cell(row.time_zone):{zone_width}}  "
+            f"{validation.printable(row.name)}"
         )
     sla = settings.freshness_sla.total_seconds() / 3600
     click.echo(
@@ -117,6 +127,13 @@ def status(as_json: bool) -> None:
         f"{sum(bool(r.failing_datasets) for r in rows)} with failing datasets; "
         f"{sum(len(r.open_incidents) for r in rows)} open incidents"
     )
+    unzoned = [str(row.tenant_id) for row in rows if row.time_zone is None]
+    if unzoned:
+        shown = ", ".join(unzoned[:5]) + (f" +{len(unzoned) - 5}" if len(unzoned) > 5 else "")
+        click.echo(
+            f"{len(unzoned)} without a time zone, so their days are UTC ({shown}): "
+            f"set each with {set_time_zone_hint('ID')}"
+        )
 
 
 def _first_few(keys: list[str], shown: int = 2) -> str:

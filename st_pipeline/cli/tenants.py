@@ -1,4 +1,5 @@
-"""``st-pipeline tenant``: register, inspect, test, disable and remove tenants; their Dagster partitions."""
+"""``st-pipeline tenant``: register, inspect, test, disable and remove tenants; their time zones and
+Dagster partitions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from typing import Any
 import click
 from pydantic import SecretStr
 
-from st_pipeline.cli.app import main, no_tenants_message, open_registry, open_warehouse, tenant_option
+from st_pipeline.cli.app import (
+    main,
+    no_tenants_message,
+    open_registry,
+    open_warehouse,
+    set_time_zone_hint,
+    tenant_option,
+    time_zone_cell,
+)
 from st_pipeline.servicetitan.errors import ServiceTitanError
 from st_pipeline.settings import Settings, load_settings
 from st_pipeline.tenants import validation
@@ -49,12 +58,19 @@ _secret_env_option = click.option(
 @click.option("--name", required=True, help="A name to recognise the tenant by.")
 @click.option("--client-id", required=True, help="The tenant's API client id (cid.…).")
 @_secret_env_option
-def tenant_add(tenant_id: int, name: str, client_id: str, client_secret_env: str | None) -> None:
+@click.option(
+    "--time-zone",
+    metavar="ZONE",
+    help="The IANA time zone of the tenant's ServiceTitan calendar, like America/Los_Angeles (default: not set, "
+    "days are UTC; `tenant set-time-zone` sets it later).",
+)
+def tenant_add(tenant_id: int, name: str, client_id: str, client_secret_env: str | None, time_zone: str | None) -> None:
     """Verify a new tenant's credentials, store them encrypted and add its Dagster partition."""
     from st_pipeline.tenants.onboarding import add_tenant
 
     settings = load_settings()
     name, client_id = validation.tenant_name(name), validation.client_id(client_id)
+    time_zone = validation.validate_time_zone(time_zone) if time_zone is not None else None
     with open_registry(settings) as registry:
         registry.ensure_absent(tenant_id)
         registry.require_keys()
@@ -68,10 +84,18 @@ def tenant_add(tenant_id: int, name: str, client_id: str, client_secret_env: str
                 client_id=client_id,
                 client_secret=secret,
                 change=Change("tenant add"),
+                time_zone=time_zone,
             )
         except ServiceTitanError as exc:
             raise click.ClickException(f"{exc}; nothing was stored") from None
     click.echo(f"tenant {stored.tenant_id} ({validation.printable(stored.name)}) verified and stored.")
+    if stored.time_zone is None:
+        click.echo(
+            f"note: no time zone given, so its days are UTC; set its own with {set_time_zone_hint(stored.tenant_id)}.",
+            err=True,
+        )
+    else:
+        click.echo(f"time zone {stored.time_zone}: its marts count days in it.")
     _partition(settings, stored.tenant_id, add=True)
 
 
@@ -103,6 +127,54 @@ def tenant_update_credentials(tenant_id: int, client_id: str | None, client_secr
     click.echo(f"tenant {stored.tenant_id}: new credentials verified and stored (client id {stored.client_id}).")
 
 
+@tenant.command("set-time-zone")
+@tenant_option()
+@click.argument("zone", metavar="[ZONE]", required=False)
+@click.option("--unset", is_flag=True, help="Forget the tenant's time zone instead: its days are UTC again.")
+def tenant_set_time_zone(tenant_id: int, zone: str | None, unset: bool) -> None:
+    """Set the IANA time zone of a tenant's ServiceTitan calendar (ZONE, like America/Los_Angeles), or --unset it.
+
+    Its marts count days, weeks and months (and receivables' age) in this zone; its next model build
+    rebuilds them. Hub timestamps stay UTC.
+    """
+    if unset and zone is not None:
+        raise click.UsageError(f"give ZONE ({validation.printable(zone)}) or --unset, not both")
+    if not unset and zone is None:
+        raise click.UsageError("give ZONE (an IANA name such as America/Los_Angeles), or --unset to forget it")
+    time_zone = validation.validate_time_zone(zone) if zone is not None else None
+    settings = load_settings()
+    with open_registry(settings) as registry:
+        before = registry.get(tenant_id)
+        after = registry.set_time_zone(tenant_id, time_zone, change=Change("tenant set-time-zone"))
+    who = f"tenant {after.tenant_id} ({validation.printable(after.name)})"
+    if before.time_zone == after.time_zone:
+        click.echo(f"{who}: time zone already {time_zone_cell(after.time_zone)}; nothing changed.")
+        return
+    was = f"was {before.time_zone}" if before.time_zone is not None else "was not set"
+    if after.time_zone is None:
+        click.echo(f"{who}: time zone unset ({was}); its days are UTC. Its next model build rebuilds its marts in UTC.")
+    else:
+        click.echo(
+            f"{who}: time zone {after.time_zone} ({was}). Its next model build rebuilds its marts in the new zone; "
+            "hub timestamps stay UTC."
+        )
+
+
+@tenant.command("time-zones")
+@click.argument("text", required=False)
+def tenant_time_zones(text: str | None) -> None:
+    """List the IANA time zone names `set-time-zone` accepts (only those containing TEXT, if given)."""
+    names = validation.time_zone_names()
+    if text:
+        names = [name for name in names if text.casefold() in name.casefold()]
+        if not names:
+            raise click.ClickException(
+                f"no IANA time zone name contains {validation.printable(text)!r}; search for a city "
+                "(Los_Angeles, Berlin) or a region (America, Europe)"
+            )
+    click.echo("\n".join(names))
+
+
 @tenant.command("list")
 def tenant_list() -> None:
     """List registered tenants (never their secrets)."""
@@ -113,18 +185,20 @@ def tenant_list() -> None:
     if not tenants:
         click.echo(no_tenants_message(settings))
         return
-    click.echo(f"{'tenant id':>19}  {'state':18}  {'client id':30}  name")
+    zone_width = max(len("time zone"), *(len(time_zone_cell(t.time_zone)) for t in tenants))
+    click.echo(f"{'tenant id':>19}  {'state':18}  {'client id':30}  {'time zone':{zone_width}}  name")
     for t in tenants:
         state = "needs credentials" if t.tenant_id in rejected else ("enabled" if t.enabled else "disabled")
         click.echo(
-            f"{t.tenant_id:>19}  {state:18}  {validation.printable(t.client_id):30}  {validation.printable(t.name)}"
+            f"{t.tenant_id:>19}  {state:18}  {validation.printable(t.client_id):30}  "
+            f"{time_zone_cell(t.time_zone):{zone_width}}  {validation.printable(t.name)}"
         )
 
 
 @tenant.command("show")
 @tenant_option()
 def tenant_show(tenant_id: int) -> None:
-    """One tenant: client id, state, encryption key, endpoint flags, partition, latest changes."""
+    """One tenant: client id, state, time zone, encryption key, endpoint flags, partition, latest changes."""
     from st_pipeline.tenants.endpoint_selection import EndpointSelection
 
     settings = load_settings()
@@ -145,6 +219,10 @@ def tenant_show(tenant_id: int) -> None:
         ("name", validation.printable(t.name)),
         ("client id", validation.printable(t.client_id)),
         ("enabled", "yes" if t.enabled else "no (schedules skip it)"),
+        (
+            "time zone",
+            t.time_zone or f"not set — days are UTC; set it with {set_time_zone_hint(t.tenant_id)}",
+        ),
         ("credentials", f"rejected by ServiceTitan: {rejected}" if rejected else "not rejected"),
         ("secret key id", key),
         ("registered", f"{t.created_at:%Y-%m-%d %H:%M} UTC, updated {t.updated_at:%Y-%m-%d %H:%M} UTC"),

@@ -1,4 +1,4 @@
-"""The fleet at a glance: per registered tenant, its state, freshness, failing datasets, open incidents.
+"""The fleet at a glance: per registered tenant, its state, time zone, freshness, failing datasets, open incidents.
 
 Read-only: nothing is created or changed. A warehouse without ``st_dataset_status`` (no sync yet)
 means every tenant never synced; a registry without the incident table means no incidents.
@@ -32,12 +32,14 @@ class TenantStatus:
     stale: bool
     failing_datasets: list[str]  # sorted dataset keys whose latest status is "failed"
     open_incidents: list[str]  # incident keys, oldest first
+    time_zone: str | None = None  # IANA name; None: not set, the tenant's days are UTC
 
     def as_json(self) -> dict[str, Any]:
         return {
             "tenant_id": self.tenant_id,
             "name": self.name,
             "enabled": self.enabled,
+            "time_zone": self.time_zone,
             "needs_credentials": self.needs_credentials,
             "last_success": self.last_success.isoformat() if self.last_success else None,
             "stale": self.stale,
@@ -71,6 +73,7 @@ def fleet_status(
             stale=tenant_is_stale(history, t, sla, now),
             failing_datasets=sorted(failing.get(t.tenant_id, [])),
             open_incidents=[i.incident_key for i in incidents if i.tenant_id == t.tenant_id],
+            time_zone=t.time_zone,
         )
         for t in tenants
     ]

@@ -14,6 +14,7 @@ from st_pipeline.servicetitan.catalogue import Dataset, Endpoint, load_catalogue
 from st_pipeline.servicetitan.client import ServiceTitanClient
 from st_pipeline.servicetitan.errors import MissingScopeError, NotFoundError, ServiceTitanError
 from st_pipeline.servicetitan.settings import ApiSettings
+from st_pipeline.tenants import validation
 from st_pipeline.tenants.registry import Change, Tenant, TenantRegistry
 
 # A small list every ServiceTitan app can usually read; it proves the tenant id matches.
@@ -52,17 +53,21 @@ def add_tenant(
     client_secret: SecretStr,
     change: Change,
     verify: bool = True,
+    time_zone: str | None = None,
 ) -> Tenant:
     """Verify the credentials (unless ``verify`` is false) and register a new tenant.
 
-    Nothing is stored when verification fails or the id is already registered.
+    ``time_zone``: its IANA zone, or None (not set: days are UTC). Nothing is stored when the zone
+    is not an IANA name (checked before any request), verification fails or the id is registered.
     """
+    if time_zone is not None:
+        validation.validate_time_zone(time_zone)
     registry.ensure_absent(tenant_id)
     registry.require_keys()
     credentials = TenantCredentials(tenant_id=tenant_id, client_id=client_id, client_secret=client_secret)
     if verify:
         verify_credentials(settings, credentials)
-    return registry.add(tenant_id, name, client_id, client_secret, change=change)
+    return registry.add(tenant_id, name, client_id, client_secret, change=change, time_zone=time_zone)
 
 
 def update_credentials(

@@ -1,7 +1,7 @@
-"""The tenant registry: which ServiceTitan tenants we sync, with their encrypted credentials.
+"""The tenant registry: which ServiceTitan tenants we sync, with their encrypted credentials and time zones.
 
-Every change (add, new credentials, disable, enable, remove, key rotation, a rejection of the
-credentials by ServiceTitan) is written together with its audit entry, in one transaction.
+Every change (add, new credentials, time zone, disable, enable, remove, key rotation, a rejection of
+the credentials by ServiceTitan) is written together with its audit entry, in one transaction.
 Secrets are decrypted only on request, and registered with the redactor when they are.
 """
 
@@ -65,7 +65,11 @@ class Change:
 
 @dataclass(frozen=True)
 class Tenant:
-    """A registered tenant (without its secret)."""
+    """A registered tenant (without its secret).
+
+    ``time_zone`` is the IANA name of the calendar the tenant's ServiceTitan reports in (its days,
+    weeks and months); None when the operator has not set it, and then days are UTC.
+    """
 
     tenant_id: int
     name: str
@@ -73,6 +77,7 @@ class Tenant:
     enabled: bool
     created_at: datetime
     updated_at: datetime
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,10 +149,15 @@ class TenantRegistry:
         *,
         change: Change,
         enabled: bool = True,
+        time_zone: str | None = None,
     ) -> Tenant:
-        """Register a new tenant; ``TenantExistsError`` if the id is taken (nothing is replaced)."""
+        """Register a new tenant; ``TenantExistsError`` if the id is taken (nothing is replaced).
+
+        ``time_zone``: an IANA name (``validation.validate_time_zone``); None leaves it unset (days in UTC).
+        """
         tenant_id = validation.tenant_id(tenant_id)
         name, client_id = validation.tenant_name(name), validation.client_id(client_id)
+        time_zone = validation.validate_time_zone(time_zone) if time_zone is not None else None
         encrypted = self.secret_box.encrypt(client_secret)
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
@@ -163,13 +173,15 @@ class TenantRegistry:
                     enabled=enabled,
                     created_at=now,
                     updated_at=now,
+                    time_zone=time_zone,
                 )
             )
             write_audit(
                 conn,
                 change,
                 tenant_id,
-                f"registered {name!r} with client id {client_id}" + ("" if enabled else ", disabled"),
+                f"registered {name!r} with client id {client_id}, {_describe_zone(time_zone)}"
+                + ("" if enabled else ", disabled"),
             )
         return self.get(tenant_id)
 
@@ -193,6 +205,28 @@ class TenantRegistry:
             conn.execute(tenant_status_table.delete().where(tenant_status_table.c.tenant_id == tenant_id))
             moved = f"client id {before.client_id} → {client_id}" if client_id != before.client_id else "same client id"
             write_audit(conn, change, tenant_id, f"new client secret, {moved}")
+        return self.get(tenant_id)
+
+    def set_time_zone(self, tenant_id: int, time_zone: str | None, *, change: Change) -> Tenant:
+        """Set the tenant's IANA time zone (None: unset it, days are UTC again), with an audit entry.
+
+        The name is checked first (``InvalidTenantInput``; nothing is stored). Setting the zone it
+        already has changes nothing and writes no audit entry.
+        """
+        time_zone = validation.validate_time_zone(time_zone) if time_zone is not None else None
+        with self.engine.begin() as conn:
+            row = _row(conn, tenant_id)
+            if row is None:
+                raise UnknownTenantError(tenant_id)
+            if row.time_zone != time_zone:
+                conn.execute(
+                    tenants_table.update()
+                    .where(tenants_table.c.tenant_id == tenant_id)
+                    .values(time_zone=time_zone, updated_at=datetime.now(UTC))
+                )
+                was = f"was {row.time_zone}" if row.time_zone is not None else "was not set"
+                now = f"time zone {time_zone}" if time_zone is not None else "time zone unset, days are UTC"
+                write_audit(conn, change, tenant_id, f"{now} ({was})")
         return self.get(tenant_id)
 
     def set_enabled(self, tenant_id: int, enabled: bool, *, change: Change, reason: str | None = None) -> Tenant:
@@ -342,6 +376,10 @@ def _exists(row: sa.Row) -> TenantExistsError:
     )
 
 
+def _describe_zone(time_zone: str | None) -> str:
+    return f"time zone {time_zone}" if time_zone is not None else "time zone not set (days are UTC)"
+
+
 def _row(conn: sa.Connection, tenant_id: int) -> sa.Row | None:
     return conn.execute(tenants_table.select().where(tenants_table.c.tenant_id == tenant_id)).first()
 
@@ -354,4 +392,5 @@ def _tenant(row: sa.Row) -> Tenant:
         enabled=row.enabled,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        time_zone=row.time_zone,
     )

@@ -13,6 +13,7 @@ from st_pipeline.sqltypes import UtcDateTime
 metadata = sa.MetaData()
 
 MAX_NAME_LENGTH = 200
+MAX_TIME_ZONE_LENGTH = 64  # the longest IANA name is 32 characters
 
 tenants_table = sa.Table(
     "st_tenants",
@@ -24,6 +25,9 @@ tenants_table = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # The IANA zone of the tenant's ServiceTitan calendar (its API does not say); NULL: not set, days are UTC.
+    # Added by migration 0002, so it is the last column.
+    sa.Column("time_zone", sa.String(MAX_TIME_ZONE_LENGTH), nullable=True),
 )
 
 # Operational state of a tenant, apart from its credentials: set when ServiceTitan rejects them.

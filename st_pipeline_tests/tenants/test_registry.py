@@ -1,5 +1,5 @@
-"""Encrypted credential store, tenant lifecycle, key rotation and the audit trail; onboarding against
-the simulator."""
+"""Encrypted credential store, tenant lifecycle, time zones, key rotation and the audit trail;
+onboarding against the simulator."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from st_pipeline.redaction import redact
+from st_pipeline.servicetitan.auth import TenantCredentials
 from st_pipeline.servicetitan.errors import InvalidClientError, ServiceTitanError
+from st_pipeline.servicetitan.settings import ApiSettings
 from st_pipeline.settings import load_settings
 from st_pipeline.simulator import Simulator
+from st_pipeline.tenants import onboarding
 from st_pipeline.tenants.crypto import SecretBox, SecretKeyError, generate_key, key_id
 from st_pipeline.tenants.endpoint_selection import EndpointSelection
 from st_pipeline.tenants.onboarding import add_tenant, update_credentials
 from st_pipeline.tenants.registry import Change, TenantExistsError, TenantRegistry, UnknownTenantError
 from st_pipeline.tenants.tables import flags_table, tenants_table
-from st_pipeline.tenants.validation import InvalidTenantInput
+from st_pipeline.tenants.validation import InvalidTenantInput, time_zone_names, validate_time_zone
 from st_pipeline_tests.conftest import CANARY_SECRET, TENANT_A
 
 CHANGE = Change("test", actor="tester")
@@ -232,3 +235,132 @@ def test_wrong_tenant_id_stores_nothing(local_env: Path, api_env: Simulator) -> 
             change=CHANGE,
         )
     assert registry.list() == []
+
+
+# -- time zones ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["America/Los_Angeles", "Europe/Berlin", "UTC", "Asia/Kolkata"])
+def test_iana_time_zones_are_accepted(name: str) -> None:
+    assert validate_time_zone(name) == name
+    assert validate_time_zone(f"  {name}\n") == name  # surrounding whitespace dropped, as for names
+    assert name in time_zone_names()
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("localtime", "got 'localtime'"),  # a file of the system's zone directory, not an IANA zone
+        ("PST", "got 'PST'"),
+        ("", "got an empty value"),
+        ("   ", "got an empty value"),
+        ("../etc", "got '../etc'"),
+        ("/etc/localtime", "got '/etc/localtime'"),
+        ("America/Nowhere", "got 'America/Nowhere'"),
+        ("Factory", "got 'Factory'"),
+        ("Europe/Berlin\x1b[2J", "got 'Europe/Berlin\\\\x1b[2J'"),
+        ("america/los_angeles", "got 'america/los_angeles' (did you mean America/Los_Angeles?)"),
+    ],
+)
+def test_anything_else_is_refused_naming_the_value_and_what_to_give(name: str, shown: str) -> None:
+    with pytest.raises(InvalidTenantInput) as refused:
+        validate_time_zone(name)
+    assert str(refused.value) == (
+        f"time zone must be an IANA time zone name such as America/Los_Angeles, Europe/Berlin or UTC, {shown}; "
+        "`st-pipeline tenant time-zones [TEXT]` lists them"
+    )
+
+
+def test_a_time_zone_is_set_at_add_then_changed_and_unset_each_with_its_audit_entry(local_env: Path) -> None:
+    registry = _registry(local_env)
+    added = registry.add(4101, "Acme", "cid.acme", SecretStr(CANARY_SECRET), change=CHANGE, time_zone="Europe/Berlin")
+    assert added.time_zone == "Europe/Berlin" and registry.get(4101).time_zone == "Europe/Berlin"
+    plain = registry.add(4102, "Plain", "cid.plain", SecretStr(CANARY_SECRET), change=CHANGE)
+    assert plain.time_zone is None
+
+    changed = registry.set_time_zone(4101, "America/Los_Angeles", change=Change("tenant set-time-zone", "alice"))
+    assert changed.time_zone == "America/Los_Angeles" and changed.updated_at >= added.updated_at
+    assert registry.get(4101) == changed
+    first = registry.set_time_zone(4102, "UTC", change=CHANGE)
+    assert first.time_zone == "UTC"
+    unset = registry.set_time_zone(4101, None, change=Change("tenant set-time-zone", "bob"))
+    assert unset.time_zone is None and registry.get(4101).time_zone is None
+    assert registry.get(4102).time_zone == "UTC"  # the other tenant's zone is its own
+
+    assert [(e.command, e.actor, e.detail) for e in reversed(registry.history(4101))] == [
+        ("test", "tester", "registered 'Acme' with client id cid.acme, time zone Europe/Berlin"),
+        ("tenant set-time-zone", "alice", "time zone America/Los_Angeles (was Europe/Berlin)"),
+        ("tenant set-time-zone", "bob", "time zone unset, days are UTC (was America/Los_Angeles)"),
+    ]
+    assert [e.detail for e in reversed(registry.history(4102))] == [
+        "registered 'Plain' with client id cid.plain, time zone not set (days are UTC)",
+        "time zone UTC (was not set)",
+    ]
+
+
+def test_setting_the_zone_a_tenant_has_changes_nothing(local_env: Path) -> None:
+    registry = _registry(local_env)
+    registry.add(4101, "Acme", "cid.acme", SecretStr(CANARY_SECRET), change=CHANGE, time_zone="Europe/Berlin")
+    before, history = registry.get(4101), registry.history()
+    assert registry.set_time_zone(4101, "Europe/Berlin", change=CHANGE) == before
+    assert registry.history() == history
+
+
+@pytest.mark.parametrize("zone", ["PST", "localtime", "", "../etc", "America/Nowhere"])
+def test_a_bad_time_zone_is_refused_and_stores_nothing(local_env: Path, zone: str) -> None:
+    registry = _registry(local_env)
+    with pytest.raises(InvalidTenantInput, match=f"time zone must be an IANA time zone name.*got '?{zone or 'an'}"):
+        registry.add(4101, "Acme", "cid.acme", SecretStr(CANARY_SECRET), change=CHANGE, time_zone=zone)
+    assert registry.list() == [] and registry.history() == []
+
+    registry.add(4101, "Acme", "cid.acme", SecretStr(CANARY_SECRET), change=CHANGE, time_zone="Europe/Berlin")
+    with registry.engine.connect() as conn:
+        before = conn.execute(sa.select(tenants_table)).all()
+    with pytest.raises(InvalidTenantInput, match="such as America/Los_Angeles"):
+        registry.set_time_zone(4101, zone, change=CHANGE)
+    with registry.engine.connect() as conn:
+        assert conn.execute(sa.select(tenants_table)).all() == before
+    assert len(registry.history()) == 1
+
+
+def test_the_time_zone_of_an_unknown_tenant_is_refused(local_env: Path) -> None:
+    with pytest.raises(UnknownTenantError, match="tenant 4101 is not registered"):
+        _registry(local_env).set_time_zone(4101, "UTC", change=CHANGE)
+
+
+def test_add_tenant_checks_the_time_zone_before_asking_servicetitan(
+    local_env: Path, api_env: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = _registry(local_env)
+    verified: list[object] = []
+    real_verify = onboarding.verify_credentials
+
+    def counted(settings: ApiSettings, credentials: TenantCredentials) -> None:
+        verified.append(credentials.tenant_id)
+        real_verify(settings, credentials)
+
+    monkeypatch.setattr(onboarding, "verify_credentials", counted)
+    with pytest.raises(InvalidTenantInput, match="got 'US/Nowhere'"):
+        add_tenant(
+            registry,
+            load_settings().api(),
+            tenant_id=TENANT_A.tenant_id,
+            name="Tenant A",
+            client_id=TENANT_A.client_id,
+            client_secret=SecretStr(TENANT_A.client_secret),
+            change=CHANGE,
+            time_zone="US/Nowhere",
+        )
+    assert verified == [] and registry.list() == [] and registry.history() == []
+    tenant = add_tenant(
+        registry,
+        load_settings().api(),
+        tenant_id=TENANT_A.tenant_id,
+        name="Tenant A",
+        client_id=TENANT_A.client_id,
+        client_secret=SecretStr(TENANT_A.client_secret),
+        change=CHANGE,
+        time_zone="America/Chicago",
+    )
+    assert verified == [TENANT_A.tenant_id]
+    assert tenant.time_zone == "America/Chicago" == registry.get(TENANT_A.tenant_id).time_zone

@@ -3,7 +3,8 @@
 An empty warehouse or registry gets its schema on first use, once even when two first uses race;
 one that is behind or ahead of the code is refused with what to do and left exactly as it was;
 ``st-pipeline db upgrade`` brings both to the head, keeps their data, and adopts a registry made
-before the registry had migrations.
+before the registry had migrations; a registry of an older revision (before tenants had time zones)
+is upgraded with its tenants, their zones not set.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -212,10 +214,11 @@ def test_an_empty_registry_is_created_on_first_open(urls: Urls) -> None:
     assert {"st_pipeline_registry_version", *registry_metadata.tables} == set(_snapshot(registry_url))
 
 
-def test_the_first_migration_makes_the_tables_the_code_defines(
+def test_the_migrations_make_the_tables_the_code_defines(
     urls: Urls, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """0001 and the tables' definitions (what ``create_all`` made before migrations) are the same shape."""
+    """The migrations up to the head and the tables' definitions are the same shape (0001 alone was
+    what ``create_all`` made before migrations: see ``_old_registry``)."""
     _, migrated_url = urls
     if migrated_url.startswith("sqlite"):
         defined_url = f"sqlite:///{tmp_path / 'defined.db'}"
@@ -243,11 +246,18 @@ def test_the_first_migration_makes_the_tables_the_code_defines(
         defined.dispose()
 
 
+# Columns added by the registry's migrations after 0001, newest last: not in a registry made before them.
+_LATER_COLUMNS = (("st_tenants", "time_zone"),)  # 0002
+
+
 def _old_registry(url: str) -> None:
-    """A registry as the code before registry migrations left it: ``create_all``, a tenant, no version."""
+    """A registry as the code before registry migrations left it: ``create_all`` of the tables then
+    (today's, less the columns added since), a tenant, no version."""
     engine = _engine(url)
     registry_metadata.create_all(engine)
     with engine.begin() as conn:
+        for table, column in _LATER_COLUMNS:
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(
             tenants_table.insert().values(
                 tenant_id=4101,
@@ -278,18 +288,71 @@ def test_a_registry_made_before_migrations_is_refused_then_adopted_by_db_upgrade
     assert upgraded.exit_code == 0, upgraded.output
     warehouse_line, registry_line = upgraded.stdout.splitlines()
     assert warehouse_line.startswith("warehouse ") and f"schema empty → {HEAD_REVISION}" in warehouse_line
-    assert (
-        registry_line.startswith("registry ") and "schema unversioned (existing tables adopted) → 0001" in registry_line
+    # Stamped at 0001, then upgraded from there like any registry at 0001.
+    assert registry_line.startswith("registry ") and (
+        f"schema unversioned (existing tables adopted) → {REGISTRY_HEAD_REVISION}" in registry_line
     )
     registry = TenantRegistry.open(load_settings())
     try:
-        assert [t.tenant_id for t in registry.list()] == [4101]
-        assert REGISTRY_SCHEMA.current_revision(registry.engine) == "0001"
+        assert [(t.tenant_id, t.time_zone) for t in registry.list()] == [(4101, None)]
+        assert REGISTRY_SCHEMA.current_revision(registry.engine) == REGISTRY_HEAD_REVISION
     finally:
         registry.close()
 
     again = _db_upgrade()
-    assert again.exit_code == 0 and "schema 0001 → 0001 (already current)" in again.stdout.splitlines()[1]
+    assert again.exit_code == 0
+    current = f"schema {REGISTRY_HEAD_REVISION} → {REGISTRY_HEAD_REVISION} (already current)"
+    assert current in again.stdout.splitlines()[1]
+
+
+def _registry_at_0001(url: str) -> None:
+    """A registry as st_pipeline left it before tenants had time zones: revision 0001, a tenant."""
+    engine = _engine(url)
+    upgrade_registry(engine, "0001")
+    with engine.begin() as conn:
+        assert "time_zone" not in {c["name"] for c in sa.inspect(conn).get_columns("st_tenants")}
+        conn.execute(
+            sa.text(
+                "INSERT INTO st_tenants (tenant_id, name, client_id, client_secret_encrypted, enabled, created_at, "
+                "updated_at) VALUES (4101, 'Acme', 'cid.acme', 'gAAAA-not-read-here', :yes, :at, :at)"
+            ),
+            {"yes": True, "at": datetime(2026, 3, 1, 9, 30, tzinfo=UTC)},
+        )
+    engine.dispose()
+
+
+def test_a_registry_before_time_zones_is_refused_then_upgraded_keeping_its_tenants_without_a_zone(
+    urls: Urls,
+) -> None:
+    _, registry_url = urls
+    _registry_at_0001(registry_url)
+    before = _snapshot(registry_url)
+    with pytest.raises(
+        SchemaOutOfDateError,
+        match=rf"registry .* is at schema revision 0001; this version of st_pipeline needs revision "
+        rf"{REGISTRY_HEAD_REVISION}\. Run `st-pipeline db upgrade`",
+    ):
+        TenantRegistry.open(load_settings())
+    assert _snapshot(registry_url) == before
+
+    upgraded = _db_upgrade()
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"schema 0001 → {REGISTRY_HEAD_REVISION}" in upgraded.stdout.splitlines()[1]
+    engine = _engine(registry_url)
+    try:
+        [column] = [c for c in sa.inspect(engine).get_columns("st_tenants") if c["name"] == "time_zone"]
+        assert column["nullable"] and isinstance(column["type"], sa.String) and column["type"].length == 64
+    finally:
+        engine.dispose()
+    registry = TenantRegistry.open(load_settings())
+    try:
+        [tenant] = registry.list()
+        assert (tenant.tenant_id, tenant.name, tenant.time_zone) == (4101, "Acme", None)
+        assert tenant.created_at == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+        zoned = registry.set_time_zone(4101, "America/Denver", change=TEST_CHANGE)
+        assert zoned.time_zone == "America/Denver" == registry.get(4101).time_zone
+    finally:
+        registry.close()
 
 
 @pytest.mark.parametrize(
@@ -327,10 +390,10 @@ def test_a_registry_ahead_of_the_code_is_refused(urls: Urls) -> None:
     engine = _engine(registry_url)
     upgrade_registry(engine)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE st_pipeline_registry_version SET version_num = '0002'"))
+        conn.execute(sa.text("UPDATE st_pipeline_registry_version SET version_num = '0099'"))
     before = _snapshot(registry_url)
     ahead = (
-        f"registry .* is at schema revision 0002, which this version of st_pipeline does not know \\(its newest "
+        f"registry .* is at schema revision 0099, which this version of st_pipeline does not know \\(its newest "
         f"is {REGISTRY_HEAD_REVISION}\\)"
     )
     with pytest.raises(SchemaOutOfDateError, match=ahead):
@@ -339,7 +402,7 @@ def test_a_registry_ahead_of_the_code_is_refused(urls: Urls) -> None:
         EndpointSelection(engine)
     engine.dispose()
     refused = _db_upgrade()
-    assert refused.exit_code == 1 and "revision 0002" in refused.stderr and "cannot downgrade" in refused.stderr
+    assert refused.exit_code == 1 and "revision 0099" in refused.stderr and "cannot downgrade" in refused.stderr
     assert _snapshot(registry_url) == before
 
 
