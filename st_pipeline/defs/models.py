@@ -31,9 +31,10 @@ from pydantic import Field
 from st_pipeline.defs.columns import table_columns
 from st_pipeline.defs.partitions import tenant_check_spec, tenant_id_of, tenant_partitions
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY, raw_asset_key
-from st_pipeline.defs.resources import WarehouseResource, process_cpu_s
+from st_pipeline.defs.resources import TenantRegistryResource, WarehouseResource, process_cpu_s
 from st_pipeline.defs.tenant_runs import holding_tenant_lock, run_flag
 from st_pipeline.servicetitan.catalogue import load_catalogue
+from st_pipeline.tenants.registry import UnknownTenantError
 from st_pipeline.transform.build import HubBuild, TenantBuild, build_plan, build_tenant, raw_table_name_for
 from st_pipeline.transform.checks import (
     ERROR_CHECKS,
@@ -327,6 +328,21 @@ class _ModelsRun:
                 yield from self.mart(mart, current_mart(self.conn, mart, self.tenant_id))
 
 
+def _time_zone(context: dg.AssetExecutionContext, registry: TenantRegistryResource, tenant_id: int) -> str | None:
+    """The tenant's time zone from the registry (its marts' calendar); None (UTC) when it has none."""
+    try:
+        zone = registry.registry().get(tenant_id).time_zone
+    except UnknownTenantError:
+        context.log.warning(f"tenant {tenant_id} is not in the registry: its marts' days are UTC")
+        return None
+    if zone is None:
+        context.log.warning(
+            f"tenant {tenant_id} has no time zone: its marts' days are UTC "
+            f"(set one with `st-pipeline tenant set-time-zone --tenant {tenant_id} ZONE`)"
+        )
+    return zone
+
+
 @dg.multi_asset(
     name=TENANT_MODELS_OP,
     specs=[TENANT_MODELS_SPEC, *(hub_asset_spec(spec) for spec in HUB_TABLES), *(mart_asset_spec(m) for m in MARTS)],
@@ -337,7 +353,10 @@ class _ModelsRun:
     "or with servicetitan/tenant_models all of them.",
 )
 def tenant_models(
-    context: dg.AssetExecutionContext, config: TenantModelsConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: TenantModelsConfig,
+    warehouse: WarehouseResource,
+    tenant_registry: TenantRegistryResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     partition = context.partition_key
     tenant_id = tenant_id_of(partition)
@@ -356,7 +375,10 @@ def tenant_models(
         )
     full = config.full_rebuild or run_flag(context, FULL_REBUILD_TAG)
     with holding_tenant_lock(context, engine, tenant_id, config.lock_wait_s):
-        built = build_tenant(engine, tenant_id, context.run.run_id, full=full, hubs=hubs, marts=marts)
+        time_zone = _time_zone(context, tenant_registry, tenant_id)
+        built = build_tenant(
+            engine, tenant_id, context.run.run_id, full=full, hubs=hubs, marts=marts, time_zone=time_zone
+        )
         with engine.connect() as conn:
             run = _ModelsRun(context, conn, tenant_id, warehouse_name, full)
             yield from run.report(built)
