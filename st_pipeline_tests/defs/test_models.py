@@ -21,6 +21,7 @@ from st_pipeline.defs.tenant_sync import tenant_sync
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import load_settings
 from st_pipeline.simulator import Simulator
+from st_pipeline.tenants.registry import Change, TenantRegistry
 from st_pipeline.transform.hubs import HUB_TABLES, hub, source_datasets
 from st_pipeline.transform.marts import MARTS
 from st_pipeline.warehouse.schema import upgrade
@@ -78,6 +79,10 @@ def test_sync_job_builds_hubs_and_marts_and_reports_only_what_changed(
         quiet = _run(instance)
         quiet_reported = _reported(instance, quiet.run_id)
         quiet_events = len(instance.all_logs(quiet.run_id))
+        registry = TenantRegistry.open(load_settings())
+        registry.set_time_zone(TENANT_A.tenant_id, "America/Chicago", change=Change("test"))
+        registry.close()
+        rezoned_reported = _reported(instance, _run(instance).run_id)
         rebuilt = _run(instance, tags={FULL_REBUILD_TAG: "true"})
         rebuilt_reported = _reported(instance, rebuilt.run_id)
 
@@ -92,7 +97,6 @@ def test_sync_job_builds_hubs_and_marts_and_reports_only_what_changed(
                 sa.text("SELECT id FROM hub_invoices WHERE tenant_id = :t"), {"t": TENANT_A.tenant_id}
             ).scalars()
         )
-    engine.dispose()
     assert invoices["dagster/row_count"].value == rows > 0
     assert invoices["build"].value == "full" and invoices["share_reprocessed"].value == 1.0
     preview = invoices["preview"]
@@ -114,9 +118,19 @@ def test_sync_job_builds_hubs_and_marts_and_reports_only_what_changed(
     assert set(quiet_reported) == {TENANT_SYNC_KEY, TENANT_MODELS_KEY}
     assert quiet_reported[TENANT_MODELS_KEY]["hubs_changed"].value == 0
     assert quiet_events <= 40  # two steps and their materializations, no per-table events
+    # The tenant's time zone changed in the registry: every mart is rebuilt in its new calendar.
+    assert marts <= set(rezoned_reported) and not hubs & set(rezoned_reported)
+    assert {metadata_value(rezoned_reported[m], "build", str) for m in marts} == {"full"}
+    with engine.connect() as conn:
+        zones = conn.execute(
+            sa.text("SELECT fingerprint FROM st_transform_state WHERE tenant_id = :t AND table_name LIKE 'mart_%'"),
+            {"t": TENANT_A.tenant_id},
+        ).scalars()
+        assert {fingerprint.split("@")[1] for fingerprint in zones} == {"America/Chicago"}
     # A full rebuild reports every hub table and mart again.
     assert hubs | marts <= set(rebuilt_reported)
     assert rebuilt_reported[TENANT_MODELS_KEY]["build"].value == "full"
+    engine.dispose()
 
 
 def test_asset_graph_reads_raw_to_hub_to_mart() -> None:
