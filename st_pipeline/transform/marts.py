@@ -255,6 +255,7 @@ def _calls_facts(scope: Scope) -> sa.Select[Any]:
         one().label("inbound_calls"),
         flag(c.c.call_type.in_(("Booked", "Unbooked"))).label("bookable_calls"),
         flag(c.c.call_type == "Booked").label("booked_calls"),
+        flag(c.c.call_type == "Abandoned").label("abandoned_calls"),
     ).where(scope.tenant(c), live(c), c.c.direction == "Inbound", c.c.created_on.is_not(None), scope.chosen(c.c.id))
 
 
@@ -438,10 +439,19 @@ MARTS: tuple[Mart, ...] = (
     Mart(
         "call_booking",
         "Inbound calls per day (call creation): bookable calls (call type Booked or Unbooked; excused and "
-        "abandoned calls are not), booked calls, and the booking rate booked / bookable.",
+        "abandoned calls are not), booked calls, and the booking rate booked / bookable; abandoned calls and the "
+        "missed-call rate abandoned / inbound.",
         group=(DAY_COLUMN,),
-        measures=(col("inbound_calls", INT), col("bookable_calls", INT), col("booked_calls", INT)),
-        derived=((col("booking_rate", R), rate("booked_calls", "bookable_calls")),),
+        measures=(
+            col("inbound_calls", INT),
+            col("bookable_calls", INT),
+            col("booked_calls", INT),
+            col("abandoned_calls", INT),
+        ),
+        derived=(
+            (col("booking_rate", R), rate("booked_calls", "bookable_calls")),
+            (col("missed_call_rate", R), rate("abandoned_calls", "inbound_calls")),
+        ),
         reads=("hub_calls",),
         facts=_calls_facts,
         links=(Link("hub_calls", own("calls")),),

@@ -1163,13 +1163,32 @@ def test_call_booking(warehouse: sa.Engine) -> None:
     """Inbound calls by creation day; bookable = Booked or Unbooked; rate = booked / bookable."""
     expected = {
         # Booked, Unbooked, Excused inbound (the outbound call is left out): bookable 2, booked 1.
-        (day("2024-03-01"),): {"inbound_calls": 3, "bookable_calls": 2, "booked_calls": 1, "booking_rate": 1 / 2},
+        (day("2024-03-01"),): {
+            "inbound_calls": 3,
+            "bookable_calls": 2,
+            "booked_calls": 1,
+            "abandoned_calls": 0,
+            "booking_rate": 1 / 2,
+            "missed_call_rate": 0 / 3,
+        },
         # Booked, Abandoned, Booked, Unbooked (inactive Booked and deleted Unbooked left out):
         # bookable 3, booked 2.
-        (day("2024-03-02"),): {"inbound_calls": 4, "bookable_calls": 3, "booked_calls": 2, "booking_rate": 2 / 3},
+        (day("2024-03-02"),): {
+            "inbound_calls": 4,
+            "bookable_calls": 3,
+            "booked_calls": 2,
+            "abandoned_calls": 1,  # 9106
+            "booking_rate": 2 / 3,
+            "missed_call_rate": 1 / 4,
+        },
     }
     rows = mart_rows(warehouse, "call_booking")
-    assert_types(rows, (), ("inbound_calls", "bookable_calls", "booked_calls"), ("booking_rate",))
+    assert_types(
+        rows,
+        (),
+        ("inbound_calls", "bookable_calls", "booked_calls", "abandoned_calls"),
+        ("booking_rate", "missed_call_rate"),
+    )
     assert rows == expected
 
 
@@ -1462,8 +1481,22 @@ def test_days_are_utc_calendar_days_to_the_last_tick(
         },
         # 9201 on 2024-03-04 (booked 1 of 1); 9202 and 9203 on 2024-03-05 (booked 1 of 2).
         "call_booking": {
-            (day("2024-03-04"),): {"inbound_calls": 1, "bookable_calls": 1, "booked_calls": 1, "booking_rate": 1 / 1},
-            (day("2024-03-05"),): {"inbound_calls": 2, "bookable_calls": 2, "booked_calls": 1, "booking_rate": 1 / 2},
+            (day("2024-03-04"),): {
+                "inbound_calls": 1,
+                "bookable_calls": 1,
+                "booked_calls": 1,
+                "abandoned_calls": 0,
+                "booking_rate": 1 / 1,
+                "missed_call_rate": 0 / 1,
+            },
+            (day("2024-03-05"),): {
+                "inbound_calls": 2,
+                "bookable_calls": 2,
+                "booked_calls": 1,
+                "abandoned_calls": 0,
+                "booking_rate": 1 / 2,
+                "missed_call_rate": 0 / 2,
+            },
         },
     }
     assert (completed_on, got) == (datetime(2024, 3, 3, 23, 59, 59, 999000, tzinfo=UTC), expected)

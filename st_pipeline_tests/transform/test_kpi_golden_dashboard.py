@@ -32,6 +32,7 @@ from st_pipeline.warehouse.tables import raw_table
 from st_pipeline_tests.support import prepared_warehouse
 from st_pipeline_tests.transform.test_kpi_golden import (
     AS_OF,
+    CREATED,
     TENANT,
     TENANT_RECORDS,
     assert_types,
@@ -53,19 +54,67 @@ D = Decimal
 DASHBOARD_TENANT = 7101
 
 
+def with_fields(record: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {**record, **fields}
+
+
 def canceled_job(job_id: int, changed: str) -> dict[str, Any]:
     record = job(job_id, 2001, 10, 302, None, status="Canceled")
     record["modifiedOn"] = changed
     return record
 
 
+RADIO = {"id": 31, "name": "Radio"}
+
+
+def pay(item_id: int, job_id: int, amount: str, kind: str = "TimesheetTime", active: bool = True) -> dict[str, Any]:
+    return rec(
+        item_id,
+        active,
+        employeeId=101,
+        employeeType="Technician",
+        grossPayItemType=kind,
+        paidTimeType="Regular",
+        jobId=job_id,
+        amount=amount,
+        date="2024-03-02T00:00:00Z",
+    )
+
+
+def purchase_order(order_id: int, job_id: int, total: str, status: str) -> dict[str, Any]:
+    return {
+        "id": order_id,
+        "number": f"PO{order_id}",
+        "status": status,
+        "jobId": job_id,
+        "total": total,
+        "tax": "0.00",
+        "shipping": "0.00",
+        "date": "2024-03-01T00:00:00Z",
+        "createdOn": CREATED,
+        "modifiedOn": CREATED,
+    }
+
+
+def bill(bill_id: int, job_id: int, amount: str, purchase_order: int | None = None) -> dict[str, Any]:
+    return {
+        "id": bill_id,
+        "jobId": job_id,
+        "purchaseOrderId": purchase_order,
+        "billAmount": amount,
+        "billDate": "2024-03-10T00:00:00Z",
+        "createdOn": CREATED,
+        "modifiedOn": CREATED,
+    }
+
+
 DASHBOARD_RECORDS: dict[str, list[dict[str, Any]]] = {
     "settings/business-units": [rec(10, name="HVAC Service")],
     "jpm/job-types": [rec(302, name="Maintenance", soldThreshold=0.0, noCharge=False)],
     "jpm/jobs": [
-        job(5001, 2001, 10, 302, "2024-03-01T10:00:00Z"),
-        job(5002, 2001, 10, 302, "2024-03-02T10:00:00Z"),
-        job(5003, 2001, 10, 302, "2024-03-02T11:00:00Z"),
+        with_fields(job(5001, 2001, 10, 302, "2024-03-01T10:00:00Z"), campaignId=31),
+        with_fields(job(5002, 2001, 10, 302, "2024-03-02T10:00:00Z"), campaignId=31),
+        with_fields(job(5003, 2001, 10, 302, "2024-03-02T11:00:00Z"), warrantyId=77),  # a warranty job
         canceled_job(5004, "2024-04-10T09:00:00Z"),  # changed since; canceled on 03-02 (its log)
         job(5005, 2001, 10, 302, "2024-04-05T10:00:00Z"),
         job(5006, 2001, 10, 302, "2024-04-05T11:00:00Z"),
@@ -85,7 +134,7 @@ DASHBOARD_RECORDS: dict[str, list[dict[str, Any]]] = {
             job=5002,
             bu=10,
             day="2024-03-02T12:00:00Z",
-            items=[item(70021, "300.00", 10)],
+            items=[with_fields(item(70021, "300.00", 10, kind="Material"), cost="120.00", totalCost="120.00")],
             sub_total="300.00",
             balance="100.00",
         ),
@@ -136,10 +185,28 @@ DASHBOARD_RECORDS: dict[str, list[dict[str, Any]]] = {
         }
     ],
     "telecom/calls": [
-        call(9601, "2024-03-02T09:00:00Z", "Unbooked"),
+        with_fields(call(9601, "2024-03-02T09:00:00Z", "Unbooked"), campaign=RADIO),
         call(9602, "2024-03-02T10:00:00Z", "Unbooked"),
-        call(9603, "2024-03-02T11:00:00Z", "Booked", job_id=5002),
+        with_fields(call(9603, "2024-03-02T11:00:00Z", "Booked", job_id=5002), campaign=RADIO),
     ],
+    "payroll/gross-pay-items": [
+        pay(5801, 5001, "40.00"),
+        pay(5802, 5002, "80.00"),
+        pay(5803, 5002, "6.00", kind="InvoiceRelatedBonus"),
+        pay(5804, 5002, "99.00", active=False),  # voided: not a cost
+        pay(5805, 5003, "25.00"),
+    ],
+    "inventory/purchase-orders": [
+        purchase_order(5701, 5002, "130.00", "Received"),
+        purchase_order(5702, 5002, "999.00", "Canceled"),
+    ],
+    "accounting/ap-bills": [bill(5711, 5002, "130.00", purchase_order=5701), bill(5712, 5001, "15.00")],
+    "marketing/campaigns": [rec(31, name="Radio", category=None, source=None, medium=None, isDefaultCampaign=False)],
+    "marketing/costs": [
+        {"id": 5601, "campaignId": 31, "year": 2024, "month": 2, "dailyCost": 10.0},  # a leap February
+        {"id": 5602, "campaignId": 31, "year": 2024, "month": 4, "dailyCost": 5.0},
+    ],
+    "crm/leads": [with_fields(rec(5501, status="Open", campaignId=31), createdOn="2024-03-02T08:00:00Z")],
 }
 
 
@@ -309,3 +376,85 @@ def test_incremental_builds_that_move_facts_equal_full_builds(tmp_path: Path, ti
     assert after["technician_performance"][(day("2024-03-01"), 101, 10)]["revenue"] == D("87.50")  # 350 × 25 %
     assert after != before
     assert after == full
+
+
+def test_job_costing(dashboard: sa.Engine) -> None:
+    """Revenue against labour, materials at cost and other bills, per completion day and BU."""
+    rows = mart_rows(dashboard, "job_costing", DASHBOARD_TENANT)
+    money = (
+        "revenue",
+        "labour_cost",
+        "materials_cost",
+        "other_bill_cost",
+        "purchased",
+        "warranty_cost",
+        "gross_margin",
+    )
+    assert_types(rows, money, ("completed_jobs",), ("gross_margin_rate", "warranty_cost_share"))
+
+    def row(jobs: int, revenue: str, labour: str, materials: str, other: str, purchased: str, warranty: str) -> dict:
+        margin = D(revenue) - D(labour) - D(materials) - D(other)
+        return {
+            "completed_jobs": jobs,
+            "revenue": D(revenue),
+            "labour_cost": D(labour),
+            "materials_cost": D(materials),
+            "other_bill_cost": D(other),
+            "purchased": D(purchased),
+            "warranty_cost": D(warranty),
+            "gross_margin": margin,
+            "gross_margin_rate": float(margin / D(revenue)),
+            "warranty_cost_share": float(D(warranty) / D(revenue)),
+        }
+
+    assert rows == {
+        # J1: 100.00 revenue; labour 40.00; its service item costs 0; bill 5712 (15.00, no purchase order).
+        # Margin 100 - 40 - 0 - 15 = 45.00.
+        (day("2024-03-01"), 10): row(1, "100.00", "40.00", "0", "15.00", "0", "0"),
+        # J2: 300.00; labour 80.00 + 6.00 bonus (the voided 99.00 left out); its material at cost 120.00;
+        # PO 5701 (130.00) is shown as purchased, its bill 5711 is for that PO, the canceled PO left out.
+        # J3 (a warranty job): labour 25.00 → warranty cost 25.00. Margin 300 - 111 - 120 - 0 = 69.00.
+        (day("2024-03-02"), 10): row(2, "300.00", "111.00", "120.00", "0", "130.00", "25.00"),
+        # J5 60.00 and J6 nothing, no costs.
+        (day("2024-04-05"), 10): row(2, "60.00", "0", "0", "0", "0", "0"),
+    }
+
+
+def test_marketing_roi(dashboard: sa.Engine) -> None:
+    """Calls, leads, booked and completed jobs, revenue and daily cost per day and campaign."""
+    rows = mart_rows(dashboard, "marketing_roi", DASHBOARD_TENANT)
+    assert_types(
+        rows,
+        ("revenue", "cost", "cost_per_lead", "cost_per_booked_job"),
+        ("calls", "booked_calls", "leads", "booked_jobs", "completed_jobs"),
+        ("return_on_spend",),
+    )
+    measures = ("calls", "booked_calls", "leads", "booked_jobs", "completed_jobs")
+
+    def row(revenue: str = "0", cost: str = "0", **counts: int) -> dict[str, Any]:
+        figures: dict[str, Any] = {m: counts.get(m, 0) for m in measures}
+        spent, earned = D(cost), D(revenue)
+        return {
+            **figures,
+            "revenue": earned,
+            "cost": spent,
+            "cost_per_lead": spent / figures["leads"] if figures["leads"] else None,
+            "cost_per_booked_job": spent / figures["booked_jobs"] if figures["booked_jobs"] else None,
+            "return_on_spend": float((earned - spent) / spent) if spent else None,
+        }
+
+    february = {(date(2024, 2, d), 31): row(cost="10.00") for d in range(1, 30)}  # 29 days in 2024
+    april = {(date(2024, 4, d), 31): row(cost="5.00") for d in range(1, 31)}
+    assert rows == {
+        **february,
+        **april,
+        # Every job was created on 2024-01-02 (CREATED): J1 and J2 for Radio, J3-J6 without a campaign.
+        (day("2024-01-02"), 31): row(booked_jobs=2),
+        (day("2024-01-02"), None): row(booked_jobs=4),
+        (day("2024-03-01"), 31): row("100.00", completed_jobs=1),  # J1
+        # Radio: calls 9601 (Unbooked) and 9603 (Booked), lead 5501, J2 completed (300.00).
+        (day("2024-03-02"), 31): row("300.00", calls=2, booked_calls=1, leads=1, completed_jobs=1),
+        (day("2024-03-02"), None): row(calls=1, completed_jobs=1),  # call 9602; J3 (no revenue)
+        # J5 and J6 (04-05) have no campaign.
+        (day("2024-04-05"), None): row("60.00", completed_jobs=2),
+    }
