@@ -131,6 +131,21 @@ def run_demo(*, port: int, scale: float) -> int:
     return 0 if all_equal else 1
 
 
+def _closed_datasets(engine: sa.Engine, before: int) -> list[sa.Row]:
+    """The sync log's closed rows after ``before``. The run creates tables while this reads: SQLite may
+    then report that the schema changed under the statement, which a second read does not meet."""
+    log = sync_log_table.c
+    query = sa.select(sync_log_table).where(log.log_id > before, log.status != RUNNING).order_by(log.ended_at)
+    for attempt in range(3):
+        try:
+            with engine.connect() as conn:
+                return list(conn.execute(query).all())
+        except sa.exc.OperationalError as exc:
+            if "schema has changed" not in str(exc) or attempt == 2:
+                raise
+    return []
+
+
 def _run_sync_job(engine: sa.Engine, log_path: Path) -> int:
     """The tenant's ``servicetitan_sync`` run, as a schedule would start it, with Dagster's own output in
     ``log_path``; each dataset is printed as the sync log closes it, then a summary."""
@@ -157,10 +172,7 @@ def _run_sync_job(engine: sa.Engine, log_path: Path) -> int:
         )
         while True:
             finished = run.poll() is not None  # read once more after the run ends
-            with engine.connect() as conn:
-                rows = conn.execute(
-                    sa.select(sync_log_table).where(log.log_id > before, log.status != RUNNING).order_by(log.ended_at)
-                ).all()
+            rows = _closed_datasets(engine, before)
             for row in rows:
                 if row.log_id not in shown:
                     shown.add(row.log_id)
