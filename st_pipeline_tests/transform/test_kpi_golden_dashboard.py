@@ -445,7 +445,7 @@ def test_marketing_roi(dashboard: sa.Engine) -> None:
 
     february = {(date(2024, 2, d), 31): row(cost="10.00") for d in range(1, 30)}  # 29 days in 2024
     april = {(date(2024, 4, d), 31): row(cost="5.00") for d in range(1, 31)}
-    assert rows == {
+    expected: dict[tuple[Any, ...], dict[str, Any]] = {
         **february,
         **april,
         # Every job was created on 2024-01-02 (CREATED): J1 and J2 for Radio, J3-J6 without a campaign.
@@ -458,3 +458,4 @@ def test_marketing_roi(dashboard: sa.Engine) -> None:
         # J5 and J6 (04-05) have no campaign.
         (day("2024-04-05"), None): row("60.00", completed_jobs=2),
     }
+    assert rows == expected
