@@ -300,16 +300,9 @@ def build_tenant(
         with engine.begin() as conn:
             _in_utc(conn)
             state = states.get(mart.table_name)
-            fingerprint = zoned_fingerprint(fingerprints[mart.name], zone)
-            new_day = (
-                mart.daily and state is not None and _as_utc(state.built_at).astimezone(ZoneInfo(zone)).date() != day
-            )
+            fingerprint = zoned_fingerprint(fingerprints[mart.name], zone, day if mart.daily else None)
             in_full = (
-                full
-                or state is None
-                or state.fingerprint != fingerprint
-                or new_day
-                or bool(rebuilt_in_full & set(mart.reads))
+                full or state is None or state.fingerprint != fingerprint or bool(rebuilt_in_full & set(mart.reads))
             )
             if not (in_full or changed & set(mart.reads)):
                 continue
@@ -334,10 +327,12 @@ def build_tenant(
     return result
 
 
-def zoned_fingerprint(fingerprint: str, time_zone: str) -> str:
-    """A mart's state fingerprint for a tenant: its definition's, and the tenant's time zone (a tenant
-    whose zone changed has every mart rebuilt in full, in its new calendar)."""
-    return f"{fingerprint}@{time_zone}"
+def zoned_fingerprint(fingerprint: str, time_zone: str, build_day: date | None = None) -> str:
+    """A mart's state fingerprint for a tenant: its definition's and the tenant's time zone (a tenant
+    whose zone changed has every mart rebuilt in full, in its new calendar), and for a ``daily`` mart
+    the build day it was built as of (its first build on another day is a full one)."""
+    zoned = f"{fingerprint}@{time_zone}"
+    return zoned if build_day is None else f"{zoned}#{build_day.isoformat()}"
 
 
 # The row of ``st_transform_state`` (tenant 0: no tenant) that records the shape of every hub and mart

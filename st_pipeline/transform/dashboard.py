@@ -19,7 +19,6 @@ from st_pipeline.transform.mart_parts import (
     JOB_LINKS,
     JOB_READS,
     TRAILING_DAYS,
-    EntityFinder,
     Expression,
     Link,
     M,
@@ -27,6 +26,7 @@ from st_pipeline.transform.mart_parts import (
     R,
     Scope,
     col,
+    exploded,
     hub_alias,
     is_converted,
     is_opportunity,
@@ -39,15 +39,6 @@ from st_pipeline.transform.types import sql_type
 
 # A payment counts as prompt cash when it comes within this many days of the invoice date.
 PROMPT_CASH_DAYS = 7
-
-
-def exploded(name: str, parent: str, column: str) -> EntityFinder:
-    """The entities are ``column`` of the rows of ``name`` exploded from the changed records (whose id
-    is their ``parent``): e.g. the invoices a changed payment was applied to."""
-    table = hub_alias(name, "x")
-    return lambda tenant_id, changed: sa.select(table.c[column]).where(
-        table.c.tenant_id == tenant_id, table.c[parent].in_(changed)
-    )
 
 
 def _cash_facts(scope: Scope) -> sa.Select[Any]:

@@ -254,6 +254,26 @@ def _days_between_pg(element: days_between, compiler: SQLCompiler, **kw: Any) ->
     return f"(({later})::date - ({earlier})::date)"
 
 
+class minutes_between(FunctionElement[Any]):  # noqa: N801
+    """Whole minutes from the second timestamp to the first (rounded; negative when the first is earlier)."""
+
+    name = "minutes_between"
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(minutes_between, "sqlite")
+def _minutes_between_sqlite(element: minutes_between, compiler: SQLCompiler, **kw: Any) -> str:
+    later, earlier = _args(element, compiler, **kw)
+    return f"CAST(ROUND((julianday({later}) - julianday({earlier})) * 1440) AS INTEGER)"
+
+
+@compiles(minutes_between, "postgresql")
+def _minutes_between_pg(element: minutes_between, compiler: SQLCompiler, **kw: Any) -> str:
+    later, earlier = _args(element, compiler, **kw)
+    return f"CAST(ROUND(EXTRACT(EPOCH FROM (({later}) - ({earlier}))) / 60) AS BIGINT)"
+
+
 class month_day(FunctionElement[Any]):  # noqa: N801
     """Day ``n`` (0-based) of a month given by year and month numbers, as a ``day`` value; NULL past the
     month's last day."""

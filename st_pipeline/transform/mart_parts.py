@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from st_pipeline.transform.expressions import calendar_day, live, ratio
+from st_pipeline.transform.expressions import as_day, calendar_day, live, ratio
 from st_pipeline.transform.hubs import hub
 from st_pipeline.transform.spec import Column, ColumnType
 from st_pipeline.transform.tables import hub_table
@@ -49,6 +49,10 @@ class Scope:
     def day(self, timestamp: Expression) -> Expression:
         """The tenant's local calendar day of a (UTC) timestamp."""
         return calendar_day(timestamp, self.time_zone)
+
+    def build_day(self) -> Expression:
+        """The build day (``as_of``) as a value of the ``day`` columns."""
+        return as_day(sa.literal(self.as_of, sa.Date()))
 
     def tenant(self, table: sa.FromClause) -> ColumnElement[bool]:
         return table.c.tenant_id == self.tenant_id
@@ -230,6 +234,15 @@ def pointing(name: str, column: str) -> EntityFinder:
     table = hub_alias(name, "p")
     return lambda tenant_id, changed: sa.select(table.c.id).where(
         table.c.tenant_id == tenant_id, table.c[column].in_(changed)
+    )
+
+
+def exploded(name: str, parent: str, column: str) -> EntityFinder:
+    """The entities are ``column`` of the rows of ``name`` exploded from the changed records (whose id
+    is their ``parent``): e.g. the invoices a changed payment was applied to."""
+    table = hub_alias(name, "x")
+    return lambda tenant_id, changed: sa.select(table.c[column]).where(
+        table.c.tenant_id == tenant_id, table.c[parent].in_(changed)
     )
 
 

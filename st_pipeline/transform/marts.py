@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from st_pipeline.transform.dashboard import DASHBOARD_MARTS
-from st_pipeline.transform.expressions import as_day, days_between, flag, live, money_per, money_share
+from st_pipeline.transform.expressions import days_between, flag, live, money_per, money_share
 from st_pipeline.transform.job_costing import JOB_COSTING
 from st_pipeline.transform.marketing import MARKETING_ROI
 from st_pipeline.transform.mart_parts import (
@@ -56,6 +56,8 @@ from st_pipeline.transform.mart_parts import (
     rate,
     through,
 )
+from st_pipeline.transform.membership_health import MEMBERSHIP_HEALTH
+from st_pipeline.transform.operations import TECHNICIAN_CAPACITY
 
 # Job completion → membership sale: the "within 30 days" variant of membership conversion.
 MEMBERSHIP_FOLLOW_UP_DAYS = 30
@@ -271,7 +273,7 @@ def _collections_facts(scope: Scope) -> sa.Select[Any]:
 
 def _receivables_facts(scope: Scope) -> sa.Select[Any]:
     i = hub_alias("invoices", "i")
-    as_of = as_day(sa.literal(scope.as_of, sa.Date()))
+    as_of = scope.build_day()
     age = days_between(as_of, scope.day(i.c.invoice_date))
     bucket = sa.case(
         *((age <= high, sa.literal(label)) for _low, high, label in AGING_BUCKETS if high is not None),
@@ -485,6 +487,8 @@ MARTS: tuple[Mart, ...] = (
     *DASHBOARD_MARTS,
     JOB_COSTING,
     MARKETING_ROI,
+    TECHNICIAN_CAPACITY,
+    MEMBERSHIP_HEALTH,
 )
 
 MARTS_BY_NAME = {mart.name: mart for mart in MARTS}

@@ -359,7 +359,7 @@ def test_incremental_builds_that_move_facts_equal_full_builds(tmp_path: Path, ti
     finally:
         engine.dispose()
     modes = {m.table: m.mode for m in incremental.marts}
-    # The changes reached these marts incrementally (receivables are daily: rebuilt in full anyway).
+    # The changes reached these marts incrementally.
     for name in (
         "job_conversion",
         "technician_performance",
