@@ -76,6 +76,20 @@ def _all_checks_pass(engine: sa.Engine) -> None:
                 assert verdict.passed, (mart.table_name, verdict)
 
 
+def _active_members(memberships: list[dict], day: str) -> int:
+    """Memberships active at the end of ``day`` (ISO): started by then, and neither canceled nor at
+    their ``to`` day yet (every simulated Canceled membership has its cancellation date)."""
+    active = 0
+    for membership in memberships:
+        if not membership["active"] or membership["from"][:10] > day:
+            continue
+        ends = [membership["to"][:10]] if membership["to"] else []
+        if membership["status"] == "Canceled":
+            ends.append(membership["cancellationDate"][:10])
+        active += not ends or min(ends) > day
+    return active
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path, fresh_postgres: Callable[[], str]) -> str:
     return f"sqlite:///{tmp_path / 'warehouse.db'}" if request.param == "sqlite" else fresh_postgres()
@@ -119,6 +133,23 @@ def test_hubs_reconcile_marts_are_real_and_incremental_equals_full(sim: Simulato
                 {"t": TENANT.tenant_id},
             ).scalar_one()
             assert open_balance > 0
+            booked, available = conn.execute(
+                sa.text(
+                    "SELECT sum(booked_minutes), sum(available_minutes) FROM mart_technician_capacity "
+                    "WHERE tenant_id = :t"
+                ),
+                {"t": TENANT.tenant_id},
+            ).one()
+            assert 0 < booked < available  # shifts cover the days' visits
+            active_by_day = conn.execute(
+                sa.text("SELECT day, active_members FROM mart_membership_health WHERE tenant_id = :t"),
+                {"t": TENANT.tenant_id},
+            ).all()
+        memberships = sim.ground_truth(TENANT.tenant_id, "memberships/memberships")
+        assert {str(day)[:10]: active for day, active in active_by_day} == {
+            str(day)[:10]: _active_members(memberships, str(day)[:10]) for day, _ in active_by_day
+        }
+        assert max(active for _, active in active_by_day) > 10
 
         # Nothing changed: nothing is rebuilt.
         unchanged = build_tenant(engine, TENANT.tenant_id, "build-2")
