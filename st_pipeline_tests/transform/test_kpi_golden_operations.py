@@ -273,6 +273,9 @@ def test_incremental_builds_of_operations_and_membership_health_equal_full_build
         after = {name: mart_rows(engine, name, OPERATIONS_TENANT) for name in names}
         build_tenant(engine, OPERATIONS_TENANT, "full", as_of=AS_OF, full=True)
         full = {name: mart_rows(engine, name, OPERATIONS_TENANT) for name in names}
+        # Nothing changed, but a build as of a later day rebuilds the daily marts: 8105 (from 04-20) is new.
+        next_week = build_tenant(engine, OPERATIONS_TENANT, "next-week", as_of=date(2024, 4, 25))
+        later_health = mart_rows(engine, "membership_health", OPERATIONS_TENANT)
     finally:
         engine.dispose()
     modes = {m.table: m.mode for m in incremental.marts}
@@ -285,3 +288,8 @@ def test_incremental_builds_of_operations_and_membership_health_equal_full_build
     assert health[(day("2024-03-31"),)]["active_members"] == 1  # 8106 only: 8101 canceled on 03-20
     assert health[(day("2024-03-01"),)]["service_events_won"] == 2
     assert after == full
+    assert {m.table: m.mode for m in next_week.marts} == {
+        "mart_accounts_receivable": "full",
+        "mart_membership_health": "full",
+    }
+    assert later_health[(day("2024-04-20"),)]["new_memberships"] == 1
