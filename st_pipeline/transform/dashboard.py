@@ -31,11 +31,12 @@ from st_pipeline.transform.mart_parts import (
     is_converted,
     is_opportunity,
     job_facts,
+    no_money,
     one,
     own,
     rate,
+    zero,
 )
-from st_pipeline.transform.types import sql_type
 
 # A payment counts as prompt cash when it comes within this many days of the invoice date.
 PROMPT_CASH_DAYS = 7
@@ -80,17 +81,15 @@ def _missed_facts(scope: Scope) -> sa.Select[Any]:
     revenue (the basis of the trailing average ticket). Entities are calls and jobs (ids may meet:
     recomputing both kinds for one id is harmless)."""
     c, j, f = hub_alias("calls", "c"), hub_alias("jobs", "j"), job_facts(scope).subquery("f")
-    zero = sa.literal(0, sa.BigInteger())
-    no_money = sa.literal(0, sql_type(M))
     calls = sa.select(
         c.c.id.label("entity_id"),
         scope.day(c.c.created_on).label("day"),
         one().label("unbooked_calls"),
-        zero.label("completed_jobs"),
-        zero.label("unconverted_jobs"),
-        zero.label("canceled_jobs"),
-        zero.label("jobs_with_revenue"),
-        no_money.label("revenue"),
+        zero().label("completed_jobs"),
+        zero().label("unconverted_jobs"),
+        zero().label("canceled_jobs"),
+        zero().label("jobs_with_revenue"),
+        no_money().label("revenue"),
     ).where(
         scope.tenant(c),
         live(c),
@@ -102,10 +101,10 @@ def _missed_facts(scope: Scope) -> sa.Select[Any]:
     completed = sa.select(
         f.c.job_id,
         f.c.day,
-        zero,
+        zero(),
         one(),
         flag(sa.and_(is_opportunity(f), sa.not_(is_converted(f)))),
-        zero,
+        zero(),
         flag(f.c.revenue > 0),
         f.c.revenue,
     )
@@ -116,22 +115,25 @@ def _missed_facts(scope: Scope) -> sa.Select[Any]:
         .scalar_subquery()
     )
     canceled_on = sa.func.coalesce(logged, j.c.modified_on)
-    canceled = sa.select(j.c.id, scope.day(canceled_on), zero, zero, zero, one(), zero, no_money).where(
+    canceled = sa.select(j.c.id, scope.day(canceled_on), zero(), zero(), zero(), one(), zero(), no_money()).where(
         scope.tenant(j), live(j), j.c.job_status == "Canceled", canceled_on.is_not(None), scope.chosen(j.c.id)
     )
     return sa.select(sa.union_all(calls, completed, canceled).subquery("missed"))
 
 
-def _missed(count: str) -> Any:
+def _average_ticket(window: Mapping[str, Expression]) -> Expression:
+    """The trailing average ticket: the window's revenue per job with revenue."""
+    return money_per(window["revenue"], window["jobs_with_revenue"])
+
+
+def _missed(*counts: str) -> Any:
+    """The row's ``counts`` valued at the trailing average ticket."""
+
     def compute(row: Mapping[str, Expression], window: Mapping[str, Expression]) -> Expression:
-        return row[count] * money_per(window["revenue"], window["jobs_with_revenue"])
+        lost = sum((row[count] for count in counts[1:]), row[counts[0]])
+        return lost * _average_ticket(window)
 
     return compute
-
-
-def _missed_total(row: Mapping[str, Expression], window: Mapping[str, Expression]) -> Expression:
-    lost = row["unbooked_calls"] + row["unconverted_jobs"] + row["canceled_jobs"]
-    return lost * money_per(window["revenue"], window["jobs_with_revenue"])
 
 
 DASHBOARD_MARTS: tuple[Mart, ...] = (
@@ -181,12 +183,12 @@ DASHBOARD_MARTS: tuple[Mart, ...] = (
         trailing=(
             (
                 col("trailing_average_ticket", M),
-                lambda row, window: money_per(window["revenue"], window["jobs_with_revenue"]),
+                lambda row, window: _average_ticket(window),
             ),
             (col("missed_call_revenue", M), _missed("unbooked_calls")),
             (col("missed_opportunity_revenue", M), _missed("unconverted_jobs")),
             (col("missed_canceled_revenue", M), _missed("canceled_jobs")),
-            (col("missed_revenue", M), _missed_total),
+            (col("missed_revenue", M), _missed("unbooked_calls", "unconverted_jobs", "canceled_jobs")),
         ),
         reads=(*JOB_READS, "hub_calls", "hub_job_canceled_logs"),
         facts=_missed_facts,

@@ -20,18 +20,18 @@ from st_pipeline.transform.mart_parts import (
     col,
     hub_alias,
     job_facts,
+    no_money,
     one,
     own,
+    zero,
 )
-from st_pipeline.transform.types import sql_type
 
 _MEASURES = ("calls", "booked_calls", "leads", "booked_jobs", "completed_jobs", "revenue", "cost")
 
 
 def _row(entity: Any, day: Any, campaign: Any, **values: Any) -> list[Any]:
     """A facts row: the entity, day and campaign, then every measure (0 unless given)."""
-    zero, no_money = sa.literal(0, sa.BigInteger()), sa.literal(0, sql_type(M))
-    measures = [values.get(m, no_money if m in ("revenue", "cost") else zero).label(m) for m in _MEASURES]
+    measures = [values.get(m, no_money() if m in ("revenue", "cost") else zero()).label(m) for m in _MEASURES]
     return [entity.label("entity_id"), day.label("day"), campaign.label("campaign_id"), *measures]
 
 

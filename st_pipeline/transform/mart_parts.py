@@ -18,6 +18,7 @@ from st_pipeline.transform.expressions import as_day, calendar_day, live, ratio
 from st_pipeline.transform.hubs import hub
 from st_pipeline.transform.spec import Column, ColumnType
 from st_pipeline.transform.tables import hub_table
+from st_pipeline.transform.types import sql_type
 
 T, INT, M, D, R, DAY = (
     ColumnType.TEXT,
@@ -137,6 +138,16 @@ def hub_alias(name: str, alias: str) -> sa.FromClause:
 
 def one() -> Expression:
     return sa.literal_column("1")
+
+
+def zero() -> Expression:
+    """A count of 0, for a union's rows that do not count a measure."""
+    return sa.literal(0, sa.BigInteger())
+
+
+def no_money() -> Expression:
+    """An amount of 0, typed as money, for a union's rows that do not carry an amount."""
+    return sa.literal(0, sql_type(M))
 
 
 def is_completed(jobs: sa.FromClause) -> ColumnElement[bool]:

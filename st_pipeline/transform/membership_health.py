@@ -28,11 +28,11 @@ from st_pipeline.transform.mart_parts import (
     one,
     own,
     rate,
+    zero,
 )
 
 CANCELED, EXPIRED = "Canceled", "Expired"
 WON, DISMISSED = "Won", "Dismissed"
-_ZERO = sa.literal(0, sa.BigInteger())
 _NAMES = (
     "entity_id",
     "day",
@@ -81,19 +81,19 @@ def _health_facts(scope: Scope) -> sa.Select[Any]:
     ends = sa.case((by_cancellation, md.c.canceled), else_=md.c.expires)
     end_day = sa.case((ends < md.c.start, md.c.start), else_=ends)  # never before it started
     started = sa.select(
-        *(value.label(name) for value, name in zip((md.c.id, md.c.start, one(), *[_ZERO] * 5), _NAMES, strict=True))
+        *(value.label(name) for value, name in zip((md.c.id, md.c.start, one(), *[zero()] * 5), _NAMES, strict=True))
     ).where(md.c.start <= build_day)
     ended = sa.select(
-        md.c.id, end_day, _ZERO, flag(by_cancellation), flag(sa.not_(by_cancellation)), _ZERO, _ZERO, _ZERO
+        md.c.id, end_day, zero(), flag(by_cancellation), flag(sa.not_(by_cancellation)), zero(), zero(), zero()
     ).where(ends.is_not(None), end_day <= build_day)
     e = hub_alias("recurring_service_events", "e")
     event_day = scope.day(e.c.event_date)
     events = sa.select(
         e.c.id,
         event_day,
-        _ZERO,
-        _ZERO,
-        _ZERO,
+        zero(),
+        zero(),
+        zero(),
         one(),
         flag(e.c.status == WON),
         flag(e.c.status == DISMISSED),

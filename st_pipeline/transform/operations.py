@@ -25,6 +25,7 @@ from st_pipeline.transform.mart_parts import (
     one,
     own,
     pointing,
+    zero,
 )
 
 # A shift of this type is time a technician can be booked; the other types are shown apart.
@@ -44,7 +45,6 @@ def _shift_facts(scope: Scope) -> sa.Select[Any]:
     def of_type(kind: str) -> Expression:
         return sa.case((s.c.shift_type == kind, minutes), else_=0)
 
-    zero = sa.literal(0, sa.BigInteger())
     return sa.select(
         s.c.id.label("entity_id"),
         scope.day(s.c.start_at).label("day"),
@@ -52,8 +52,8 @@ def _shift_facts(scope: Scope) -> sa.Select[Any]:
         of_type(AVAILABLE_SHIFT).label("available_minutes"),
         of_type(ON_CALL_SHIFT).label("on_call_minutes"),
         of_type(TIME_OFF_SHIFT).label("time_off_minutes"),
-        zero.label("appointments"),
-        zero.label("booked_minutes"),
+        zero().label("appointments"),
+        zero().label("booked_minutes"),
     ).where(
         scope.tenant(s),
         live(s),
@@ -68,15 +68,14 @@ def _booking_facts(scope: Scope) -> sa.Select[Any]:
     """One row per live assignment of a technician to an appointment that is not canceled, on the
     appointment's day: the appointment's scheduled minutes."""
     a, ap = hub_alias("appointment_assignments", "a"), hub_alias("appointments", "ap")
-    zero = sa.literal(0, sa.BigInteger())
     return (
         sa.select(
             a.c.id,
             scope.day(ap.c.start_at),
             a.c.technician_id,
-            zero,
-            zero,
-            zero,
+            zero(),
+            zero(),
+            zero(),
             one(),
             _minutes(ap.c.start_at, ap.c.end_at),
         )
