@@ -22,6 +22,7 @@ from pydantic import Field, PrivateAttr
 from st_pipeline.servicetitan.auth import TenantCredentials
 from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
 from st_pipeline.servicetitan.ratelimit import DEFAULT_REQUESTS_PER_SECOND
+from st_pipeline.servicetitan.reports import REPORT_REQUESTS_PER_WINDOW, REPORT_WINDOW_S
 from st_pipeline.servicetitan.resilience import RetryPolicy
 from st_pipeline.settings import Settings, load_settings
 from st_pipeline.sync.extract import DEFAULT_CONCURRENCY
@@ -87,6 +88,19 @@ class ServiceTitanResource(dg.ConfigurableResource):
         le=86_400,
         description="Seconds of 429 pauses one dataset may be asked for in one run; throttling within it is "
         "pacing, not failure (no retry attempts used), past it the dataset resumes next run.",
+    )
+
+    report_requests_per_window: int = Field(
+        default=REPORT_REQUESTS_PER_WINDOW,
+        ge=1,
+        le=REPORT_REQUESTS_PER_WINDOW,
+        description="Data requests of one report per tenant and report window, at most ServiceTitan's published 5.",
+    )
+    report_window_s: float = Field(
+        default=REPORT_WINDOW_S,
+        gt=0,
+        le=600,
+        description="The window of report_requests_per_window, in seconds (ServiceTitan's: a minute).",
     )
 
     def client(self, credentials: TenantCredentials, settings: Settings | None = None) -> ServiceTitanClient:

@@ -219,10 +219,17 @@ class ServiceTitanClient:
     def _cancellable_sleep(self, seconds: float) -> None:
         self._cancelled.wait(seconds)
 
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (less if the run stops), as the client waits between retries."""
+        self._sleep(seconds)
+
     # -- requests -------------------------------------------------------------------------
 
-    def request(self, endpoint: Endpoint, params: dict[str, Any] | None = None) -> tuple[Any, bool]:
-        """GET an endpoint of this tenant; returns the decoded body and whether its records are valid.
+    def request(
+        self, endpoint: Endpoint, params: dict[str, Any] | None = None, *, body: Any = None
+    ) -> tuple[Any, bool]:
+        """GET an endpoint of this tenant (POST ``body`` as JSON when given: report data); returns the
+        decoded body and whether its records are valid.
 
         Paced by the shared rate limiter. A 429 asking for a wait within ``max_retry_after_s`` is
         pacing: the request waits and goes again, within the dataset's ``throttle_budget_s``. 5xx,
@@ -245,7 +252,7 @@ class ServiceTitanClient:
             # thread fetched a while ago may have been revoked since, which says nothing of the credentials.
             token = self.tokens.token(issued_after=self._clock() if refusals else None)
             try:
-                result = self._attempt(endpoint, url, params, token, sent_at)
+                result = self._attempt(endpoint, url, params, token, sent_at, body)
             except _Unauthorized as refusal:
                 refusals += 1
                 if refusals > _FRESH_TOKENS_PER_REQUEST:
@@ -304,7 +311,7 @@ class ServiceTitanClient:
         )
 
     def _attempt(
-        self, endpoint: Endpoint, url: str, params: dict[str, Any] | None, token: str, sent_at: float
+        self, endpoint: Endpoint, url: str, params: dict[str, Any] | None, token: str, sent_at: float, body: Any
     ) -> tuple[Any, bool]:
         headers = {"ST-App-Key": self.settings.app_key.get_secret_value(), "Authorization": f"Bearer {token}"}
         where: ErrorContext = {"tenant_id": self.tenant_id, "endpoint": endpoint.path}
@@ -312,7 +319,10 @@ class ServiceTitanClient:
         self.stats.add(SyncCounters(requests=1), endpoint)
         try:
             with request_deadline(options.request_deadline_s) as deadline:
-                with self._http.stream("GET", url, params=params, headers=headers) as response:
+                method, content_in = ("GET", None) if body is None else ("POST", orjson.dumps(body))
+                if content_in is not None:
+                    headers["Content-Type"] = "application/json"
+                with self._http.stream(method, url, params=params, headers=headers, content=content_in) as response:
                     status, response_headers = response.status_code, response.headers
                     content = read_limited(response, options.max_response_bytes)
         except ResponseTooLarge as exc:
