@@ -14,8 +14,10 @@ The registry and warehouse resources open their database once per run or sensor 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
 import warnings
+from collections.abc import Sequence
 
 import dagster as dg
+import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
@@ -182,6 +184,21 @@ class WarehouseResource(dg.ConfigurableResource):
         except SchemaOutOfDateError as exc:
             raise dg.Failure(str(exc)) from None
         return engine, name
+
+    def frame(self, table_name: str, tenant_id: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One tenant's rows of a hub table (``hub_jobs``) or mart (``mart_job_conversion``) as a DataFrame,
+        for an asset built on ours (``transform.frames.read_frame``).
+
+        Each column's dtype follows its declared type: ``Int64``, ``string``, ``boolean``, timestamps
+        as ``datetime64[ns, UTC]``, days as ``datetime64[ns]``, rates and other decimals as
+        ``float64``, and money as ``object`` columns of ``decimal.Decimal``, exact. ``columns`` picks
+        some columns (default: all). A name that is no hub table or mart raises ``UnknownTableError``
+        (a ValueError) listing those there are; a table not built yet raises ``TableNotBuiltError``
+        (a LookupError) naming the asset to materialize.
+        """
+        from st_pipeline.transform.frames import read_frame
+
+        return read_frame(self.engine(), table_name, tenant_id, columns)
 
 
 def process_cpu_s() -> float:
