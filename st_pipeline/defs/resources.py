@@ -15,9 +15,9 @@ The registry and warehouse resources open their database once per run or sensor 
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field, PrivateAttr
 
@@ -30,6 +30,9 @@ from st_pipeline.sync.extract import DEFAULT_CONCURRENCY
 from st_pipeline.tenants.endpoint_selection import EndpointSelection
 from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline.warehouse.engine import create_warehouse_engine
+
+if TYPE_CHECKING:  # pandas is imported by the assets that read frames, not by every run
+    import pandas as pd
 
 
 class ServiceTitanResource(dg.ConfigurableResource):
@@ -185,7 +188,7 @@ class WarehouseResource(dg.ConfigurableResource):
             raise dg.Failure(str(exc)) from None
         return engine, name
 
-    def frame(self, table_name: str, tenant_id: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    def frame(self, table_name: str, tenant_id: int, columns: Sequence[str] | None = None) -> "pd.DataFrame":
         """One tenant's rows of a hub table (``hub_jobs``) or mart (``mart_job_conversion``) as a DataFrame,
         for an asset built on ours (``transform.frames.read_frame``).
 
