@@ -24,9 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 
 from st_pipeline.transform.hubs import HUB_TABLES, HUBS_BY_NAME
@@ -34,6 +33,9 @@ from st_pipeline.transform.mart_build import mart_table
 from st_pipeline.transform.marts import MARTS, MARTS_BY_NAME
 from st_pipeline.transform.spec import BOOKKEEPING_COLUMNS, ColumnType
 from st_pipeline.transform.tables import hub_table
+
+if TYPE_CHECKING:  # imported when a frame is read: the table lookups (``built_table``) do without it
+    import pandas as pd
 
 # The dtype of each declared column type (see the module's docstring).
 DTYPES: dict[ColumnType, str] = {
@@ -134,6 +136,8 @@ def read_frame(
     those there are; ``TableNotBuiltError`` (a LookupError) for a table not built in this warehouse
     yet, naming the asset to materialize; ValueError for a column the table does not have.
     """
+    import pandas as pd
+
     if isinstance(connectable, sa.Engine):
         with connectable.connect() as conn:
             return read_frame(conn, table_name, tenant_id, columns)
@@ -155,6 +159,8 @@ def read_frame(
 
 
 def _series(table: FrameTable, name: str, values: list[Any]) -> pd.Series:
+    import pandas as pd
+
     kind = table.types[name]
     dtype: Any = DTYPES[kind]  # (pandas' annotations take dtypes as literals)
     if kind is ColumnType.MONEY:
