@@ -226,7 +226,7 @@ def _print_counts(engine: sa.Engine, datasets: list[Dataset], expected: dict[str
 def _print_models(engine: sa.Engine) -> None:
     """Hub table row counts and a few KPI figures of the demo tenant, as the run left them."""
     from st_pipeline.transform.hubs import HUB_TABLES
-    from st_pipeline.transform.kpis import headline_kpis
+    from st_pipeline.transform.kpis import headline_kpis, kpi_table
     from st_pipeline.transform.tables import hub_table
 
     print(f"\nhub tables (tenant {DEMO_TENANT_ID}):")
@@ -238,5 +238,5 @@ def _print_models(engine: sa.Engine) -> None:
             ).scalar_one()
             print(f"  {spec.table_name:34} {rows:>8}")
         print("\nKPIs (all days of the simulator's history):")
-        for label, value in headline_kpis(conn, DEMO_TENANT_ID).items():
-            print(f"  {label:34} {value}")
+        for line in kpi_table(headline_kpis(conn, DEMO_TENANT_ID)):
+            print(f"  {line}")

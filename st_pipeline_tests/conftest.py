@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from st_pipeline.servicetitan.catalogue import CORE_DATASETS
+from st_pipeline.servicetitan.catalogue import CORE_DATASETS, load_catalogue
 from st_pipeline.settings import Settings
 from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.crypto import generate_key
@@ -124,6 +124,42 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def built_warehouse(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
+    """The URL of a warehouse of a kind (``sqlite``, ``postgresql``) holding the shared simulator's two
+    tenants, synced, with their hub tables and marts built; each made on first use and shared by the
+    session (read-only use)."""
+    from st_pipeline.transform.hubs import source_datasets
+    from st_pipeline_tests.support import prepared_warehouse, sync_and_build
+
+    urls: dict[str, str] = {}
+    databases: list[str] = []
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+    def url_of(kind: str) -> str:
+        if kind not in urls:
+            if kind == "sqlite":
+                url = f"sqlite:///{tmp_path_factory.mktemp('built') / 'warehouse.db'}"
+            else:
+                databases.append(f"st_pipeline_test_{uuid.uuid4().hex[:12]}")
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'CREATE DATABASE "{databases[-1]}"'))
+                url = admin.url.set(database=databases[-1]).render_as_string(hide_password=False)
+            engine = prepared_warehouse(url, [load_catalogue().dataset(key) for key in source_datasets()])
+            try:
+                sync_and_build(simulator, engine, TENANT_A, TENANT_B)
+            finally:
+                engine.dispose()
+            urls[kind] = url
+        return urls[kind]
+
+    yield url_of
+    with admin.connect() as conn:
+        for name in databases:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture()

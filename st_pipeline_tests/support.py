@@ -285,6 +285,25 @@ def prepared_warehouse(url: str, datasets: list[Dataset]) -> sa.Engine:
     return engine
 
 
+def sync_and_build(simulator: Simulator, engine: sa.Engine, *tenants: SimulatedTenant) -> None:
+    """Sync each tenant's hub sources from ``simulator`` into ``engine``, then build its hub tables and marts."""
+    from st_pipeline.servicetitan.auth import TenantCredentials
+    from st_pipeline.servicetitan.client import ClientOptions, ServiceTitanClient
+    from st_pipeline.servicetitan.settings import ApiSettings
+    from st_pipeline.sync.extract import sync_tenant
+    from st_pipeline.transform.build import build_tenant
+    from st_pipeline.transform.hubs import source_datasets
+
+    datasets = [load_catalogue().dataset(key) for key in source_datasets()]
+    api = ApiSettings(api_url=simulator.url, auth_url=simulator.auth_url, app_key=SecretStr(simulator.config.app_key))
+    for tenant in tenants:
+        credentials = TenantCredentials(tenant.tenant_id, tenant.client_id, SecretStr(tenant.client_secret))
+        with ServiceTitanClient(api, credentials, options=ClientOptions(requests_per_second=1000)) as client:
+            results = list(sync_tenant(client, engine, datasets, run_id=f"sync-{tenant.tenant_id}"))
+        assert all(r.succeeded for r in results), [str(r.error) for r in results if not r.succeeded]
+        build_tenant(engine, tenant.tenant_id, f"build-{tenant.tenant_id}")
+
+
 class TrapListener:
     """A TCP listener on 127.0.0.1 that records every connection and what it was sent.
 

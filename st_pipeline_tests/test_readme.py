@@ -1,17 +1,24 @@
-"""The README's generated sections are what the code reports now (``make readme`` rewrites them)."""
+"""The README's generated sections are what the code reports now (``make readme`` rewrites them), and its
+example of an asset on ours runs and computes what SQL computes."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from st_pipeline.cli import main as st_pipeline
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import Settings
+from st_pipeline_tests.conftest import TENANT_A
+from st_pipeline_tests.support import deployment
 from tools.readme import generate
 from tools.readme.markdown import (
     BEGIN_MARKER,
@@ -92,6 +99,66 @@ def test_the_cli_reports_the_coverage_the_readme_shows(local_env: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = next(line for line in result.stdout.splitlines() if line.startswith("coverage: "))
     assert summary == "coverage: " + load_catalogue().coverage().summary()
+
+
+# -- the example of an asset on ours ---------------------------------------------------------------
+
+
+def _python_block(text: str, containing: str) -> str:
+    blocks = [b for b in re.findall(r"^```python\n(.*?)^```$", text, flags=re.S | re.M) if containing in b]
+    assert len(blocks) == 1, f"{len(blocks)} python blocks of README.md contain {containing!r}"
+    return blocks[0]
+
+
+def test_the_example_asset_on_ours_materializes_exact_figures(
+    local_env: Path, built_warehouse: Callable[[str], str]
+) -> None:
+    from st_pipeline.defs.models import MARTS_BY_KEY
+    from st_pipeline.defs.partitions import add_tenant_partition, tenant_partitions
+    from st_pipeline.defs.resources import WarehouseResource
+
+    url = built_warehouse("sqlite")
+    namespace: dict[str, Any] = {}
+    code = _python_block(README_PATH.read_text(encoding="utf-8"), "warehouse.frame(")
+    # As a module of its own: not under this file's `from __future__ import annotations` (Dagster reads the hints).
+    exec(compile(code, str(README_PATH), "exec", dont_inherit=True), namespace)
+    asset = namespace["monthly_revenue_by_business_unit"]
+    assert isinstance(asset, dg.AssetsDefinition) and asset.partitions_def == tenant_partitions
+    (spec,) = asset.specs
+    upstream = [dep.asset_key for dep in spec.deps]
+    assert upstream == [dg.AssetKey(["servicetitan", "mart", "revenue_by_business_unit"])]
+    assert upstream[0] in MARTS_BY_KEY  # a real asset of ours
+    with deployment(warehouse_url=url), dg.instance_for_test() as instance:
+        add_tenant_partition(instance, TENANT_A.tenant_id)
+        result = dg.materialize(
+            [asset],
+            partition_key=str(TENANT_A.tenant_id),
+            instance=instance,
+            resources={"warehouse": WarehouseResource()},
+        )
+        assert result.success
+        (materialization,) = result.asset_materializations_for_node(asset.node_def.name)
+
+    # The same figures in plain SQL: SQLite keeps days as ISO text and money as integer ten-thousandths.
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        sums = conn.execute(
+            sa.text(
+                "SELECT substr(day, 1, 7), business_unit_id, sum(completed_revenue) FROM mart_revenue_by_business_unit "
+                "WHERE tenant_id = :t GROUP BY 1, 2"
+            ),
+            {"t": TENANT_A.tenant_id},
+        ).all()
+    engine.dispose()
+    expected = sorted((month, unit, Decimal(total).scaleb(-4)) for month, unit, total in sums)
+    assert len({month for month, _, _ in expected}) > 1 and len({unit for _, unit, _ in expected}) > 1
+    metadata = materialization.metadata
+    table = metadata["by_month"]
+    assert isinstance(table, dg.TableMetadataValue)
+    reported = sorted((r.data["month"], r.data["business_unit_id"], r.data["completed_revenue"]) for r in table.records)
+    assert reported == [(month, unit, float(total)) for month, unit, total in expected]
+    assert metadata["completed_revenue"].value == float(sum(total for _, _, total in expected)) > 0
+    assert metadata["dagster/row_count"].value == len(expected)
 
 
 # -- the markers -------------------------------------------------------------------------------------

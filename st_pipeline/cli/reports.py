@@ -74,19 +74,54 @@ def sync_log(tenant_id: int, runs: int, run_id: str | None, show_all: bool) -> N
 
 @main.command("kpis")
 @tenant_option()
-def kpis(tenant_id: int) -> None:
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table: aligned, for people; csv (header key,label,value,unit,detail) and json (a list of objects): "
+    "plain numbers, ratios as fractions, for scripts.",
+)
+def kpis(tenant_id: int, output: str) -> None:
     """A tenant's headline KPI figures, from the marts its last run built."""
-    import sqlalchemy as sa
-
-    from st_pipeline.transform.kpis import headline_kpis
+    from st_pipeline.transform.frames import TableNotBuiltError
+    from st_pipeline.transform.kpis import headline_kpis, kpi_table
 
     with open_warehouse(load_settings()) as engine:
-        if "mart_job_conversion" not in sa.inspect(engine).get_table_names():
-            raise click.ClickException("no marts built yet: run the servicetitan_sync job for the tenant first")
         with engine.connect() as conn:
-            figures = headline_kpis(conn, tenant_id)
-    for label, value in figures.items():
-        click.echo(f"{label:34} {value}")
+            try:
+                figures = headline_kpis(conn, tenant_id)
+            except TableNotBuiltError as exc:
+                raise click.ClickException(f"no KPIs yet: {exc}") from None
+    if output == "table":
+        for line in kpi_table(figures):
+            click.echo(line)
+        return
+    if output == "json":
+        import json
+
+        # JSON numbers: exact to 15 significant digits, so money to 4 decimals up to 100 billion.
+        click.echo(json.dumps([{**_row(k), "value": _json_number(k.value)} for k in figures], indent=2))
+        return
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(_row(figures[0])), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**_row(k), "value": "" if k.value is None else str(k.value)} for k in figures)
+    click.echo(text.getvalue(), nl=False)
+
+
+def _row(kpi: Any) -> dict[str, Any]:
+    return {"key": kpi.key, "label": kpi.label, "value": kpi.value, "unit": kpi.unit, "detail": kpi.detail}
+
+
+def _json_number(value: Any) -> int | float | None:
+    if value is None or isinstance(value, int):
+        return value
+    return int(value) if value == value.to_integral_value() else float(value)
 
 
 @main.command("status")

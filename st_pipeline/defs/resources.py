@@ -14,6 +14,8 @@ The registry and warehouse resources open their database once per run or sensor 
 # No `from __future__ import annotations`: Dagster inspects the real type hints.
 
 import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import sqlalchemy as sa
@@ -29,6 +31,9 @@ from st_pipeline.sync.extract import DEFAULT_CONCURRENCY
 from st_pipeline.tenants.endpoint_selection import EndpointSelection
 from st_pipeline.tenants.registry import TenantRegistry
 from st_pipeline.warehouse.engine import create_warehouse_engine
+
+if TYPE_CHECKING:  # pandas is imported by the assets that read frames, not by every run
+    import pandas as pd
 
 
 class ServiceTitanResource(dg.ConfigurableResource):
@@ -196,6 +201,21 @@ class WarehouseResource(dg.ConfigurableResource):
         except SchemaOutOfDateError as exc:
             raise dg.Failure(str(exc)) from None
         return engine, name
+
+    def frame(self, table_name: str, tenant_id: int, columns: Sequence[str] | None = None) -> "pd.DataFrame":
+        """One tenant's rows of a hub table (``hub_jobs``) or mart (``mart_job_conversion``) as a DataFrame,
+        for an asset built on ours (``transform.frames.read_frame``).
+
+        Each column's dtype follows its declared type: ``Int64``, ``string``, ``boolean``, timestamps
+        as ``datetime64[ns, UTC]``, days as ``datetime64[ns]``, rates and other decimals as
+        ``float64``, and money as ``object`` columns of ``decimal.Decimal``, exact. ``columns`` picks
+        some columns (default: all). A name that is no hub table or mart raises ``UnknownTableError``
+        (a ValueError) listing those there are; a table not built yet raises ``TableNotBuiltError``
+        (a LookupError) naming the asset to materialize.
+        """
+        from st_pipeline.transform.frames import read_frame
+
+        return read_frame(self.engine(), table_name, tenant_id, columns)
 
 
 def process_cpu_s() -> float:
