@@ -22,6 +22,7 @@ from st_pipeline.transform.types import MONEY_SCALE
 
 MONEY = "money"  # an amount in the tenant's currency, exact to 4 decimals
 RATIO = "ratio"  # a fraction: 0.25 is 25%
+COUNT = "count"  # a whole number
 
 _CENT_FRACTION = Decimal(1).scaleb(-MONEY_SCALE)
 _RATIO_PLACES = Decimal("0.000001")
@@ -34,7 +35,7 @@ class Kpi:
     key: str
     label: str
     value: Decimal | int | None  # None: nothing to divide by
-    unit: str  # MONEY or RATIO
+    unit: str  # MONEY, RATIO or COUNT
     detail: str = ""
 
     def text(self) -> str:
@@ -43,6 +44,8 @@ class Kpi:
             return "n/a"
         if self.unit == RATIO:
             return f"{100 * self.value:.1f}%"
+        if self.unit == COUNT:
+            return f"{self.value:,}"
         return f"{self.value:,.2f}"
 
 
@@ -72,7 +75,8 @@ def _money(amount: Decimal | int) -> str:
 def headline_kpis(conn: sa.Connection, tenant_id: int) -> list[Kpi]:
     """Revenue, sales, average tickets, conversion, close, membership and booking rates, collections
     (and the share collected within a week), receivables (open, credits, net), gross margin, marketing
-    return on spend and missed revenue. A mart not built yet raises ``frames.TableNotBuiltError``."""
+    return on spend, missed revenue, capacity use, active members and recurring-service completion. A
+    mart not built yet raises ``frames.TableNotBuiltError``."""
     (revenue,) = _sums(conn, "revenue_by_business_unit", tenant_id, "completed_revenue")
     by_unit = built_table(conn, "mart_revenue_by_business_unit").table
     units = conn.execute(
@@ -117,6 +121,19 @@ def headline_kpis(conn: sa.Connection, tenant_id: int) -> list[Kpi]:
     missed, unbooked, unconverted, canceled = _sums(
         conn, "missed_revenue", tenant_id, "missed_revenue", "unbooked_calls", "unconverted_jobs", "canceled_jobs"
     )
+    booked_minutes, available_minutes = _sums(
+        conn, "technician_capacity", tenant_id, "booked_minutes", "available_minutes"
+    )
+    new_members, events_won, events_due = _sums(
+        conn, "membership_health", tenant_id, "new_memberships", "service_events_won", "service_events_due"
+    )
+    health = built_table(conn, "mart_membership_health").table
+    latest = conn.execute(
+        sa.select(health.c.day, health.c.active_members)
+        .where(health.c.tenant_id == tenant_id)
+        .order_by(health.c.day.desc())
+        .limit(1)
+    ).one_or_none()
     return [
         Kpi("completed_revenue", "completed revenue", revenue, MONEY, f"in {units} business units"),
         Kpi("sales", "sales (sold estimates)", sold, MONEY, f"{estimates} sold estimates"),
@@ -194,6 +211,27 @@ def headline_kpis(conn: sa.Connection, tenant_id: int) -> list[Kpi]:
             missed,
             MONEY,
             f"{unbooked} unbooked calls, {unconverted} unconverted and {canceled} canceled jobs",
+        ),
+        Kpi(
+            "capacity_use",
+            "capacity use",
+            _ratio(booked_minutes, available_minutes),
+            RATIO,
+            f"{booked_minutes:,} booked of {available_minutes:,} available technician minutes",
+        ),
+        Kpi(
+            "active_members",
+            "active members",
+            latest.active_members if latest is not None else 0,
+            COUNT,
+            f"at the end of {latest.day}, of {new_members} memberships sold" if latest else "no memberships",
+        ),
+        Kpi(
+            "service_completion_rate",
+            "recurring service completion",
+            _ratio(events_won, events_due),
+            RATIO,
+            f"{events_won} of {events_due} recurring service events won",
         ),
     ]
 
