@@ -2,7 +2,8 @@
 and declared reports.
 
 Every change (add, new credentials, time zone, disable, enable, remove, key rotation, a rejection of
-the credentials by ServiceTitan, a report declared, replaced, disabled, enabled or removed) is written together with its audit entry, in one transaction.
+the credentials by ServiceTitan, a report declared, replaced, disabled, enabled or removed) is
+written together with its audit entry, in one transaction.
 Secrets are decrypted only on request, and registered with the redactor when they are.
 """
 
@@ -22,8 +23,8 @@ from pydantic import SecretStr
 from st_pipeline.database import describe_url, open_engine
 from st_pipeline.servicetitan.auth import TenantCredentials
 from st_pipeline.settings import Settings
-from st_pipeline.tenants import validation
 from st_pipeline.tenants import reports as report_rules
+from st_pipeline.tenants import validation
 from st_pipeline.tenants.crypto import SecretBox, secret_box_from_settings
 from st_pipeline.tenants.reports import ReportDeclaration, ReportExistsError, UnknownReportError
 from st_pipeline.tenants.schema import ensure_registry_schema
@@ -513,9 +514,7 @@ def _existing_report(conn: sa.Connection, tenant_id: int, name: str) -> sa.Row:
     ).scalars()
     declared = ", ".join(names)
     listed = (
-        f"its reports are {declared}"
-        if declared
-        else "it declares none; declare one with `st-pipeline report add`"
+        f"its reports are {declared}" if declared else "it declares none; declare one with `st-pipeline report add`"
     )
     raise UnknownReportError(
         f"tenant {tenant_id} has no report named {validation.printable(str(name))[:70]!r}; {listed} "

@@ -114,8 +114,8 @@ def validate_parameter_name(name: str) -> str:
     if reserved:
         raise InvalidReportDeclaration(
             f"report parameter {name!r} is reserved: {' and '.join(RESERVED_PARAMETERS)} come from the period of "
-            "each run (the last window days on a scheduled run), so they are never declared; drop it, and set "
-            "how many days a run re-reads with the window days"
+            "each run (on a scheduled run, its last window days: --window-days), so they are never declared; "
+            "drop it"
         )
     return name
 
