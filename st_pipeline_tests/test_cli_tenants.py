@@ -1,9 +1,10 @@
 """A tenant's life through the command line: add, test, disable and enable, remove (data kept),
-remove with --purge-data; the audit trail; owner-only files; its time zone."""
+remove with --purge-data; the audit trail; owner-only files; its time zone; its declared reports."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import stat
 from collections.abc import Iterator, Sequence
@@ -313,3 +314,201 @@ def test_time_zones_lists_the_names_set_time_zone_accepts(local_env: Path) -> No
     assert {"America/Los_Angeles", "Europe/Berlin", "UTC"} <= set(everything) and "localtime" not in everything
     assert everything == sorted(everything)
     assert "no IANA time zone name contains 'Springfield'" in _refused("tenant", "time-zones", "Springfield").stderr
+
+
+# -- declared reports ------------------------------------------------------------------------------
+
+
+def _two_tenants() -> None:
+    registry = open_registry()
+    registry.add(6601, "Acme Heating", "cid.acme", SecretStr("cs1.acme"), change=TEST_CHANGE)
+    registry.add(6602, "Bolt Plumbing", "cid.bolt", SecretStr("cs1.bolt"), change=TEST_CHANGE)
+    registry.close()
+
+
+def test_reports_are_declared_listed_disabled_and_removed_from_the_command_line(local_env: Path) -> None:
+    _two_tenants()
+    assert (
+        _st("report", "list").stdout
+        == "no reports declared for any tenant; declare one with `st-pipeline report add`\n"
+    )
+    assert _show_row(6601, "reports") == "none declared; declare one with `st-pipeline report add --tenant 6601 …`"
+
+    added = _st(
+        "report", "add", "--tenant", "6601", "--name", "technician_revenue", "--category", "business-unit-dashboard",
+        "--report", "123", "--param", "BusinessUnitIds=1,2", "--param", "Status=done", "--window-days", "3",
+    )  # fmt: skip
+    assert added.stdout == (
+        "tenant 6601: report technician_revenue declared (category business-unit-dashboard, report 123, "
+        "BusinessUnitIds=1,2, Status=done, window 3 days); its runs extract it into raw_report_technician_revenue.\n"
+    )
+    _st("report", "add", "--tenant", "6602", "--name", "calls", "--category", "marketing", "--report", "7")
+    _st("report", "add", "--tenant", "6601", "--name", "calls", "--category", "marketing", "--report", "8")
+
+    header, *rows = _st("report", "list").stdout.splitlines()
+    assert header.split() == ["tenant", "id", "name", "state", "category", "report", "window", "parameters"]
+    assert [row.split() for row in rows] == [
+        ["6601", "calls", "enabled", "marketing", "8", "1d", "-"],
+        [
+            "6601",
+            "technician_revenue",
+            "enabled",
+            "business-unit-dashboard",
+            "123",
+            "3d",
+            "BusinessUnitIds=1,2",
+            "Status=done",
+        ],
+        ["6602", "calls", "enabled", "marketing", "7", "1d", "-"],
+    ]
+    assert [row.split()[1] for row in _st("report", "list", "--tenant", "6602").stdout.splitlines()[1:]] == ["calls"]
+    listed = json.loads(_st("report", "list", "--tenant", "6601", "--json").stdout)
+    assert [{k: v for k, v in item.items() if k != "created_at"} for item in listed] == [
+        {
+            "tenant_id": 6601,
+            "name": "calls",
+            "category": "marketing",
+            "report_id": 8,
+            "parameters": {},
+            "window_days": 1,
+            "enabled": True,
+        },
+        {
+            "tenant_id": 6601,
+            "name": "technician_revenue",
+            "category": "business-unit-dashboard",
+            "report_id": 123,
+            "parameters": {"BusinessUnitIds": "1,2", "Status": "done"},
+            "window_days": 3,
+            "enabled": True,
+        },
+    ]
+    assert all(datetime.fromisoformat(item["created_at"]).tzinfo is not None for item in listed)
+
+    disabled = _st("report", "disable", "--tenant", "6601", "--name", "calls").stdout
+    assert disabled == (
+        "tenant 6601: report calls disabled: runs skip it; `st-pipeline report enable --tenant 6601 --name calls` "
+        "resumes it.\n"
+    )
+    assert _st("report", "disable", "--tenant", "6601", "--name", "calls").stdout == (
+        "tenant 6601: report calls already disabled; nothing changed.\n"
+    )
+    assert _show_row(6601, "reports") == (
+        "calls (category marketing, report 8, no parameters, window 1 day, disabled); technician_revenue "
+        "(category business-unit-dashboard, report 123, BusinessUnitIds=1,2, Status=done, window 3 days)"
+    )
+    assert json.loads(_st("report", "list", "--json").stdout)[0]["enabled"] is False
+    assert _st("report", "enable", "--tenant", "6601", "--name", "calls").stdout == (
+        "tenant 6601: report calls enabled; its next runs extract it.\n"
+    )
+
+    replaced = _st(
+        "report", "add", "--tenant", "6601", "--name", "calls", "--category", "marketing", "--report", "9", "--replace"
+    )  # fmt: skip
+    assert replaced.stdout.startswith("tenant 6601: report calls replaced (category marketing, report 9, ")
+    removed = _st("report", "remove", "--tenant", "6601", "--name", "calls").stdout
+    assert removed == (
+        "tenant 6601: report calls removed (was category marketing, report 9, no parameters, window 1 day); "
+        "rows already extracted stay in the warehouse.\n"
+    )
+    assert [row.split()[:2] for row in _st("report", "list").stdout.splitlines()[1:]] == [
+        ["6601", "technician_revenue"],
+        ["6602", "calls"],
+    ]
+
+    registry = open_registry()
+    entries = [(e.command, e.actor, e.detail.split(":")[0]) for e in reversed(registry.history(6601))][1:]
+    registry.close()
+    me = getpass.getuser()
+    assert entries == [
+        ("report add", me, "declared report technician_revenue"),
+        ("report add", me, "declared report calls"),
+        ("report disable", me, "report calls disabled"),
+        ("report enable", me, "report calls enabled"),
+        ("report add --replace", me, "replaced report calls"),
+        ("report remove", me, "removed report calls (was category marketing, report 9, no parameters, window 1 day)"),
+    ]
+
+    # A removed tenant's reports go with it.
+    _st("tenant", "remove", "--tenant", "6601")
+    assert [row.split()[:2] for row in _st("report", "list").stdout.splitlines()[1:]] == [["6602", "calls"]]
+
+
+def test_report_commands_refuse_bad_input_with_what_to_do_and_change_nothing(local_env: Path) -> None:
+    _two_tenants()
+    _st("report", "add", "--tenant", "6601", "--name", "revenue", "--category", "accounting", "--report", "11")
+    before = (_st("report", "list", "--json").stdout, _st("tenant", "history").stdout)
+    add = ["report", "add", "--tenant", "6601", "--category", "accounting", "--report", "11"]
+    for args, exit_code, message in [
+        (
+            [*add, "--name", "Tech-Revenue"],
+            1,
+            "error: report name must be a lowercase letter followed by lowercase letters, digits or underscores, 40 "
+            "characters at most (like technician_revenue): it becomes part of the table name raw_report_<name>; "
+            "got 'Tech-Revenue'; nothing was stored\n",
+        ),
+        (
+            [*add, "--name", "units", "--param", "From=2026-01-01"],
+            1,
+            "error: report parameter 'From' is reserved: From and To come from the period of each run (on a "
+            "scheduled run, its last window days: --window-days), so they are never declared; drop it; nothing was "
+            "stored\n",
+        ),
+        (
+            [*add, "--name", "units", "--param", "BusinessUnitIds"],
+            2,
+            "error: --param takes NAME=VALUE (like BusinessUnitIds=1,2), got 'BusinessUnitIds' (see "
+            "`st-pipeline report add --help`)\n",
+        ),
+        (
+            [*add, "--name", "units", "--param", "Ids=1", "--param", "Ids=2"],
+            2,
+            "error: --param Ids is given twice; give each once (see `st-pipeline report add --help`)\n",
+        ),
+        (
+            [*add, "--name", "units", "--window-days", "91"],
+            1,
+            "error: window days must be a whole number from 1 to 90 (how many trailing days each scheduled run "
+            "re-reads); got 91; nothing was stored\n",
+        ),
+        (
+            ["report", "add", "--tenant", "6601", "--name", "units", "--category", "accounting", "--report", "0"],
+            1,
+            "error: report id must be a whole number between 1 and 9223372036854775807 (ServiceTitan's id of the "
+            "report); got 0; nothing was stored\n",
+        ),
+        (
+            [*add, "--name", "revenue"],
+            1,
+            "error: tenant 6601 already declares a report named revenue (category accounting, report 11, no "
+            "parameters, window 1 day); replace it with `st-pipeline report add … --replace`, or pick another "
+            "name; nothing was stored\n",
+        ),
+        (
+            ["report", "add", "--tenant", "6699", "--name", "units", "--category", "accounting", "--report", "11"],
+            1,
+            "error: tenant 6699 is not registered; add it with `st-pipeline tenant add` (`st-pipeline tenant list` "
+            "shows the registered ones)\n",
+        ),
+        (
+            ["report", "list", "--tenant", "6699"],
+            1,
+            "error: tenant 6699 is not registered; add it with `st-pipeline tenant add` (`st-pipeline tenant list` "
+            "shows the registered ones)\n",
+        ),
+        (
+            ["report", "disable", "--tenant", "6601", "--name", "calls"],
+            1,
+            "error: tenant 6601 has no report named 'calls'; its reports are revenue (`st-pipeline report list "
+            "--tenant 6601`); nothing was changed\n",
+        ),
+        (
+            ["report", "remove", "--tenant", "6602", "--name", "revenue"],
+            1,
+            "error: tenant 6602 has no report named 'revenue'; it declares none; declare one with `st-pipeline "
+            "report add` (`st-pipeline report list --tenant 6602`); nothing was removed\n",
+        ),
+    ]:
+        refused = _refused(*args)
+        assert (refused.exit_code, refused.stderr) == (exit_code, message), args
+    assert (_st("report", "list", "--json").stdout, _st("tenant", "history").stdout) == before

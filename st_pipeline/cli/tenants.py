@@ -1,5 +1,5 @@
 """``st-pipeline tenant``: register, inspect, test, disable and remove tenants; their time zones and
-Dagster partitions."""
+Dagster partitions (their declared reports: ``declared_reports``)."""
 
 from __future__ import annotations
 
@@ -198,7 +198,9 @@ def tenant_list() -> None:
 @tenant.command("show")
 @tenant_option()
 def tenant_show(tenant_id: int) -> None:
-    """One tenant: client id, state, time zone, encryption key, endpoint flags, partition, latest changes."""
+    """One tenant: client id, state, time zone, encryption key, endpoint flags, declared reports, partition,
+    latest changes."""
+    from st_pipeline.cli.declared_reports import describe
     from st_pipeline.tenants.endpoint_selection import EndpointSelection
 
     settings = load_settings()
@@ -214,6 +216,7 @@ def tenant_show(tenant_id: int) -> None:
             for f in EndpointSelection(registry.engine, settings.disabled_endpoints).flags()
             if f.tenant_id == tenant_id
         ]
+        declared = registry.reports(tenant_id)
         history = registry.history(tenant_id, limit=5)
     rows = [
         ("name", validation.printable(t.name)),
@@ -233,6 +236,11 @@ def tenant_show(tenant_id: int) -> None:
                 for f in flags
             )
             or "none",
+        ),
+        (
+            "reports",
+            "; ".join(f"{d.name} ({describe(d)})" for d in declared)
+            or f"none declared; declare one with `st-pipeline report add --tenant {tenant_id} …`",
         ),
         ("partition", _partition_state(settings, tenant_id)),
     ]

@@ -1,7 +1,9 @@
-"""The tenant registry: which ServiceTitan tenants we sync, with their encrypted credentials and time zones.
+"""The tenant registry: which ServiceTitan tenants we sync, with their encrypted credentials, time zones
+and declared reports.
 
 Every change (add, new credentials, time zone, disable, enable, remove, key rotation, a rejection of
-the credentials by ServiceTitan) is written together with its audit entry, in one transaction.
+the credentials by ServiceTitan, a report declared, replaced, disabled, enabled or removed) is
+written together with its audit entry, in one transaction.
 Secrets are decrypted only on request, and registered with the redactor when they are.
 """
 
@@ -9,8 +11,9 @@ from __future__ import annotations
 
 import builtins
 import getpass
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,12 +23,15 @@ from pydantic import SecretStr
 from st_pipeline.database import describe_url, open_engine
 from st_pipeline.servicetitan.auth import TenantCredentials
 from st_pipeline.settings import Settings
+from st_pipeline.tenants import reports as report_rules
 from st_pipeline.tenants import validation
 from st_pipeline.tenants.crypto import SecretBox, secret_box_from_settings
+from st_pipeline.tenants.reports import ReportDeclaration, ReportExistsError, UnknownReportError
 from st_pipeline.tenants.schema import ensure_registry_schema
 from st_pipeline.tenants.tables import (
     audit_table,
     flags_table,
+    reports_table,
     tenant_status_table,
     tenants_table,
 )
@@ -246,13 +252,17 @@ class TenantRegistry:
         return self.get(tenant_id)
 
     def remove(self, tenant_id: int, *, change: Change, note: str = "") -> Tenant:
-        """Forget a tenant: credentials, status and endpoint flags go; its audit trail stays."""
+        """Forget a tenant: credentials, status, endpoint flags and declared reports go; its audit trail stays."""
         tenant = self.get(tenant_id)
         with self.engine.begin() as conn:
-            for table in (tenants_table, tenant_status_table, flags_table):
+            # Its reports first: on PostgreSQL their foreign key would take them anyway, SQLite does not enforce it.
+            for table in (reports_table, tenants_table, tenant_status_table, flags_table):
                 conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
             write_audit(
-                conn, change, tenant_id, f"removed {tenant.name!r} (credentials, status and endpoint flags){note}"
+                conn,
+                change,
+                tenant_id,
+                f"removed {tenant.name!r} (credentials, status, endpoint flags and declared reports){note}",
             )
         return tenant
 
@@ -301,6 +311,108 @@ class TenantRegistry:
                 conn, change, None, f"{len(rotated)} client secret(s) re-encrypted under key {box.primary_key_id}"
             )
         return RotationReport(rotated=len(rotated), key_id=box.primary_key_id, previous_key_ids=previous)
+
+    # -- declared reports ---------------------------------------------------------------------
+
+    def declare_report(
+        self,
+        tenant_id: int,
+        name: str,
+        category: str,
+        report_id: int,
+        parameters: Mapping[str, str] | None = None,
+        window_days: int = 1,
+        enabled: bool = True,
+        *,
+        change: Change,
+        replace: bool = False,
+    ) -> ReportDeclaration:
+        """Declare a ServiceTitan report to extract for a registered tenant, with an audit entry.
+
+        Every field is checked first (``reports.InvalidReportDeclaration``; nothing is stored). A
+        declaration of a name the tenant already has raises ``ReportExistsError`` unless
+        ``replace``: then it takes the old one's place (a new ``created_at``).
+        """
+        name = report_rules.validate_report_name(name)
+        category = report_rules.validate_category(category)
+        report_id = report_rules.validate_report_id(report_id)
+        checked = report_rules.validate_parameters(parameters)
+        window_days = report_rules.validate_window_days(window_days)
+        values = {
+            "category": category,
+            "report_id": report_id,
+            "parameters": json.dumps(checked, sort_keys=True),
+            "window_days": window_days,
+            "enabled": enabled,
+            "created_at": datetime.now(UTC),
+        }
+        with self.engine.begin() as conn:
+            if _row(conn, tenant_id) is None:
+                raise UnknownTenantError(tenant_id)
+            old = _report_row(conn, tenant_id, name)
+            what = _describe_report(category, report_id, checked, window_days, enabled)
+            if old is None:
+                conn.execute(reports_table.insert().values(tenant_id=tenant_id, name=name, **values))
+                write_audit(conn, change, tenant_id, f"declared report {name}: {what}")
+            elif not replace:
+                raise ReportExistsError(
+                    f"tenant {tenant_id} already declares a report named {name} "
+                    f"({_describe_report_row(old)}); replace it with `st-pipeline report add … --replace`, "
+                    f"or pick another name"
+                )
+            else:
+                conn.execute(
+                    reports_table.update()
+                    .where(reports_table.c.tenant_id == tenant_id, reports_table.c.name == name)
+                    .values(**values)
+                )
+                write_audit(
+                    conn, change, tenant_id, f"replaced report {name}: {what} (was {_describe_report_row(old)})"
+                )
+        return self.report(tenant_id, name)
+
+    def reports(self, tenant_id: int | None = None, *, enabled_only: bool = False) -> builtins.list[ReportDeclaration]:
+        """The declared reports of one tenant (``UnknownTenantError`` if it is not registered) or of
+        every tenant, sorted by tenant id then name; ``enabled_only``: without the disabled ones."""
+        query = reports_table.select().order_by(reports_table.c.tenant_id, reports_table.c.name)
+        if tenant_id is not None:
+            query = query.where(reports_table.c.tenant_id == tenant_id)
+        if enabled_only:
+            query = query.where(reports_table.c.enabled.is_(True))
+        with self.engine.connect() as conn:
+            if tenant_id is not None and _row(conn, tenant_id) is None:
+                raise UnknownTenantError(tenant_id)
+            return [_declaration(row) for row in conn.execute(query)]
+
+    def report(self, tenant_id: int, name: str) -> ReportDeclaration:
+        """One declared report; ``UnknownReportError`` (naming the tenant's reports) if there is none."""
+        with self.engine.connect() as conn:
+            return _declaration(_existing_report(conn, tenant_id, name))
+
+    def remove_report(self, tenant_id: int, name: str, *, change: Change) -> ReportDeclaration:
+        """Forget a declared report, with an audit entry; returns what was declared. Its warehouse
+        table, if a run made one, stays."""
+        with self.engine.begin() as conn:
+            row = _existing_report(conn, tenant_id, name)
+            conn.execute(
+                reports_table.delete().where(reports_table.c.tenant_id == tenant_id, reports_table.c.name == name)
+            )
+            write_audit(conn, change, tenant_id, f"removed report {name} (was {_describe_report_row(row)})")
+        return _declaration(row)
+
+    def set_report_enabled(self, tenant_id: int, name: str, enabled: bool, *, change: Change) -> ReportDeclaration:
+        """Enable or disable a declared report (a disabled one is kept but not extracted), with an
+        audit entry; asking for the state it has changes nothing and writes none."""
+        with self.engine.begin() as conn:
+            row = _existing_report(conn, tenant_id, name)
+            if row.enabled != enabled:
+                conn.execute(
+                    reports_table.update()
+                    .where(reports_table.c.tenant_id == tenant_id, reports_table.c.name == name)
+                    .values(enabled=enabled)
+                )
+                write_audit(conn, change, tenant_id, f"report {name} {'enabled' if enabled else 'disabled'}")
+        return self.report(tenant_id, name)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -382,6 +494,57 @@ def _describe_zone(time_zone: str | None) -> str:
 
 def _row(conn: sa.Connection, tenant_id: int) -> sa.Row | None:
     return conn.execute(tenants_table.select().where(tenants_table.c.tenant_id == tenant_id)).first()
+
+
+def _report_row(conn: sa.Connection, tenant_id: int, name: str) -> sa.Row | None:
+    return conn.execute(
+        reports_table.select().where(reports_table.c.tenant_id == tenant_id, reports_table.c.name == name)
+    ).first()
+
+
+def _existing_report(conn: sa.Connection, tenant_id: int, name: str) -> sa.Row:
+    """The report's row; ``UnknownTenantError`` or ``UnknownReportError`` (naming the tenant's reports)."""
+    if _row(conn, tenant_id) is None:
+        raise UnknownTenantError(tenant_id)
+    row = _report_row(conn, tenant_id, name)
+    if row is not None:
+        return row
+    names = conn.execute(
+        sa.select(reports_table.c.name).where(reports_table.c.tenant_id == tenant_id).order_by(reports_table.c.name)
+    ).scalars()
+    declared = ", ".join(names)
+    listed = (
+        f"its reports are {declared}" if declared else "it declares none; declare one with `st-pipeline report add`"
+    )
+    raise UnknownReportError(
+        f"tenant {tenant_id} has no report named {validation.printable(str(name))[:70]!r}; {listed} "
+        f"(`st-pipeline report list --tenant {tenant_id}`)"
+    )
+
+
+def _describe_report(
+    category: str, report_id: int, parameters: Mapping[str, str], window_days: int, enabled: bool
+) -> str:
+    shown = ", ".join(f"{key}={value}" for key, value in parameters.items()) or "no parameters"
+    days = "1 day" if window_days == 1 else f"{window_days} days"
+    return f"category {category}, report {report_id}, {shown}, window {days}" + ("" if enabled else ", disabled")
+
+
+def _describe_report_row(row: sa.Row) -> str:
+    return _describe_report(row.category, row.report_id, json.loads(row.parameters), row.window_days, row.enabled)
+
+
+def _declaration(row: sa.Row) -> ReportDeclaration:
+    return ReportDeclaration(
+        tenant_id=row.tenant_id,
+        name=row.name,
+        category=row.category,
+        report_id=row.report_id,
+        parameters=dict(json.loads(row.parameters)),
+        window_days=row.window_days,
+        enabled=row.enabled,
+        created_at=row.created_at,
+    )
 
 
 def _tenant(row: sa.Row) -> Tenant:

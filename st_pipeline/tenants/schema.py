@@ -30,12 +30,13 @@ __all__ = [
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "st_pipeline_registry_version"
 # Every migration, oldest first: append each new one (test_registry checks this against Alembic).
-REGISTRY_REVISIONS = ("0001", "0002")
+REGISTRY_REVISIONS = ("0001", "0002", "0003")
 REGISTRY_HEAD_REVISION = REGISTRY_REVISIONS[-1]
 
 # What the registry looked like before it had migrations — and what 0001 creates: table → columns
-# (primary key first), and the one index. Later columns (0002: st_tenants.time_zone) are not here:
-# an adopted registry is stamped at 0001 and gets them from the migrations after it.
+# (primary key first), and the one index. Later columns and tables (0002: st_tenants.time_zone;
+# 0003: st_tenant_reports) are not here: an adopted registry is stamped at 0001 and gets them from
+# the migrations after it.
 _UNVERSIONED_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "st_tenants": (
         ("tenant_id",),

@@ -1,4 +1,5 @@
-"""The registry database's tables: tenants, their operational status, endpoint flags, the audit trail.
+"""The registry database's tables: tenants, their operational status, endpoint flags, the reports
+declared per tenant, the audit trail.
 
 Kept in its own database (``ST_PIPELINE_REGISTRY_URL``) so that no credential, even encrypted,
 lands in the warehouse.
@@ -50,6 +51,31 @@ flags_table = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+MAX_REPORT_NAME_LENGTH = 40  # it becomes part of a table name, raw_report_<name>
+MAX_REPORT_CATEGORY_LENGTH = 64
+
+# The ServiceTitan reports an operator declared for a tenant (``tenants.reports``). Added by migration
+# 0003. The tenant's rows go with it: ``TenantRegistry.remove`` deletes them, and so does the
+# foreign key wherever the database enforces it (PostgreSQL; SQLite only with its pragma on).
+reports_table = sa.Table(
+    "st_tenant_reports",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.BigInteger,
+        sa.ForeignKey("st_tenants.tenant_id", ondelete="CASCADE", name="fk_st_tenant_reports_tenant"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("name", sa.String(MAX_REPORT_NAME_LENGTH), primary_key=True),
+    sa.Column("category", sa.String(MAX_REPORT_CATEGORY_LENGTH), nullable=False),
+    sa.Column("report_id", sa.BigInteger, nullable=False),
+    sa.Column("parameters", sa.Text, nullable=False),  # a JSON object of parameter name → text value
+    sa.Column("window_days", sa.Integer, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
 )
 
 # Every credential, lifecycle and flag change: what, when, to which tenant, by whom. Never a secret.

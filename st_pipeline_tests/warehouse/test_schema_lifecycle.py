@@ -248,6 +248,8 @@ def test_the_migrations_make_the_tables_the_code_defines(
 
 # Columns added by the registry's migrations after 0001, newest last: not in a registry made before them.
 _LATER_COLUMNS = (("st_tenants", "time_zone"),)  # 0002
+# Tables added by them, newest last.
+_LATER_TABLES = ("st_tenant_reports",)  # 0003
 
 
 def _old_registry(url: str) -> None:
@@ -256,6 +258,8 @@ def _old_registry(url: str) -> None:
     engine = _engine(url)
     registry_metadata.create_all(engine)
     with engine.begin() as conn:
+        for table in reversed(_LATER_TABLES):
+            conn.execute(sa.text(f"DROP TABLE {table}"))
         for table, column in _LATER_COLUMNS:
             conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(
@@ -351,6 +355,10 @@ def test_a_registry_before_time_zones_is_refused_then_upgraded_keeping_its_tenan
         assert tenant.created_at == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
         zoned = registry.set_time_zone(4101, "America/Denver", change=TEST_CHANGE)
         assert zoned.time_zone == "America/Denver" == registry.get(4101).time_zone
+        # 0003: it declares no reports yet, and can declare one.
+        assert registry.reports(4101) == []
+        registry.declare_report(4101, "revenue", "business-unit-dashboard", 7, change=TEST_CHANGE)
+        assert [r.name for r in registry.reports(4101)] == ["revenue"]
     finally:
         registry.close()
 
