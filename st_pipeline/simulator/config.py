@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from st_pipeline.simulator.faults import FaultPlan
 
@@ -17,6 +18,7 @@ class SimulatedTenant:
     client_secret: str = field(repr=False)  # kept out of reprs, tracebacks and logs
     scale: float | None = None  # None → SimulatorConfig.scale
     rate_limit_per_s: float | None = None  # None → SimulatorConfig.rate_limit_per_s
+    time_zone: str = "UTC"  # IANA zone: the calendar days of the tenant's reports
 
 
 @dataclass
@@ -40,6 +42,11 @@ class SimulatorConfig:
     * ``faults`` injects faults at random but reproducibly from ``seed`` (see ``FaultPlan``);
     * ``revoked_tenants`` start with their credentials revoked (see
       ``Simulator.revoke_credentials``).
+
+    The Reporting API (see ``reports``) takes at most ``report_requests_per_window`` data
+    requests per tenant and report within any ``report_window_s`` seconds (ServiceTitan: 5 of
+    the same report per minute); more get 429 with ``Retry-After``. That window is on the
+    simulator's clock, so ``Simulator.advance_clock`` moves it on too.
     """
 
     tenants: list[SimulatedTenant]
@@ -54,6 +61,8 @@ class SimulatorConfig:
     faults: FaultPlan | None = None
     revoked_tenants: tuple[int, ...] = ()
     revoke_tokens_every_s: float | None = None
+    report_requests_per_window: int = 5
+    report_window_s: float = 60.0
 
     def __post_init__(self) -> None:
         ids = [tenant.tenant_id for tenant in self.tenants]
@@ -77,6 +86,13 @@ class SimulatorConfig:
             raise ValueError("rate_limit_per_s must be positive (or None for no limit)")
         if self.revoke_tokens_every_s is not None and self.revoke_tokens_every_s <= 0:
             raise ValueError("revoke_tokens_every_s must be positive (or None)")
+        if self.report_requests_per_window < 1 or self.report_window_s <= 0:
+            raise ValueError("report_requests_per_window and report_window_s must be positive")
+        for tenant in self.tenants:
+            try:
+                ZoneInfo(tenant.time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"tenant {tenant.tenant_id}: unknown time zone {tenant.time_zone!r}") from None
         self.revoked_tenants = tuple(self.revoked_tenants)
         unknown = sorted(set(self.revoked_tenants) - set(ids))
         if unknown:

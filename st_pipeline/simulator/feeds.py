@@ -128,7 +128,7 @@ def _active_filter(query: Query, declared: set[str], default: bool | None) -> bo
     return None
 
 
-def _int_param(query: Query, name: str, default: int, minimum: int, maximum: int | None) -> int:
+def int_param(query: Query, name: str, default: int, minimum: int, maximum: int | None) -> int:
     value = query.get(name)
     if value is None or value == "":
         return default
@@ -142,7 +142,7 @@ def _int_param(query: Query, name: str, default: int, minimum: int, maximum: int
     return number
 
 
-def _bool_param(query: Query, name: str) -> bool:
+def bool_param(query: Query, name: str) -> bool:
     value = query.get(name)
     if value is None or value == "":
         return False
@@ -284,9 +284,9 @@ def list_body(
     page *n* holds just the *n*-th record (round the records again) and says ``hasMore`` true.
     """
     maximum = min(int(endpoint.page_size_max or MAX_PAGE_SIZE), MAX_PAGE_SIZE)
-    page = _int_param(query, "page", 1, 1, None)
-    page_size = _int_param(query, "pageSize", DEFAULT_PAGE_SIZE, 1, maximum)
-    include_total = _bool_param(query, "includeTotal")
+    page = int_param(query, "page", 1, 1, None)
+    page_size = int_param(query, "pageSize", DEFAULT_PAGE_SIZE, 1, maximum)
+    include_total = bool_param(query, "includeTotal")
     row_filter = _list_filter(query, endpoint, default_active=True)
     order, descending = _order(query, endpoint)
     matching = store.select(order, descending, row_filter, row_filter.predicate())

@@ -22,12 +22,13 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote
+from zoneinfo import ZoneInfo
 
 from st_pipeline.servicetitan.catalogue import Catalogue, load_catalogue
-from st_pipeline.simulator import feeds
+from st_pipeline.simulator import feeds, reports
 from st_pipeline.simulator.clock import REFERENCE_END_TICKS, TICKS_PER_SECOND, SimClock
 from st_pipeline.simulator.config import SimulatorConfig
 from st_pipeline.simulator.data import TenantData, generate_tenant, plan_for
@@ -41,11 +42,13 @@ from st_pipeline.simulator.errors import (
 )
 from st_pipeline.simulator.faults import FaultDraws, FaultInjector, FaultPlan, token_error_reply
 from st_pipeline.simulator.quirks import Quirks, damage_body
-from st_pipeline.simulator.ratelimit import RateLimiter
+from st_pipeline.simulator.ratelimit import RateLimiter, WindowLimiter
 from st_pipeline.simulator.reply import Reply
+from st_pipeline.simulator.report_figures import Calendar
+from st_pipeline.simulator.reports import ReportField, TenantReports
 from st_pipeline.simulator.routes import RouteTable, tenant_in_path
 from st_pipeline.simulator.stats import SimulatorStats
-from st_pipeline.simulator.store import StoredRecord, dumpb, join_json
+from st_pipeline.simulator.store import DatasetStore, StoredRecord, dumpb, join_json
 from st_pipeline.simulator.tokens import TokenStore
 from st_pipeline.simulator.transport import (
     CONTROL_PREFIX,
@@ -101,7 +104,8 @@ class Simulator:
         """Datasets that cannot be generated, with the reason (e.g. the endpoint serves files)."""
         self._generators = {g.key: g for g in self._plan.generators}
         self._routes = RouteTable(catalogue, [g for g in self._plan.generators if g.key in self._plan.served])
-        self.scope = " ".join(sorted({s for e in catalogue.endpoints for s in e.scopes}))
+        scopes = {s for e in catalogue.endpoints for s in e.scopes} | {reports.SCOPE_CATEGORIES, reports.SCOPE_REPORTS}
+        self.scope = " ".join(sorted(scopes))
 
         self.clock = SimClock()
         self._started_at = self.clock.now()
@@ -117,6 +121,10 @@ class Simulator:
         self._tenant_rate_limits: dict[int, float] = tenant_limits
         if config.rate_limit_per_s is not None or tenant_limits:
             self.rate_limiter = RateLimiter(config.rate_limit_per_s or min(tenant_limits.values()))
+        self.report_limiter = WindowLimiter(config.report_requests_per_window, config.report_window_s, self.clock.now)
+        """The Reporting API's limit per tenant and report (on the simulator's clock)."""
+        self._reports: dict[int, TenantReports] = {}
+        self._reports_lock = threading.Lock()
         self._stopping = threading.Event()  # ends the token revoker
         self._tenants = {tenant.tenant_id: tenant for tenant in config.tenants}
         self._clients = {tenant.client_id: tenant for tenant in config.tenants}
@@ -408,6 +416,9 @@ class Simulator:
             if data is None:
                 scale = self.config.scale_of(tenant)
                 data = generate_tenant(self._plan, self.config.seed, tenant_id, scale)
+                if reports.CATEGORIES_DATASET in data.stores:  # the Reporting API's own categories
+                    key = reports.CATEGORIES_DATASET
+                    data.stores[key] = DatasetStore(key, reports.category_records())
                 self._data[tenant_id] = data
         return data
 
@@ -452,7 +463,7 @@ class Simulator:
         }
         return Reply(200, dumpb(token), no_cache)
 
-    def handle_api(self, method: str, path: str, query: str, headers: dict[str, str]) -> Reply:
+    def handle_api(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes = b"") -> Reply:
         """One API request; ``headers`` have lower-case names. Raises ``ApiError``."""
         path_tenant = tenant_in_path(path)
         self.stats.record_api_request(path_tenant)
@@ -472,6 +483,10 @@ class Simulator:
             raise ApiError(404, TITLE_NOT_FOUND)
         if path_tenant != token_tenant:
             raise ApiError(403, TITLE_FORBIDDEN)
+        report_path = reports.match(path)
+        # The category list is a catalogued dataset: served from its store when it is generated.
+        if report_path is not None and (report_path.category is not None or self._routes.match(path) is None):
+            return self._handle_reporting(method, path, query, body, path_tenant, report_path)
         self._admit(app_key, path_tenant)
         route = self._routes.match(path)
         if route is None:
@@ -527,6 +542,82 @@ class Simulator:
         elif fault is not None and fault.kind == "slow":
             reply.delay_s = fault.delay_s
         return reply
+
+    def _handle_reporting(
+        self, method: str, path: str, query: str, body: bytes, tenant_id: int, target: reports.ReportPath
+    ) -> Reply:
+        """A Reporting API request (see ``reports``). ServiceTitan limits these per report, not per
+        second: data requests go through the per-report window, the rest are not limited."""
+        hidden = self._hidden_modules.get(tenant_id)
+        if hidden and "reporting" in hidden:
+            raise ApiError(404, TITLE_NOT_FOUND)
+        expected = "POST" if target.data else "GET"
+        if method != expected:
+            raise ApiError(405, f"This endpoint takes {expected}.", headers={"Allow": expected})
+        denied = self._denied_scopes.get(tenant_id)
+        scope = reports.SCOPE_CATEGORIES if target.category is None else reports.SCOPE_REPORTS
+        if denied and scope in denied:
+            raise ApiError(403, TITLE_FORBIDDEN)
+        tenant_reports = self._reports_of(tenant_id)
+        report = None
+        if target.category is not None and target.report is not None:
+            report = tenant_reports.report(target.category, target.report)
+        self.stats.record_accepted(tenant_id, time.monotonic())
+        if report is not None and target.data:
+            admission = self.report_limiter.admit((tenant_id, report.id))
+            self.stats.record_report_request(tenant_id, report.id, admission.allowed)
+            if not admission.allowed:
+                wait = admission.retry_after_s
+                raise ApiError(
+                    429, f"Rate limit is exceeded. Try again in {wait} seconds.", headers={"Retry-After": str(wait)}
+                )
+        fault = self.faults.take(tenant_id)
+        if fault is None and self.fault_draws is not None:
+            fault = self.fault_draws.draw(tenant_id, method, path, query)
+        if fault is not None:
+            self.stats.record_injected(tenant_id, fault.kind)
+            if fault.is_error:
+                return fault.error_reply()
+            if fault.kind == "drop":
+                return Reply(0, b"", drop=True)
+        params = feeds.Query(query)
+        if target.category is None:
+            answer = tenant_reports.categories_body(params)
+        elif report is None:
+            answer = tenant_reports.reports_body(target.category, params)
+        elif target.data:
+            answer = tenant_reports.data_body(report, params, body)
+        else:
+            answer = dumpb(tenant_reports.definition(report))
+        reply = Reply(200, answer)
+        if fault is not None and fault.kind == "truncate":
+            reply.body = answer[: len(answer) // 2]
+        elif fault is not None and fault.kind == "slow":
+            reply.delay_s = fault.delay_s
+        return reply
+
+    def _reports_of(self, tenant_id: int) -> TenantReports:
+        tenant_reports = self._reports.get(tenant_id)
+        if tenant_reports is not None:
+            return tenant_reports
+        data = self._tenant_data(tenant_id)  # KeyError for a tenant that is not configured
+        zone = self._tenants[tenant_id].time_zone
+        calendar = Calendar(None if zone == "UTC" else ZoneInfo(zone))
+
+        def records(key: str) -> list[StoredRecord] | None:
+            store = data.stores.get(key)
+            return None if store is None else store.records()
+
+        with self._reports_lock:
+            return self._reports.setdefault(tenant_id, TenantReports(records, calendar))
+
+    def change_report_fields(self, tenant_id: int, report_id: int, fields: Sequence[ReportField]) -> str:
+        """Change a report's fields for one tenant, as its owner may (add, rename, drop or reorder
+        columns: see :class:`~st_pipeline.simulator.reports.ReportField`); the definition's
+        ``modifiedOn`` moves to now (the simulator's clock), and data answers follow the new
+        fields at once. Returns the new ``modifiedOn``."""
+        elapsed = int((self.clock.now() - self._started_at) * TICKS_PER_SECOND)
+        return self._reports_of(tenant_id).change_fields(report_id, fields, REFERENCE_END_TICKS + elapsed)
 
     @staticmethod
     def _misbehave(quirks: Quirks, kind: str, params: feeds.Query, body: bytes) -> bytes:

@@ -32,6 +32,8 @@ class SimulatorStats:
         self._recent: dict[int, deque[float]] = {}  # accepted requests of the last second
         self._peak_per_second: Counter[int] = Counter()
         self._token_faults = 0
+        self._report_requests: Counter[tuple[int, int]] = Counter()  # (tenant, report): data requests let through
+        self._report_throttled: Counter[tuple[int, int]] = Counter()  # (tenant, report): refused with 429
 
     # -- recording (called by the simulator) ------------------------------------------------
 
@@ -75,6 +77,14 @@ class SimulatorStats:
             if counts is None:
                 counts = self._injected[tenant_id] = Counter()
             counts[kind] += 1
+
+    def record_report_request(self, tenant_id: int, report_id: int, admitted: bool) -> None:
+        """A report data request (``POST …/reports/{id}/data``), let through by the per-report
+        limit or refused with 429 (not counted in :attr:`throttled`, which is the per-second
+        limit's)."""
+        with self._lock:
+            counter = self._report_requests if admitted else self._report_throttled
+            counter[(tenant_id, report_id)] += 1
 
     def record_token_fault(self) -> None:
         """A fault served at the token endpoint instead of a token."""
@@ -147,6 +157,22 @@ class SimulatorStats:
         with self._lock:
             return self._token_faults
 
+    def report_requests_for(self, tenant_id: int, report_id: int) -> int:
+        """Data requests for one report of one tenant that the per-report limit let through."""
+        with self._lock:
+            return self._report_requests[(tenant_id, report_id)]
+
+    def report_throttled_for(self, tenant_id: int, report_id: int) -> int:
+        """Data requests for one report of one tenant refused with 429 by the per-report limit."""
+        with self._lock:
+            return self._report_throttled[(tenant_id, report_id)]
+
+    @property
+    def report_throttled(self) -> int:
+        """Report data requests refused by the per-report limit, all tenants and reports."""
+        with self._lock:
+            return sum(self._report_throttled.values())
+
     def max_requests_per_second_for(self, tenant_id: int) -> int:
         """The most requests of ``tenant_id`` let through (authorized, not throttled) within
         any sliding one-second window so far."""
@@ -161,6 +187,8 @@ class SimulatorStats:
                 | {t for t in self._api_requests if t is not None}
                 | set(self._throttled)
                 | {t for t in self._injected if t is not None}
+                | {t for t, _ in self._report_requests}
+                | {t for t, _ in self._report_throttled}
             )
             all_injected = self._injected_by_kind(list(self._injected.values()))
             return {
@@ -171,6 +199,7 @@ class SimulatorStats:
                 "injected": all_injected,
                 "injected_total": sum(all_injected.values()),
                 "token_faults": self._token_faults,
+                "report_throttled": sum(self._report_throttled.values()),
                 "tenants": {str(tenant): self._tenant_snapshot(tenant) for tenant in tenants},
             }
 
@@ -185,6 +214,8 @@ class SimulatorStats:
             self._recent.clear()
             self._peak_per_second.clear()
             self._token_faults = 0
+            self._report_requests.clear()
+            self._report_throttled.clear()
 
     # -- internals (the lock is held) ----------------------------------------------------------
 
@@ -201,4 +232,12 @@ class SimulatorStats:
             "injected": injected,
             "injected_total": sum(injected.values()),
             "max_requests_per_second": self._peak_per_second[tenant_id],
+            "reports": {
+                str(report): {
+                    "requests": self._report_requests[(tenant, report)],
+                    "throttled": self._report_throttled[(tenant, report)],
+                }
+                for tenant, report in sorted(set(self._report_requests) | set(self._report_throttled))
+                if tenant == tenant_id
+            },
         }

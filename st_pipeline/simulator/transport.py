@@ -129,7 +129,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
         try:
-            reply = simulator.handle_api(method, path, parts.query, headers)
+            reply = simulator.handle_api(method, path, parts.query, headers, body)
         except ApiError as error:
             reply = Reply(error.status, dumpb(error.body()), error.headers)
         except Exception:  # noqa: BLE001 - answer 500 rather than drop the connection
