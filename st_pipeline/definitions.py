@@ -19,6 +19,7 @@ from st_pipeline.defs.freshness import build_freshness_schedule, freshness_check
 from st_pipeline.defs.maintenance import build_maintenance_schedule, maintenance_job
 from st_pipeline.defs.models import TENANT_MODELS_KEY, tenant_models
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
+from st_pipeline.defs.reports import build_reports_schedule, reports_job, servicetitan_reports
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import build_reconcile_schedule, build_sync_schedule, reconcile_job, sync_job
 from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
@@ -62,7 +63,7 @@ def build_definitions(settings: Settings, *, sync_observer: SyncObserver | None 
         if sync_observer is None
         else build_tenant_sync(load_catalogue().extracted_datasets(), sync_observer)
     )
-    assets = [sync, tenant_models]
+    assets = [sync, tenant_models, servicetitan_reports]
     if any(settings.asset_owners.values()):  # for the catalogue's owner filter (ST_PIPELINE_*_OWNERS)
         assets = list(dg.map_asset_specs(_owned(settings.asset_owners), assets))
     return dg.Definitions(
@@ -72,12 +73,13 @@ def build_definitions(settings: Settings, *, sync_observer: SyncObserver | None 
         # The raw, hub and mart assets, with their checks, are the specs of these two multi-assets.
         assets=assets,
         asset_checks=[freshness_checks],
-        jobs=[sync_job, reconcile_job, freshness_job, maintenance_job],
+        jobs=[sync_job, reconcile_job, freshness_job, maintenance_job, reports_job],
         schedules=[
             _on_cron(build_sync_schedule, "ST_PIPELINE_SYNC_CRON", settings.sync_cron),
             _on_cron(build_reconcile_schedule, "ST_PIPELINE_RECONCILE_CRON", settings.reconcile_cron),
             _on_cron(build_freshness_schedule, "ST_PIPELINE_FRESHNESS_CRON", settings.freshness_cron),
             _on_cron(build_maintenance_schedule, "ST_PIPELINE_MAINTENANCE_CRON", settings.maintenance_cron),
+            build_reports_schedule(),
         ],
         sensors=[
             tenant_onboarding_sensor,
