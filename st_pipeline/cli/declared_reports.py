@@ -206,3 +206,26 @@ def _set_enabled(tenant_id: int, name: str, enabled: bool) -> None:
             f"tenant {tenant_id}: report {name} disabled: runs skip it; "
             f"`st-pipeline report enable --tenant {tenant_id} --name {name}` resumes it."
         )
+
+
+@report.command("reset")
+@tenant_option()
+@_name_option()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def report_reset(tenant_id: int, name: str, yes: bool) -> None:
+    """Drop a tenant's stored rows of a report (every day), e.g. after its definition changed; the next
+    runs (or a backfill) read them again under the new definition."""
+    from st_pipeline.cli.app import open_warehouse
+    from st_pipeline.sync.reports import reset_report
+
+    settings = load_settings()
+    with open_registry(settings) as registry, _clear_errors("nothing was dropped"):
+        declared = registry.report(tenant_id, name)
+    if not yes:
+        click.confirm(f"drop every stored row of report {declared.name} of tenant {tenant_id}?", abort=True)
+    with open_warehouse(settings) as engine:
+        dropped = reset_report(engine, tenant_id, declared.name)
+    click.echo(
+        f"tenant {tenant_id}: {dropped} rows of report {declared.name} dropped; backfill servicetitan/reports "
+        "for the days you need them again."
+    )

@@ -42,7 +42,6 @@ PREFIX = "/reporting/v2/tenant/"
 DATA_PAGE_SIZE = 1000
 MAX_DATA_PAGE_SIZE = 25_000
 DATA_TYPES = ("String", "Number", "Boolean", "Date", "Time")
-CATEGORIES_DATASET = "reporting/report-categories"
 SCOPE_CATEGORIES = "tn.rpr.reportcategories:r"
 SCOPE_REPORTS = "tn.rpr.reports:r"
 
@@ -185,15 +184,6 @@ def match(path: str) -> ReportPath | None:
     if found is None:
         return None
     return ReportPath(found["tenant"], found["category"], found["report"], found["data"] is not None)
-
-
-def category_records() -> list[StoredRecord]:
-    """The categories as records of the ``reporting/report-categories`` dataset (its ground
-    truth: ids are strings, as the spec has them; the internal keys are their positions)."""
-    return [
-        StoredRecord(index, REFERENCE_END_TICKS, REFERENCE_END_TICKS, True, dumpb({"id": key, "name": name}))
-        for index, (key, name) in enumerate(CATEGORIES, start=1)
-    ]
 
 
 def _paged(items: Sequence[Any], query: Query, default: int, maximum: int) -> tuple[dict[str, Any], list[Any]]:

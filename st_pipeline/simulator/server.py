@@ -48,7 +48,7 @@ from st_pipeline.simulator.report_figures import Calendar
 from st_pipeline.simulator.reports import ReportField, TenantReports
 from st_pipeline.simulator.routes import RouteTable, tenant_in_path
 from st_pipeline.simulator.stats import SimulatorStats
-from st_pipeline.simulator.store import DatasetStore, StoredRecord, dumpb, join_json
+from st_pipeline.simulator.store import StoredRecord, dumpb, join_json
 from st_pipeline.simulator.tokens import TokenStore
 from st_pipeline.simulator.transport import (
     CONTROL_PREFIX,
@@ -416,9 +416,6 @@ class Simulator:
             if data is None:
                 scale = self.config.scale_of(tenant)
                 data = generate_tenant(self._plan, self.config.seed, tenant_id, scale)
-                if reports.CATEGORIES_DATASET in data.stores:  # the Reporting API's own categories
-                    key = reports.CATEGORIES_DATASET
-                    data.stores[key] = DatasetStore(key, reports.category_records())
                 self._data[tenant_id] = data
         return data
 

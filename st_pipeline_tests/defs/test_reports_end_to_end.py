@@ -15,7 +15,9 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from st_pipeline.cli import main
 from st_pipeline.defs.partitions import add_tenant_partition
 from st_pipeline.defs.reports import RECONCILES_CHECK, report_partition_key, servicetitan_reports
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
@@ -161,6 +163,14 @@ def test_declared_reports_are_read_per_day_reconciled_and_a_moved_item_is_named(
             old, new, total = _move_one_item(engine, days[0])
             build_tenant(engine, TENANT.tenant_id, "edited")
             failed = read(instance, days[0])
+
+            # Starting over (after a definition change): the tenant's rows of the report are dropped.
+            stored = sum(len(_rows(engine, "bu_performance", day)) for day in days)
+            reset = CliRunner().invoke(
+                main, ["report", "reset", "--tenant", str(TENANT.tenant_id), "--name", "bu_performance", "--yes"]
+            )
+            assert reset.exit_code == 0 and f"{stored} rows of report bu_performance dropped" in reset.output
+            assert [_rows(engine, "bu_performance", day) for day in days] == [[], [], []]
     finally:
         engine.dispose()
     assert not failed.passed
