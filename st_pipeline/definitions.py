@@ -4,7 +4,7 @@ The deployment's configuration is read and validated once, when the code locatio
 or missing variable stops it with a message naming the variable.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
@@ -19,7 +19,7 @@ from st_pipeline.defs.freshness import build_freshness_schedule, freshness_check
 from st_pipeline.defs.maintenance import build_maintenance_schedule, maintenance_job
 from st_pipeline.defs.models import TENANT_MODELS_KEY, tenant_models
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
-from st_pipeline.defs.reports import build_reports_schedule, reports_job, servicetitan_reports
+from st_pipeline.defs.reports import build_report_assets, build_reports_schedule, declared_reports, reports_job
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.defs.schedules import build_reconcile_schedule, build_sync_schedule, reconcile_job, sync_job
 from st_pipeline.defs.sensors import abandoned_run_sensor, tenant_onboarding_sensor
@@ -27,6 +27,7 @@ from st_pipeline.defs.tenant_sync import build_tenant_sync, tenant_sync
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import Settings, SettingsError, load_settings
 from st_pipeline.sync.observer import SyncObserver
+from st_pipeline.tenants.reports import ReportDeclaration
 
 
 def _on_cron(build: Callable[[str], dg.ScheduleDefinition], variable: str, cron: str) -> dg.ScheduleDefinition:
@@ -52,18 +53,25 @@ def _owned(owners: dict[str, tuple[str, ...]]) -> Callable[[dg.AssetSpec], dg.As
     return owned
 
 
-def build_definitions(settings: Settings, *, sync_observer: SyncObserver | None = None) -> dg.Definitions:
+def build_definitions(
+    settings: Settings,
+    *,
+    sync_observer: SyncObserver | None = None,
+    reports: Sequence[ReportDeclaration] | None = None,
+) -> dg.Definitions:
     """Assets, checks, jobs, schedules (on the configured crons), sensors and resources.
 
     ``sync_observer`` is told each point every tenant sync reaches (``st_pipeline.sync.observer``);
-    the crash tests' code location kills the process there.
+    the crash tests' code location kills the process there. ``reports``: the declarations to make
+    report assets of (default: those in the registry now).
     """
     sync = (
         tenant_sync
         if sync_observer is None
         else build_tenant_sync(load_catalogue().extracted_datasets(), sync_observer)
     )
-    assets = [sync, tenant_models, servicetitan_reports]
+    report_assets = build_report_assets(declared_reports(settings) if reports is None else reports)
+    assets = [sync, tenant_models, *report_assets]
     if any(settings.asset_owners.values()):  # for the catalogue's owner filter (ST_PIPELINE_*_OWNERS)
         assets = list(dg.map_asset_specs(_owned(settings.asset_owners), assets))
     return dg.Definitions(
@@ -79,7 +87,7 @@ def build_definitions(settings: Settings, *, sync_observer: SyncObserver | None 
             _on_cron(build_reconcile_schedule, "ST_PIPELINE_RECONCILE_CRON", settings.reconcile_cron),
             _on_cron(build_freshness_schedule, "ST_PIPELINE_FRESHNESS_CRON", settings.freshness_cron),
             _on_cron(build_maintenance_schedule, "ST_PIPELINE_MAINTENANCE_CRON", settings.maintenance_cron),
-            build_reports_schedule(),
+            build_reports_schedule(asset.key.path[-1] for asset in report_assets),
         ],
         sensors=[
             tenant_onboarding_sensor,

@@ -340,7 +340,9 @@ def test_reports_are_declared_listed_disabled_and_removed_from_the_command_line(
     )  # fmt: skip
     assert added.stdout == (
         "tenant 6601: report technician_revenue declared (category business-unit-dashboard, report 123, "
-        "BusinessUnitIds=1,2, Status=done, window 3 days); its runs extract it into raw_report_technician_revenue.\n"
+        "BusinessUnitIds=1,2, Status=done, window 3 days); its runs extract it into raw_report_technician_revenue. "
+        "Its asset is servicetitan/reports/technician_revenue: reload the code location (Deployment → Reload in the "
+        "UI, or restart it) if the name is new.\n"
     )
     _st("report", "add", "--tenant", "6602", "--name", "calls", "--category", "marketing", "--report", "7")
     _st("report", "add", "--tenant", "6601", "--name", "calls", "--category", "marketing", "--report", "8")

@@ -74,8 +74,9 @@ def test_every_check_schedule_sensor_and_asset_is_listed(defs: dg.Definitions, s
     automations = set(_row_names(sections["schedules"]))
     assert {schedule.name for schedule in defs.schedules or ()} <= automations
     assert {sensor.name for sensor in defs.sensors or ()} <= automations
-    keys = set(re.findall(r"`([a-z_]+(?:/[a-z0-9_]+)+)`", sections["assets"]))
-    assert {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()} <= keys
+    keys = set(re.findall(r"`([a-z_]+(?:/[a-z0-9_<>]+)+)`", sections["assets"]))
+    assert {generate.shown_key(spec.key) for spec in defs.resolve_all_asset_specs()} <= keys
+    assert "servicetitan/reports/<name>" in keys  # the report assets, one per declared name
 
 
 def test_every_run_config_field_is_listed_with_its_default(sections: dict[str, str]) -> None:

@@ -115,7 +115,9 @@ def report_add(
         )
     click.echo(
         f"tenant {declared.tenant_id}: report {declared.name} {'replaced' if replaced else 'declared'} "
-        f"({describe(declared)}); its runs extract it into raw_report_{declared.name}."
+        f"({describe(declared)}); its runs extract it into raw_report_{declared.name}. Its asset is "
+        f"servicetitan/reports/{declared.name}: reload the code location (Deployment → Reload in the UI, or restart "
+        "it) if the name is new."
     )
 
 
@@ -226,6 +228,6 @@ def report_reset(tenant_id: int, name: str, yes: bool) -> None:
     with open_warehouse(settings) as engine:
         dropped = reset_report(engine, tenant_id, declared.name)
     click.echo(
-        f"tenant {tenant_id}: {dropped} rows of report {declared.name} dropped; backfill servicetitan/reports "
-        "for the days you need them again."
+        f"tenant {tenant_id}: {dropped} rows of report {declared.name} dropped; backfill "
+        f"servicetitan/reports/{declared.name} for the days you need them again."
     )

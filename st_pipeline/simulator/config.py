@@ -46,7 +46,9 @@ class SimulatorConfig:
     The Reporting API (see ``reports``) takes at most ``report_requests_per_window`` data
     requests per tenant and report within any ``report_window_s`` seconds (ServiceTitan: 5 of
     the same report per minute); more get 429 with ``Retry-After``. That window is on the
-    simulator's clock, so ``Simulator.advance_clock`` moves it on too.
+    simulator's clock, so ``Simulator.advance_clock`` moves it on too. Its data pages hold at
+    most ``report_page_size_cap`` rows whatever ``pageSize`` asks for (as a server may cap it),
+    so that a test can make one read take several requests.
     """
 
     tenants: list[SimulatedTenant]
@@ -63,6 +65,7 @@ class SimulatorConfig:
     revoke_tokens_every_s: float | None = None
     report_requests_per_window: int = 5
     report_window_s: float = 60.0
+    report_page_size_cap: int = 25_000
 
     def __post_init__(self) -> None:
         ids = [tenant.tenant_id for tenant in self.tenants]
@@ -88,6 +91,8 @@ class SimulatorConfig:
             raise ValueError("revoke_tokens_every_s must be positive (or None)")
         if self.report_requests_per_window < 1 or self.report_window_s <= 0:
             raise ValueError("report_requests_per_window and report_window_s must be positive")
+        if self.report_page_size_cap < 1:
+            raise ValueError("report_page_size_cap must be positive")
         for tenant in self.tenants:
             try:
                 ZoneInfo(tenant.time_zone)

@@ -255,9 +255,16 @@ class TenantReports:
     """One tenant's reports: their current definitions, and their figures, computed from the
     tenant's records on demand and kept until one of the datasets they read changes."""
 
-    def __init__(self, records: Callable[[str], list[StoredRecord] | None], calendar: rf.Calendar) -> None:
+    def __init__(
+        self,
+        records: Callable[[str], list[StoredRecord] | None],
+        calendar: rf.Calendar,
+        *,
+        page_size_cap: int = MAX_DATA_PAGE_SIZE,
+    ) -> None:
         self._records = records  # a dataset's current records (None: not generated)
         self._calendar = calendar
+        self._page_size_cap = page_size_cap  # a larger pageSize asked for gets pages of this size
         self._lock = threading.Lock()
         self._definitions = {
             report.id: _Definition(report.fields, REFERENCE_END_TICKS - (report.id - 1000) * 30 * TICKS_PER_DAY)
@@ -324,7 +331,7 @@ class TenantReports:
     def data_body(self, report: ReportSpec, query: Query, body: bytes) -> bytes:
         """The data answer (``ReportDataResponse``): the page's rows in the current fields' order."""
         page = int_param(query, "page", 1, 1, None)
-        page_size = int_param(query, "pageSize", DATA_PAGE_SIZE, 1, MAX_DATA_PAGE_SIZE)
+        page_size = min(int_param(query, "pageSize", DATA_PAGE_SIZE, 1, MAX_DATA_PAGE_SIZE), self._page_size_cap)
         include_total = bool_param(query, "includeTotal")
         first, last = parse_range(body)
         with self._lock:

@@ -606,7 +606,9 @@ class Simulator:
             return None if store is None else store.records()
 
         with self._reports_lock:
-            return self._reports.setdefault(tenant_id, TenantReports(records, calendar))
+            return self._reports.setdefault(
+                tenant_id, TenantReports(records, calendar, page_size_cap=self.config.report_page_size_cap)
+            )
 
     def change_report_fields(self, tenant_id: int, report_id: int, fields: Sequence[ReportField]) -> str:
         """Change a report's fields for one tenant, as its owner may (add, rename, drop or reorder

@@ -1,7 +1,9 @@
-"""Declared reports end to end: five reports of one tenant read for three days through Dagster from
-the simulator's Reporting API, every shipped mapping reconciled with its mart, a re-run that
-changes nothing, no 429 — and a reconciliation that fails, naming the business unit, the day and
-both values, when one invoice item's business unit changes in the mart's input only."""
+"""Declared reports end to end: five reports of one tenant, one asset each, read for three days
+through Dagster from the simulator's Reporting API under a per-report limit the runs exceed (the
+pacer waits, the simulator answers no 429), every shipped mapping reconciled with its mart, a
+re-run that changes nothing, a changed definition refused until the report is reset — and a
+reconciliation that fails, naming the business unit, the day and both values, when one invoice
+item's business unit changes in the mart's input only."""
 
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ from click.testing import CliRunner
 
 from st_pipeline.cli import main
 from st_pipeline.defs.partitions import add_tenant_partition
-from st_pipeline.defs.reports import RECONCILES_CHECK, report_partition_key, servicetitan_reports
+from st_pipeline.defs.reports import build_report_assets, report_asset_key, report_partition_key
 from st_pipeline.defs.resources import ServiceTitanResource, TenantRegistryResource, WarehouseResource
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import load_settings
-from st_pipeline.simulator import SimulatedTenant, Simulator, SimulatorConfig
+from st_pipeline.simulator import ReportField, SimulatedTenant, Simulator, SimulatorConfig
 from st_pipeline.tenants.registry import Change, TenantRegistry
 from st_pipeline.transform.build import build_tenant
 from st_pipeline.transform.hubs import source_datasets
@@ -49,9 +51,27 @@ MAPPINGS = {
 }
 
 
+# A stricter limit than ServiceTitan's, the simulator's and the resource's alike, and data pages of two
+# rows: a read of a report with more than four rows takes three requests at once, so the pacer must wait.
+LIMIT_REQUESTS, LIMIT_WINDOW_S = 2, 1.0
+PAGE_ROWS = 2
+
+
+def pages(rows: int) -> int:
+    return max(1, -(-rows // PAGE_ROWS))
+
+
 @pytest.fixture()
 def reports_simulator() -> Iterator[Simulator]:
-    config = SimulatorConfig(tenants=[TENANT], seed=23, scale=0.2, datasets=tuple(source_datasets()))
+    config = SimulatorConfig(
+        tenants=[TENANT],
+        seed=23,
+        scale=0.2,
+        datasets=tuple(source_datasets()),
+        report_page_size_cap=PAGE_ROWS,
+        report_requests_per_window=LIMIT_REQUESTS,
+        report_window_s=LIMIT_WINDOW_S,
+    )
     with Simulator(config) as simulator:
         yield simulator
 
@@ -124,53 +144,112 @@ def test_declared_reports_are_read_per_day_reconciled_and_a_moved_item_is_named(
             )
         ]
     resources = {
-        "servicetitan": ServiceTitanResource(),
+        "servicetitan": ServiceTitanResource(report_requests_per_window=LIMIT_REQUESTS, report_window_s=LIMIT_WINDOW_S),
         "tenant_registry": TenantRegistryResource(),
         "warehouse": WarehouseResource(),
     }
+    registry = TenantRegistry.open(settings)
+    assets = build_report_assets(registry.reports(TENANT.tenant_id))
+    registry.close()
+    assert [asset.key for asset in assets] == [report_asset_key(name) for name in sorted(REPORTS)]
 
-    def read(instance: dg.DagsterInstance, day: date) -> dg.AssetCheckEvaluation:
+    def read(instance: dg.DagsterInstance, day: date, *, names: tuple[str, ...] = tuple(REPORTS)) -> Any:
         result = dg.materialize(
-            [servicetitan_reports],
+            assets,
+            selection=[report_asset_key(name) for name in names],
             partition_key=report_partition_key(TENANT.tenant_id, day),
             instance=instance,
             resources=resources,
+            raise_on_error=False,
         )
-        assert result.success
-        (evaluation,) = [e for e in check_evaluations(instance, result.run_id) if e.check_name == RECONCILES_CHECK]
-        return evaluation
+        return result, {e.asset_key.path[-1]: e for e in check_evaluations(instance, result.run_id)}
+
+    def paced(result: Any) -> float:
+        return sum(
+            float(str(m.metadata["seconds_paced"].value))
+            for m in result.get_asset_materialization_events()
+            for m in [m.materialization]
+        )
 
     try:
         with dg.instance_for_test() as instance:
             add_tenant_partition(instance, TENANT.tenant_id)
+            waited = 0.0
+            requests = dict.fromkeys(REPORTS, 0)
             for day in days:
-                evaluation = read(instance, day)
-                checked = evaluation.metadata["mappings_checked"].value
-                assert {part.split(": ")[1] for part in str(checked).split(", ")} == MAPPINGS, checked
-                assert evaluation.passed, evaluation.metadata
-                assert int(str(evaluation.metadata["cells_compared"].value)) > 10
+                result, evaluations = read(instance, day)
+                assert result.success
+                waited += paced(result)
+                assert set(evaluations) == set(REPORTS)
+                checked = {
+                    mapping
+                    for e in evaluations.values()
+                    for mapping in str(e.metadata["mappings_checked"].value).split(", ")
+                }
+                assert checked - {"none"} == MAPPINGS, checked
+                assert str(evaluations["technician_hours"].metadata["mappings_checked"].value) == "none"
+                assert all(e.passed for e in evaluations.values()), evaluations
+                assert sum(int(str(e.metadata["cells_compared"].value)) for e in evaluations.values()) > 10
                 assert _rows(engine, "bu_performance", day) and _rows(engine, "technician_hours", day)
-            for report_id in (rid for _, rid in REPORTS.values()):
+                for name in REPORTS:
+                    requests[name] += pages(len(_rows(engine, name, day)))
+            assert max(len(_rows(engine, name, day)) for name in REPORTS for day in days) > 2 * PAGE_ROWS
+            for name, (_, report_id) in REPORTS.items():
                 assert reports_simulator.stats.report_throttled_for(TENANT.tenant_id, report_id) == 0
-                assert reports_simulator.stats.report_requests_for(TENANT.tenant_id, report_id) == len(days)
+                assert reports_simulator.stats.report_requests_for(TENANT.tenant_id, report_id) == requests[name]
 
-            # Re-reading a day changes nothing.
+            # Re-reading a day changes nothing; the fourth request of each report within the window had to wait.
             before = {name: _rows(engine, name, days[0]) for name in REPORTS}
-            assert read(instance, days[0]).passed
+            result, evaluations = read(instance, days[0])
+            assert result.success and all(e.passed for e in evaluations.values())
+            waited += paced(result)
             assert {name: _rows(engine, name, days[0]) for name in REPORTS} == before
+            assert waited > 0
+            assert (
+                sum(reports_simulator.stats.report_throttled_for(TENANT.tenant_id, r) for _, r in REPORTS.values()) == 0
+            )
+
+            # The owner renames a column of the custom report: its next read fails saying so and stores nothing;
+            # the other reports of the run are read.
+            reports_simulator.change_report_fields(
+                TENANT.tenant_id,
+                1005,
+                [
+                    ReportField("TechnicianId", "Technician ID"),
+                    ReportField("HoursOnShift", "Hours on shift", source="ShiftHours"),
+                    ReportField("AppointmentCount", "Appointments"),
+                ],
+            )
+            hours_before = _rows(engine, "technician_hours", days[1])
+            changed, evaluations = read(instance, days[1], names=("technician_hours", "collections"))
+            assert not changed.success
+            (failure,) = [e for e in changed.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+            message = str(failure.step_failure_data.error)
+            assert "definition of report 'Daily Technician Hours' changed" in message and "HoursOnShift" in message
+            assert f"st-pipeline report reset --tenant {TENANT.tenant_id} --name technician_hours" in message
+            assert _rows(engine, "technician_hours", days[1]) == hours_before
+            assert set(evaluations) == {"collections"} and evaluations["collections"].passed
 
             # One item moves to another business unit in the mart's input only: the check names both cells.
             old, new, total = _move_one_item(engine, days[0])
             build_tenant(engine, TENANT.tenant_id, "edited")
-            failed = read(instance, days[0])
+            result, evaluations = read(instance, days[0], names=("bu_performance",))
+            failed = evaluations["bu_performance"]
 
-            # Starting over (after a definition change): the tenant's rows of the report are dropped.
-            stored = sum(len(_rows(engine, "bu_performance", day)) for day in days)
+            # Starting over under the new definition: the tenant's rows of the report are dropped, then read again.
+            stored = sum(len(_rows(engine, "technician_hours", day)) for day in days)
             reset = CliRunner().invoke(
-                main, ["report", "reset", "--tenant", str(TENANT.tenant_id), "--name", "bu_performance", "--yes"]
+                main, ["report", "reset", "--tenant", str(TENANT.tenant_id), "--name", "technician_hours", "--yes"]
             )
-            assert reset.exit_code == 0 and f"{stored} rows of report bu_performance dropped" in reset.output
-            assert [_rows(engine, "bu_performance", day) for day in days] == [[], [], []]
+            assert reset.exit_code == 0 and f"{stored} rows of report technician_hours dropped" in reset.output
+            assert [_rows(engine, "technician_hours", day) for day in days] == [[], [], []]
+            result, _ = read(instance, days[1], names=("technician_hours",))
+            assert result.success
+            renamed = _rows(engine, "technician_hours", days[1])
+            assert [(n, list(p)) for n, p in renamed] == [
+                (n, ["TechnicianId", "HoursOnShift", "AppointmentCount"]) for n, _ in hours_before
+            ]
+            assert [p["HoursOnShift"] for _, p in renamed] == [p["ShiftHours"] for _, p in hours_before]
     finally:
         engine.dispose()
     assert not failed.passed

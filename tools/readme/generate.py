@@ -12,6 +12,7 @@ defaults); the rest come from ``tools.readme.markdown``.
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import annotated_types
@@ -21,9 +22,10 @@ from pydantic.fields import FieldInfo
 
 from st_pipeline.defs.checks import DEFAULT_QUARANTINE_ERROR_RATIO
 from st_pipeline.defs.raw_assets import raw_asset_key, raw_group_name
-from st_pipeline.defs.reports import REPORTS_KEY
+from st_pipeline.defs.reports import REPORTS_GROUP, report_asset_key
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import load_settings
+from st_pipeline.tenants.reports import ReportDeclaration
 from tools.readme.markdown import (
     README_PATH,
     REGENERATE,
@@ -38,15 +40,45 @@ from tools.readme.markdown import (
     stale_sections,
 )
 
+# The README's report asset: it stands for each report a deployment declares.
+REPORT_EXAMPLE = ReportDeclaration(
+    tenant_id=1,
+    name="name",
+    category="category",
+    report_id=1,
+    parameters={},
+    window_days=1,
+    enabled=True,
+    created_at=datetime(2020, 1, 1, tzinfo=UTC),
+)
+
 # How the README names the endpoint kinds of the raw assets (metadata ``endpoint_kind``).
 _KIND_NAMES = {"export": "an export feed", "list": "a paged list", "lookup": "a lookup"}
 
 
 def default_definitions() -> dg.Definitions:
-    """The code location's definitions under the default configuration (no variable set)."""
+    """The code location's definitions under the default configuration (no variable set), with one
+    report asset standing for each declared report (``REPORT_EXAMPLE``)."""
     from st_pipeline.definitions import build_definitions
 
-    return build_definitions(load_settings({}))
+    return build_definitions(load_settings({}), reports=[REPORT_EXAMPLE])
+
+
+def shown_key(key: dg.AssetKey) -> str:
+    """How the README names an asset: the report example stands for any declared name."""
+    if key == report_asset_key(REPORT_EXAMPLE.name):
+        return "servicetitan/reports/<name>"
+    return key.to_user_string()
+
+
+def shown_description(key: dg.AssetKey, description: str | None) -> str:
+    """The first line of an asset's description, the report example's name shown as a placeholder."""
+    line = first_line(description)
+    if key == report_asset_key(REPORT_EXAMPLE.name):
+        line = line.replace(f"raw_report_{REPORT_EXAMPLE.name}", "raw_report_<name>").replace(
+            f"declared as {REPORT_EXAMPLE.name} ", "declared as <name> "
+        )
+    return line
 
 
 def first_line(text: str | None) -> str:
@@ -88,7 +120,8 @@ def assets_section(defs: dg.Definitions) -> str:
                 f"**{code(group)}**: {plural(len(specs), 'asset')}",
                 "",
                 markdown_table(
-                    ["asset", "description"], [(code(s.key.to_user_string()), first_line(s.description)) for s in specs]
+                    ["asset", "description"],
+                    [(code(shown_key(s.key)), shown_description(s.key, s.description)) for s in specs],
                 ),
                 "",
             ]
@@ -158,10 +191,8 @@ def raw_checks_section(defs: dg.Definitions) -> str:
         (code(name), _raw_checks_on(keys, raw_specs), description)
         for (name, description), keys in _check_rows(specs).items()
     ]
-    report_specs = [spec for spec in check_specs(defs) if spec.asset_key == REPORTS_KEY]
-    rows += [
-        (code(spec.name), code(REPORTS_KEY.to_user_string()), first_line(spec.description)) for spec in report_specs
-    ]
+    report_specs = [spec for spec in check_specs(defs) if spec.asset_key == report_asset_key(REPORT_EXAMPLE.name)]
+    rows += [(code(spec.name), code(shown_key(spec.asset_key)), first_line(spec.description)) for spec in report_specs]
     return "\n".join(
         [
             markdown_table(["check", "on", "what it checks"], rows),
@@ -187,7 +218,7 @@ def model_checks_section(defs: dg.Definitions) -> str:
     model_specs = {
         spec.key: spec
         for spec in defs.resolve_all_asset_specs()
-        if spec.group_name not in raw and spec.metadata.get("dagster/table_name")
+        if spec.group_name not in raw and spec.group_name != REPORTS_GROUP and spec.metadata.get("dagster/table_name")
     }
     specs = [spec for spec in check_specs(defs) if spec.asset_key in model_specs]
     rows = [
