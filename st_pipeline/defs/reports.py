@@ -110,12 +110,13 @@ def _reconciliations(warehouse: WarehouseResource, tenant_id: int, read: ReportR
         ]
 
 
-def _check_result(results: list[Reconciliation]) -> dg.AssetCheckResult:
+def _check_result(results: list[Reconciliation], tenant_id: int) -> dg.AssetCheckResult:
     differences = [
         {"mapping": result.mapping.name, **difference.as_json()}
         for result in results
         for difference in result.differences
     ]
+    unbuilt = sorted({result.mapping.mart_table_name for result in results if not result.mart_built})
     metadata: dict[str, Any] = {
         "mappings_checked": ", ".join(result.mapping.name for result in results) or "none",
         "cells_compared": sum(result.cells for result in results),
@@ -123,12 +124,21 @@ def _check_result(results: list[Reconciliation]) -> dg.AssetCheckResult:
     }
     if differences:
         metadata["differences"] = dg.MetadataValue.json(differences[:SHOWN_DIFFERENCES])
+    description: str | None
+    if unbuilt:  # nothing to hold the report against yet: a warning, not a disagreement
+        metadata["marts_not_built"] = ", ".join(unbuilt)
+        description = (
+            f"tenant {tenant_id} has no build of {', '.join(unbuilt)} yet: materialize servicetitan/tenant_models "
+            "for it (each sync does), then read the report again"
+        )
+    else:
+        description = None if results else "no shipped mapping knows this report: nothing to reconcile"
     return dg.AssetCheckResult(
         check_name=RECONCILES_CHECK,
-        passed=not differences,
-        severity=dg.AssetCheckSeverity.ERROR,
+        passed=not differences and not unbuilt,
+        severity=dg.AssetCheckSeverity.ERROR if differences else dg.AssetCheckSeverity.WARN,
         metadata=metadata,
-        description=None if results else "no shipped mapping knows this report: nothing to reconcile",
+        description=description,
     )
 
 
@@ -225,7 +235,7 @@ def build_report_asset(name: str, declarations: Sequence[ReportDeclaration] = ()
                 "seconds_paced": round(read.paced_s, 1),
             }
         )
-        yield _check_result(_reconciliations(warehouse, tenant_id, read))
+        yield _check_result(_reconciliations(warehouse, tenant_id, read), tenant_id)
 
     return report_asset
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from st_pipeline.transform.expressions import as_day
 from st_pipeline.transform.mart_build import mart_table
 from st_pipeline.transform.marts import MARTS_BY_NAME
+from st_pipeline.warehouse.tables import transform_state_table
 
 Key = tuple[Any, ...]
 
@@ -34,6 +35,10 @@ class ReportMapping:
     mart: str
     key: tuple[tuple[str, str], ...]  # (report field, mart column) pairs that identify a row, besides the day
     measures: tuple[tuple[str, str], ...]  # (report field, mart column) pairs compared
+
+    @property
+    def mart_table_name(self) -> str:
+        return MARTS_BY_NAME[self.mart].table_name
 
     def applies_to(self, report_name: str, fields: Sequence[str]) -> bool:
         needed = {field for field, _ in (*self.key, *self.measures)}
@@ -111,10 +116,11 @@ class Reconciliation:
     period: tuple[date, date]
     cells: int  # cells compared
     differences: tuple[Difference, ...]
+    mart_built: bool = True  # False: the tenant's mart was never built, so nothing was compared
 
     @property
     def passed(self) -> bool:
-        return not self.differences
+        return self.mart_built and not self.differences
 
 
 def _number(value: Any, where: str) -> Decimal:
@@ -132,6 +138,17 @@ def _key_value(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def mart_built(conn: sa.Connection, mapping: ReportMapping, tenant_id: int) -> bool:
+    """Whether the tenant's build has written the mapping's mart (its build state is recorded)."""
+    if not sa.inspect(conn).has_table(transform_state_table.name):
+        return False
+    state = transform_state_table
+    built = sa.select(state.c.tenant_id).where(
+        state.c.tenant_id == tenant_id, state.c.table_name == mapping.mart_table_name
+    )
+    return conn.execute(built).first() is not None
 
 
 def mart_sums(
@@ -164,7 +181,10 @@ def reconcile(
     period: tuple[date, date],
     report_rows: Sequence[Mapping[str, Any]],
 ) -> Reconciliation:
-    """Compare the report's rows of one period with the mart's rows of the same days."""
+    """Compare the report's rows of one period with the mart's rows of the same days (nothing is
+    compared when the tenant's mart was never built: ``mart_built`` is then False)."""
+    if not mart_built(conn, mapping, tenant_id):
+        return Reconciliation(mapping, period, 0, (), mart_built=False)
     reported: dict[Key, dict[str, Decimal]] = {}
     for row in report_rows:
         key = tuple(_key_value(row[field]) for field, _ in mapping.key)
