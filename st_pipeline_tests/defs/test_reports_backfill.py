@@ -105,7 +105,7 @@ def _finished_runs(instance: dg.DagsterInstance, expected: int) -> list[dg.Dagst
     while time.monotonic() < deadline:
         runs = instance.get_runs(filters=dg.RunsFilter(job_name="servicetitan_reports"))
         if len(runs) >= expected and all(run.is_finished for run in runs):
-            return runs
+            return list(runs)
         time.sleep(0.5)  # polling other processes' progress, not synchronising threads
     pytest.fail(f"the backfill's {expected} runs did not finish within {DEADLINE_S} s")
 
