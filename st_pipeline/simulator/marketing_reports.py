@@ -415,14 +415,14 @@ def attributed_leads(records: Records, start: datetime, end: datetime, lead_type
 # -- answers -----------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Decimals as JSON numbers (through a float: 4 places print exactly), recursively."""
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
 
 
@@ -430,14 +430,14 @@ def rows_for(records: Records, key: str, query: Query) -> list[dict[str, Any]]:
     """All rows (every page) one request asks for, as served (plain JSON values)."""
     if key == COST_SUMMARY:
         start, end = date_range(query, "from", "to", utc=False)
-        return _plain(cost_summary(records, start, end))
+        return plain(cost_summary(records, start, end))
     start, end = date_range(query, "fromUtc", "toUtc", utc=True)
     if key == PERFORMANCE:
         segmentation = _choice(query, "performanceSegmentationType", SEGMENTATIONS, required=True)
         assert segmentation is not None
-        return _plain(performance(records, start, end, segmentation))
+        return plain(performance(records, start, end, segmentation))
     lead_type = _choice(query, "leadType", tuple(LEAD_TYPES), required=False)
-    return _plain(attributed_leads(records, start, end, lead_type))
+    return plain(attributed_leads(records, start, end, lead_type))
 
 
 Damage = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
