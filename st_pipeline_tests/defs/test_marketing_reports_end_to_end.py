@@ -257,7 +257,9 @@ def test_the_schedule_asks_for_each_enabled_tenants_trailing_days(local_env: Pat
         with dg.build_schedule_context(
             instance=instance, scheduled_execution_time=at, resources={"tenant_registry": TenantRegistryResource()}
         ) as context:
-            requests = schedule(context)
+            evaluation = schedule(context)
+    assert isinstance(evaluation, list)
+    requests = [request for request in evaluation if isinstance(request, dg.RunRequest)]
     keys = [request.partition_key for request in requests]
     assert keys == [
         *(report_partition_key(9711, date(2024, 3, d)) for d in (8, 7, 6)),
