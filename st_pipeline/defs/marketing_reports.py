@@ -48,7 +48,7 @@ def _check_spec(dataset: DateRangeDataset) -> dg.AssetCheckSpec:
         return dg.AssetCheckSpec(
             ROWS_MATCH_SPEC,
             asset=marketing_report_key(dataset),
-            description=f"Every row ServiceTitan served for the day matches the {dataset.key} record model of the "
+            description="Every row ServiceTitan served for the day matches the endpoint's record model from the "
             "specs (required fields present, each of its type, numbers finite), and so does every row stored; a "
             "failure names the rows and fields, and the day's previous rows are kept.",
             partitions_def=report_partitions,

@@ -78,8 +78,3 @@ def period_payloads(conn: sa.Connection, table: sa.Table, tenant_id: int, period
     query = sa.select(table.c.payload).where(_of_period(table, tenant_id, period)).order_by(table.c.row_number)
     return [dict(row[0]) for row in conn.execute(query)]
 
-
-def delete_tenant_rows(engine: sa.Engine, table: sa.Table, tenant_id: int) -> int:
-    """Delete every stored row of the tenant (all periods); returns how many."""
-    with engine.begin() as conn:
-        return int(conn.execute(sa.delete(table).where(table.c.tenant_id == tenant_id)).rowcount or 0)
