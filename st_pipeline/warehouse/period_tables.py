@@ -77,4 +77,3 @@ def period_payloads(conn: sa.Connection, table: sa.Table, tenant_id: int, period
     """The ``payload`` of each stored row of one period, in row order."""
     query = sa.select(table.c.payload).where(_of_period(table, tenant_id, period)).order_by(table.c.row_number)
     return [dict(row[0]) for row in conn.execute(query)]
-

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from st_pipeline.defs.checks import DEFAULT_QUARANTINE_ERROR_RATIO
-from st_pipeline.defs.raw_assets import raw_asset_key, raw_group_name
 from st_pipeline.defs.marketing_reports import MARKETING_REPORT_KEYS
+from st_pipeline.defs.raw_assets import raw_asset_key, raw_group_name
 from st_pipeline.defs.reports import REPORTS_KEY
 from st_pipeline.servicetitan.catalogue import load_catalogue
 from st_pipeline.settings import load_settings
