@@ -17,6 +17,11 @@ from st_pipeline.defs.alerting import (
 )
 from st_pipeline.defs.freshness import build_freshness_schedule, freshness_checks, freshness_job
 from st_pipeline.defs.maintenance import build_maintenance_schedule, maintenance_job
+from st_pipeline.defs.marketing_reports import (
+    build_marketing_reports_schedule,
+    marketing_report_assets,
+    marketing_reports_job,
+)
 from st_pipeline.defs.models import TENANT_MODELS_KEY, tenant_models
 from st_pipeline.defs.raw_assets import TENANT_SYNC_KEY
 from st_pipeline.defs.reports import build_report_assets, build_reports_schedule, declared_reports, reports_job
@@ -71,7 +76,7 @@ def build_definitions(
         else build_tenant_sync(load_catalogue().extracted_datasets(), sync_observer)
     )
     report_assets = build_report_assets(declared_reports(settings) if reports is None else reports)
-    assets = [sync, tenant_models, *report_assets]
+    assets = [sync, tenant_models, *report_assets, *marketing_report_assets]
     if any(settings.asset_owners.values()):  # for the catalogue's owner filter (ST_PIPELINE_*_OWNERS)
         assets = list(dg.map_asset_specs(_owned(settings.asset_owners), assets))
     return dg.Definitions(
@@ -81,13 +86,14 @@ def build_definitions(
         # The raw, hub and mart assets, with their checks, are the specs of these two multi-assets.
         assets=assets,
         asset_checks=[freshness_checks],
-        jobs=[sync_job, reconcile_job, freshness_job, maintenance_job, reports_job],
+        jobs=[sync_job, reconcile_job, freshness_job, maintenance_job, reports_job, marketing_reports_job],
         schedules=[
             _on_cron(build_sync_schedule, "ST_PIPELINE_SYNC_CRON", settings.sync_cron),
             _on_cron(build_reconcile_schedule, "ST_PIPELINE_RECONCILE_CRON", settings.reconcile_cron),
             _on_cron(build_freshness_schedule, "ST_PIPELINE_FRESHNESS_CRON", settings.freshness_cron),
             _on_cron(build_maintenance_schedule, "ST_PIPELINE_MAINTENANCE_CRON", settings.maintenance_cron),
             build_reports_schedule(asset.key.path[-1] for asset in report_assets),
+            build_marketing_reports_schedule(settings.marketing_report_window_days),
         ],
         sensors=[
             tenant_onboarding_sensor,

@@ -175,6 +175,15 @@ class Settings(BaseModel):
     maintenance_cron: str = _variable(
         "ST_PIPELINE_MAINTENANCE_CRON", "45 3 * * *", "when the maintenance job (sync-log and run retention) runs"
     )
+    marketing_report_window_days: int = _variable(
+        "ST_PIPELINE_MARKETING_REPORT_WINDOW_DAYS",
+        7,
+        "the days the daily marketing-reports schedule reads again for each tenant, up to yesterday in its time "
+        "zone (campaign cost summary, Marketing Ads performance and attributed leads): late changes to a day "
+        "are picked up for this long",
+        ge=1,
+        le=90,
+    )
 
     # -- the asset catalogue ----------------------------------------------------------------------
     raw_owners: tuple[str, ...] = _variable(

@@ -48,10 +48,13 @@ EXCLUDED_DATASETS: dict[str, str] = {
     "jpm/work-breakdown-structure/budget-codes/match": "matches the budget codes it is given (`codes` required)",
     "jpm/jobs/cancel-reasons": "reasons of given jobs (`ids` required); the reasons are jpm/job-cancel-reasons",
     "jpm/jobs/hold-reasons": "reasons of given jobs (`ids` required); the reasons are jpm/job-hold-reasons",
-    "marketing/campaign-cost-summary": "a report over a required date range; its source is marketing/costs",
+    "marketing/campaign-cost-summary": "a report over a required date range (`from`, `to`): read per day by the "
+    "servicetitan/marketing/campaign_cost_summary asset",
     "marketing/email-channel-cost": "a report over a required date range (`from`, `to`)",
-    "marketingads/attributed-leads": "a report over a required date range (`fromUtc`, `toUtc`)",
-    "marketingads/performance": "a report over a required date range and segmentation",
+    "marketingads/attributed-leads": "a report over a required date range (`fromUtc`, `toUtc`): read per day by "
+    "the servicetitan/marketingads/attributed_leads asset",
+    "marketingads/performance": "a report over a required date range and segmentation: read per day by the "
+    "servicetitan/marketingads/performance asset",
     "accounting/inventory-bills/paginated": "the paged twin of the accounting/inventory-bills export feed",
     "settings/business-units/intacct": "Intacct mappings only: pages start at 0 and need includeTotal; "
     "the business units themselves are settings/business-units",

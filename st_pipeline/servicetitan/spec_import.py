@@ -103,12 +103,15 @@ def _response_schema(operation: dict[str, Any]) -> str | None:
 
 
 def _item_schema(envelope: str | None, schemas: dict[str, Any]) -> str | None:
-    """The record schema inside an export/paged envelope (or an unpaged array)."""
+    """The record schema inside an export/paged envelope, an ``items`` envelope or an unpaged array."""
     if envelope is None:
         return None
     if envelope.startswith("[]"):
         return envelope[2:]
-    data = schemas.get(envelope, {}).get("properties", {}).get("data", {})
+    properties = schemas.get(envelope, {}).get("properties", {})
+    data = properties.get("data", {})
+    if not data and set(properties) == {"items"}:  # an unpaged report: {"items": [...]} and nothing else
+        data = properties["items"]
     ref = data.get("items", {}).get("$ref")
     return ref.removeprefix(_REF_PREFIX) if ref else envelope
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from st_pipeline.servicetitan.catalogue import CORE_DATASETS, Catalogue, Dataset, Endpoint
+from st_pipeline.simulator import marketing_reports
 from st_pipeline.simulator.business import DEPENDENCIES, TenantBusiness
 from st_pipeline.simulator.clock import (
     HISTORY_TICKS,
@@ -315,6 +316,13 @@ def _endpoints_of(catalogue: Catalogue, dataset: Dataset) -> Iterable[Endpoint]:
     return (e for e in catalogue.endpoints if e.dataset_key == dataset.key)
 
 
+# Datasets answered with figures computed from other datasets' records, not generated records.
+COMPUTED_DATASETS = {
+    key: "a report over a date range, computed from the records of other datasets (simulator.marketing_reports)"
+    for key in (marketing_reports.COST_SUMMARY, marketing_reports.PERFORMANCE, marketing_reports.ATTRIBUTED_LEADS)
+}
+
+
 @dataclass
 class GenerationPlan:
     """Which datasets are served, which are generated (served + core dependencies), in order."""
@@ -344,6 +352,9 @@ class GenerationPlan:
         for key in order:
             # Core datasets are compiled even when not served, in case a served one needs them.
             if key not in compiled and key not in CORE_DATASETS:
+                continue
+            if key in COMPUTED_DATASETS:
+                unsupported[key] = COMPUTED_DATASETS[key]
                 continue
             try:
                 generators[key] = DatasetGenerator(

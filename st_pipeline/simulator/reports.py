@@ -186,7 +186,7 @@ def match(path: str) -> ReportPath | None:
     return ReportPath(found["tenant"], found["category"], found["report"], found["data"] is not None)
 
 
-def _paged(items: Sequence[Any], query: Query, default: int, maximum: int) -> tuple[dict[str, Any], list[Any]]:
+def paged(items: Sequence[Any], query: Query, default: int, maximum: int) -> tuple[dict[str, Any], list[Any]]:
     page = int_param(query, "page", 1, 1, None)
     page_size = int_param(query, "pageSize", default, 1, maximum)
     start = (page - 1) * page_size
@@ -316,7 +316,7 @@ class TenantReports:
     # -- answers -----------------------------------------------------------------------------
 
     def categories_body(self, query: Query) -> bytes:
-        head, page = _paged(
+        head, page = paged(
             [{"id": key, "name": name} for key, name in CATEGORIES], query, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
         )
         return dumpb({**head, "data": page})
@@ -325,7 +325,7 @@ class TenantReports:
         if category not in dict(CATEGORIES):
             raise ApiError(404, TITLE_NOT_FOUND)
         items = [report.list_item() for report in REPORTS if report.category == category]
-        head, page = _paged(items, query, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        head, page = paged(items, query, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         return dumpb({**head, "data": page})
 
     def data_body(self, report: ReportSpec, query: Query, body: bytes) -> bytes:

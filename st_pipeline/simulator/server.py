@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote
 from zoneinfo import ZoneInfo
 
 from st_pipeline.servicetitan.catalogue import Catalogue, load_catalogue
-from st_pipeline.simulator import feeds, reports
+from st_pipeline.simulator import feeds, marketing_reports, reports
 from st_pipeline.simulator.clock import REFERENCE_END_TICKS, TICKS_PER_SECOND, SimClock
 from st_pipeline.simulator.config import SimulatorConfig
 from st_pipeline.simulator.data import TenantData, generate_tenant, plan_for
@@ -124,6 +124,16 @@ class Simulator:
         self.report_limiter = WindowLimiter(config.report_requests_per_window, config.report_window_s, self.clock.now)
         """The Reporting API's limit per tenant and report (on the simulator's clock)."""
         self._reports: dict[int, TenantReports] = {}
+        self._marketing: dict[int, marketing_reports.TenantMarketing] = {}
+        self._marketing_damage: dict[tuple[int, str], marketing_reports.Damage] = {}
+        self._marketing_endpoints = {
+            key: catalogue.dataset(key).extraction_endpoint
+            for key in (
+                marketing_reports.COST_SUMMARY,
+                marketing_reports.PERFORMANCE,
+                marketing_reports.ATTRIBUTED_LEADS,
+            )
+        }
         self._reports_lock = threading.Lock()
         self._stopping = threading.Event()  # ends the token revoker
         self._tenants = {tenant.tenant_id: tenant for tenant in config.tenants}
@@ -480,6 +490,10 @@ class Simulator:
             raise ApiError(404, TITLE_NOT_FOUND)
         if path_tenant != token_tenant:
             raise ApiError(403, TITLE_FORBIDDEN)
+        marketing_key = marketing_reports.match(path)
+        if marketing_key is not None:
+            self._admit(app_key, path_tenant)
+            return self._handle_marketing_report(method, path, query, path_tenant, marketing_key)
         report_path = reports.match(path)
         # The category list is a catalogued dataset: served from its store when it is generated.
         if report_path is not None and (report_path.category is not None or self._routes.match(path) is None):
@@ -592,6 +606,61 @@ class Simulator:
         elif fault is not None and fault.kind == "slow":
             reply.delay_s = fault.delay_s
         return reply
+
+    def _handle_marketing_report(self, method: str, path: str, query: str, tenant_id: int, key: str) -> Reply:
+        """A marketing report over a date range (see ``marketing_reports``), checked like any endpoint."""
+        endpoint = self._marketing_endpoints[key]
+        hidden = self._hidden_modules.get(tenant_id)
+        if hidden and endpoint.module in hidden:
+            raise ApiError(404, TITLE_NOT_FOUND)
+        if method != "GET":
+            raise ApiError(405, "The simulator serves read endpoints only.", headers={"Allow": "GET"})
+        denied = self._denied_scopes.get(tenant_id)
+        if denied and denied.intersection(endpoint.scopes):
+            raise ApiError(403, TITLE_FORBIDDEN)
+        fault = self.faults.take(tenant_id)
+        if fault is None and self.fault_draws is not None:
+            fault = self.fault_draws.draw(tenant_id, method, path, query)
+        if fault is not None:
+            self.stats.record_injected(tenant_id, fault.kind)
+            if fault.is_error:
+                return fault.error_reply()
+            if fault.kind == "drop":
+                return Reply(0, b"", drop=True)
+        damage = self._marketing_damage.get((tenant_id, key))
+        answer = self.marketing_reports_of(tenant_id).body(key, feeds.Query(query), damage)
+        reply = Reply(200, answer)
+        if fault is not None and fault.kind == "truncate":
+            reply.body = answer[: len(answer) // 2]
+        elif fault is not None and fault.kind == "slow":
+            reply.delay_s = fault.delay_s
+        return reply
+
+    def marketing_reports_of(self, tenant_id: int) -> marketing_reports.TenantMarketing:
+        """The tenant's marketing reports (their figures: ``marketing_reports``), over its current records."""
+        found = self._marketing.get(tenant_id)
+        if found is not None:
+            return found
+        data = self._tenant_data(tenant_id)  # KeyError for a tenant that is not configured
+
+        def records(key: str) -> list[StoredRecord] | None:
+            store = data.stores.get(key)
+            return None if store is None else store.records()
+
+        with self._reports_lock:
+            return self._marketing.setdefault(tenant_id, marketing_reports.TenantMarketing(records))
+
+    def damage_marketing_report(
+        self, tenant_id: int, dataset_key: str, damage: marketing_reports.Damage | None
+    ) -> None:
+        """Serve one marketing report's rows of a tenant through ``damage`` (rows in, rows out: wrong
+        types, missing fields, ``NaN``...) until called again with ``None``."""
+        if dataset_key not in self._marketing_endpoints:
+            raise KeyError(f"{dataset_key!r} is not a marketing report; they are {sorted(self._marketing_endpoints)}")
+        if damage is None:
+            self._marketing_damage.pop((tenant_id, dataset_key), None)
+        else:
+            self._marketing_damage[(tenant_id, dataset_key)] = damage
 
     def _reports_of(self, tenant_id: int) -> TenantReports:
         tenant_reports = self._reports.get(tenant_id)

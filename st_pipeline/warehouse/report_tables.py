@@ -6,7 +6,8 @@ calendar), ``row_number`` (the row's place in the report's data), ``payload`` (t
 {field name: value}, JSON), ``definition`` (the fingerprint of the report's fields the row was read
 under), ``extracted_at`` and ``run_id``; primary key ``(tenant_id, period_start, period_end,
 row_number)``. Writing a period replaces that period's rows in one transaction, so re-reading a
-period is idempotent and a crash leaves the previous rows.
+period is idempotent and a crash leaves the previous rows. Report tables are period tables
+(``period_tables``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from st_pipeline.sqltypes import UtcDateTime
+from st_pipeline.warehouse.period_tables import (
+    ensure_period_table,
+    period_key_columns,
+    period_payloads,
+    replace_period_rows,
+)
 from st_pipeline.warehouse.tables import PayloadType
 
 report_metadata = sa.MetaData()
@@ -38,10 +45,7 @@ def report_table(name: str) -> sa.Table:
         return sa.Table(
             table_name,
             report_metadata,
-            sa.Column("tenant_id", sa.BigInteger, primary_key=True, autoincrement=False),
-            sa.Column("period_start", sa.Date, primary_key=True),
-            sa.Column("period_end", sa.Date, primary_key=True),
-            sa.Column("row_number", sa.Integer, primary_key=True, autoincrement=False),
+            *period_key_columns(),
             sa.Column("report_id", sa.BigInteger, nullable=False),
             sa.Column("payload", PayloadType, nullable=False),
             sa.Column("definition", sa.String(64), nullable=False),
@@ -51,9 +55,7 @@ def report_table(name: str) -> sa.Table:
 
 
 def ensure_report_table(engine: sa.Engine, name: str) -> sa.Table:
-    table = report_table(name)
-    table.create(engine, checkfirst=True)
-    return table
+    return ensure_period_table(engine, report_table(name))
 
 
 def stored_definitions(conn: sa.Connection, table: sa.Table, tenant_id: int) -> set[str]:
@@ -75,36 +77,24 @@ def replace_period(
     run_id: str,
 ) -> int:
     """Replace the tenant's rows of ``period`` with ``rows``; returns the rows deleted."""
-    start, end = period
-    deleted = conn.execute(
-        sa.delete(table).where(table.c.tenant_id == tenant_id, table.c.period_start == start, table.c.period_end == end)
-    ).rowcount
-    if rows:
-        conn.execute(
-            sa.insert(table),
-            [
-                {
-                    "tenant_id": tenant_id,
-                    "period_start": start,
-                    "period_end": end,
-                    "row_number": number,
-                    "report_id": report_id,
-                    "payload": row,
-                    "definition": definition,
-                    "extracted_at": extracted_at,
-                    "run_id": run_id,
-                }
-                for number, row in enumerate(rows, start=1)
-            ],
-        )
-    return int(deleted or 0)
+    return replace_period_rows(
+        conn,
+        table,
+        tenant_id=tenant_id,
+        period=period,
+        rows=[
+            {
+                "report_id": report_id,
+                "payload": row,
+                "definition": definition,
+                "extracted_at": extracted_at,
+                "run_id": run_id,
+            }
+            for row in rows
+        ],
+    )
 
 
 def period_rows(conn: sa.Connection, table: sa.Table, tenant_id: int, period: tuple[date, date]) -> list[dict]:
     """The stored rows of one period, in report order."""
-    query = (
-        sa.select(table.c.payload)
-        .where(table.c.tenant_id == tenant_id, table.c.period_start == period[0], table.c.period_end == period[1])
-        .order_by(table.c.row_number)
-    )
-    return [dict(row[0]) for row in conn.execute(query)]
+    return period_payloads(conn, table, tenant_id, period)

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 
 from st_pipeline.definitions import build_definitions, defs
+from st_pipeline.defs.marketing_reports import MARKETING_REPORT_KEYS
 from st_pipeline.defs.models import TENANT_MODELS_KEY
 from st_pipeline.defs.partitions import TENANT_PARTITIONS_NAME
 from st_pipeline.defs.raw_assets import MAX_NAME_LENGTH, SHORT_NAMES, TENANT_SYNC_KEY, raw_asset_key
@@ -27,9 +28,14 @@ def test_one_partitioned_raw_asset_per_extracted_dataset() -> None:
     assert len(raw_keys) == len(extracted) >= 130
     for key in graph.get_all_asset_keys():
         partitions = graph.get(key).partitions_def
-        if isinstance(partitions, dg.MultiPartitionsDefinition):  # the reports: by tenant and day
+        if isinstance(partitions, dg.MultiPartitionsDefinition):  # the reports and marketing reports: by tenant and day
             dimensions = {d.name: d.partitions_def for d in partitions.partitions_defs}
-            assert key.path[:2] == ["servicetitan", "reports"] and set(dimensions) == {"tenant", "day"}
+            assert (key.path[:2] == ["servicetitan", "reports"] or key in MARKETING_REPORT_KEYS) and set(
+                dimensions
+            ) == {
+                "tenant",
+                "day",
+            }
             partitions = dimensions["tenant"]
         assert isinstance(partitions, dg.DynamicPartitionsDefinition)
         assert partitions.name == TENANT_PARTITIONS_NAME

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from st_pipeline.defs.checks import DEFAULT_QUARANTINE_ERROR_RATIO
+from st_pipeline.defs.marketing_reports import MARKETING_REPORT_KEYS
 from st_pipeline.defs.raw_assets import raw_asset_key, raw_group_name
 from st_pipeline.defs.reports import REPORTS_GROUP, report_asset_key
 from st_pipeline.servicetitan.catalogue import load_catalogue
@@ -193,6 +194,11 @@ def raw_checks_section(defs: dg.Definitions) -> str:
     ]
     report_specs = [spec for spec in check_specs(defs) if spec.asset_key == report_asset_key(REPORT_EXAMPLE.name)]
     rows += [(code(spec.name), code(shown_key(spec.asset_key)), first_line(spec.description)) for spec in report_specs]
+    marketing_specs = [spec for spec in check_specs(defs) if spec.asset_key in MARKETING_REPORT_KEYS]
+    rows += [
+        (code(name), ", ".join(code(key.to_user_string()) for key in keys), description)
+        for (name, description), keys in _check_rows(marketing_specs).items()
+    ]
     return "\n".join(
         [
             markdown_table(["check", "on", "what it checks"], rows),
