@@ -793,12 +793,15 @@ def test_technician_performance_credits_splits_above_zero_else_the_assignees(
     # one split of a two-technician job made zero; both splits of another made zero; the splits of
     # a third (the one with the most assignees) moved to a job that does not exist
     unassigned = max(with_revenue, key=lambda t: (len(assignees[t.job["id"]]), -t.job["id"]))
-    partly, wholly = [t for t in with_revenue if t is not unassigned][:2]
+    partly, wholly, thirds = [t for t in with_revenue if t is not unassigned][:3]
     zeroed, kept = splits[partly.job["id"]]
     edits: dict[int, Any] = {zeroed["id"]: lambda s: s.update(split=0.0)}
     edits |= {s["id"]: lambda s: s.update(split=0.0) for s in splits[wholly.job["id"]]}
     edits |= {s["id"]: lambda s: s.update(jobId=1) for s in splits[unassigned.job["id"]]}
-    days_of = {local_day(t.job["completedOn"], "UTC") for t in (partly, wholly, unassigned)}
+    # and a fourth split in thirds: its weighted revenue has more than 4 decimals, cut
+    one_third, two_thirds = splits[thirds.job["id"]]
+    edits |= {one_third["id"]: lambda s: s.update(split=33.3333), two_thirds["id"]: lambda s: s.update(split=66.6667)}
+    days_of = {local_day(t.job["completedOn"], "UTC") for t in (partly, wholly, unassigned, thirds)}
     first, last = min(days_of), max(days_of)
     before = technician_rows(http, 7101, first, last)
     with edited(sim, 7101, "payroll/jobs/splits", edits):
@@ -817,6 +820,11 @@ def test_technician_performance_credits_splits_above_zero_else_the_assignees(
         revenue[split["technicianId"]] -= cut4(truth.revenue * money(split["split"]) / 100)
 
     loses(partly, zeroed)
+    for split, share in ((one_third, Decimal("33.3333")), (two_thirds, Decimal("66.6667"))):
+        loses(thirds, split)
+        jobs[split["technicianId"]] += 1
+        revenue[split["technicianId"]] += cut4(thirds.revenue * share / 100)
+    assert cut4(thirds.revenue * Decimal("33.3333") / 100) != thirds.revenue * Decimal("33.3333") / 100
     for split in splits[wholly.job["id"]]:
         loses(wholly, split)
     for split in splits[unassigned.job["id"]]:
@@ -915,6 +923,16 @@ def test_daily_technician_hours_round_each_shift_and_skip_what_does_not_count(
         for ap in live_truth(sim, 7101, "jpm/appointments")
         if ap["status"] != "Canceled" and assigned[ap["id"]] and ap["start"] and ap["end"]
     )
+    overnight = next(
+        ap
+        for ap in live_truth(sim, 7101, "jpm/appointments")
+        if ap["status"] != "Canceled"
+        and assigned[ap["id"]]
+        and ap["start"]
+        and ap["end"]
+        and ap["id"] != canceled["id"]
+    )
+    evening = date.fromisoformat(overnight["start"][:10])
     first, last = date(2023, 1, 1), date(2025, 12, 31)
 
     def shift_minutes(shift: dict[str, Any]) -> int:
@@ -928,11 +946,21 @@ def test_daily_technician_hours_round_each_shift_and_skip_what_does_not_count(
         backwards["id"]: lambda s: s.update(start=s["end"], end=s["start"]),
     }
     with edited(sim, 7101, "dispatch/technician-shifts", edits):
-        with edited(sim, 7101, "jpm/appointments", {canceled["id"]: lambda ap: ap.update(status="Canceled")}):
+        appointment_edits = {
+            canceled["id"]: lambda ap: ap.update(status="Canceled"),
+            overnight["id"]: lambda ap: ap.update(
+                start=f"{evening}T23:30:00.0000000Z", end=f"{evening + timedelta(days=1)}T01:00:00.0000000Z"
+            ),
+        }
+        with edited(sim, 7101, "jpm/appointments", appointment_edits):
             after = hours_rows(http, 7101, first, last)
             expected = expected_technician_hours(sim, 7101, first, last, "UTC")
+            for day in (evening, evening + timedelta(days=1)):
+                assert hours_rows(http, 7101, day, day) == expected_technician_hours(sim, 7101, day, day, "UTC")
+            evening_count = hours_rows(http, 7101, evening, evening)[technician]["AppointmentCount"]
     assert hours_rows(http, 7101, first, last) == before  # put back
     assert after == expected
+    assert evening_count >= assigned[overnight["id"]] >= 1
     # Worked out by hand for the technician: +1 minute, minus the two shifts' minutes; every
     # assignment of the canceled appointment gone (another technician's too).
     generated = sum(shift_minutes(s) for s in theirs)
