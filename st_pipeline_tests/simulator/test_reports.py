@@ -7,8 +7,10 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -532,3 +534,437 @@ def test_a_tenant_without_the_reporting_module_gets_404(limited: tuple[Simulator
 def test_time_zones_are_checked() -> None:
     with pytest.raises(ValueError, match="time zone"):
         SimulatorConfig(tenants=[SimulatedTenant(1, "c", "s", time_zone="Mars/Olympus_Mons")])
+
+
+# -- the No Charge rule, Technician Performance and Daily Technician Hours -------------------------
+#
+# Each expected figure is written here again from the README's definitions over the ground truth;
+# the rules the generated data never exercise are exercised by editing a few records (and putting
+# them back afterwards, so the module's simulator stays as generated for the other tests).
+
+_CUT = Decimal("0.0001")
+_INSTANT = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?Z?")
+
+
+def cut4(value: Decimal) -> Decimal:
+    return value.quantize(_CUT, rounding=ROUND_DOWN)
+
+
+def epoch_ms(stamp: str) -> int:
+    """A UTC timestamp (up to 7 decimals) as whole milliseconds since 1970, the rest dropped."""
+    found = _INSTANT.fullmatch(stamp)
+    assert found is not None, stamp
+    seconds = datetime.fromisoformat(found.group(1)).replace(tzinfo=UTC).timestamp()
+    return int(seconds) * 1000 + int(((found.group(2) or "") + "000")[:3])
+
+
+def live_truth(sim: Simulator, tenant_id: int, key: str) -> list[dict[str, Any]]:
+    return [record for record in sim.ground_truth(tenant_id, key) if record.get("active") is not False]
+
+
+@contextmanager
+def edited(sim: Simulator, tenant_id: int, key: str, edits: dict[int, Any]) -> Iterator[None]:
+    """Records of ``key`` edited in place (``tamper_records``) and put back as they were after."""
+    originals = {record["id"]: record for record in sim.ground_truth(tenant_id, key) if record["id"] in edits}
+    sim.tamper_records(tenant_id, key, edits)
+    try:
+        yield
+    finally:
+
+        def restore(original: dict[str, Any]) -> Any:
+            return lambda record: (record.clear(), record.update(original))
+
+        sim.tamper_records(tenant_id, key, {record_id: restore(o) for record_id, o in originals.items()})
+
+
+def report_rows(
+    http: httpx.Client, tenant_id: int, report_id: int, first: date, last: date | None = None
+) -> list[dict[str, Any]]:
+    answer = http.post(data_path(tenant_id, report_id), json=days(first.isoformat(), (last or first).isoformat()))
+    assert answer.status_code == 200, answer.text
+    body = decoded(answer)
+    names = [field["name"] for field in body["fields"]]
+    return [dict(zip(names, row, strict=True)) for row in body["data"]]
+
+
+@contextmanager
+def client_of(sim: Simulator, tenant: SimulatedTenant) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sim.url, timeout=10) as http:
+        authorize(http, sim, tenant)
+        yield http
+
+
+@dataclass(frozen=True)
+class JobTruth:
+    """A live completed job and what its conversion depends on, from the ground truth."""
+
+    job: dict[str, Any]
+    type_no_charge: bool
+    threshold: Decimal
+    invoiced: Decimal
+    revenue: Decimal
+    estimates: int
+    sold: Decimal
+
+    @property
+    def no_charge(self) -> bool:
+        return bool(self.job["noCharge"]) or self.type_no_charge
+
+    @property
+    def converted(self) -> bool:
+        return self.invoiced > 0 and self.invoiced >= self.threshold
+
+    @property
+    def closed(self) -> bool:
+        return self.estimates > 0 and self.sold > 0 and self.sold >= self.threshold
+
+
+def completed_job_truths(sim: Simulator, tenant_id: int) -> dict[int, JobTruth]:
+    types = {t["id"]: t for t in sim.ground_truth(tenant_id, "jpm/job-types")}
+    invoiced: dict[int, Decimal] = defaultdict(Decimal)
+    revenue: dict[int, Decimal] = defaultdict(Decimal)
+    for invoice in live_truth(sim, tenant_id, "accounting/invoices"):
+        if invoice["job"] and invoice["adjustmentToId"] is None:
+            invoiced[invoice["job"]["id"]] += money(invoice["subTotal"])
+            for item in invoice["items"]:
+                if (item["generalLedgerAccount"] or {}).get("type") == "Income":
+                    revenue[invoice["job"]["id"]] += money(item["total"])
+    estimates: Counter[int] = Counter()
+    sold: dict[int, Decimal] = defaultdict(Decimal)
+    for estimate in live_truth(sim, tenant_id, "sales/estimates"):
+        estimates[estimate["jobId"]] += 1
+        if estimate["status"]["name"] == "Sold":
+            sold[estimate["jobId"]] += money(estimate["subtotal"])
+    truths = {}
+    for job in live_truth(sim, tenant_id, "jpm/jobs"):
+        if job["jobStatus"] == "Completed" and job["completedOn"]:
+            job_type = types.get(job["jobTypeId"], {})
+            truths[job["id"]] = JobTruth(
+                job,
+                bool(job_type.get("noCharge")),
+                money(job_type.get("soldThreshold") or 0),
+                invoiced[job["id"]],
+                revenue[job["id"]],
+                estimates[job["id"]],
+                sold[job["id"]],
+            )
+    return truths
+
+
+def test_no_charge_jobs_are_opportunities_only_when_they_reach_the_threshold(
+    served: tuple[Simulator, httpx.Client],
+) -> None:
+    """Opportunity: a completed job that is not No Charge (its own flag or its job type's), or a No
+    Charge job that converted; a sales opportunity likewise, with closed in place of converted."""
+    sim, http = served
+    truths = list(completed_job_truths(sim, 7101).values())
+
+    def pick(wanted: Any) -> JobTruth:
+        return next(t for t in truths if wanted(t))
+
+    charged = [t for t in truths if not t.no_charge]
+    assert charged and any(t.no_charge for t in truths)
+    # (the job, its noCharge flag from now on, the change in its business unit's Opportunities and
+    # SalesOpportunities on its completion day; nothing else changes)
+    cases = [
+        (pick(lambda t: t in charged and t.threshold > 0 and t.converted and not t.estimates), True, 0, 0),
+        (pick(lambda t: t in charged and not t.converted and not t.estimates), True, -1, 0),
+        (pick(lambda t: t in charged and t.threshold > 0 and t.converted and t.closed), True, 0, 0),
+        (pick(lambda t: t in charged and not t.converted and t.estimates and not t.closed), True, -1, -1),
+        # a No Charge job type: the job is No Charge whatever its own flag says
+        (pick(lambda t: t.type_no_charge and not t.converted), False, 0, 0),
+    ]
+    assert len({case[0].job["id"] for case in cases}) == len(cases)
+    for truth, flag, opportunities, sales_opportunities in cases:
+        job, unit, day = truth.job, truth.job["businessUnitId"], date.fromisoformat(truth.job["completedOn"][:10])
+        before = reported(http, 7101, day, day)[unit]
+
+        def set_flag(record: dict[str, Any], flag: bool = flag) -> None:
+            record["noCharge"] = flag
+
+        with edited(sim, 7101, "jpm/jobs", {job["id"]: set_flag}):
+            after = reported(http, 7101, day, day)
+            expected = expected_bu_performance(sim, 7101, day, day, "UTC")
+        change = {name: after[unit][name] - before[name] for name in MEASURES}
+        assert change == {
+            **dict.fromkeys(MEASURES, 0),
+            "Opportunities": opportunities,
+            "SalesOpportunities": sales_opportunities,
+        }, (job["id"], flag)
+        assert {u: {n: row[n] for n in MEASURES} for u, row in after.items()} == expected
+        assert reported(http, 7101, day, day)[unit] == before  # put back
+
+
+TECHNICIAN_MEASURES = ("CompletedJobs", "Revenue", "Opportunities", "ConvertedJobs")
+
+
+def expected_technician_performance(
+    sim: Simulator, tenant_id: int, first: date, last: date, zone: str
+) -> dict[Any, dict[str, Any]]:
+    """Technician Performance from the ground truth: each completed job credited to the technicians
+    with a live split above zero (revenue × split / 100), else, when the job has no live split at
+    all, to its live assignees in equal shares (revenue / their number), each share cut to 4 places."""
+    shares: dict[int, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    split_jobs = set()
+    for split in live_truth(sim, tenant_id, "payroll/jobs/splits"):
+        split_jobs.add(split["jobId"])
+        if split["technicianId"] is not None and money(split["split"]) > 0:
+            shares[split["jobId"]][split["technicianId"]] += money(split["split"])
+    assignees: dict[int, set[int]] = defaultdict(set)
+    for assignment in live_truth(sim, tenant_id, "dispatch/appointment-assignments"):
+        if assignment["technicianId"] is not None and assignment["jobId"] not in split_jobs:
+            assignees[assignment["jobId"]].add(assignment["technicianId"])
+    rows: dict[Any, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(TECHNICIAN_MEASURES, 0))
+    for job_id, truth in completed_job_truths(sim, tenant_id).items():
+        if not first <= local_day(truth.job["completedOn"], zone) <= last:
+            continue
+        if job_id in split_jobs:
+            credited = {tech: cut4(truth.revenue * share / 100) for tech, share in shares[job_id].items()}
+        else:
+            credited = {tech: cut4(truth.revenue / len(assignees[job_id])) for tech in assignees[job_id]}
+        for technician, revenue in credited.items():
+            row = rows[technician]
+            row["CompletedJobs"] += 1
+            row["Revenue"] += revenue
+            row["Opportunities"] += int(not truth.no_charge or truth.converted)
+            row["ConvertedJobs"] += int(truth.converted)
+    return {tech: sums for tech, sums in rows.items() if any(sums.values())}
+
+
+def technician_rows(http: httpx.Client, tenant_id: int, first: date, last: date) -> dict[Any, dict[str, Any]]:
+    rows = report_rows(http, tenant_id, 1002, first, last)
+    assert [row["TechnicianId"] for row in rows] == sorted(row["TechnicianId"] for row in rows)
+    return {row["TechnicianId"]: row for row in rows}
+
+
+def busiest_days(stamps: list[str], zone: str, count: int = 3) -> list[date]:
+    return [day for day, _ in Counter(local_day(stamp, zone) for stamp in stamps).most_common(count)]
+
+
+@pytest.mark.parametrize(("tenant", "zone"), [(UTC_TENANT, "UTC"), (LA_TENANT, "America/Los_Angeles")])
+def test_technician_performance_equals_what_the_records_add_up_to(
+    served: tuple[Simulator, httpx.Client], tenant: SimulatedTenant, zone: str
+) -> None:
+    sim, _ = served
+    tenant_id = tenant.tenant_id
+    completed = [t.job["completedOn"] for t in completed_job_truths(sim, tenant_id).values()]
+    ranges = [(day, day) for day in busiest_days(completed, zone)]
+    ranges += [(date(2024, 2, 1), date(2024, 3, 31)), (date(2023, 1, 1), date(2025, 12, 31))]
+    names = {tech["id"]: tech["name"] for tech in sim.ground_truth(tenant_id, "settings/technicians")}
+    checked = Counter[str]()
+    with client_of(sim, tenant) as http:
+        for first, last in ranges:
+            expected = expected_technician_performance(sim, tenant_id, first, last, zone)
+            rows = technician_rows(http, tenant_id, first, last)
+            assert set(rows) == set(expected), (first, last)
+            for technician, sums in expected.items():
+                assert {name: rows[technician][name] for name in TECHNICIAN_MEASURES} == sums, (first, last)
+                assert rows[technician]["TechnicianName"] == names[technician]
+                checked.update(name for name in TECHNICIAN_MEASURES if sums[name])
+        assert technician_rows(http, tenant_id, date(2019, 1, 1), date(2019, 12, 31)) == {}
+    assert set(checked) == set(TECHNICIAN_MEASURES)
+    # A job's credits add up to its revenue: the splits of each job sum to 100.
+    whole = expected_technician_performance(sim, tenant_id, date(2023, 1, 1), date(2025, 12, 31), zone)
+    assert sum(sums["Revenue"] for sums in whole.values()) > 0
+
+
+def test_technician_performance_credits_splits_above_zero_else_the_assignees(
+    served: tuple[Simulator, httpx.Client],
+) -> None:
+    """The generated splits are all above zero and every completed job has some: a zero split, a job
+    whose splits are all zero, and a job without any split (its assignees share it) are made here."""
+    sim, http = served
+    truths = completed_job_truths(sim, 7101)
+    splits: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for split in live_truth(sim, 7101, "payroll/jobs/splits"):
+        splits[split["jobId"]].append(split)
+    assignees: dict[int, set[int]] = defaultdict(set)
+    for assignment in live_truth(sim, 7101, "dispatch/appointment-assignments"):
+        if assignment["technicianId"] is not None:
+            assignees[assignment["jobId"]].add(assignment["technicianId"])
+    with_revenue = sorted(
+        (
+            t
+            for t in truths.values()
+            if t.revenue > 0 and len({s["technicianId"] for s in splits[t.job["id"]]}) == len(splits[t.job["id"]]) == 2
+        ),
+        key=lambda t: t.job["id"],
+    )
+    # one split of a two-technician job made zero; both splits of another made zero; the splits of
+    # a third (the one with the most assignees) moved to a job that does not exist
+    unassigned = max(with_revenue, key=lambda t: (len(assignees[t.job["id"]]), -t.job["id"]))
+    partly, wholly, thirds = [t for t in with_revenue if t is not unassigned][:3]
+    zeroed, kept = splits[partly.job["id"]]
+    edits: dict[int, Any] = {zeroed["id"]: lambda s: s.update(split=0.0)}
+    edits |= {s["id"]: lambda s: s.update(split=0.0) for s in splits[wholly.job["id"]]}
+    edits |= {s["id"]: lambda s: s.update(jobId=1) for s in splits[unassigned.job["id"]]}
+    # and a fourth split in thirds: its weighted revenue has more than 4 decimals, cut
+    one_third, two_thirds = splits[thirds.job["id"]]
+    edits |= {one_third["id"]: lambda s: s.update(split=33.3333), two_thirds["id"]: lambda s: s.update(split=66.6667)}
+    days_of = {local_day(t.job["completedOn"], "UTC") for t in (partly, wholly, unassigned, thirds)}
+    first, last = min(days_of), max(days_of)
+    before = technician_rows(http, 7101, first, last)
+    with edited(sim, 7101, "payroll/jobs/splits", edits):
+        after = technician_rows(http, 7101, first, last)
+        expected = expected_technician_performance(sim, 7101, first, last, "UTC")
+    assert technician_rows(http, 7101, first, last) == before  # put back
+
+    assert {tech: {n: row[n] for n in TECHNICIAN_MEASURES} for tech, row in after.items()} == expected
+    # Worked out by hand: the zero split's technician loses the job and the other keeps their share;
+    # both technicians of the all-zero job lose it; the split-less job goes from its split
+    # technicians to its assignees, revenue / their number each.
+    jobs, revenue = Counter[int](), defaultdict[int, Decimal](Decimal)
+
+    def loses(truth: JobTruth, split: dict[str, Any]) -> None:
+        jobs[split["technicianId"]] -= 1
+        revenue[split["technicianId"]] -= cut4(truth.revenue * money(split["split"]) / 100)
+
+    loses(partly, zeroed)
+    for split, share in ((one_third, Decimal("33.3333")), (two_thirds, Decimal("66.6667"))):
+        loses(thirds, split)
+        jobs[split["technicianId"]] += 1
+        revenue[split["technicianId"]] += cut4(thirds.revenue * share / 100)
+    assert cut4(thirds.revenue * Decimal("33.3333") / 100) != thirds.revenue * Decimal("33.3333") / 100
+    for split in splits[wholly.job["id"]]:
+        loses(wholly, split)
+    for split in splits[unassigned.job["id"]]:
+        loses(unassigned, split)
+    sharers = assignees[unassigned.job["id"]]
+    for technician in sharers:
+        jobs[technician] += 1
+        revenue[technician] += cut4(unassigned.revenue / len(sharers))
+    for technician in set(before) | set(after) | set(jobs):
+        was, now = before.get(technician, {}), after.get(technician, {})
+        assert now.get("CompletedJobs", 0) - was.get("CompletedJobs", 0) == jobs[technician], technician
+        assert now.get("Revenue", 0) - was.get("Revenue", 0) == revenue[technician], technician
+    assert len(sharers) >= 2 and any(jobs.values()) and kept["split"] > 0
+
+
+def expected_technician_hours(
+    sim: Simulator, tenant_id: int, first: date, last: date, zone: str
+) -> dict[Any, dict[str, Any]]:
+    """Daily Technician Hours from the ground truth: the minutes of each live Normal shift (to the
+    nearest whole minute, halves up; 0 when it ends before it starts) on its start day, summed and
+    over 60 cut to 4 places; and the live assignments to live appointments not Canceled, on the
+    appointment's start day."""
+    minutes: Counter[int] = Counter()
+    for shift in live_truth(sim, tenant_id, "dispatch/technician-shifts"):
+        if shift["shiftType"] != "Normal" or shift["technicianId"] is None or not shift["start"] or not shift["end"]:
+            continue
+        if first <= local_day(shift["start"], zone) <= last:
+            length = max(epoch_ms(shift["end"]) - epoch_ms(shift["start"]), 0)
+            minutes[shift["technicianId"]] += int((Decimal(length) / 60_000).quantize(Decimal(1), ROUND_HALF_UP))
+    appointments = {
+        appointment["id"]: appointment
+        for appointment in live_truth(sim, tenant_id, "jpm/appointments")
+        if appointment["status"] != "Canceled" and appointment["start"] and appointment["end"]
+    }
+    counts: Counter[int] = Counter()
+    for assignment in live_truth(sim, tenant_id, "dispatch/appointment-assignments"):
+        appointment = appointments.get(assignment["appointmentId"])
+        if appointment is not None and assignment["technicianId"] is not None:
+            if first <= local_day(appointment["start"], zone) <= last:
+                counts[assignment["technicianId"]] += 1
+    return {
+        technician: {"ShiftHours": cut4(Decimal(minutes[technician]) / 60), "AppointmentCount": counts[technician]}
+        for technician in set(minutes) | set(counts)
+        if minutes[technician] or counts[technician]
+    }
+
+
+def hours_rows(http: httpx.Client, tenant_id: int, first: date, last: date) -> dict[Any, dict[str, Any]]:
+    rows = report_rows(http, tenant_id, 1005, first, last)
+    assert [row["TechnicianId"] for row in rows] == sorted(row["TechnicianId"] for row in rows)
+    return {row.pop("TechnicianId"): row for row in rows}
+
+
+@pytest.mark.parametrize(("tenant", "zone"), [(UTC_TENANT, "UTC"), (LA_TENANT, "America/Los_Angeles")])
+def test_daily_technician_hours_equal_what_the_records_add_up_to(
+    served: tuple[Simulator, httpx.Client], tenant: SimulatedTenant, zone: str
+) -> None:
+    sim, _ = served
+    tenant_id = tenant.tenant_id
+    shifts = [shift["start"] for shift in live_truth(sim, tenant_id, "dispatch/technician-shifts")]
+    ranges = [(day, day) for day in busiest_days(shifts, zone)]
+    ranges += [(date(2024, 2, 1), date(2024, 3, 31)), (date(2023, 1, 1), date(2025, 12, 31))]
+    checked = Counter[str]()
+    with client_of(sim, tenant) as http:
+        for first, last in ranges:
+            expected = expected_technician_hours(sim, tenant_id, first, last, zone)
+            assert hours_rows(http, tenant_id, first, last) == expected, (first, last)
+            checked.update(name for sums in expected.values() for name, value in sums.items() if value)
+        assert hours_rows(http, tenant_id, date(2019, 1, 1), date(2019, 12, 31)) == {}
+    assert set(checked) == {"ShiftHours", "AppointmentCount"}
+
+
+def test_daily_technician_hours_round_each_shift_and_skip_what_does_not_count(
+    served: tuple[Simulator, httpx.Client],
+) -> None:
+    """The generated shifts are all Normal and last whole hours: here one gets 30 more seconds (a
+    half minute rounds up: 1 minute more), one becomes OnCall (left out), one ends before it starts
+    (0 minutes), and an appointment is canceled (its assignments no longer count)."""
+    sim, http = served
+    shifts = sorted(
+        (s for s in live_truth(sim, 7101, "dispatch/technician-shifts") if s["shiftType"] == "Normal"),
+        key=lambda s: s["id"],
+    )
+    longer = shifts[0]
+    technician = longer["technicianId"]
+    theirs = [s for s in shifts if s["technicianId"] == technician]
+    on_call, backwards = [s for s in theirs if s is not longer][:2]
+    assert epoch_ms(longer["end"]) % 60_000 == epoch_ms(longer["start"]) % 60_000 == 0
+    assigned = Counter(
+        a["appointmentId"]
+        for a in live_truth(sim, 7101, "dispatch/appointment-assignments")
+        if a["technicianId"] == technician
+    )
+    canceled = next(
+        ap
+        for ap in live_truth(sim, 7101, "jpm/appointments")
+        if ap["status"] != "Canceled" and assigned[ap["id"]] and ap["start"] and ap["end"]
+    )
+    overnight = next(
+        ap
+        for ap in live_truth(sim, 7101, "jpm/appointments")
+        if ap["status"] != "Canceled"
+        and assigned[ap["id"]]
+        and ap["start"]
+        and ap["end"]
+        and ap["id"] != canceled["id"]
+    )
+    evening = date.fromisoformat(overnight["start"][:10])
+    first, last = date(2023, 1, 1), date(2025, 12, 31)
+
+    def shift_minutes(shift: dict[str, Any]) -> int:
+        return (epoch_ms(shift["end"]) - epoch_ms(shift["start"])) // 60_000
+
+    before = hours_rows(http, 7101, first, last)
+    later = datetime.fromisoformat(longer["end"][:19]) + timedelta(seconds=30)
+    edits = {
+        longer["id"]: lambda s: s.update(end=later.isoformat() + ".0000000Z"),
+        on_call["id"]: lambda s: s.update(shiftType="OnCall"),
+        backwards["id"]: lambda s: s.update(start=s["end"], end=s["start"]),
+    }
+    with edited(sim, 7101, "dispatch/technician-shifts", edits):
+        appointment_edits = {
+            canceled["id"]: lambda ap: ap.update(status="Canceled"),
+            overnight["id"]: lambda ap: ap.update(
+                start=f"{evening}T23:30:00.0000000Z", end=f"{evening + timedelta(days=1)}T01:00:00.0000000Z"
+            ),
+        }
+        with edited(sim, 7101, "jpm/appointments", appointment_edits):
+            after = hours_rows(http, 7101, first, last)
+            expected = expected_technician_hours(sim, 7101, first, last, "UTC")
+            for day in (evening, evening + timedelta(days=1)):
+                assert hours_rows(http, 7101, day, day) == expected_technician_hours(sim, 7101, day, day, "UTC")
+            evening_count = hours_rows(http, 7101, evening, evening)[technician]["AppointmentCount"]
+    assert hours_rows(http, 7101, first, last) == before  # put back
+    assert after == expected
+    assert evening_count >= assigned[overnight["id"]] >= 1
+    # Worked out by hand for the technician: +1 minute, minus the two shifts' minutes; every
+    # assignment of the canceled appointment gone (another technician's too).
+    generated = sum(shift_minutes(s) for s in theirs)
+    assert before[technician]["ShiftHours"] == Decimal(generated) / 60  # whole hours
+    total = generated + 1 - shift_minutes(on_call) - shift_minutes(backwards)
+    assert after[technician]["ShiftHours"] == cut4(Decimal(total) / 60) != round(Decimal(total) / 60, 4)
+    assert after[technician]["AppointmentCount"] == before[technician]["AppointmentCount"] - assigned[canceled["id"]]
